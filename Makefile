@@ -1,0 +1,96 @@
+# Tern build. `make` builds into build/, `make test` runs every test,
+# `make SAN=1 test` (or `make asan`) does the same with ASan+UBSan in
+# build-asan/. See README.md.
+
+ifeq ($(SAN),1)
+BUILD ?= build-asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+CC ?= cc
+OPT ?= -O2
+CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS)
+LDFLAGS := $(SANFLAGS)
+LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lpthread
+TEST_LIBS := -lcmocka
+
+COMMON_SRCS := $(wildcard common/*.c)
+VMM_SRCS := $(filter-out node-vmm/main.c,$(wildcard node-vmm/*.c))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(COMMON_SRCS) $(VMM_SRCS))
+
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
+INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
+
+all: $(BUILD)/tern-vmm $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
+
+include tests/guest/guest.mk
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tern-vmm: $(BUILD)/obj/node-vmm/main.o $(LIB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(LIB_OBJS) $(TEST_SUPPORT_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
+
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(LIB_OBJS) $(TEST_SUPPORT_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
+
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+bench: $(BENCH_BINS)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_OBJS) $(TEST_SUPPORT_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+deps:
+	@scripts/install-deps.sh
+
+# Tests install what they need first, so a fresh machine needs nothing by hand.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@tests/run-tests.sh $(BUILD) unit integration
+
+test-unit: deps
+	@$(MAKE) --no-print-directory all
+	@tests/run-tests.sh $(BUILD) unit
+
+test-slow: deps
+	@$(MAKE) --no-print-directory all
+	@tests/slow/linux-banner.sh $(BUILD)
+
+asan:
+	@$(MAKE) --no-print-directory SAN=1 test
+
+bench-boot: all
+	@$(BUILD)/bench/boot $(BUILD)
+
+# Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
+# library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
+FUZZ_SECONDS ?= 30
+FUZZ_SRCS := $(COMMON_SRCS) $(VMM_SRCS)
+FUZZERS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
+	@mkdir -p build-fuzz
+	clang -std=gnu11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_SRCS) $(LIBS)
+fuzz: deps
+	@command -v clang >/dev/null || apt-get install -y -qq clang >/dev/null
+	@$(MAKE) --no-print-directory $(FUZZERS)
+	@for f in $(FUZZERS); do mkdir -p $$f.corpus && echo "== $$f" && \
+	    dict=tests/fuzz/$$(basename $$f).dict; \
+	    (cd build-fuzz && ./$$(basename $$f) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        $$( [ -f ../$$dict ] && echo -dict=../$$dict ) $$(basename $$f).corpus 2>&1 | tail -4) || exit 1; done
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+.PHONY: all deps test test-unit test-slow asan bench bench-boot fuzz clean
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,60 @@
+#include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* dst = a + ": " + b, cut to fit. Messages are for people, so truncation
+ * is acceptable; overflowing is not. */
+static void join(char *dst, size_t cap, const char *a, const char *b)
+{
+    size_t la = strnlen(a, cap - 1);
+    memmove(dst, a, la);
+    size_t pos = la;
+    const char sep[] = ": ";
+    for (size_t i = 0; sep[i] && pos < cap - 1; i++)
+        dst[pos++] = sep[i];
+    size_t lb = strnlen(b, cap - 1 - pos);
+    memmove(dst + pos, b, lb);
+    dst[pos + lb] = '\0';
+}
+
+int tern_err_set(struct tern_err *err, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int tern_err_errno(struct tern_err *err, int errno_value, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    char head[TERN_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof(head), fmt, ap);
+    va_end(ap);
+    join(err->msg, sizeof(err->msg), head, strerror(errno_value));
+    return -1;
+}
+
+int tern_err_prefix(struct tern_err *err, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    char head[TERN_ERR_MAX];
+    char old[TERN_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof(head), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    old[sizeof(old) - 1] = '\0';
+    join(err->msg, sizeof(err->msg), head, old);
+    return -1;
+}

@@ -1,0 +1,58 @@
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int tern_read_file(const char *path, size_t max_len, uint8_t **out, size_t *out_len,
+                   struct tern_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return tern_err_errno(err, errno, "cannot open %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return tern_err_errno(err, e, "cannot stat %s", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return tern_err_set(err, "%s is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_len) {
+        close(fd);
+        return tern_err_set(err, "%s is too large (%lld bytes, limit %zu)", path,
+                            (long long)st.st_size, max_len);
+    }
+    size_t len = (size_t)st.st_size;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        close(fd);
+        return tern_err_set(err, "out of memory reading %s (%zu bytes)", path, len);
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = read(fd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return tern_err_errno(err, e, "cannot read %s", path);
+        }
+        if (n == 0) {
+            free(buf);
+            close(fd);
+            return tern_err_set(err, "%s shrank while being read", path);
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}

@@ -1,0 +1,308 @@
+#include "control.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fill_sockaddr(struct sockaddr_un *addr, const char *path, struct tern_err *err)
+{
+    memset(addr, 0, sizeof(*addr));
+    addr->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(addr->sun_path))
+        return tern_err_set(err, "control socket path '%s' is too long (max %zu bytes)", path,
+                            sizeof(addr->sun_path) - 1);
+    strcpy(addr->sun_path, path);
+    return 0;
+}
+
+/* Whether some process accepts connections on `path`. */
+static int socket_in_use(const struct sockaddr_un *addr)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int in_use = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0;
+    close(fd);
+    return in_use;
+}
+
+int control_server_open(struct control_server *cs, const char *path,
+                        const struct control_command *commands, size_t nr_commands,
+                        void *opaque, struct tern_err *err)
+{
+    memset(cs, 0, sizeof(*cs));
+    cs->listen_fd = -1;
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+        cs->clients[i].fd = -1;
+    cs->commands = commands;
+    cs->nr_commands = nr_commands;
+    cs->opaque = opaque;
+    struct sockaddr_un addr;
+    if (fill_sockaddr(&addr, path, err) < 0)
+        return -1;
+    if (socket_in_use(&addr))
+        return tern_err_set(err,
+                            "control socket %s is in use by another process; choose another --control path",
+                            path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return tern_err_errno(err, errno, "removing stale control socket %s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return tern_err_errno(err, errno, "creating control socket");
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0) {
+        int e = errno;
+        close(fd);
+        return tern_err_errno(err, e, "listening on control socket %s", path);
+    }
+    cs->listen_fd = fd;
+    snprintf(cs->path, sizeof(cs->path), "%s", path);
+    return 0;
+}
+
+static void client_drop(struct control_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+    c->buf = NULL;
+    c->fd = -1;
+    c->len = 0;
+}
+
+void control_server_close(struct control_server *cs)
+{
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+        client_drop(&cs->clients[i]);
+    if (cs->listen_fd >= 0) {
+        close(cs->listen_fd);
+        unlink(cs->path);
+    }
+    cs->listen_fd = -1;
+}
+
+int control_server_pollfds(struct control_server *cs, struct pollfd *fds)
+{
+    int n = 0;
+    if (cs->listen_fd >= 0)
+        fds[n++] = (struct pollfd){.fd = cs->listen_fd, .events = POLLIN};
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+        if (cs->clients[i].fd >= 0)
+            fds[n++] = (struct pollfd){.fd = cs->clients[i].fd, .events = POLLIN};
+    return n;
+}
+
+static char *error_reply(const char *msg)
+{
+    json_t *o = json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return s ? s : strdup("{\"ok\":false,\"error\":\"out of memory\"}");
+}
+
+char *control_dispatch_line(struct control_server *cs, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    char msg[TERN_ERR_MAX];
+    if (!req) {
+        snprintf(msg, sizeof(msg), "malformed JSON request at column %d: %s", jerr.column,
+                 jerr.text);
+        return error_reply(msg);
+    }
+    const char *cmd = json_is_object(req) ? json_string_value(json_object_get(req, "cmd")) : NULL;
+    if (!cmd) {
+        json_decref(req);
+        return error_reply("request must be an object with a string \"cmd\"");
+    }
+    const struct control_command *found = NULL;
+    for (size_t i = 0; i < cs->nr_commands; i++)
+        if (!strcmp(cs->commands[i].name, cmd))
+            found = &cs->commands[i];
+    if (!found) {
+        snprintf(msg, sizeof(msg), "unknown command '%.200s'", cmd);
+        json_decref(req);
+        return error_reply(msg);
+    }
+    struct tern_err err = {{0}};
+    json_t *result = found->handler(cs->opaque, req, &err);
+    json_decref(req);
+    if (!result)
+        return error_reply(err.msg[0] ? err.msg : "command failed");
+    json_object_set_new(result, "ok", json_true());
+    char *s = json_dumps(result, JSON_COMPACT);
+    json_decref(result);
+    return s ? s : error_reply("out of memory");
+}
+
+static void send_line(struct control_client *c, const char *s)
+{
+    size_t len = strlen(s);
+    /* Replies are small; a client that does not read them is dropped rather
+     * than allowed to block the VMM's loop. */
+    struct {
+        const char *p;
+        size_t n;
+    } parts[2] = {{s, len}, {"\n", 1}};
+    for (int i = 0; i < 2; i++) {
+        size_t off = 0;
+        int tries = 0;
+        while (off < parts[i].n) {
+            ssize_t w = send(c->fd, parts[i].p + off, parts[i].n - off, MSG_NOSIGNAL);
+            if (w > 0) {
+                off += (size_t)w;
+                continue;
+            }
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno == EAGAIN && ++tries < 100) {
+                struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+                poll(&p, 1, 10);
+                continue;
+            }
+            client_drop(c);
+            return;
+        }
+    }
+}
+
+static void client_read(struct control_server *cs, struct control_client *c)
+{
+    ssize_t r = recv(c->fd, c->buf + c->len, CONTROL_MAX_LINE - c->len, 0);
+    if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
+        client_drop(c);
+        return;
+    }
+    if (r < 0)
+        return;
+    c->len += (size_t)r;
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (!nl)
+            break;
+        size_t line_len = (size_t)(nl - c->buf);
+        char *reply = control_dispatch_line(cs, c->buf, line_len);
+        send_line(c, reply);
+        free(reply);
+        if (c->fd < 0)
+            return;
+        memmove(c->buf, nl + 1, c->len - line_len - 1);
+        c->len -= line_len + 1;
+    }
+    if (c->len == CONTROL_MAX_LINE) {
+        send_line(c, "{\"ok\":false,\"error\":\"request line too long\"}");
+        client_drop(c);
+    }
+}
+
+void control_server_handle(struct control_server *cs, const struct pollfd *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!fds[i].revents)
+            continue;
+        if (fds[i].fd == cs->listen_fd) {
+            int fd = accept4(cs->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd < 0)
+                continue;
+            struct control_client *slot = NULL;
+            for (int k = 0; k < CONTROL_MAX_CLIENTS && !slot; k++)
+                if (cs->clients[k].fd < 0)
+                    slot = &cs->clients[k];
+            char *buf = slot ? malloc(CONTROL_MAX_LINE) : NULL;
+            if (!buf) {
+                static const char busy[] = "{\"ok\":false,\"error\":\"too many control clients\"}\n";
+                (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                close(fd);
+                continue;
+            }
+            *slot = (struct control_client){.fd = fd, .len = 0, .buf = buf};
+            continue;
+        }
+        for (int k = 0; k < CONTROL_MAX_CLIENTS; k++)
+            if (cs->clients[k].fd == fds[i].fd) {
+                client_read(cs, &cs->clients[k]);
+                break;
+            }
+    }
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int control_call(const char *path, json_t *request, int timeout_ms, json_t **reply,
+                 struct tern_err *err)
+{
+    struct sockaddr_un addr;
+    if (fill_sockaddr(&addr, path, err) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return tern_err_errno(err, errno, "creating a socket");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        int e = errno;
+        close(fd);
+        return tern_err_errno(err, e, "cannot connect to control socket %s (is the VM running?)",
+                              path);
+    }
+    char *line = json_dumps(request, JSON_COMPACT);
+    if (!line) {
+        close(fd);
+        return tern_err_set(err, "cannot encode request");
+    }
+    size_t len = strlen(line);
+    int rc = -1;
+    if (send(fd, line, len, MSG_NOSIGNAL) != (ssize_t)len || send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
+        tern_err_errno(err, errno, "sending request to %s", path);
+        goto out;
+    }
+    char buf[CONTROL_MAX_LINE];
+    size_t got = 0;
+    int64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            tern_err_set(err, "no reply from %s within %d ms", path, timeout_ms);
+            goto out;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + got, sizeof(buf) - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            tern_err_set(err, "%s closed the connection before replying", path);
+            goto out;
+        }
+        got += (size_t)r;
+        char *nl = memchr(buf, '\n', got);
+        if (nl) {
+            json_error_t jerr;
+            *reply = json_loadb(buf, (size_t)(nl - buf), 0, &jerr);
+            if (!*reply) {
+                tern_err_set(err, "malformed reply from %s: %s", path, jerr.text);
+                goto out;
+            }
+            rc = 0;
+            goto out;
+        }
+        if (got == sizeof(buf)) {
+            tern_err_set(err, "reply from %s is too long", path);
+            goto out;
+        }
+    }
+out:
+    free(line);
+    close(fd);
+    return rc;
+}

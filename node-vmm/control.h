@@ -1,0 +1,62 @@
+/* The VMM's control socket: a unix stream socket carrying one JSON object
+ * per line each way. Requests look like {"cmd":"status"}; replies are
+ * {"ok":true,...} or {"ok":false,"error":"..."}. The server side is driven
+ * by the main loop (no thread of its own); the client side is what
+ * `tern-vmm ctl` (and later ternd) use. docs/control-protocol.md lists the
+ * commands. */
+#ifndef TERN_NODE_VMM_CONTROL_H
+#define TERN_NODE_VMM_CONTROL_H
+
+#include <jansson.h>
+#include <poll.h>
+#include <stddef.h>
+
+#include "../common/err.h"
+
+#define CONTROL_MAX_CLIENTS 8
+#define CONTROL_MAX_LINE 65536
+
+/* Handles one request. Returns a new JSON object with the reply fields (the
+ * server adds "ok":true), or NULL with `err` set (sent as the error). */
+typedef json_t *(*control_handler_fn)(void *opaque, json_t *request, struct tern_err *err);
+
+struct control_command {
+    const char *name;
+    control_handler_fn handler;
+};
+
+struct control_client {
+    int fd;
+    size_t len;
+    char *buf; /* CONTROL_MAX_LINE bytes */
+};
+
+struct control_server {
+    int listen_fd;
+    char path[108];
+    const struct control_command *commands;
+    size_t nr_commands;
+    void *opaque;
+    struct control_client clients[CONTROL_MAX_CLIENTS];
+};
+
+/* Listens on `path`. A stale socket file (nobody answering) is replaced;
+ * one that another process still serves is an error. */
+int control_server_open(struct control_server *cs, const char *path,
+                        const struct control_command *commands, size_t nr_commands,
+                        void *opaque, struct tern_err *err);
+void control_server_close(struct control_server *cs);
+
+/* Fills at most 1 + CONTROL_MAX_CLIENTS pollfds; returns the count. */
+int control_server_pollfds(struct control_server *cs, struct pollfd *fds);
+void control_server_handle(struct control_server *cs, const struct pollfd *fds, int n);
+
+/* Turns one request line into one reply line (without the newline);
+ * exposed for tests. The result is malloc'd. */
+char *control_dispatch_line(struct control_server *cs, const char *line, size_t len);
+
+/* Client: sends `request`, waits up to timeout_ms for the reply object. */
+int control_call(const char *path, json_t *request, int timeout_ms, json_t **reply,
+                 struct tern_err *err);
+
+#endif

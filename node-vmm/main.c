@@ -1,0 +1,189 @@
+/* tern-vmm: one process per VM. `run` boots a guest and serves its control
+ * socket from a single event loop; `ctl` talks to a running one. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "options.h"
+#include "vm.h"
+#include "vmm_commands.h"
+
+#define CTL_EXIT_FAILED 1      /* the VMM answered with an error */
+#define CTL_EXIT_UNAVAILABLE 69 /* could not reach the VMM */
+#define CTL_TIMEOUT_MS 30000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tern-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] --mem SIZE\n"
+            "                    [--vcpus N] [--serial stdio|file:PATH|unix:PATH]\n"
+            "                    [--control PATH]\n"
+            "       tern-vmm ctl PATH status|pause|resume|stop\n"
+            "\n"
+            "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
+            "      when the guest writes its exit status to the debug-exit port (0x501),\n"
+            "      on `ctl PATH stop`, or on SIGTERM/SIGINT (exit status 0).\n"
+            "ctl   sends one command to a running tern-vmm and prints the reply as JSON.\n"
+            "\n"
+            "exit status of run: the guest's debug-exit byte; 0 when stopped; %d bad\n"
+            "arguments; %d set-up failed (missing file, bad kernel, no KVM); %d internal\n"
+            "error; %d guest crashed (triple fault, KVM internal error, unhandled I/O).\n",
+            VMM_EXIT_USAGE, VMM_EXIT_SETUP, VMM_EXIT_INTERNAL, VMM_EXIT_GUEST_CRASH);
+}
+
+static int signalfd_for_termination(struct tern_err *err)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return tern_err_errno(err, errno, "blocking termination signals");
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0)
+        return tern_err_errno(err, errno, "signalfd");
+    return fd;
+}
+
+/* The main loop: termination signals, the end of the VM, control clients
+ * and serial input. Returns once the VM is ending. */
+static void main_loop(struct vm *vm, struct control_server *cs, int sig_fd)
+{
+    for (;;) {
+        struct pollfd fds[2 + 1 + CONTROL_MAX_CLIENTS + SERIAL_MAX_POLLFDS];
+        int n = 0;
+        fds[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = vm->end_eventfd, .events = POLLIN};
+        int cs_first = n;
+        int cs_n = cs ? control_server_pollfds(cs, &fds[n]) : 0;
+        n += cs_n;
+        int serial_first = n;
+        int serial_n = dev_serial_pollfds(&vm->serial, &fds[n]);
+        n += serial_n;
+        if (poll(fds, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            vm_request_end(vm, VMM_EXIT_INTERNAL, "poll failed: %s", strerror(errno));
+            return;
+        }
+        if (fds[0].revents) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
+                vm_request_end(vm, VMM_EXIT_OK, "stopped by signal %s", strsignal((int)si.ssi_signo));
+        }
+        if (fds[1].revents)
+            return;
+        if (cs)
+            control_server_handle(cs, &fds[cs_first], cs_n);
+        dev_serial_handle(&vm->serial, &fds[serial_first], serial_n);
+    }
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct run_options opts;
+    struct tern_err err = {{0}};
+    if (parse_run_options(argc, argv, &opts, &err) < 0) {
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        return VMM_EXIT_USAGE;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int sig_fd = signalfd_for_termination(&err);
+    if (sig_fd < 0) {
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        return VMM_EXIT_SETUP;
+    }
+    static struct vm vm;
+    if (vm_create(&vm, &opts, &err) < 0) {
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        close(sig_fd);
+        return VMM_EXIT_SETUP;
+    }
+    struct control_server cs;
+    struct control_server *csp = NULL;
+    if (opts.control_path) {
+        if (control_server_open(&cs, opts.control_path, vmm_commands, vmm_nr_commands, &vm,
+                                &err) < 0) {
+            fprintf(stderr, "tern-vmm: %s\n", err.msg);
+            vm_destroy(&vm);
+            close(sig_fd);
+            return VMM_EXIT_SETUP;
+        }
+        csp = &cs;
+    }
+    if (vm_start(&vm, &err) < 0)
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+    main_loop(&vm, csp, sig_fd);
+    int status = vm_join(&vm);
+    fprintf(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
+    if (csp)
+        control_server_close(csp);
+    vm_destroy(&vm);
+    close(sig_fd);
+    return status;
+}
+
+static int cmd_ctl(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "tern-vmm ctl: expected a socket path and one command\n");
+        usage(stderr);
+        return VMM_EXIT_USAGE;
+    }
+    const char *path = argv[0], *cmd = argv[1];
+    static const char *const known[] = {"status", "pause", "resume", "stop"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        ok |= !strcmp(cmd, known[i]);
+    if (!ok) {
+        fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop)\n", cmd);
+        return VMM_EXIT_USAGE;
+    }
+    json_t *req = json_pack("{s:s}", "cmd", cmd);
+    json_t *reply = NULL;
+    struct tern_err err = {{0}};
+    int rc = control_call(path, req, CTL_TIMEOUT_MS, &reply, &err);
+    json_decref(req);
+    if (rc < 0) {
+        fprintf(stderr, "tern-vmm ctl: %s\n", err.msg);
+        return CTL_EXIT_UNAVAILABLE;
+    }
+    int status = json_is_true(json_object_get(reply, "ok")) ? 0 : CTL_EXIT_FAILED;
+    if (status) {
+        const char *e = json_string_value(json_object_get(reply, "error"));
+        fprintf(stderr, "tern-vmm ctl: %s failed: %s\n", cmd, e ? e : "(no reason given)");
+    } else {
+        char *s = json_dumps(reply, JSON_INDENT(2) | JSON_SORT_KEYS);
+        if (s)
+            printf("%s\n", s);
+        free(s);
+    }
+    json_decref(reply);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return VMM_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "run"))
+        return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "ctl"))
+        return cmd_ctl(argc - 2, argv + 2);
+    fprintf(stderr, "tern-vmm: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return VMM_EXIT_USAGE;
+}

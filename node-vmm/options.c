@@ -1,0 +1,118 @@
+#include "options.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+int parse_size(const char *s, uint64_t *out, struct tern_err *err)
+{
+    if (!s || !*s)
+        return tern_err_set(err, "empty size; expected a number with an optional K, M, G or T suffix");
+    if (*s == '-' || *s == '+' || *s == ' ')
+        return tern_err_set(err, "invalid size '%s'; expected e.g. 512M or 2G", s);
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno == ERANGE)
+        return tern_err_set(err, "invalid size '%s'; expected e.g. 512M or 2G", s);
+    unsigned shift = 0;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        case 't': case 'T': shift = 40; break;
+        default:
+            return tern_err_set(err, "invalid size suffix in '%s'; use K, M, G or T", s);
+        }
+        end++;
+        if (*end == 'i' && end[1] == 'B')
+            end += 2;
+        else if (*end == 'B')
+            end++;
+        if (*end)
+            return tern_err_set(err, "invalid size '%s': trailing characters", s);
+    }
+    if (shift && v > (UINT64_MAX >> shift))
+        return tern_err_set(err, "size '%s' is too large", s);
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+int parse_serial_spec(const char *s, struct serial_spec *out, struct tern_err *err)
+{
+    if (!strcmp(s, "stdio")) {
+        *out = (struct serial_spec){.kind = SERIAL_STDIO};
+        return 0;
+    }
+    if (!strncmp(s, "file:", 5) && s[5]) {
+        *out = (struct serial_spec){.kind = SERIAL_FILE, .path = s + 5};
+        return 0;
+    }
+    if (!strncmp(s, "unix:", 5) && s[5]) {
+        *out = (struct serial_spec){.kind = SERIAL_UNIX, .path = s + 5};
+        return 0;
+    }
+    return tern_err_set(err, "invalid --serial '%s'; expected stdio, file:PATH or unix:PATH", s);
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out,
+                      struct tern_err *err)
+{
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (!*s || *end || errno || *s == '-' || v < min || v > max)
+        return tern_err_set(err, "invalid %s '%s'; expected a whole number from %u to %u", opt,
+                            s, min, max);
+    *out = (unsigned)v;
+    return 0;
+}
+
+int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_err *err)
+{
+    memset(o, 0, sizeof(*o));
+    o->vcpus = 1;
+    o->serial.kind = SERIAL_STDIO;
+    o->cmdline = "";
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        if (strncmp(opt, "--", 2))
+            return tern_err_set(err, "unexpected argument '%s'; options start with --", opt);
+        if (i + 1 >= argc)
+            return tern_err_set(err, "option %s needs a value", opt);
+        const char *val = argv[++i];
+        if (!strcmp(opt, "--kernel")) {
+            o->kernel = val;
+        } else if (!strcmp(opt, "--initrd")) {
+            o->initrd = val;
+        } else if (!strcmp(opt, "--cmdline")) {
+            o->cmdline = val;
+        } else if (!strcmp(opt, "--mem")) {
+            if (parse_size(val, &o->mem_bytes, err) < 0)
+                return tern_err_prefix(err, "--mem");
+        } else if (!strcmp(opt, "--vcpus")) {
+            if (parse_uint("--vcpus", val, 1, VMM_MAX_VCPUS, &o->vcpus, err) < 0)
+                return -1;
+        } else if (!strcmp(opt, "--serial")) {
+            if (parse_serial_spec(val, &o->serial, err) < 0)
+                return -1;
+        } else if (!strcmp(opt, "--control")) {
+            o->control_path = val;
+        } else {
+            return tern_err_set(err, "unknown option '%s' (see tern-vmm --help)", opt);
+        }
+    }
+    if (!o->kernel)
+        return tern_err_set(err, "--kernel PATH is required");
+    if (!o->mem_bytes)
+        return tern_err_set(err, "--mem SIZE is required (e.g. --mem 512M)");
+    if (o->mem_bytes < (16ull << 20))
+        return tern_err_set(err, "--mem %" PRIu64 " bytes is too small; at least 16M", o->mem_bytes);
+    if (o->mem_bytes & 0xfffff)
+        return tern_err_set(err, "--mem must be a whole number of MiB");
+    if (o->mem_bytes > (1ull << 40))
+        return tern_err_set(err, "--mem is larger than 1T; tern-vmm does not support that");
+    return 0;
+}

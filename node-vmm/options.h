@@ -1,0 +1,44 @@
+/* Command-line options of `tern-vmm run` and `tern-vmm ctl`. Parsing is pure
+ * (no I/O) so every error path is unit-tested. */
+#ifndef TERN_NODE_VMM_OPTIONS_H
+#define TERN_NODE_VMM_OPTIONS_H
+
+#include <stdint.h>
+
+#include "../common/err.h"
+
+#define VMM_MAX_VCPUS 64
+
+enum serial_kind {
+    SERIAL_STDIO = 0,
+    SERIAL_FILE,
+    SERIAL_UNIX,
+};
+
+struct serial_spec {
+    enum serial_kind kind;
+    const char *path; /* for file: and unix: (points into argv) */
+};
+
+struct run_options {
+    const char *kernel;
+    const char *initrd;
+    const char *cmdline;
+    uint64_t mem_bytes;
+    unsigned vcpus;
+    struct serial_spec serial;
+    const char *control_path;
+};
+
+/* Parses "512M", "1G", "4096K", "1048576" (bytes) and "2T". Suffixes are
+ * binary (K = 1024). Fails on empty strings, junk, overflow. */
+int parse_size(const char *s, uint64_t *out, struct tern_err *err);
+
+/* Parses "stdio", "file:PATH" or "unix:PATH". */
+int parse_serial_spec(const char *s, struct serial_spec *out, struct tern_err *err);
+
+/* Parses the arguments after "run" (argv[0] is the first option). Checks
+ * required options and ranges, not whether files exist. */
+int parse_run_options(int argc, char **argv, struct run_options *out, struct tern_err *err);
+
+#endif

@@ -1,0 +1,125 @@
+/* One virtual machine: KVM VM and vCPU file descriptors, guest RAM, the
+ * port I/O bus with its devices, and the run state shared by the vCPU
+ * threads and the main (event loop) thread. */
+#ifndef TERN_NODE_VMM_VM_H
+#define TERN_NODE_VMM_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "../common/err.h"
+#include "boot.h"
+#include "dev_heartbeat.h"
+#include "dev_serial.h"
+#include "guest_memory.h"
+#include "options.h"
+#include "pio.h"
+
+/* tern-vmm exit statuses. A status the guest writes to the debug-exit port
+ * is passed through unchanged; these are the VMM's own. */
+#define VMM_EXIT_OK 0
+#define VMM_EXIT_USAGE 64       /* bad command line */
+#define VMM_EXIT_SETUP 65       /* could not set the VM up (file, KVM, kernel) */
+#define VMM_EXIT_INTERNAL 70    /* VMM failure while running */
+#define VMM_EXIT_GUEST_CRASH 71 /* triple fault, KVM internal error, unhandled I/O */
+
+enum vm_state {
+    VM_STATE_CREATED = 0,
+    VM_STATE_RUNNING,
+    VM_STATE_PAUSED,
+    VM_STATE_ENDING,
+};
+
+struct vm;
+
+struct vcpu_stats {
+    _Atomic uint64_t exits;
+    _Atomic uint64_t io;
+    _Atomic uint64_t mmio;
+    _Atomic uint64_t intr;   /* KVM_RUN interrupted by a kick or signal */
+};
+
+struct vcpu {
+    struct vm *vm;
+    unsigned index;
+    int fd;
+    struct kvm_run *run;
+    size_t run_size;
+    pthread_t thread;
+    bool thread_started;
+    bool parked; /* protected by vm->lock */
+    bool exited; /* protected by vm->lock */
+    struct vcpu_stats stats;
+};
+
+struct vm {
+    int kvm_fd;
+    int vm_fd;
+    struct guest_memory mem;
+    unsigned nr_vcpus;
+    struct vcpu *vcpus;
+    uint32_t tsc_khz;
+    bool kernel_mode_emulated; /* kvm_pvm backend: see cpuid.h */
+    struct boot_info boot;
+
+    struct pio_bus pio;
+    struct dev_serial serial;
+    struct dev_heartbeat heartbeat;
+    struct pio_device debug_exit;
+    struct pio_device *absent; /* legacy ports that read as all-ones */
+    unsigned nr_absent;
+    _Atomic uint64_t absent_io; /* accesses to legacy ports with no device */
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    enum vm_state state;
+    int exit_status;
+    char exit_reason[512];
+    int end_eventfd; /* readable once the VM is ending */
+    struct timespec started;
+};
+
+/* Opens KVM, creates the VM, its RAM, irqchip, PIT, devices and vCPUs, and
+ * loads the kernel. Nothing runs yet. On failure everything is released. */
+int vm_create(struct vm *vm, const struct run_options *opts, struct tern_err *err);
+
+/* Starts one thread per vCPU. */
+int vm_start(struct vm *vm, struct tern_err *err);
+
+/* Stops every vCPU outside KVM_RUN and returns once all are parked. */
+int vm_pause(struct vm *vm, struct tern_err *err);
+int vm_resume(struct vm *vm, struct tern_err *err);
+
+/* Asks the VM to end with `status`; the first request wins. Safe from any
+ * thread, including a vCPU's own. */
+void vm_request_end(struct vm *vm, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Joins the vCPU threads (after vm_request_end) and returns the status. */
+int vm_join(struct vm *vm);
+
+void vm_destroy(struct vm *vm);
+
+const char *vm_state_name(enum vm_state s);
+
+/* Seconds since vm_start. */
+double vm_uptime(struct vm *vm);
+
+/* --- vcpu.c --- */
+
+/* Creates vCPU `index`: fd, kvm_run mapping, CPUID, LAPIC, FPU; the BSP also
+ * gets the PVH entry state. */
+int vcpu_create(struct vm *vm, struct vcpu *v, unsigned index,
+                const struct kvm_cpuid2 *supported, struct tern_err *err);
+void vcpu_destroy(struct vcpu *v);
+void *vcpu_thread_main(void *arg);
+/* Makes the vCPU leave KVM_RUN soon. Caller holds vm->lock. */
+void vcpu_kick(struct vcpu *v);
+/* Writes registers and segment state to stderr, for crash reports. */
+void vcpu_dump_registers(struct vcpu *v);
+
+#endif

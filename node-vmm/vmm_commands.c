@@ -1,0 +1,92 @@
+#include "vmm_commands.h"
+
+static json_t *heartbeat_json(struct vm *vm)
+{
+    struct heartbeat_state hb;
+    dev_heartbeat_snapshot(&vm->heartbeat, &hb);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:I}",
+                     "count", (json_int_t)hb.count,
+                     "last_seq", (json_int_t)hb.last_seq,
+                     "seq_errors", (json_int_t)hb.seq_errors,
+                     "first_ns", (json_int_t)hb.first_ns,
+                     "last_ns", (json_int_t)hb.last_ns,
+                     "max_gap_ms", (double)hb.max_gap_ns / 1e6,
+                     "max_gap_end_ns", (json_int_t)hb.max_gap_end_ns);
+}
+
+static json_t *exits_json(struct vm *vm)
+{
+    uint64_t total = 0, io = 0, mmio = 0, intr = 0;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu_stats *s = &vm->vcpus[i].stats;
+        total += atomic_load_explicit(&s->exits, memory_order_relaxed);
+        io += atomic_load_explicit(&s->io, memory_order_relaxed);
+        mmio += atomic_load_explicit(&s->mmio, memory_order_relaxed);
+        intr += atomic_load_explicit(&s->intr, memory_order_relaxed);
+    }
+    uint64_t absent = atomic_load_explicit(&vm->absent_io, memory_order_relaxed);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "total", (json_int_t)total, "io",
+                     (json_int_t)io, "mmio", (json_int_t)mmio, "interrupted",
+                     (json_int_t)intr, "absent_io", (json_int_t)absent);
+}
+
+json_t *vmm_status_json(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    const char *state = vm_state_name(vm->state);
+    pthread_mutex_unlock(&vm->lock);
+    return json_pack("{s:s, s:i, s:I, s:f, s:i, s:o, s:o, s:{s:I, s:I}}",
+                     "state", state,
+                     "vcpus", (int)vm->nr_vcpus,
+                     "mem_bytes", (json_int_t)vm->mem.size,
+                     "uptime_s", vm_uptime(vm),
+                     "tsc_khz", (int)vm->tsc_khz,
+                     "exits", exits_json(vm),
+                     "heartbeat", heartbeat_json(vm),
+                     "serial", "tx_bytes", (json_int_t)vm->serial.tx_bytes,
+                     "tx_dropped", (json_int_t)vm->serial.tx_dropped);
+}
+
+static json_t *cmd_status(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    json_t *s = vmm_status_json(opaque);
+    if (!s)
+        tern_err_set(err, "out of memory building status");
+    return s;
+}
+
+static json_t *cmd_pause(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    struct vm *vm = opaque;
+    if (vm_pause(vm, err) < 0)
+        return NULL;
+    return json_pack("{s:s}", "state", "paused");
+}
+
+static json_t *cmd_resume(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    struct vm *vm = opaque;
+    if (vm_resume(vm, err) < 0)
+        return NULL;
+    return json_pack("{s:s}", "state", "running");
+}
+
+static json_t *cmd_stop(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    (void)err;
+    struct vm *vm = opaque;
+    vm_request_end(vm, VMM_EXIT_OK, "stopped through the control socket");
+    return json_pack("{s:s}", "state", "stopping");
+}
+
+const struct control_command vmm_commands[] = {
+    {"status", cmd_status},
+    {"pause", cmd_pause},
+    {"resume", cmd_resume},
+    {"stop", cmd_stop},
+};
+const size_t vmm_nr_commands = sizeof(vmm_commands) / sizeof(vmm_commands[0]);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Tern's build, tests and demo need, only the
+# ones missing. Safe to run again; does nothing when all are present.
+set -euo pipefail
+
+PACKAGES=(
+    build-essential pkg-config
+    liburing-dev liblz4-dev libssl-dev libjansson-dev libcmocka-dev
+    libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev
+    corosync iproute2 openssl python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}" >&2
+    echo "install-deps: run 'sudo make deps' (or install them with apt-get) and try again" >&2
+    exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,157 @@
+/* The control socket: request parsing, dispatch, errors, and a real
+ * round trip over a unix socket. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "node-vmm/control.h"
+
+static int echo_calls;
+
+static json_t *cmd_echo(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)err;
+    echo_calls++;
+    json_t *arg = json_object_get(req, "arg");
+    return json_pack("{s:O?, s:s}", "arg", arg, "who", (const char *)opaque);
+}
+
+static json_t *cmd_fail(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)opaque;
+    (void)req;
+    tern_err_set(err, "it failed on purpose");
+    return NULL;
+}
+
+static const struct control_command commands[] = {
+    {"echo", cmd_echo},
+    {"fail", cmd_fail},
+};
+
+static json_t *dispatch(struct control_server *cs, const char *line)
+{
+    char *reply = control_dispatch_line(cs, line, strlen(line));
+    assert_non_null(reply);
+    json_t *j = json_loads(reply, 0, NULL);
+    free(reply);
+    assert_non_null(j);
+    return j;
+}
+
+static void expect_error(struct control_server *cs, const char *line, const char *needle)
+{
+    json_t *j = dispatch(cs, line);
+    assert_true(json_is_false(json_object_get(j, "ok")));
+    const char *e = json_string_value(json_object_get(j, "error"));
+    assert_non_null(e);
+    if (!strstr(e, needle))
+        fail_msg("error '%s' lacks '%s' for request '%s'", e, needle, line);
+    json_decref(j);
+}
+
+static void test_dispatch(void **state)
+{
+    (void)state;
+    struct control_server cs = {.commands = commands, .nr_commands = 2, .opaque = "me"};
+    json_t *j = dispatch(&cs, "{\"cmd\":\"echo\",\"arg\":42}");
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    assert_int_equal(json_integer_value(json_object_get(j, "arg")), 42);
+    assert_string_equal(json_string_value(json_object_get(j, "who")), "me");
+    json_decref(j);
+    expect_error(&cs, "{\"cmd\":\"fail\"}", "it failed on purpose");
+    expect_error(&cs, "{\"cmd\":\"nope\"}", "unknown command 'nope'");
+    expect_error(&cs, "{\"cmd\":7}", "string \"cmd\"");
+    expect_error(&cs, "[1,2]", "string \"cmd\"");
+    expect_error(&cs, "{\"cmd\":", "malformed JSON");
+    expect_error(&cs, "", "malformed JSON");
+    expect_error(&cs, "{\"cmd\":\"echo\",\"cmd\":\"echo\"}", "malformed JSON");
+    expect_error(&cs, "\xff\xfe", "malformed JSON");
+}
+
+struct server_thread {
+    struct control_server cs;
+    volatile int stop;
+};
+
+static void *serve(void *arg)
+{
+    struct server_thread *st = arg;
+    while (!st->stop) {
+        struct pollfd fds[1 + CONTROL_MAX_CLIENTS];
+        int n = control_server_pollfds(&st->cs, fds);
+        if (poll(fds, (nfds_t)n, 20) > 0)
+            control_server_handle(&st->cs, fds, n);
+    }
+    return NULL;
+}
+
+static void test_socket_round_trip(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/tern-test-control-%d.sock", (int)getpid());
+    struct server_thread st = {0};
+    struct tern_err err;
+    assert_int_equal(control_server_open(&st.cs, path, commands, 2, "srv", &err), 0);
+
+    /* A second server on the same live socket is refused. */
+    struct control_server other;
+    assert_int_equal(control_server_open(&other, path, commands, 2, "x", &err), -1);
+    assert_non_null(strstr(err.msg, "in use"));
+
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, serve, &st), 0);
+    for (int i = 0; i < 3; i++) {
+        json_t *req = json_pack("{s:s, s:i}", "cmd", "echo", "arg", i);
+        json_t *reply = NULL;
+        assert_int_equal(control_call(path, req, 5000, &reply, &err), 0);
+        assert_int_equal(json_integer_value(json_object_get(reply, "arg")), i);
+        json_decref(req);
+        json_decref(reply);
+    }
+    st.stop = 1;
+    pthread_join(t, NULL);
+    control_server_close(&st.cs);
+    assert_int_equal(access(path, F_OK), -1); /* socket file removed */
+
+    json_t *req = json_pack("{s:s}", "cmd", "echo");
+    json_t *reply = NULL;
+    assert_int_equal(control_call(path, req, 1000, &reply, &err), -1);
+    assert_non_null(strstr(err.msg, "cannot connect"));
+    json_decref(req);
+}
+
+static void test_stale_socket_replaced(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/tern-test-stale-%d.sock", (int)getpid());
+    struct control_server cs;
+    struct tern_err err;
+    assert_int_equal(control_server_open(&cs, path, commands, 2, "a", &err), 0);
+    /* Simulate a crashed VMM: the file stays, nobody listens. */
+    close(cs.listen_fd);
+    cs.listen_fd = -1;
+    assert_int_equal(access(path, F_OK), 0);
+    struct control_server cs2;
+    assert_int_equal(control_server_open(&cs2, path, commands, 2, "b", &err), 0);
+    control_server_close(&cs2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dispatch),
+        cmocka_unit_test(test_socket_round_trip),
+        cmocka_unit_test(test_stale_socket_replaced),
+    };
+    return cmocka_run_group_tests_name("control", tests, NULL, NULL);
+}

@@ -1,0 +1,142 @@
+/* Option and size parsing of tern-vmm run. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "node-vmm/options.h"
+
+static void test_parse_size_suffixes(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    uint64_t v;
+    assert_int_equal(parse_size("4096", &v, &err), 0);
+    assert_int_equal(v, 4096);
+    assert_int_equal(parse_size("4K", &v, &err), 0);
+    assert_int_equal(v, 4096);
+    assert_int_equal(parse_size("512M", &v, &err), 0);
+    assert_int_equal(v, 512ull << 20);
+    assert_int_equal(parse_size("2g", &v, &err), 0);
+    assert_int_equal(v, 2ull << 30);
+    assert_int_equal(parse_size("1GiB", &v, &err), 0);
+    assert_int_equal(v, 1ull << 30);
+    assert_int_equal(parse_size("3MB", &v, &err), 0);
+    assert_int_equal(v, 3ull << 20);
+    assert_int_equal(parse_size("1T", &v, &err), 0);
+    assert_int_equal(v, 1ull << 40);
+}
+
+static void test_parse_size_errors(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    uint64_t v = 77;
+    const char *bad[] = {"", "M", "-1M", "+5", " 5", "12X", "5MM", "5Mi", "99999999999999999999",
+                         "17179869184G"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(parse_size(bad[i], &v, &err), -1);
+        assert_true(strlen(err.msg) > 0);
+    }
+    assert_int_equal(v, 77);
+    assert_int_equal(parse_size("12X", &v, &err), -1);
+    assert_non_null(strstr(err.msg, "suffix"));
+}
+
+static void test_serial_spec(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    struct serial_spec s;
+    assert_int_equal(parse_serial_spec("stdio", &s, &err), 0);
+    assert_int_equal(s.kind, SERIAL_STDIO);
+    assert_int_equal(parse_serial_spec("file:/tmp/x", &s, &err), 0);
+    assert_int_equal(s.kind, SERIAL_FILE);
+    assert_string_equal(s.path, "/tmp/x");
+    assert_int_equal(parse_serial_spec("unix:/tmp/s", &s, &err), 0);
+    assert_int_equal(s.kind, SERIAL_UNIX);
+    assert_int_equal(parse_serial_spec("file:", &s, &err), -1);
+    assert_int_equal(parse_serial_spec("tcp:1.2.3.4:5", &s, &err), -1);
+    assert_non_null(strstr(err.msg, "stdio, file:PATH or unix:PATH"));
+}
+
+static int parse(struct run_options *o, struct tern_err *err, int argc, ...)
+{
+    char *argv[32];
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++)
+        argv[i] = va_arg(ap, char *);
+    va_end(ap);
+    return parse_run_options(argc, argv, o, err);
+}
+
+static void test_run_options_good(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    struct run_options o;
+    assert_int_equal(parse(&o, &err, 12, "--kernel", "k.elf", "--mem", "512M", "--vcpus", "2",
+                           "--cmdline", "fill=1", "--serial", "file:/tmp/o", "--control",
+                           "/tmp/c.sock"),
+                     0);
+    assert_string_equal(o.kernel, "k.elf");
+    assert_int_equal(o.mem_bytes, 512ull << 20);
+    assert_int_equal(o.vcpus, 2);
+    assert_string_equal(o.cmdline, "fill=1");
+    assert_int_equal(o.serial.kind, SERIAL_FILE);
+    assert_string_equal(o.control_path, "/tmp/c.sock");
+    assert_null(o.initrd);
+
+    assert_int_equal(parse(&o, &err, 4, "--kernel", "k", "--mem", "16M"), 0);
+    assert_int_equal(o.vcpus, 1);
+    assert_int_equal(o.serial.kind, SERIAL_STDIO);
+    assert_string_equal(o.cmdline, "");
+}
+
+static void expect_error(const char *needle, int rc, const struct tern_err *err)
+{
+    assert_int_equal(rc, -1);
+    if (!strstr(err->msg, needle))
+        fail_msg("error '%s' does not mention '%s'", err->msg, needle);
+}
+
+static void test_run_options_errors(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    struct run_options o;
+    expect_error("--kernel PATH is required", parse(&o, &err, 2, "--mem", "1G"), &err);
+    expect_error("--mem SIZE is required", parse(&o, &err, 2, "--kernel", "k"), &err);
+    expect_error("needs a value", parse(&o, &err, 3, "--mem", "1G", "--kernel"), &err);
+    expect_error("unknown option '--bogus'", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G",
+                                                   "--bogus", "1"), &err);
+    expect_error("unexpected argument 'stray'", parse(&o, &err, 1, "stray"), &err);
+    expect_error("--vcpus", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G", "--vcpus", "0"),
+                 &err);
+    expect_error("--vcpus", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G", "--vcpus", "65"),
+                 &err);
+    expect_error("--vcpus", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G", "--vcpus", "2x"),
+                 &err);
+    expect_error("too small", parse(&o, &err, 4, "--kernel", "k", "--mem", "1M"), &err);
+    expect_error("whole number of MiB", parse(&o, &err, 4, "--kernel", "k", "--mem", "16388K"),
+                 &err);
+    expect_error("--mem", parse(&o, &err, 4, "--kernel", "k", "--mem", "lots"), &err);
+    expect_error("larger than 1T", parse(&o, &err, 4, "--kernel", "k", "--mem", "2T"), &err);
+    expect_error("--serial", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G", "--serial", "x"),
+                 &err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_size_suffixes),
+        cmocka_unit_test(test_parse_size_errors),
+        cmocka_unit_test(test_serial_spec),
+        cmocka_unit_test(test_run_options_good),
+        cmocka_unit_test(test_run_options_errors),
+    };
+    return cmocka_run_group_tests_name("options", tests, NULL, NULL);
+}
