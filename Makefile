@@ -14,12 +14,12 @@ CC ?= cc
 OPT ?= -O2
 CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS)
 LDFLAGS := $(SANFLAGS)
-LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lpthread
+LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lpthread
 TEST_LIBS := -lcmocka
 
-COMMON_SRCS := $(wildcard common/*.c)
+CORE_SRCS := $(wildcard common/*.c) $(wildcard proto/*.c) $(wildcard dirtylog/*.c)
 VMM_SRCS := $(filter-out node-vmm/main.c,$(wildcard node-vmm/*.c))
-LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(COMMON_SRCS) $(VMM_SRCS))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRCS) $(VMM_SRCS))
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
@@ -72,10 +72,13 @@ asan:
 bench-boot: all
 	@$(BUILD)/bench/boot $(BUILD)
 
+bench-snapshot: all
+	@$(BUILD)/bench/snapshot $(BUILD)
+
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZ_SRCS := $(COMMON_SRCS) $(VMM_SRCS)
+FUZZ_SRCS := $(CORE_SRCS) $(VMM_SRCS)
 FUZZERS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
 	@mkdir -p build-fuzz
@@ -91,6 +94,6 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test test-unit test-slow asan bench bench-boot fuzz clean
+.PHONY: all deps test test-unit test-slow asan bench bench-boot bench-snapshot fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -70,3 +70,74 @@ void dev_heartbeat_snapshot(struct dev_heartbeat *hb, struct heartbeat_state *ou
     *out = hb->s;
     pthread_mutex_unlock(&hb->lock);
 }
+
+/* ---- saved state ---- */
+
+void dev_heartbeat_state_save(struct dev_heartbeat *hb, struct rec_buf *b)
+{
+    struct heartbeat_state s;
+    dev_heartbeat_snapshot(hb, &s);
+    rec_begin(b, HEARTBEAT_STATE_RECORD, HEARTBEAT_STATE_VERSION, 0);
+    rec_put_u64(b, s.count);
+    rec_put_u32(b, s.last_seq);
+    rec_put_u64(b, s.seq_errors);
+    rec_put_u64(b, (uint64_t)s.first_ns);
+    rec_put_u64(b, (uint64_t)s.last_ns);
+    rec_put_u64(b, (uint64_t)s.max_gap_ns);
+    rec_put_u64(b, (uint64_t)s.max_gap_end_ns);
+    rec_end(b);
+}
+
+int dev_heartbeat_state_decode(const struct rec_header *h, struct rec_reader *r,
+                               struct heartbeat_state *s, struct tern_err *err)
+{
+    memset(s, 0, sizeof(*s));
+    if (h->type != HEARTBEAT_STATE_RECORD)
+        return tern_err_set(err, "heartbeat state: record type 0x%04x is not 0x%04x", h->type,
+                            HEARTBEAT_STATE_RECORD);
+    if (h->version != HEARTBEAT_STATE_VERSION)
+        return tern_err_set(err, "heartbeat state: version %u is not supported (this tern-vmm reads version %u)",
+                            h->version, HEARTBEAT_STATE_VERSION);
+    if (h->flags != 0)
+        return tern_err_set(err, "heartbeat state: unknown record flags 0x%04x", h->flags);
+    uint64_t first, last, gap, gap_end;
+    rec_get_u64(r, &s->count);
+    rec_get_u32(r, &s->last_seq);
+    rec_get_u64(r, &s->seq_errors);
+    rec_get_u64(r, &first);
+    rec_get_u64(r, &last);
+    rec_get_u64(r, &gap);
+    rec_get_u64(r, &gap_end);
+    if (rec_finish(r, "heartbeat state", err) < 0)
+        return -1;
+    s->first_ns = (int64_t)first;
+    s->last_ns = (int64_t)last;
+    s->max_gap_ns = (int64_t)gap;
+    s->max_gap_end_ns = (int64_t)gap_end;
+    /* What dev_heartbeat_record can produce. CLOCK_REALTIME may step, so
+     * the timestamps themselves are not ordered. */
+    if (s->count == 0 && (s->last_seq || s->seq_errors || s->first_ns || s->last_ns ||
+                          s->max_gap_ns || s->max_gap_end_ns))
+        return tern_err_set(err, "heartbeat state: values recorded without any heartbeat");
+    if (s->count > 0 && s->seq_errors >= s->count)
+        return tern_err_set(err, "heartbeat state: %llu sequence errors in %llu heartbeats",
+                            (unsigned long long)s->seq_errors, (unsigned long long)s->count);
+    if (s->max_gap_ns < 0)
+        return tern_err_set(err, "heartbeat state: negative largest gap %lld ns",
+                            (long long)s->max_gap_ns);
+    if (s->max_gap_ns == 0 && s->max_gap_end_ns != 0)
+        return tern_err_set(err, "heartbeat state: a largest gap that ends but has no length");
+    return 0;
+}
+
+int dev_heartbeat_state_load(struct dev_heartbeat *hb, const struct rec_header *h,
+                             struct rec_reader *payload, struct tern_err *err)
+{
+    struct heartbeat_state s;
+    if (dev_heartbeat_state_decode(h, payload, &s, err) < 0)
+        return -1;
+    pthread_mutex_lock(&hb->lock);
+    hb->s = s;
+    pthread_mutex_unlock(&hb->lock);
+    return 0;
+}

@@ -9,6 +9,9 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "../common/err.h"
+#include "../proto/record.h"
+#include "../proto/record_types.h"
 #include "pio.h"
 
 /* Plain state: saved and restored with the VM. */
@@ -37,5 +40,26 @@ void dev_heartbeat_record(struct dev_heartbeat *hb, uint32_t seq, int64_t now_ns
 
 /* A consistent copy of the state. */
 void dev_heartbeat_snapshot(struct dev_heartbeat *hb, struct heartbeat_state *out);
+
+/* --- saved state (layout in docs/snapshot-state.md) --- */
+
+#define HEARTBEAT_STATE_RECORD REC_TYPE_HEARTBEAT_STATE
+#define HEARTBEAT_STATE_VERSION 1u
+
+/* Appends one HEARTBEAT_STATE_RECORD with a consistent copy of the state
+ * (taken under the device lock); failures show in rec_buf_check(b). */
+void dev_heartbeat_state_save(struct dev_heartbeat *hb, struct rec_buf *b);
+/* Parses a HEARTBEAT_STATE_RECORD payload into *s: type, version, flags,
+ * trailing bytes, and a state the device could have produced (nothing but
+ * zeros before the first heartbeat, fewer sequence errors than heartbeats,
+ * no negative gap). Pure. */
+int dev_heartbeat_state_decode(const struct rec_header *h, struct rec_reader *payload,
+                               struct heartbeat_state *s, struct tern_err *err);
+/* Decodes, then replaces the device's state under its lock. The next
+ * heartbeat is then measured against the restored last one, so the gap
+ * across a migration or restore shows in max_gap_ns. On error the device
+ * is unchanged. */
+int dev_heartbeat_state_load(struct dev_heartbeat *hb, const struct rec_header *h,
+                             struct rec_reader *payload, struct tern_err *err);
 
 #endif

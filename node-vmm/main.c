@@ -1,6 +1,7 @@
 /* tern-vmm: one process per VM. `run` boots a guest and serves its control
  * socket from a single event loop; `ctl` talks to a running one. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,25 +12,34 @@
 
 #include "control.h"
 #include "options.h"
+#include "snapshot.h"
 #include "vm.h"
 #include "vmm_commands.h"
 
 #define CTL_EXIT_FAILED 1      /* the VMM answered with an error */
 #define CTL_EXIT_UNAVAILABLE 69 /* could not reach the VMM */
 #define CTL_TIMEOUT_MS 30000
+#define CTL_SAVE_TIMEOUT_MS (30 * 60 * 1000) /* writing a large guest takes a while */
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: tern-vmm run --kernel PATH [--initrd PATH] [--cmdline STR] --mem SIZE\n"
-            "                    [--vcpus N] [--serial stdio|file:PATH|unix:PATH]\n"
+            "                    [--vcpus N] [--disk PATH[,ro]]... [--serial stdio|file:PATH|unix:PATH]\n"
             "                    [--control PATH]\n"
+            "       tern-vmm run --restore FILE [--mem SIZE] [--vcpus N] [--disk PATH[,ro]]...\n"
+            "                    [--serial ...] [--control PATH]\n"
             "       tern-vmm ctl PATH status|pause|resume|stop\n"
+            "       tern-vmm ctl PATH save FILE [--stop]\n"
             "\n"
             "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
             "      when the guest writes its exit status to the debug-exit port (0x501),\n"
             "      on `ctl PATH stop`, or on SIGTERM/SIGINT (exit status 0).\n"
+            "      --disk adds a virtio-blk disk backed by a raw image (,ro: read-only).\n"
+            "      --restore continues a snapshot; options given must match it.\n"
             "ctl   sends one command to a running tern-vmm and prints the reply as JSON.\n"
+            "      save pauses the VM, writes its state and memory to FILE atomically, then\n"
+            "      resumes it (or, with --stop, ends it).\n"
             "\n"
             "exit status of run: the guest's debug-exit byte; 0 when stopped; %d bad\n"
             "arguments; %d set-up failed (missing file, bad kernel, no KVM); %d internal\n"
@@ -100,11 +110,30 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_SETUP;
     }
+    static struct snapshot_reader snap = {.fd = -1};
+    if (opts.restore && (snapshot_open(&snap, opts.restore, &err) < 0 ||
+                         snapshot_apply_config(&snap, &opts, &err) < 0)) {
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        snapshot_close(&snap);
+        close(sig_fd);
+        return VMM_EXIT_SETUP;
+    }
     static struct vm vm;
     if (vm_create(&vm, &opts, &err) < 0) {
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        snapshot_close(&snap);
         close(sig_fd);
         return VMM_EXIT_SETUP;
+    }
+    if (opts.restore) {
+        int rc = snapshot_restore(&snap, &vm, &err);
+        snapshot_close(&snap);
+        if (rc < 0) {
+            fprintf(stderr, "tern-vmm: restore failed: %s\n", err.msg);
+            vm_destroy(&vm);
+            close(sig_fd);
+            return VMM_EXIT_SETUP;
+        }
     }
     struct control_server cs;
     struct control_server *csp = NULL;
@@ -130,26 +159,62 @@ static int cmd_run(int argc, char **argv)
     return status;
 }
 
+/* Builds the request for `ctl PATH save FILE [--stop]`; FILE is made
+ * absolute, since the VMM may run in another directory. */
+static json_t *save_request(int argc, char **argv)
+{
+    if (argc < 1 || argc > 2 || (argc == 2 && strcmp(argv[1], "--stop"))) {
+        fprintf(stderr, "tern-vmm ctl: usage: ctl PATH save FILE [--stop]\n");
+        return NULL;
+    }
+    char file[PATH_MAX];
+    if (argv[0][0] == '/') {
+        snprintf(file, sizeof(file), "%s", argv[0]);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof(cwd)) ||
+            snprintf(file, sizeof(file), "%s/%s", cwd, argv[0]) >= (int)sizeof(file)) {
+            fprintf(stderr, "tern-vmm ctl: cannot make '%s' an absolute path\n", argv[0]);
+            return NULL;
+        }
+    }
+    return json_pack("{s:s, s:s, s:b}", "cmd", "save", "file", file, "stop", argc == 2);
+}
+
 static int cmd_ctl(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "tern-vmm ctl: expected a socket path and one command\n");
+    if (argc < 2) {
+        fprintf(stderr, "tern-vmm ctl: expected a socket path and a command\n");
         usage(stderr);
         return VMM_EXIT_USAGE;
     }
     const char *path = argv[0], *cmd = argv[1];
-    static const char *const known[] = {"status", "pause", "resume", "stop"};
-    int ok = 0;
-    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-        ok |= !strcmp(cmd, known[i]);
-    if (!ok) {
-        fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop)\n", cmd);
-        return VMM_EXIT_USAGE;
+    json_t *req = NULL;
+    int timeout_ms = CTL_TIMEOUT_MS;
+    if (!strcmp(cmd, "save")) {
+        req = save_request(argc - 2, argv + 2);
+        timeout_ms = CTL_SAVE_TIMEOUT_MS;
+        if (!req)
+            return VMM_EXIT_USAGE;
+    } else {
+        static const char *const known[] = {"status", "pause", "resume", "stop"};
+        int ok = 0;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= !strcmp(cmd, known[i]);
+        if (!ok) {
+            fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save)\n",
+                    cmd);
+            return VMM_EXIT_USAGE;
+        }
+        if (argc != 2) {
+            fprintf(stderr, "tern-vmm ctl: %s takes no arguments\n", cmd);
+            return VMM_EXIT_USAGE;
+        }
+        req = json_pack("{s:s}", "cmd", cmd);
     }
-    json_t *req = json_pack("{s:s}", "cmd", cmd);
     json_t *reply = NULL;
     struct tern_err err = {{0}};
-    int rc = control_call(path, req, CTL_TIMEOUT_MS, &reply, &err);
+    int rc = control_call(path, req, timeout_ms, &reply, &err);
     json_decref(req);
     if (rc < 0) {
         fprintf(stderr, "tern-vmm ctl: %s\n", err.msg);

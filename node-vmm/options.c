@@ -70,6 +70,21 @@ static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max
     return 0;
 }
 
+int parse_disk_spec(char *s, struct disk_spec *out, struct tern_err *err)
+{
+    *out = (struct disk_spec){.path = s};
+    char *comma = strrchr(s, ',');
+    if (comma) {
+        if (strcmp(comma + 1, "ro") != 0)
+            return tern_err_set(err, "invalid --disk '%s'; expected PATH or PATH,ro", s);
+        *comma = '\0';
+        out->read_only = true;
+    }
+    if (!*s)
+        return tern_err_set(err, "--disk needs a path to a raw disk image");
+    return 0;
+}
+
 int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_err *err)
 {
     memset(o, 0, sizeof(*o));
@@ -83,7 +98,9 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
         if (i + 1 >= argc)
             return tern_err_set(err, "option %s needs a value", opt);
         const char *val = argv[++i];
-        if (!strcmp(opt, "--kernel")) {
+        if (!strcmp(opt, "--restore")) {
+            o->restore = val;
+        } else if (!strcmp(opt, "--kernel")) {
             o->kernel = val;
         } else if (!strcmp(opt, "--initrd")) {
             o->initrd = val;
@@ -92,22 +109,39 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
         } else if (!strcmp(opt, "--mem")) {
             if (parse_size(val, &o->mem_bytes, err) < 0)
                 return tern_err_prefix(err, "--mem");
+            o->mem_given = true;
         } else if (!strcmp(opt, "--vcpus")) {
             if (parse_uint("--vcpus", val, 1, VMM_MAX_VCPUS, &o->vcpus, err) < 0)
                 return -1;
+            o->vcpus_given = true;
         } else if (!strcmp(opt, "--serial")) {
             if (parse_serial_spec(val, &o->serial, err) < 0)
                 return -1;
         } else if (!strcmp(opt, "--control")) {
             o->control_path = val;
+        } else if (!strcmp(opt, "--disk")) {
+            if (o->nr_disks == VMM_MAX_DISKS)
+                return tern_err_set(err, "at most %d --disk options", VMM_MAX_DISKS);
+            if (parse_disk_spec(argv[i], &o->disks[o->nr_disks], err) < 0)
+                return -1;
+            o->nr_disks++;
+            o->disks_given = true;
         } else {
             return tern_err_set(err, "unknown option '%s' (see tern-vmm --help)", opt);
         }
     }
-    if (!o->kernel)
-        return tern_err_set(err, "--kernel PATH is required");
-    if (!o->mem_bytes)
-        return tern_err_set(err, "--mem SIZE is required (e.g. --mem 512M)");
+    if (o->restore) {
+        if (o->kernel || o->initrd || o->cmdline[0])
+            return tern_err_set(err, "--restore continues the guest saved in the snapshot; "
+                                     "drop --kernel, --initrd and --cmdline");
+        if (!o->mem_given)
+            return 0; /* taken from the snapshot */
+    } else {
+        if (!o->kernel)
+            return tern_err_set(err, "--kernel PATH is required (or --restore FILE)");
+        if (!o->mem_bytes)
+            return tern_err_set(err, "--mem SIZE is required (e.g. --mem 512M)");
+    }
     if (o->mem_bytes < (16ull << 20))
         return tern_err_set(err, "--mem %" PRIu64 " bytes is too small; at least 16M", o->mem_bytes);
     if (o->mem_bytes & 0xfffff)

@@ -3,11 +3,13 @@
 #ifndef TERN_NODE_VMM_OPTIONS_H
 #define TERN_NODE_VMM_OPTIONS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../common/err.h"
 
 #define VMM_MAX_VCPUS 64
+#define VMM_MAX_DISKS 4
 
 enum serial_kind {
     SERIAL_STDIO = 0,
@@ -20,7 +22,13 @@ struct serial_spec {
     const char *path; /* for file: and unix: (points into argv) */
 };
 
+struct disk_spec {
+    const char *path; /* points into argv */
+    bool read_only;
+};
+
 struct run_options {
+    const char *restore; /* --restore FILE: continue a snapshot instead of booting */
     const char *kernel;
     const char *initrd;
     const char *cmdline;
@@ -28,6 +36,11 @@ struct run_options {
     unsigned vcpus;
     struct serial_spec serial;
     const char *control_path;
+    struct disk_spec disks[VMM_MAX_DISKS];
+    unsigned nr_disks;
+    /* With --restore, which of --mem/--vcpus/--disk were given (the rest
+     * come from the snapshot; the given ones must match it). */
+    bool mem_given, vcpus_given, disks_given;
 };
 
 /* Parses "512M", "1G", "4096K", "1048576" (bytes) and "2T". Suffixes are
@@ -37,8 +50,13 @@ int parse_size(const char *s, uint64_t *out, struct tern_err *err);
 /* Parses "stdio", "file:PATH" or "unix:PATH". */
 int parse_serial_spec(const char *s, struct serial_spec *out, struct tern_err *err);
 
+/* Parses "PATH" or "PATH,ro" (--disk). */
+int parse_disk_spec(char *s, struct disk_spec *out, struct tern_err *err);
+
 /* Parses the arguments after "run" (argv[0] is the first option). Checks
- * required options and ranges, not whether files exist. */
+ * required options and ranges, not whether files exist. With --restore,
+ * --kernel/--initrd/--cmdline are refused and --mem is optional. May write
+ * into argv strings (--disk options are split at their comma). */
 int parse_run_options(int argc, char **argv, struct run_options *out, struct tern_err *err);
 
 #endif

@@ -422,3 +422,73 @@ int uart8250_restore(struct uart8250 *u, const struct uart8250_state *s,
         u->ops->set_irq(u->opaque, 1);
     return 0;
 }
+
+/* ---- saved state ---- */
+
+void uart8250_state_save(const struct uart8250 *u, struct rec_buf *b)
+{
+    const struct uart8250_state *s = &u->s;
+    rec_begin(b, UART_STATE_RECORD, UART_STATE_VERSION, 0);
+    rec_put_u8(b, s->ier);
+    rec_put_u8(b, s->lcr);
+    rec_put_u8(b, s->mcr);
+    rec_put_u8(b, s->lsr_err);
+    rec_put_u8(b, s->msr);
+    rec_put_u8(b, s->scr);
+    rec_put_u8(b, s->fcr);
+    rec_put_u8(b, s->dll);
+    rec_put_u8(b, s->dlm);
+    rec_put_u8(b, s->thre_pending);
+    rec_put_u8(b, UART8250_RX_FIFO);
+    rec_put_bytes(b, s->rx_fifo, UART8250_RX_FIFO);
+    rec_put_u8(b, s->rx_head);
+    rec_put_u8(b, s->rx_count);
+    rec_put_u8(b, s->irq_level);
+    rec_end(b);
+}
+
+int uart8250_state_decode(const struct rec_header *h, struct rec_reader *r,
+                          struct uart8250_state *s, struct tern_err *err)
+{
+    memset(s, 0, sizeof(*s));
+    if (h->type != UART_STATE_RECORD)
+        return tern_err_set(err, "uart state: record type 0x%04x is not 0x%04x", h->type,
+                            UART_STATE_RECORD);
+    if (h->version != UART_STATE_VERSION)
+        return tern_err_set(err, "uart state: version %u is not supported (this tern-vmm reads version %u)",
+                            h->version, UART_STATE_VERSION);
+    if (h->flags != 0)
+        return tern_err_set(err, "uart state: unknown record flags 0x%04x", h->flags);
+    uint8_t fifo = 0;
+    rec_get_u8(r, &s->ier);
+    rec_get_u8(r, &s->lcr);
+    rec_get_u8(r, &s->mcr);
+    rec_get_u8(r, &s->lsr_err);
+    rec_get_u8(r, &s->msr);
+    rec_get_u8(r, &s->scr);
+    rec_get_u8(r, &s->fcr);
+    rec_get_u8(r, &s->dll);
+    rec_get_u8(r, &s->dlm);
+    rec_get_u8(r, &s->thre_pending);
+    if (rec_get_u8(r, &fifo) == 0 && fifo != UART8250_RX_FIFO)
+        return tern_err_set(err, "uart state: receive FIFO of %u bytes, this model has %u", fifo,
+                            UART8250_RX_FIFO);
+    rec_get_bytes(r, s->rx_fifo, UART8250_RX_FIFO);
+    rec_get_u8(r, &s->rx_head);
+    rec_get_u8(r, &s->rx_count);
+    rec_get_u8(r, &s->irq_level);
+    if (rec_finish(r, "uart state", err) < 0)
+        return -1;
+    if (uart8250_state_check(s, err) < 0)
+        return tern_err_prefix(err, "uart state");
+    return 0;
+}
+
+int uart8250_state_load(struct uart8250 *u, const struct rec_header *h,
+                        struct rec_reader *payload, struct tern_err *err)
+{
+    struct uart8250_state s;
+    if (uart8250_state_decode(h, payload, &s, err) < 0)
+        return -1;
+    return uart8250_restore(u, &s, err);
+}

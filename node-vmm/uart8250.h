@@ -32,6 +32,8 @@
 #include <stdint.h>
 
 #include "../common/err.h"
+#include "../proto/record.h"
+#include "../proto/record_types.h"
 
 #define UART8250_RX_FIFO 16
 /* Number of I/O ports the UART decodes, from its base. */
@@ -93,5 +95,24 @@ int uart8250_state_check(const struct uart8250_state *s, struct tern_err *err);
  * UART is unchanged. */
 int uart8250_restore(struct uart8250 *u, const struct uart8250_state *s,
                      struct tern_err *err);
+
+/* --- saved state (layout in docs/snapshot-state.md) --- */
+
+#define UART_STATE_RECORD REC_TYPE_UART_STATE
+#define UART_STATE_VERSION 1u
+
+/* Appends one UART_STATE_RECORD holding u->s, field by field; failures
+ * show in rec_buf_check(b). The caller serialises, as for every call here
+ * (dev_serial: hold its lock). */
+void uart8250_state_save(const struct uart8250 *u, struct rec_buf *b);
+/* Parses a UART_STATE_RECORD payload into *s and checks it with
+ * uart8250_state_check: type, version, flags, the FIFO size, trailing
+ * bytes, and a state the model could have produced. Pure. */
+int uart8250_state_decode(const struct rec_header *h, struct rec_reader *payload,
+                          struct uart8250_state *s, struct tern_err *err);
+/* uart8250_state_decode, then uart8250_restore (which reports a raised
+ * interrupt line through set_irq). On error the UART is unchanged. */
+int uart8250_state_load(struct uart8250 *u, const struct rec_header *h,
+                        struct rec_reader *payload, struct tern_err *err);
 
 #endif

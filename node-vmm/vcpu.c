@@ -134,7 +134,7 @@ int vcpu_create(struct vm *vm, struct vcpu *v, unsigned index, const struct kvm_
         return -1;
     /* Application processors stay in KVM's wait-for-SIPI state (the in-kernel
      * LAPIC puts them there); the guest starts them with INIT/SIPI. */
-    if (index == 0 && vcpu_set_pvh_entry(vm, v, err) < 0)
+    if (index == 0 && !vm->restoring && vcpu_set_pvh_entry(vm, v, err) < 0)
         return tern_err_prefix(err, "setting the PVH entry state");
     return 0;
 }
@@ -225,6 +225,26 @@ static void vcpu_handle_io(struct vcpu *v)
     }
 }
 
+static void vcpu_handle_mmio(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    atomic_fetch_add_explicit(&v->stats.mmio, 1, memory_order_relaxed);
+    uint64_t gpa = run->mmio.phys_addr;
+    unsigned len = run->mmio.len;
+    struct mmio_device *dev = mmio_bus_find(&v->vm->mmio, gpa);
+    if (!dev || len == 0 || len > 8 || gpa + len - dev->base > dev->len) {
+        char what[128];
+        snprintf(what, sizeof(what), "unhandled MMIO: %s of %u byte(s) at 0x%llx",
+                 run->mmio.is_write ? "write" : "read", len, (unsigned long long)gpa);
+        vcpu_fatal(v, what);
+        return;
+    }
+    if (run->mmio.is_write)
+        dev->ops->write(dev, gpa - dev->base, run->mmio.data, len);
+    else
+        dev->ops->read(dev, gpa - dev->base, run->mmio.data, len);
+}
+
 /* Handles one KVM_RUN exit. */
 static void vcpu_handle_exit(struct vcpu *v)
 {
@@ -235,11 +255,7 @@ static void vcpu_handle_exit(struct vcpu *v)
         vcpu_handle_io(v);
         return;
     case KVM_EXIT_MMIO:
-        atomic_fetch_add_explicit(&v->stats.mmio, 1, memory_order_relaxed);
-        snprintf(what, sizeof(what), "unhandled MMIO: %s of %u byte(s) at 0x%llx",
-                 run->mmio.is_write ? "write" : "read", run->mmio.len,
-                 (unsigned long long)run->mmio.phys_addr);
-        vcpu_fatal(v, what);
+        vcpu_handle_mmio(v);
         return;
     case KVM_EXIT_INTR:
         atomic_fetch_add_explicit(&v->stats.intr, 1, memory_order_relaxed);

@@ -1,4 +1,5 @@
 #include "vm.h"
+#include "dev_virtio_blk.h"
 #include "guest_abi.h"
 
 #include <errno.h>
@@ -211,6 +212,39 @@ static int vm_setup_devices(struct vm *vm, const struct run_options *o, struct t
     return 0;
 }
 
+/* Creates the virtio disks on the MMIO bus and appends their
+ * virtio_mmio.device= parameters to the guest command line. */
+static int vm_setup_disks(struct vm *vm, const struct run_options *o, char *cmdline,
+                          size_t cap, struct tern_err *err)
+{
+    if (vmm_dirty_init(&vm->dirty, &vm->mem, err) < 0)
+        return -1;
+    for (unsigned i = 0; i < o->nr_disks; i++) {
+        snprintf(vm->disk_paths[i], sizeof(vm->disk_paths[i]), "%s", o->disks[i].path);
+        vm->disk_specs[i] = (struct disk_spec){.path = vm->disk_paths[i],
+                                               .read_only = o->disks[i].read_only};
+        struct virtio_blk_config cfg = {
+            .path = vm->disk_paths[i],
+            .read_only = o->disks[i].read_only,
+            .mmio_base = VM_VIRTIO_MMIO_BASE + i * VM_VIRTIO_MMIO_SIZE,
+            .gsi = VM_VIRTIO_FIRST_GSI + i,
+            .index = i,
+        };
+        if (virtio_blk_create(&vm->disks[i], &cfg, &vm->mem, vm->vm_fd, &vm->dirty, err) < 0)
+            return tern_err_prefix(err, "disk %u", i);
+        vm->nr_disks++;
+        if (mmio_bus_register(&vm->mmio, virtio_blk_mmio(vm->disks[i]), err) < 0)
+            return -1;
+        size_t len = strlen(cmdline);
+        char param[128];
+        if (virtio_blk_cmdline(vm->disks[i], param, sizeof(param)) < 0 ||
+            len + 1 + strlen(param) >= cap)
+            return tern_err_set(err, "kernel command line too long with the disk parameters");
+        snprintf(cmdline + len, cap - len, "%s%s", len ? " " : "", param);
+    }
+    return 0;
+}
+
 int vm_create(struct vm *vm, const struct run_options *o, struct tern_err *err)
 {
     memset(vm, 0, sizeof(*vm));
@@ -237,7 +271,13 @@ int vm_create(struct vm *vm, const struct run_options *o, struct tern_err *err)
     }
     if (vm_setup_memory(vm, o->mem_bytes, err) < 0 || vm_setup_platform(vm, err) < 0)
         goto fail;
-    if (boot_load(&vm->mem, o->kernel, o->initrd, o->cmdline, o->vcpus, &vm->boot, err) < 0)
+    vm->restoring = o->restore != NULL;
+    static char cmdline[BOOT_MAX_CMDLINE + 1];
+    snprintf(cmdline, sizeof(cmdline), "%s", o->cmdline ? o->cmdline : "");
+    if (vm_setup_disks(vm, o, cmdline, sizeof(cmdline), err) < 0)
+        goto fail;
+    if (!vm->restoring &&
+        boot_load(&vm->mem, o->kernel, o->initrd, cmdline, o->vcpus, &vm->boot, err) < 0)
         goto fail;
     if (vm_setup_devices(vm, o, err) < 0)
         goto fail;
@@ -287,6 +327,12 @@ int vm_start(struct vm *vm, struct tern_err *err)
     sigdelset(&all, SIGILL);
     pthread_sigmask(SIG_SETMASK, &all, &old);
 
+    for (unsigned i = 0; i < vm->nr_disks; i++) {
+        if (virtio_blk_start(vm->disks[i], err) < 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return tern_err_prefix(err, "starting disk %u", i);
+        }
+    }
     pthread_mutex_lock(&vm->lock);
     vm->state = VM_STATE_RUNNING;
     pthread_mutex_unlock(&vm->lock);
@@ -388,12 +434,19 @@ void vm_destroy(struct vm *vm)
         free(vm->vcpus);
         vm->vcpus = NULL;
     }
+    /* Disks first: their threads write into guest RAM. */
+    for (unsigned i = 0; i < vm->nr_disks; i++)
+        virtio_blk_destroy(vm->disks[i]);
+    vm->nr_disks = 0;
+    vmm_dirty_free(&vm->dirty);
     if (vm->serial.pio.ops)
         dev_serial_close(&vm->serial);
     if (vm->heartbeat.pio.ops)
         dev_heartbeat_destroy(&vm->heartbeat);
     free(vm->absent);
     vm->absent = NULL;
+    free(vm->saved_msrs);
+    vm->saved_msrs = NULL;
     guest_memory_destroy(&vm->mem);
     if (vm->end_eventfd >= 0)
         close(vm->end_eventfd);

@@ -11,13 +11,24 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <limits.h>
+
 #include "../common/err.h"
+#include "../dirtylog/vmm_dirty.h"
 #include "boot.h"
 #include "dev_heartbeat.h"
 #include "dev_serial.h"
 #include "guest_memory.h"
+#include "mmio.h"
 #include "options.h"
 #include "pio.h"
+
+struct virtio_blk;
+
+/* virtio-mmio disks: one 4 KiB window each from here, interrupt GSI 5 + i. */
+#define VM_VIRTIO_MMIO_BASE 0xd0000000ull
+#define VM_VIRTIO_MMIO_SIZE 0x1000ull
+#define VM_VIRTIO_FIRST_GSI 5u
 
 /* tern-vmm exit statuses. A status the guest writes to the debug-exit port
  * is passed through unchanged; these are the VMM's own. */
@@ -67,12 +78,21 @@ struct vm {
     struct boot_info boot;
 
     struct pio_bus pio;
+    struct mmio_bus mmio;
+    struct vmm_dirty dirty; /* pages the VMM's devices wrote */
     struct dev_serial serial;
     struct dev_heartbeat heartbeat;
     struct pio_device debug_exit;
     struct pio_device *absent; /* legacy ports that read as all-ones */
     unsigned nr_absent;
     _Atomic uint64_t absent_io; /* accesses to legacy ports with no device */
+    unsigned nr_disks;
+    struct disk_spec disk_specs[VMM_MAX_DISKS]; /* paths point into disk_paths */
+    char disk_paths[VMM_MAX_DISKS][PATH_MAX];
+    struct virtio_blk *disks[VMM_MAX_DISKS];
+    bool restoring; /* created for --restore: no kernel loaded, state comes later */
+    uint32_t *saved_msrs; /* MSRs that travel with vCPU state, probed once (vcpu_state.c) */
+    uint32_t nr_saved_msrs;
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -84,10 +104,11 @@ struct vm {
 };
 
 /* Opens KVM, creates the VM, its RAM, irqchip, PIT, devices and vCPUs, and
- * loads the kernel. Nothing runs yet. On failure everything is released. */
+ * loads the kernel (unless opts->restore: then RAM and state come from the
+ * snapshot). Nothing runs yet. On failure everything is released. */
 int vm_create(struct vm *vm, const struct run_options *opts, struct tern_err *err);
 
-/* Starts one thread per vCPU. */
+/* Starts the device threads, then one thread per vCPU. */
 int vm_start(struct vm *vm, struct tern_err *err);
 
 /* Stops every vCPU outside KVM_RUN and returns once all are parked. */

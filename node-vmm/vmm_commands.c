@@ -1,5 +1,8 @@
 #include "vmm_commands.h"
 
+#include "snapshot.h"
+#include "vm_state.h"
+
 static json_t *heartbeat_json(struct vm *vm)
 {
     struct heartbeat_state hb;
@@ -83,7 +86,50 @@ static json_t *cmd_stop(void *opaque, json_t *req, struct tern_err *err)
     return json_pack("{s:s}", "state", "stopping");
 }
 
+/* {"cmd":"save","file":ABSOLUTE_PATH,"stop":BOOL}: pause, drain devices,
+ * write the snapshot, then resume (or end the VM when stop is true). A
+ * failed save leaves the VM as it was. */
+static json_t *cmd_save(void *opaque, json_t *req, struct tern_err *err)
+{
+    struct vm *vm = opaque;
+    const char *file = json_string_value(json_object_get(req, "file"));
+    json_t *stop_j = json_object_get(req, "stop");
+    if (!file || file[0] != '/')
+        return tern_err_set(err, "save needs \"file\": an absolute path"), NULL;
+    if (stop_j && !json_is_boolean(stop_j))
+        return tern_err_set(err, "save: \"stop\" must be true or false"), NULL;
+    bool stop = json_is_true(stop_j);
+    pthread_mutex_lock(&vm->lock);
+    bool was_paused = vm->state == VM_STATE_PAUSED;
+    pthread_mutex_unlock(&vm->lock);
+    if (vm_pause(vm, err) < 0)
+        return NULL;
+    if (vm_quiesce_devices(vm, err) < 0) {
+        if (!was_paused)
+            vm_resume(vm, NULL);
+        return NULL;
+    }
+    struct snapshot_stats st;
+    if (snapshot_write(vm, file, &st, err) < 0) {
+        vm_unquiesce_devices(vm);
+        if (!was_paused)
+            vm_resume(vm, NULL);
+        return NULL;
+    }
+    if (stop) {
+        vm_request_end(vm, VMM_EXIT_OK, "saved to %s and stopped", file);
+    } else {
+        vm_unquiesce_devices(vm);
+        if (!was_paused)
+            vm_resume(vm, NULL);
+    }
+    return json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "file", file, "bytes", (json_int_t)st.bytes,
+                     "pages", (json_int_t)st.pages, "zero_pages", (json_int_t)st.zero_pages,
+                     "seconds", st.seconds, "stopped", stop);
+}
+
 const struct control_command vmm_commands[] = {
+    {"save", cmd_save},
     {"status", cmd_status},
     {"pause", cmd_pause},
     {"resume", cmd_resume},

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential pkg-config
-    liburing-dev liblz4-dev libssl-dev libjansson-dev libcmocka-dev
+    liburing-dev liblz4-dev libssl-dev libjansson-dev libcmocka-dev zlib1g-dev
     libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev
     corosync iproute2 openssl python3
 )

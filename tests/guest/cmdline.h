@@ -1,5 +1,6 @@
 /* The guest's command line: space-separated key=value words, all values
- * unsigned decimal (or 0x hex). See README.md for the keys. */
+ * unsigned decimal (or 0x hex), and Linux's virtio_mmio.device=. See
+ * README.md for the keys. */
 #ifndef TG_CMDLINE_H
 #define TG_CMDLINE_H
 
@@ -18,6 +19,12 @@ struct tg_params {
     uint64_t tsc_khz;      /* 0 = not given */
     uint64_t cpus;         /* 0 = not given */
     uint64_t seed;
+    uint64_t disk;      /* 1 = run the journal on the first virtio-mmio disk */
+    uint64_t disk_rate; /* journal records per second, 0 = none */
+    /* virtio_mmio.device=SIZE@BASE:IRQ[:ID] (Linux's syntax, which VMMs
+     * append): how many were given, and the first one. */
+    unsigned virtio_count;
+    uint64_t virtio_base, virtio_size, virtio_irq;
 };
 
 /* Fills *p with the defaults, then applies cmdline. On an unknown key or a

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "cmdline.h"
 #include "console.h"
+#include "disk.h"
 #include "kernel_api.h"
 #include "lib.h"
 #include "mptable.h"
@@ -106,6 +107,10 @@ void user_bsp_main(unsigned cpu)
         console_line(TG_FMT_BAD_PARAM, bad);
         guest_exit(TG_EXIT_BAD_PARAM);
     }
+    if (p.disk && !p.virtio_count) {
+        console_line(TG_FMT_DISK_NO_DEVICE);
+        guest_exit(TG_EXIT_BAD_PARAM);
+    }
     if (clock_detect(&p, &clk)) {
         console_line(TG_PREFIX "cannot calibrate the TSC: pass tsc_khz=");
         guest_exit(TG_EXIT_BOOT);
@@ -126,10 +131,13 @@ void user_bsp_main(unsigned cpu)
     cfg.status_cycles = p.status_ms * clk.tsc_khz;
     cfg.exit_after_s = p.exit_after_s;
     cfg.exit_code = (unsigned)p.exit_code;
+    cfg.disk = (unsigned)p.disk;
     place_fill(&p, &b);
 
     console_line(TG_FMT_START, cfg.ncpus, p.fill_mb, p.dirty_mbs, p.hb_us, p.check_ms,
                  clk.tsc_khz);
+    if (cfg.disk)
+        disk_setup(&p, clk.tsc_khz);
     usys(TRAP_TIMER, (long)cfg.timer_count, 0);
     if (smp_start_aps(ids, cfg.ncpus, cfg.tsc_khz, &missing)) {
         console_line(TG_FMT_AP_FAILED, missing, ids[missing]);

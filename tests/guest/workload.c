@@ -3,6 +3,7 @@
 #include "workload.h"
 
 #include "console.h"
+#include "disk.h"
 #include "kernel.h"
 #include "pages.h"
 #include "tern_guest.h"
@@ -73,8 +74,12 @@ static void status_line(uint64_t now)
         if (cpus[i].checks < checks)
             checks = cpus[i].checks;
     }
-    console_line(TG_FMT_STATUS, ms / 1000, ms % 1000, (unsigned long)bsp.hb_seq,
-                 pages * TG_PAGE_SIZE / 1000000, checks, 0ul);
+    if (cfg.disk)
+        console_line(TG_FMT_STATUS_DISK, ms / 1000, ms % 1000, (unsigned long)bsp.hb_seq,
+                     pages * TG_PAGE_SIZE / 1000000, checks, 0ul, disk_durable_seq());
+    else
+        console_line(TG_FMT_STATUS, ms / 1000, ms % 1000, (unsigned long)bsp.hb_seq,
+                     pages * TG_PAGE_SIZE / 1000000, checks, 0ul);
 }
 
 /* Next deadline after `now` for a period that may have fallen behind
@@ -85,7 +90,8 @@ static inline uint64_t advance(uint64_t deadline, uint64_t period, uint64_t now)
     return deadline > now ? deadline : now + period;
 }
 
-/* Heartbeat, status, exit: the BSP runs this between any two slices. */
+/* Heartbeat, status, journal, exit: the BSP runs this between any two
+ * slices. */
 static void bsp_duties(void)
 {
     uint64_t now = rdtsc();
@@ -100,6 +106,8 @@ static void bsp_duties(void)
         status_line(now);
         bsp.status_next = advance(bsp.status_next, cfg.status_cycles, now);
     }
+    if (cfg.disk)
+        disk_step(now, cpus[0].slice);
     if (cfg.exit_after_s && elapsed(now, cfg.t0) >= cfg.exit_after_s * 1000 * cfg.tsc_khz) {
         console_line(TG_FMT_EXIT_AFTER, cfg.exit_after_s);
         guest_exit(cfg.exit_code);
@@ -186,6 +194,11 @@ static void idle(struct cpu_state *s)
             next = bsp.hb_next;
         if (cfg.status_cycles && bsp.status_next < next)
             next = bsp.status_next;
+        if (cfg.disk) {
+            uint64_t d = disk_next(now);
+            if (d < next)
+                next = d;
+        }
     }
     if (s->filled && cfg.check_cycles && s->check_next < next)
         next = s->check_next;

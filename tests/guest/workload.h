@@ -23,6 +23,7 @@ struct tg_config {
     uint64_t hb_cycles, check_cycles, status_cycles; /* 0 = off */
     uint64_t exit_after_s;                            /* 0 = never */
     unsigned exit_code;
+    unsigned disk; /* 1: the BSP runs the journal task (disk.h) */
 };
 
 extern struct tg_config cfg;

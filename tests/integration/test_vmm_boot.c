@@ -81,14 +81,9 @@ static long long heartbeat_count(struct fixture *f)
 }
 
 /* The last "checks=N" on the guest console. */
-static int last_checks(const char *serial)
+static long last_checks(const char *serial)
 {
-    char *t = test_read_text(serial);
-    int checks = -1;
-    for (char *p = t; (p = strstr(p, "checks=")) != NULL; p += 7)
-        checks = atoi(p + 7);
-    free(t);
-    return checks;
+    return test_last_value(serial, "checks=");
 }
 
 static void show_logs(struct fixture *f)

@@ -166,6 +166,22 @@ bool test_wait_for_text(const char *path, const char *needle, int timeout_ms)
     }
 }
 
+long test_last_value(const char *path, const char *key)
+{
+    char *t = test_read_text(path);
+    char *end = strrchr(t, '\n');
+    if (end)
+        end[1] = '\0';
+    else
+        t[0] = '\0';
+    long v = -1;
+    size_t kl = strlen(key);
+    for (char *p = t; (p = strstr(p, key)) != NULL; p += kl)
+        v = atol(p + kl);
+    free(t);
+    return v;
+}
+
 int test_count_text(const char *path, const char *needle)
 {
     char *t = test_read_text(path);

@@ -42,6 +42,10 @@ char *test_read_text(const char *path);
 /* Polls `path` until it contains `needle` or timeout_ms passes. */
 bool test_wait_for_text(const char *path, const char *needle, int timeout_ms);
 
+/* The number after the last `key` (e.g. "checks=") in the complete lines of
+ * `path` (a line still being written is ignored), or -1 if none. */
+long test_last_value(const char *path, const char *key);
+
 /* Counts occurrences of `needle` in `path`. */
 int test_count_text(const char *path, const char *needle);
 

@@ -129,6 +129,42 @@ static void test_run_options_errors(void **state)
                  &err);
 }
 
+static void test_disks_and_restore(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    struct run_options o;
+    char d0[] = "/img/a.raw", d1[] = "/img/b.raw,ro", bad[] = "/img/c.raw,rw", empty[] = ",ro";
+    assert_int_equal(parse(&o, &err, 8, "--kernel", "k", "--mem", "64M", "--disk", d0, "--disk", d1),
+                     0);
+    assert_int_equal(o.nr_disks, 2);
+    assert_string_equal(o.disks[0].path, "/img/a.raw");
+    assert_false(o.disks[0].read_only);
+    assert_string_equal(o.disks[1].path, "/img/b.raw");
+    assert_true(o.disks[1].read_only);
+    assert_true(o.disks_given);
+    expect_error("PATH or PATH,ro", parse(&o, &err, 6, "--kernel", "k", "--mem", "64M", "--disk", bad),
+                 &err);
+    expect_error("needs a path", parse(&o, &err, 6, "--kernel", "k", "--mem", "64M", "--disk", empty),
+                 &err);
+    char e0[] = "a", e1[] = "b", e2[] = "c", e3[] = "d", e4[] = "e";
+    expect_error("at most 4", parse(&o, &err, 14, "--kernel", "k", "--mem", "64M", "--disk", e0,
+                                    "--disk", e1, "--disk", e2, "--disk", e3, "--disk", e4),
+                 &err);
+
+    /* --restore: memory and vCPUs may come from the snapshot. */
+    assert_int_equal(parse(&o, &err, 2, "--restore", "/s/vm.snap"), 0);
+    assert_string_equal(o.restore, "/s/vm.snap");
+    assert_false(o.mem_given);
+    assert_false(o.vcpus_given);
+    assert_int_equal(parse(&o, &err, 6, "--restore", "s", "--mem", "64M", "--vcpus", "2"), 0);
+    assert_true(o.mem_given);
+    assert_true(o.vcpus_given);
+    expect_error("drop --kernel", parse(&o, &err, 4, "--restore", "s", "--kernel", "k"), &err);
+    expect_error("drop --kernel", parse(&o, &err, 4, "--restore", "s", "--cmdline", "x"), &err);
+    expect_error("too small", parse(&o, &err, 4, "--restore", "s", "--mem", "1M"), &err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_serial_spec),
         cmocka_unit_test(test_run_options_good),
         cmocka_unit_test(test_run_options_errors),
+        cmocka_unit_test(test_disks_and_restore),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }
