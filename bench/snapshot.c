@@ -115,12 +115,14 @@ int main(int argc, char **argv)
     struct test_proc p = {0};
     char *boot[] = {(char *)test_build_path("tern-vmm"), "run", "--kernel",
                     (char *)test_build_path("testguest.elf"), "--mem", "1G", "--cmdline",
-                    "fill=768 hb=1000 check=0", "--serial", serial, "--control", sock, NULL};
+                    "fill=768 hb=1000 check=1000", "--serial", serial, "--control", sock, NULL};
     if (test_proc_start(&p, dir, boot) < 0)
         goto out;
     char serial_path[600];
     snprintf(serial_path, sizeof(serial_path), "%s/serial.log", dir);
-    if (!test_wait_for_text(serial_path, "tern-guest: up=", 120000)) {
+    /* The fill is sliced between heartbeats: a passed self-check means every
+     * page has been written. */
+    if (!test_wait_for_text(serial_path, "checks=1 ", 120000)) {
         fprintf(stderr, "bench/snapshot: the guest did not finish filling its memory\n");
         goto out;
     }

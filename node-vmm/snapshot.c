@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -124,6 +125,39 @@ static int batch_add(int fd, struct run_batch *rb, uint64_t gpa, const uint8_t *
     return 0;
 }
 
+/* Writes the non-zero pages of [first, first + npages) of one region. */
+static int write_extent(int fd, struct run_batch *rb, const struct guest_memory *mem,
+                        const struct guest_memory_region *reg, uint64_t first, uint64_t npages,
+                        const char *path, struct snapshot_stats *st, uint64_t *records,
+                        struct tern_err *err)
+{
+    const uint8_t *base = mem->host_base + reg->offset;
+    uint64_t run_start = 0;
+    uint32_t run_len = 0;
+    for (uint64_t pg = first; pg <= first + npages; pg++) {
+        bool data = pg < first + npages && !page_is_zero(base + pg * PAGE_SIZE);
+        if (data) {
+            if (run_len == 0)
+                run_start = pg;
+            run_len++;
+            st->pages++;
+        } else if (pg < first + npages) {
+            st->zero_pages++;
+        }
+        if (run_len > 0 && (!data || run_len == SNAP_MAX_RUN_PAGES || pg + 1 == first + npages)) {
+            if (batch_add(fd, rb, reg->gpa + run_start * PAGE_SIZE, base + run_start * PAGE_SIZE,
+                          run_len, path, err) < 0)
+                return -1;
+            (*records)++;
+            run_len = 0;
+        }
+    }
+    return 0;
+}
+
+/* Guest RAM is a memfd: pages the guest never touched are holes, which
+ * SEEK_DATA/SEEK_HOLE skip without reading (reading them would allocate
+ * them). Pages inside data extents are still checked for zeroes. */
 static int write_memory(int fd, struct vm *vm, const char *path, struct snapshot_stats *st,
                         uint64_t *records, struct tern_err *err)
 {
@@ -133,26 +167,38 @@ static int write_memory(int fd, struct vm *vm, const char *path, struct snapshot
     int rc = 0;
     for (unsigned r = 0; r < vm->mem.nr_regions && rc == 0; r++) {
         const struct guest_memory_region *reg = &vm->mem.regions[r];
-        const uint8_t *base = vm->mem.host_base + reg->offset;
         uint64_t npages = reg->size / PAGE_SIZE;
-        uint64_t run_start = 0;
-        uint32_t run_len = 0;
-        for (uint64_t pg = 0; pg <= npages && rc == 0; pg++) {
-            bool data = pg < npages && !page_is_zero(base + pg * PAGE_SIZE);
-            if (data) {
-                if (run_len == 0)
-                    run_start = pg;
-                run_len++;
-                st->pages++;
-            } else if (pg < npages) {
-                st->zero_pages++;
+        uint64_t pg = 0;
+        while (pg < npages && rc == 0) {
+            off_t data = (off_t)(reg->offset + pg * PAGE_SIZE), hole;
+            if (vm->mem.memfd >= 0) {
+                data = lseek(vm->mem.memfd, data, SEEK_DATA);
+                if (data < 0 && errno == ENXIO)
+                    data = (off_t)(reg->offset + reg->size); /* only holes left */
+                else if (data < 0) {
+                    rc = tern_err_errno(err, errno, "finding guest RAM in use (SEEK_DATA)");
+                    break;
+                }
+                hole = lseek(vm->mem.memfd, data, SEEK_HOLE);
+                if (hole < 0 && (uint64_t)data < reg->offset + reg->size) {
+                    rc = tern_err_errno(err, errno, "finding guest RAM in use (SEEK_HOLE)");
+                    break;
+                }
+            } else {
+                hole = (off_t)(reg->offset + reg->size);
             }
-            if (run_len > 0 && (!data || run_len == SNAP_MAX_RUN_PAGES || pg + 1 == npages)) {
-                rc = batch_add(fd, rb, reg->gpa + run_start * PAGE_SIZE,
-                               base + run_start * PAGE_SIZE, run_len, path, err);
-                (*records)++;
-                run_len = 0;
+            uint64_t region_end = reg->offset + reg->size;
+            uint64_t from = (uint64_t)data < region_end ? (uint64_t)data : region_end;
+            uint64_t to = (uint64_t)hole < region_end ? (uint64_t)hole : region_end;
+            uint64_t first = (from - reg->offset) / PAGE_SIZE;
+            uint64_t last = (to - reg->offset + PAGE_SIZE - 1) / PAGE_SIZE;
+            if (first >= npages || last <= first) {
+                st->zero_pages += npages - pg; /* only holes left */
+                break;
             }
+            st->zero_pages += first - pg; /* the hole before this extent */
+            rc = write_extent(fd, rb, &vm->mem, reg, first, last - first, path, st, records, err);
+            pg = last;
         }
     }
     if (rc == 0)
@@ -483,6 +529,9 @@ static int read_memory_record(struct snapshot_reader *r, struct vm *vm, const st
         return tern_err_set(err, "snapshot %s: memory record at byte %" PRIu64
                                  " covers 0x%" PRIx64 "+%u pages, outside guest RAM",
                             r->path, at, gpa, npages);
+    /* Fault the pages in with one call instead of one fault per page as
+     * read() fills them (best effort: older kernels lack it). */
+    (void)madvise(dst, (size_t)npages * PAGE_SIZE, MADV_POPULATE_WRITE);
     if (read_exact(r, dst, (size_t)npages * PAGE_SIZE, "a memory record", err) < 0)
         return -1;
     uint32_t crc = rec_crc_add(rec_crc_start(h), prefix, sizeof(prefix));
