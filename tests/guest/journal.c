@@ -1,56 +1,23 @@
 /* Journal record format and recovery scan; see journal.h. */
 #include "journal.h"
 
+#include "hash.h"
 #include "tern_guest.h"
 
-#define MUL1 0x9e3779b97f4a7c15ull
-#define MUL2 0xd6e8feb86659fd93ull
-
-static inline uint64_t rotl64(uint64_t x, unsigned r)
-{
-    return (x << r) | (x >> (64 - r));
-}
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 32;
-    x *= MUL2;
-    x ^= x >> 32;
-    x *= MUL2;
-    x ^= x >> 32;
-    return x;
-}
-
-/* Same construction as the fill pages' checksum (pages.c): four lanes of
- * bijective steps, folded, then mixed. Any change of one word, of magic or
- * of seq changes it. */
+/* The fill pages' hash (hash.h) over magic, sequence and payload: any
+ * change of one word, of magic or of seq changes it. */
 uint64_t tg_jrec_checksum(const struct tg_jrec *r)
 {
-    const uint64_t *w = r->payload;
-    uint64_t a = MUL1 ^ r->magic;
-    uint64_t b = MUL2 ^ r->seq;
-    uint64_t c = 0x243f6a8885a308d3ull;
-    uint64_t d = 0x13198a2e03707344ull;
-    unsigned i;
-
-    for (i = 0; i + 4 <= TG_JPAYLOAD_WORDS; i += 4) {
-        a = rotl64((a ^ w[i]) * MUL1, 29);
-        b = rotl64((b ^ w[i + 1]) * MUL1, 29);
-        c = rotl64((c ^ w[i + 2]) * MUL1, 29);
-        d = rotl64((d ^ w[i + 3]) * MUL1, 29);
-    }
-    for (; i < TG_JPAYLOAD_WORDS; i++)
-        a = rotl64((a ^ w[i]) * MUL1, 29);
-    return mix64(a ^ rotl64(b, 16) ^ rotl64(c, 32) ^ rotl64(d, 48));
+    return tg_hash_words(r->magic, r->seq, r->payload, TG_JPAYLOAD_WORDS);
 }
 
 void tg_jrec_encode(struct tg_jrec *r, uint64_t seq)
 {
     /* xorshift64* seeded from seq alone: a reader needs nothing else. */
-    uint64_t x = mix64(seq * MUL1 + MUL2);
+    uint64_t x = tg_mix64(seq * TG_HASH_MUL1 + TG_HASH_MUL2);
 
     if (!x)
-        x = MUL1;
+        x = TG_HASH_MUL1;
     r->magic = TG_JREC_MAGIC;
     r->seq = seq;
     for (unsigned i = 0; i < TG_JPAYLOAD_WORDS; i++) {
