@@ -104,6 +104,11 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_USAGE;
     }
+    if (opts.incoming) {
+        /* The receiving side of live migration is being built (issue 4). */
+        fprintf(stderr, "tern-vmm: --incoming: live migration is not available in this build yet\n");
+        return VMM_EXIT_USAGE;
+    }
     signal(SIGPIPE, SIG_IGN);
     int sig_fd = signalfd_for_termination(&err);
     if (sig_fd < 0) {

@@ -70,6 +70,42 @@ static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max
     return 0;
 }
 
+static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out,
+                      struct tern_err *err);
+
+int parse_endpoint(const char *s, struct endpoint *out, struct tern_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (strncmp(s, "tls://", 6) != 0)
+        return tern_err_set(err, "invalid address '%s'; expected tls://HOST:PORT", s);
+    const char *h = s + 6, *colon;
+    size_t hlen;
+    if (*h == '[') {
+        const char *close = strchr(h, ']');
+        if (!close || close[1] != ':')
+            return tern_err_set(err, "invalid address '%s'; IPv6 hosts go in brackets: tls://[::1]:PORT", s);
+        h++;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(h, ':');
+        if (!colon)
+            return tern_err_set(err, "invalid address '%s': no port (tls://HOST:PORT)", s);
+        hlen = (size_t)(colon - h);
+        if (memchr(h, ':', hlen))
+            return tern_err_set(err, "invalid address '%s'; IPv6 hosts go in brackets: tls://[::1]:PORT", s);
+    }
+    if (hlen == 0 || hlen >= sizeof(out->host))
+        return tern_err_set(err, "invalid address '%s': bad host", s);
+    unsigned port;
+    if (parse_uint("port", colon + 1, 1, 65535, &port, err) < 0)
+        return tern_err_prefix(err, "address '%s'", s);
+    memcpy(out->host, h, hlen);
+    out->host[hlen] = '\0';
+    out->port = (uint16_t)port;
+    return 0;
+}
+
 int parse_disk_spec(char *s, struct disk_spec *out, struct tern_err *err)
 {
     *out = (struct disk_spec){.path = s};
@@ -100,6 +136,14 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
         const char *val = argv[++i];
         if (!strcmp(opt, "--restore")) {
             o->restore = val;
+        } else if (!strcmp(opt, "--incoming")) {
+            if (parse_endpoint(val, &o->incoming_at, err) < 0)
+                return tern_err_prefix(err, "--incoming");
+            o->incoming = true;
+        } else if (!strcmp(opt, "--tls-dir")) {
+            o->tls_dir = val;
+        } else if (!strcmp(opt, "--token")) {
+            o->token = val;
         } else if (!strcmp(opt, "--kernel")) {
             o->kernel = val;
         } else if (!strcmp(opt, "--initrd")) {
@@ -130,13 +174,26 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
             return tern_err_set(err, "unknown option '%s' (see tern-vmm --help)", opt);
         }
     }
+    if (o->incoming) {
+        if (o->restore || o->kernel || o->initrd || o->cmdline[0])
+            return tern_err_set(err, "--incoming receives the running guest from its source; "
+                                     "drop --restore, --kernel, --initrd and --cmdline");
+        if (!o->tls_dir || !o->token)
+            return tern_err_set(err, "--incoming needs --tls-dir DIR and --token TOKEN");
+        if (strlen(o->token) < 16)
+            return tern_err_set(err, "--token must be at least 16 characters (a one-time secret)");
+        if (!o->mem_bytes)
+            return tern_err_set(err, "--incoming needs --mem (and --vcpus, --disk) as on the source");
+    } else if (o->tls_dir || o->token) {
+        return tern_err_set(err, "--tls-dir and --token go with --incoming");
+    }
     if (o->restore) {
         if (o->kernel || o->initrd || o->cmdline[0])
             return tern_err_set(err, "--restore continues the guest saved in the snapshot; "
                                      "drop --kernel, --initrd and --cmdline");
         if (!o->mem_given)
             return 0; /* taken from the snapshot */
-    } else {
+    } else if (!o->incoming) {
         if (!o->kernel)
             return tern_err_set(err, "--kernel PATH is required (or --restore FILE)");
         if (!o->mem_bytes)

@@ -27,8 +27,21 @@ struct disk_spec {
     bool read_only;
 };
 
+/* tls://HOST:PORT (HOST: a name, an IPv4 address, or [IPv6]). */
+struct endpoint {
+    char host[256];
+    uint16_t port;
+};
+
 struct run_options {
     const char *restore; /* --restore FILE: continue a snapshot instead of booting */
+    /* --incoming tls://ADDR:PORT: wait for a live migration instead of
+     * booting; needs --tls-dir and --token, and --mem/--vcpus/--disk as on
+     * the source. */
+    bool incoming;
+    struct endpoint incoming_at;
+    const char *tls_dir;
+    const char *token;
     const char *kernel;
     const char *initrd;
     const char *cmdline;
@@ -49,6 +62,9 @@ int parse_size(const char *s, uint64_t *out, struct tern_err *err);
 
 /* Parses "stdio", "file:PATH" or "unix:PATH". */
 int parse_serial_spec(const char *s, struct serial_spec *out, struct tern_err *err);
+
+/* Parses "tls://HOST:PORT". */
+int parse_endpoint(const char *s, struct endpoint *out, struct tern_err *err);
 
 /* Parses "PATH" or "PATH,ro" (--disk). */
 int parse_disk_spec(char *s, struct disk_spec *out, struct tern_err *err);

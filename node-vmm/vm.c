@@ -271,7 +271,7 @@ int vm_create(struct vm *vm, const struct run_options *o, struct tern_err *err)
     }
     if (vm_setup_memory(vm, o->mem_bytes, err) < 0 || vm_setup_platform(vm, err) < 0)
         goto fail;
-    vm->restoring = o->restore != NULL;
+    vm->restoring = o->restore != NULL || o->incoming; /* state arrives later */
     static char cmdline[BOOT_MAX_CMDLINE + 1];
     snprintf(cmdline, sizeof(cmdline), "%s", o->cmdline ? o->cmdline : "");
     if (vm_setup_disks(vm, o, cmdline, sizeof(cmdline), err) < 0)

@@ -165,6 +165,49 @@ static void test_disks_and_restore(void **state)
     expect_error("too small", parse(&o, &err, 4, "--restore", "s", "--mem", "1M"), &err);
 }
 
+static void test_endpoints_and_incoming(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    struct endpoint e;
+    assert_int_equal(parse_endpoint("tls://10.77.0.2:7000", &e, &err), 0);
+    assert_string_equal(e.host, "10.77.0.2");
+    assert_int_equal(e.port, 7000);
+    assert_int_equal(parse_endpoint("tls://host-b:1", &e, &err), 0);
+    assert_string_equal(e.host, "host-b");
+    assert_int_equal(parse_endpoint("tls://[::1]:65535", &e, &err), 0);
+    assert_string_equal(e.host, "::1");
+    assert_int_equal(e.port, 65535);
+    const char *bad[] = {"10.0.0.1:7000", "tcp://a:1", "tls://a", "tls://:7", "tls://a:0",
+                         "tls://a:65536", "tls://a:x", "tls://::1:7", "tls://[::1]7", "tls://a:7 "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (parse_endpoint(bad[i], &e, &err) == 0)
+            fail_msg("'%s' accepted", bad[i]);
+
+    struct run_options o;
+    const char *tok = "0123456789abcdef0123";
+    assert_int_equal(parse(&o, &err, 10, "--incoming", "tls://0.0.0.0:7000", "--tls-dir", "/t",
+                           "--token", tok, "--mem", "1G", "--vcpus", "2"),
+                     0);
+    assert_true(o.incoming);
+    assert_int_equal(o.incoming_at.port, 7000);
+    assert_string_equal(o.tls_dir, "/t");
+    expect_error("needs --tls-dir", parse(&o, &err, 4, "--incoming", "tls://a:1", "--mem", "1G"),
+                 &err);
+    expect_error("at least 16", parse(&o, &err, 8, "--incoming", "tls://a:1", "--tls-dir", "/t",
+                                      "--token", "short", "--mem", "1G"),
+                 &err);
+    expect_error("needs --mem", parse(&o, &err, 6, "--incoming", "tls://a:1", "--tls-dir", "/t",
+                                      "--token", tok),
+                 &err);
+    expect_error("drop --restore", parse(&o, &err, 10, "--incoming", "tls://a:1", "--tls-dir", "/t",
+                                         "--token", tok, "--mem", "1G", "--kernel", "k"),
+                 &err);
+    expect_error("go with --incoming", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G",
+                                             "--token", tok),
+                 &err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_run_options_good),
         cmocka_unit_test(test_run_options_errors),
         cmocka_unit_test(test_disks_and_restore),
+        cmocka_unit_test(test_endpoints_and_incoming),
     };
     return cmocka_run_group_tests_name("options", tests, NULL, NULL);
 }

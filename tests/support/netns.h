@@ -1,0 +1,43 @@
+/* Test hosts on one machine (design.md "Test hosts on one machine"): a
+ * switch namespace holding a bridge, and one network namespace per host,
+ * joined to the bridge by a veth, with an address 10.77.0.(i+1)/24. Names
+ * carry the test process's pid, so concurrent test programs don't collide
+ * and a later run can remove what a killed run left behind. Everything is
+ * removed by test_hosts_destroy, and at exit if a test failed before. */
+#ifndef TERN_TESTS_SUPPORT_NETNS_H
+#define TERN_TESTS_SUPPORT_NETNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "proc.h"
+
+#define TEST_HOSTS_MAX 8
+
+struct test_hosts {
+    int nr;
+    bool created;
+    char sw[32];                    /* switch namespace */
+    char ns[TEST_HOSTS_MAX][32];    /* host namespaces */
+    char veth[TEST_HOSTS_MAX][16];  /* host-side interface names */
+    char addr[TEST_HOSTS_MAX][16];  /* 10.77.0.(i+1) */
+};
+
+/* Creates `nr` hosts. Returns 0, or -1 with a message in err. Needs root
+ * and iproute2. */
+int test_hosts_create(struct test_hosts *h, int nr, char *err, size_t errlen);
+
+/* Removes the namespaces and links. Safe to call twice. */
+void test_hosts_destroy(struct test_hosts *h);
+
+/* Takes host i's link down (a network partition) or up again. */
+int test_host_link(const struct test_hosts *h, int i, bool up);
+
+/* Starts argv inside host i's network namespace (ip netns exec). */
+int test_proc_start_in(struct test_proc *p, const struct test_hosts *h, int i, const char *dir,
+                       char *const argv[]);
+
+/* Deletes namespaces named by earlier test runs whose process is gone. */
+void test_hosts_reap_stale(void);
+
+#endif
