@@ -17,9 +17,7 @@ LDFLAGS := $(SANFLAGS)
 LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lpthread
 TEST_LIBS := -lcmocka
 
-# migrate/ is listed file by file while its modules land one at a time.
-MIGRATE_SRCS := migrate/convergence.c
-CORE_SRCS := $(wildcard common/*.c) $(wildcard proto/*.c) $(wildcard dirtylog/*.c) $(MIGRATE_SRCS)
+CORE_SRCS := $(wildcard common/*.c) $(wildcard proto/*.c) $(wildcard dirtylog/*.c) $(wildcard migrate/*.c)
 VMM_SRCS := $(filter-out node-vmm/main.c,$(wildcard node-vmm/*.c))
 LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRCS) $(VMM_SRCS))
 

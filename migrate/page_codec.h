@@ -8,6 +8,11 @@
  *   XOR   when this encoder sent the page before and still holds that
  *         version in its delta cache: the XOR of the new and the old
  *         version, as zero-run/literal pairs (below).
+ * One shortcut: after an XOR hit, LZ4 is not tried while the LZ4 size
+ * last measured for that page, less a margin for what changed since,
+ * stays above the XOR size (it would almost never win, and costs several
+ * times the XOR); the margin grows with every re-send, so LZ4 is measured
+ * again now and then.
  *
  * THE PAGE MAY CHANGE UNDER THE ENCODER. The guest keeps running while
  * pages are encoded, so page_encode first copies the page into a private
@@ -28,8 +33,8 @@
  * several times faster; bench/codec measures both.
  *
  * Delta cache: 2-way set-associative by page index, LRU within a set (one
- * stamp compare), bounded by bytes and allocated once (a private anonymous
- * mapping: untouched parts cost no memory). See page_codec.c for why.
+ * stamp compare), bounded by bytes, allocated and faulted in once when the
+ * encoder is created. See page_codec.c for why.
  *
  * The cache must mirror what the receiver holds, which sets two rules for
  * the engine: (1) every page an encoder encodes is delivered and applied in
@@ -77,7 +82,11 @@ struct page_encoder;
 
 /* Creates an encoder whose delta cache holds at most `cache_bytes` of page
  * copies (rounded down to a whole number of 2-page sets, at most 2^31
- * pages; 0 disables XOR). All memory is reserved here, once. */
+ * pages; 0 disables XOR), plus one spare page. All memory is allocated
+ * and faulted in here, once (huge pages where available), so create the
+ * encoder before the guest's pages start to flow. The design's budget is
+ * for all streams together: give each of N encoders cache / N, and no
+ * more than the RAM the encoder will see. */
 int page_encoder_create(struct page_encoder **out, size_t cache_bytes, struct tern_err *err);
 
 /* Encodes the page at `page` (guest memory; it may change while this runs)
@@ -87,6 +96,11 @@ int page_encoder_create(struct page_encoder **out, size_t cache_bytes, struct te
  * more than 4096). Updates the cache and the statistics. Cannot fail. */
 uint32_t page_encode(struct page_encoder *e, uint64_t pfn, const uint8_t *page, uint8_t *out,
                      uint8_t *enc);
+
+/* LZ4 acceleration (LZ4_compress_fast): 1 (the default) compresses best;
+ * higher is faster and compresses less; 0 never tries LZ4 (for links
+ * faster than LZ4 on this CPU: bench/codec measures both). */
+void page_encoder_set_lz4(struct page_encoder *e, int acceleration);
 
 /* Drops the cached copy of `pfn`, if any (use when that page was or will
  * be delivered by other means). */

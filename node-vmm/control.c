@@ -48,14 +48,24 @@ int control_server_open(struct control_server *cs, const char *path,
         return tern_err_set(err,
                             "control socket %s is in use by another process; choose another --control path",
                             path);
-    if (unlink(path) < 0 && errno != ENOENT)
-        return tern_err_errno(err, errno, "removing stale control socket %s", path);
+    /* Bind under a temporary name and rename into place once listening:
+     * whoever sees PATH can connect at once (binding PATH directly leaves
+     * a window where it exists but refuses connections). */
+    struct sockaddr_un tmp;
+    char tmp_path[sizeof(tmp.sun_path)];
+    if (snprintf(tmp_path, sizeof(tmp_path), "%s.%d", path, (int)getpid()) >= (int)sizeof(tmp_path))
+        return tern_err_set(err, "control socket path '%s' is too long", path);
+    if (fill_sockaddr(&tmp, tmp_path, err) < 0)
+        return -1;
+    unlink(tmp_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tern_err_errno(err, errno, "creating control socket");
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0) {
+    if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 || listen(fd, 8) < 0 ||
+        rename(tmp_path, path) < 0) {
         int e = errno;
         close(fd);
+        unlink(tmp_path);
         return tern_err_errno(err, e, "listening on control socket %s", path);
     }
     cs->listen_fd = fd;

@@ -6,10 +6,12 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "../migrate/migrate.h"
 #include "control.h"
 #include "options.h"
 #include "snapshot.h"
@@ -31,6 +33,11 @@ static void usage(FILE *f)
             "                    [--serial ...] [--control PATH]\n"
             "       tern-vmm ctl PATH status|pause|resume|stop\n"
             "       tern-vmm ctl PATH save FILE [--stop]\n"
+            "       tern-vmm run --incoming tls://ADDR:PORT --tls-dir DIR --token T --mem SIZE\n"
+            "                    [--vcpus N] [--disk PATH[,ro]]... [--serial ...] [--control PATH]\n"
+            "       tern-vmm ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T\n"
+            "                    [--downtime-ms N] [--streams N] [--max-seconds N]\n"
+            "       tern-vmm ctl PATH migrate-cancel\n"
             "\n"
             "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
             "      when the guest writes its exit status to the debug-exit port (0x501),\n"
@@ -104,11 +111,6 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_USAGE;
     }
-    if (opts.incoming) {
-        /* The receiving side of live migration is being built (issue 4). */
-        fprintf(stderr, "tern-vmm: --incoming: live migration is not available in this build yet\n");
-        return VMM_EXIT_USAGE;
-    }
     signal(SIGPIPE, SIG_IGN);
     int sig_fd = signalfd_for_termination(&err);
     if (sig_fd < 0) {
@@ -140,6 +142,18 @@ static int cmd_run(int argc, char **argv)
             return VMM_EXIT_SETUP;
         }
     }
+    struct mig_incoming *incoming = NULL;
+    if (opts.incoming) {
+        fprintf(stderr, "tern-vmm: waiting for a migration on %s:%u\n", opts.incoming_at.host,
+                opts.incoming_at.port);
+        if (mig_incoming_receive(&incoming, &vm, &opts, &err) < 0) {
+            fprintf(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
+                    err.msg);
+            vm_destroy(&vm);
+            close(sig_fd);
+            return VMM_EXIT_MIGRATION;
+        }
+    }
     struct control_server cs;
     struct control_server *csp = NULL;
     if (opts.control_path) {
@@ -154,6 +168,10 @@ static int cmd_run(int argc, char **argv)
     }
     if (vm_start(&vm, &err) < 0)
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
+    if (incoming) {
+        mig_incoming_running(incoming); /* the source may end now */
+        fprintf(stderr, "tern-vmm: migration received; the guest runs here\n");
+    }
     main_loop(&vm, csp, sig_fd);
     int status = vm_join(&vm);
     fprintf(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
@@ -186,6 +204,98 @@ static json_t *save_request(int argc, char **argv)
     return json_pack("{s:s, s:s, s:b}", "cmd", "save", "file", file, "stop", argc == 2);
 }
 
+/* `ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T [--downtime-ms N]
+ * [--streams N] [--max-seconds N]`. */
+static json_t *migrate_request(int argc, char **argv)
+{
+    if (argc < 1) {
+        fprintf(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
+                        "[--downtime-ms N] [--streams N] [--max-seconds N]\n");
+        return NULL;
+    }
+    json_t *req = json_pack("{s:s, s:s}", "cmd", "migrate", "uri", argv[0]);
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tern-vmm ctl: %s needs a value\n", argv[i]);
+            json_decref(req);
+            return NULL;
+        }
+        const char *o = argv[i], *v = argv[i + 1];
+        char *end;
+        if (!strcmp(o, "--tls-dir") || !strcmp(o, "--token")) {
+            char abs[PATH_MAX];
+            if (!strcmp(o, "--tls-dir") && v[0] != '/' && realpath(v, abs))
+                v = abs;
+            json_object_set_new(req, o[2] == 't' && o[3] == 'l' ? "tls_dir" : "token", json_string(v));
+        } else if (!strcmp(o, "--downtime-ms") || !strcmp(o, "--streams") ||
+                   !strcmp(o, "--max-seconds")) {
+            double d = strtod(v, &end);
+            if (*end || end == v) {
+                fprintf(stderr, "tern-vmm ctl: %s wants a number, not '%s'\n", o, v);
+                json_decref(req);
+                return NULL;
+            }
+            const char *key = !strcmp(o, "--downtime-ms") ? "downtime_ms"
+                              : !strcmp(o, "--streams")   ? "streams"
+                                                          : "max_seconds";
+            json_object_set_new(req, key, !strcmp(key, "streams") ? json_integer((json_int_t)d)
+                                                                  : json_real(d));
+        } else {
+            fprintf(stderr, "tern-vmm ctl: unknown migrate option '%s'\n", o);
+            json_decref(req);
+            return NULL;
+        }
+    }
+    return req;
+}
+
+/* Follows a started migration through status until it has an outcome,
+ * printing a progress line per change; returns the ctl exit status. */
+static int follow_migration(const char *path)
+{
+    char last[256] = "";
+    for (;;) {
+        json_t *req = json_pack("{s:s}", "cmd", "status");
+        json_t *reply = NULL;
+        struct tern_err err = {{0}};
+        int rc = control_call(path, req, CTL_TIMEOUT_MS, &reply, &err);
+        json_decref(req);
+        if (rc < 0) {
+            /* The source exits once the destination runs the guest. */
+            printf("migration: %s stopped answering (it ends after a successful handover)\n", path);
+            return 0;
+        }
+        json_t *m = json_object_get(reply, "migration");
+        const char *outcome = json_string_value(json_object_get(m, "outcome"));
+        if (outcome && *outcome) {
+            char *s = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
+            printf("%s\n", s ? s : "{}");
+            free(s);
+            int ok = !strcmp(outcome, "succeeded");
+            json_decref(reply);
+            return ok ? 0 : CTL_EXIT_FAILED;
+        }
+        char line[256];
+        snprintf(line, sizeof(line),
+                 "migration: %s, sent %.1f MB, remaining %.1f MB, dirty %.1f MB/s, %.1f MB/s, "
+                 "predicted pause %.1f ms",
+                 json_string_value(json_object_get(m, "phase")) ?: "?",
+                 (double)json_integer_value(json_object_get(m, "bytes_sent")) / 1e6,
+                 (double)json_integer_value(json_object_get(m, "bytes_remaining")) / 1e6,
+                 json_number_value(json_object_get(m, "dirty_MBps")),
+                 json_number_value(json_object_get(m, "bandwidth_MBps")),
+                 json_number_value(json_object_get(m, "predicted_pause_ms")));
+        if (strcmp(line, last)) {
+            printf("%s\n", line);
+            fflush(stdout);
+            snprintf(last, sizeof(last), "%s", line);
+        }
+        json_decref(reply);
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int cmd_ctl(int argc, char **argv)
 {
     if (argc < 2) {
@@ -201,8 +311,12 @@ static int cmd_ctl(int argc, char **argv)
         timeout_ms = CTL_SAVE_TIMEOUT_MS;
         if (!req)
             return VMM_EXIT_USAGE;
+    } else if (!strcmp(cmd, "migrate")) {
+        req = migrate_request(argc - 2, argv + 2);
+        if (!req)
+            return VMM_EXIT_USAGE;
     } else {
-        static const char *const known[] = {"status", "pause", "resume", "stop"};
+        static const char *const known[] = {"status", "pause", "resume", "stop", "migrate-cancel"};
         int ok = 0;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok |= !strcmp(cmd, known[i]);
@@ -229,6 +343,9 @@ static int cmd_ctl(int argc, char **argv)
     if (status) {
         const char *e = json_string_value(json_object_get(reply, "error"));
         fprintf(stderr, "tern-vmm ctl: %s failed: %s\n", cmd, e ? e : "(no reason given)");
+    } else if (!strcmp(cmd, "migrate")) {
+        json_decref(reply);
+        return follow_migration(path);
     } else {
         char *s = json_dumps(reply, JSON_INDENT(2) | JSON_SORT_KEYS);
         if (s)

@@ -1,4 +1,5 @@
 #include "vm.h"
+#include "../migrate/migrate.h"
 #include "dev_virtio_blk.h"
 #include "guest_abi.h"
 
@@ -428,6 +429,9 @@ int vm_join(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
+    /* The migration thread uses the VM: it goes first. */
+    mig_source_destroy(vm->migration);
+    vm->migration = NULL;
     if (vm->vcpus) {
         for (unsigned i = 0; i < vm->nr_vcpus; i++)
             vcpu_destroy(&vm->vcpus[i]);
@@ -463,4 +467,22 @@ double vm_uptime(struct vm *vm)
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)(now.tv_sec - vm->started.tv_sec) +
            (double)(now.tv_nsec - vm->started.tv_nsec) / 1e9;
+}
+
+int vm_set_slot_flags(struct vm *vm, uint32_t flags, struct tern_err *err)
+{
+    for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
+        const struct guest_memory_region *r = &vm->mem.regions[i];
+        struct kvm_userspace_memory_region slot = {
+            .slot = i,
+            .flags = flags,
+            .guest_phys_addr = r->gpa,
+            .memory_size = r->size,
+            .userspace_addr = (uint64_t)(uintptr_t)(vm->mem.host_base + r->offset),
+        };
+        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0)
+            return tern_err_errno(err, errno, "setting the flags of guest RAM slot %u to 0x%x", i,
+                                  flags);
+    }
+    return 0;
 }

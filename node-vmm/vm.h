@@ -24,6 +24,7 @@
 #include "pio.h"
 
 struct virtio_blk;
+struct mig_source;
 
 /* virtio-mmio disks: one 4 KiB window each from here, interrupt GSI 5 + i. */
 #define VM_VIRTIO_MMIO_BASE 0xd0000000ull
@@ -37,6 +38,7 @@ struct virtio_blk;
 #define VMM_EXIT_SETUP 65       /* could not set the VM up (file, KVM, kernel) */
 #define VMM_EXIT_INTERNAL 70    /* VMM failure while running */
 #define VMM_EXIT_GUEST_CRASH 71 /* triple fault, KVM internal error, unhandled I/O */
+#define VMM_EXIT_MIGRATION 75   /* --incoming: the migration failed; the guest never ran here */
 
 enum vm_state {
     VM_STATE_CREATED = 0,
@@ -91,6 +93,7 @@ struct vm {
     char disk_paths[VMM_MAX_DISKS][PATH_MAX];
     struct virtio_blk *disks[VMM_MAX_DISKS];
     bool restoring; /* created for --restore: no kernel loaded, state comes later */
+    struct mig_source *migration; /* the last live migration from here (migrate/) */
     uint32_t *saved_msrs; /* MSRs that travel with vCPU state, probed once (vcpu_state.c) */
     uint32_t nr_saved_msrs;
 
@@ -129,6 +132,10 @@ const char *vm_state_name(enum vm_state s);
 
 /* Seconds since vm_start. */
 double vm_uptime(struct vm *vm);
+
+/* Re-registers every RAM slot (slot i is mem.regions[i]) with `flags`
+ * (KVM_MEM_LOG_DIRTY_PAGES or 0), running or not: dirtylog.c's switch. */
+int vm_set_slot_flags(struct vm *vm, uint32_t flags, struct tern_err *err);
 
 /* --- vcpu.c --- */
 

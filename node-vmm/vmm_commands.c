@@ -1,5 +1,6 @@
 #include "vmm_commands.h"
 
+#include "../migrate/migrate.h"
 #include "snapshot.h"
 #include "vm_state.h"
 
@@ -53,10 +54,42 @@ json_t *vmm_status_json(struct vm *vm)
 static json_t *cmd_status(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
-    json_t *s = vmm_status_json(opaque);
+    struct vm *vm = opaque;
+    json_t *s = vmm_status_json(vm);
     if (!s)
         tern_err_set(err, "out of memory building status");
+    json_t *mig = mig_source_status(vm->migration);
+    if (s && mig)
+        json_object_set_new(s, "migration", mig);
     return s;
+}
+
+/* {"cmd":"migrate","uri":"tls://HOST:PORT","tls_dir":DIR,"token":T,
+ *  "streams":N,"downtime_ms":N,"max_seconds":N}: starts a live migration
+ * in the background; its progress and result appear in status. */
+static json_t *cmd_migrate(void *opaque, json_t *req, struct tern_err *err)
+{
+    struct vm *vm = opaque;
+    struct mig_params p;
+    if (mig_params_from_json(req, &p, err) < 0)
+        return NULL;
+    pthread_mutex_lock(&vm->lock);
+    enum vm_state st = vm->state;
+    pthread_mutex_unlock(&vm->lock);
+    if (st != VM_STATE_RUNNING)
+        return tern_err_set(err, "only a running VM can migrate (it is %s)", vm_state_name(st)), NULL;
+    if (mig_source_start(&vm->migration, vm, &p, err) < 0)
+        return NULL;
+    return json_pack("{s:s}", "migration", "started");
+}
+
+static json_t *cmd_migrate_cancel(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    struct vm *vm = opaque;
+    if (mig_source_cancel(vm->migration, err) < 0)
+        return NULL;
+    return json_pack("{s:s}", "migration", "cancelling");
 }
 
 static json_t *cmd_pause(void *opaque, json_t *req, struct tern_err *err)
@@ -129,6 +162,8 @@ static json_t *cmd_save(void *opaque, json_t *req, struct tern_err *err)
 }
 
 const struct control_command vmm_commands[] = {
+    {"migrate", cmd_migrate},
+    {"migrate-cancel", cmd_migrate_cancel},
     {"save", cmd_save},
     {"status", cmd_status},
     {"pause", cmd_pause},

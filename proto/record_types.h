@@ -20,4 +20,16 @@
 #define REC_TYPE_HEARTBEAT_STATE 0x0202u
 #define REC_TYPE_VIRTIO_BLK_STATE 0x0203u
 
+/* Live-migration stream (proto/migration.h, docs/migration-stream.md). */
+#define REC_TYPE_MIG_HELLO 0x0301u
+#define REC_TYPE_MIG_PAGES 0x0302u
+#define REC_TYPE_MIG_ROUND_END 0x0303u
+#define REC_TYPE_MIG_STATE 0x0304u
+#define REC_TYPE_MIG_END 0x0305u
+#define REC_TYPE_MIG_READY 0x0306u
+#define REC_TYPE_MIG_COMMIT 0x0307u
+#define REC_TYPE_MIG_RUNNING 0x0308u
+#define REC_TYPE_MIG_ERROR 0x0309u
+#define REC_TYPE_MIG_CANCEL 0x030au
+
 #endif

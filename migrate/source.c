@@ -1,0 +1,611 @@
+/* The sending side of a live migration: one thread per migration, started
+ * by the "migrate" control command. Rounds of pre-copy (all of RAM, then
+ * what was dirtied meanwhile) until the convergence policy says the rest
+ * fits the pause budget; then pause, send the rest and the VM state, and
+ * hand over: END -> READY -> COMMIT -> RUNNING.
+ *
+ * The guest keeps running here on every failure before COMMIT is sent.
+ * After COMMIT, the destination owns the guest: this side ends on RUNNING,
+ * and if RUNNING never comes it stays paused (never resumes) and says so. */
+#include "migrate.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../dirtylog/dirtylog.h"
+#include "../node-vmm/vm.h"
+#include "../node-vmm/vm_state.h"
+#include "../proto/migration.h"
+#include "convergence.h"
+#include "local_hello.h"
+#include "page_codec.h"
+#include "session.h"
+#include "stream_io.h"
+
+#define CONNECT_TIMEOUT_MS 15000
+#define REPLY_TIMEOUT_MS 30000
+/* Pages of one stream share a 2 MiB-aligned block (512 pages): good
+ * locality per stream, and the page -> stream mapping never changes, as
+ * the delta cache requires (page_codec.h). */
+#define STREAM_BLOCK_SHIFT 9
+/* Clear and send in chunks this large (pages), per design of dirtylog. */
+#define CHUNK_PAGES 65536ull
+#define BATCH_PAYLOAD (1u << 20)
+#define THROTTLE_PERIOD_MS 20
+
+struct mig_stream {
+    struct mig_channel *ch;
+    struct page_encoder *enc;
+    struct mig_pages_writer w;
+    uint64_t round_pages;
+};
+
+struct mig_source {
+    struct vm *vm;
+    struct mig_params p;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool cancel;
+    struct mig_session *session;
+
+    pthread_mutex_t lock; /* guards everything below */
+    bool running;
+    char phase[32];
+    char outcome[16]; /* "", succeeded, failed, cancelled, unknown */
+    char reason[TERN_ERR_MAX];
+    unsigned round;
+    uint64_t pages_sent, bytes_sent, dirty_pages;
+    double dirty_MBps, bandwidth_MBps, predicted_pause_ms, elapsed_s, pause_ms;
+    double quiesce_ms, last_copy_ms, state_ms; /* parts of the pause */
+    unsigned throttle_percent;
+    struct page_codec_stats codec;
+    char cipher[64];
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void set_phase(struct mig_source *m, const char *phase)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->phase, sizeof(m->phase), "%s", phase);
+    pthread_mutex_unlock(&m->lock);
+}
+
+static unsigned stream_of(uint64_t page, unsigned n)
+{
+    return (unsigned)((page >> STREAM_BLOCK_SHIFT) % n);
+}
+
+static int flush_stream(struct mig_stream *s, struct tern_err *err)
+{
+    if (s->w.count == 0)
+        return 0;
+    const uint8_t *data;
+    size_t len;
+    if (mig_pages_seal(&s->w, &data, &len, err) < 0)
+        return -1;
+    if (mig_fault("src-corrupt-pages"))
+        ((uint8_t *)data)[len - 1] ^= 0x5a; /* after the CRC: the receiver must refuse it */
+    int rc = mig_send_bytes(s->ch, data, len, err);
+    mig_pages_reset(&s->w);
+    return rc;
+}
+
+/* Encodes and sends every page set in `bitmap` (clearing KVM's dirty state
+ * per chunk first, so writes after the clear show up next round). Returns
+ * pages sent, or -1. */
+static int64_t send_pages(struct mig_source *m, struct mig_stream *st, unsigned n,
+                          struct dirtylog *dl, uint64_t *bitmap, uint64_t nr_pages,
+                          uint64_t *bytes, double *last_throttle, struct tern_err *err)
+{
+    int64_t sent = 0;
+    uint8_t *base = m->vm->mem.host_base;
+    for (uint64_t chunk = 0; chunk < nr_pages; chunk += CHUNK_PAGES) {
+        uint64_t end = chunk + CHUNK_PAGES < nr_pages ? chunk + CHUNK_PAGES : nr_pages;
+        bool any = false;
+        for (uint64_t w = chunk / 64; w < (end + 63) / 64 && !any; w++)
+            any = bitmap[w] != 0;
+        if (!any)
+            continue;
+        if (dl && dirtylog_clear(dl, chunk, end - chunk, err) < 0)
+            return -1;
+        for (uint64_t w = chunk / 64; w < (end + 63) / 64; w++) {
+            uint64_t bits = bitmap[w];
+            bitmap[w] = 0;
+            while (bits) {
+                uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+                bits &= bits - 1;
+                if (page >= nr_pages)
+                    break;
+                struct mig_stream *s = &st[stream_of(page, n)];
+                if (mig_pages_full(&s->w) && flush_stream(s, err) < 0)
+                    return -1;
+                uint8_t enc;
+                uint8_t *slot = mig_pages_slot(&s->w);
+                uint32_t len = page_encode(s->enc, page, base + page * MIG_PAGE_SIZE, slot, &enc);
+                if (mig_pages_commit(&s->w, page, enc, len, err) < 0)
+                    return -1;
+                *bytes += MIG_PAGE_ENTRY_HEAD + len;
+                s->round_pages++;
+                sent++;
+            }
+            if (atomic_load(&m->cancel))
+                return tern_err_set(err, "cancelled by the operator");
+        }
+        /* Auto-converge: hold the vCPUs for throttle% of each period. */
+        unsigned throttle;
+        pthread_mutex_lock(&m->lock);
+        throttle = m->throttle_percent;
+        pthread_mutex_unlock(&m->lock);
+        double t = now_s();
+        if (throttle && t - *last_throttle >= THROTTLE_PERIOD_MS / 1000.0) {
+            if (vm_pause(m->vm, err) < 0)
+                return -1;
+            struct timespec hold = {.tv_sec = 0,
+                                    .tv_nsec = (long)THROTTLE_PERIOD_MS * 10000L * throttle};
+            nanosleep(&hold, NULL);
+            vm_resume(m->vm, NULL);
+            *last_throttle = now_s();
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        if (flush_stream(&st[i], err) < 0)
+            return -1;
+    return sent;
+}
+
+static int send_round_end(struct mig_stream *st, unsigned n, uint32_t round,
+                          struct tern_err *err)
+{
+    struct rec_buf b;
+    rec_buf_init(&b);
+    int rc = 0;
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        rec_buf_reset(&b);
+        struct mig_round_end re = {.round = round, .stream = (uint16_t)i,
+                                   .pages = st[i].round_pages};
+        mig_round_end_encode(&b, &re);
+        rc = mig_send_recbuf(st[i].ch, &b, err);
+        st[i].round_pages = 0;
+    }
+    rec_buf_free(&b);
+    return rc;
+}
+
+/* Waits for one record of `type` on stream 0; an ERROR record fails with
+ * the peer's message. */
+static int expect_record(struct mig_stream *s0, struct mig_rxbuf *rx, uint32_t type,
+                         int timeout_ms, struct tern_err *err)
+{
+    struct rec_header h;
+    struct rec_reader r;
+    if (mig_recv_record(s0->ch, rx, timeout_ms, &h, &r, err) < 0)
+        return -1;
+    if (h.type == REC_TYPE_MIG_ERROR) {
+        struct mig_error e;
+        if (mig_error_decode(&h, &r, &e, err) < 0)
+            return -1;
+        return tern_err_set(err, "the destination refused: %s", e.msg);
+    }
+    if (h.type != type)
+        return tern_err_set(err, "expected %s from the destination, got %s",
+                            mig_record_name(type), mig_record_name(h.type));
+    return 0;
+}
+
+static int exchange_hellos(struct mig_source *m, struct mig_stream *st, unsigned n,
+                           uint64_t session, struct mig_rxbuf *rx, struct tern_err *err)
+{
+    struct rec_buf b;
+    rec_buf_init(&b);
+    int rc = 0;
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        struct mig_hello h;
+        rc = mig_local_hello(m->vm, (uint16_t)i, (uint16_t)n, session, &h, err);
+        if (rc == 0) {
+            rec_buf_reset(&b);
+            mig_hello_encode(&b, &h);
+            rc = mig_send_recbuf(st[i].ch, &b, err);
+        }
+    }
+    rec_buf_free(&b);
+    /* The destination answers every HELLO with its own, or an ERROR saying
+     * what differs (configuration, memory layout). */
+    for (unsigned i = 0; i < n && rc == 0; i++)
+        rc = expect_record(&st[i], rx, REC_TYPE_MIG_HELLO, REPLY_TIMEOUT_MS, err);
+    return rc;
+}
+
+static void update_progress(struct mig_source *m, const struct conv_state *cs, uint64_t pages,
+                            uint64_t bytes, uint64_t dirty, double t0, struct mig_stream *st,
+                            unsigned n)
+{
+    struct page_codec_stats total = {0};
+    for (unsigned i = 0; i < n; i++) {
+        struct page_codec_stats s;
+        page_encoder_stats(st[i].enc, &s);
+        for (int k = 0; k < PAGE_ENC_COUNT; k++) {
+            total.pages[k] += s.pages[k];
+            total.bytes_in[k] += s.bytes_in[k];
+            total.bytes_out[k] += s.bytes_out[k];
+        }
+        total.cache_hits += s.cache_hits;
+        total.cache_misses += s.cache_misses;
+    }
+    pthread_mutex_lock(&m->lock);
+    m->round = cs->round;
+    m->pages_sent = pages;
+    m->bytes_sent = bytes;
+    m->dirty_pages = dirty;
+    m->dirty_MBps = cs->dirty_pages_per_s * MIG_PAGE_SIZE / 1e6;
+    m->bandwidth_MBps = cs->bandwidth_Bps / 1e6;
+    m->predicted_pause_ms = cs->predicted_pause_ms;
+    m->throttle_percent = cs->throttle_percent;
+    m->elapsed_s = now_s() - t0;
+    m->codec = total;
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void finish(struct mig_source *m, const char *outcome, const char *reason)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->outcome, sizeof(m->outcome), "%s", outcome);
+    snprintf(m->reason, sizeof(m->reason), "%s", reason ? reason : "");
+    snprintf(m->phase, sizeof(m->phase), "done");
+    m->running = false;
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void send_error(struct mig_stream *s0, uint32_t code, const char *msg)
+{
+    struct rec_buf b;
+    struct tern_err ignored;
+    rec_buf_init(&b);
+    mig_error_encode(&b, code, msg);
+    if (s0->ch)
+        (void)mig_send_recbuf(s0->ch, &b, &ignored);
+    rec_buf_free(&b);
+}
+
+static void *source_thread(void *arg)
+{
+    struct mig_source *m = arg;
+    struct vm *vm = m->vm;
+    struct tern_err err = {{0}};
+    unsigned n = m->p.streams;
+    struct mig_stream st[MIG_MAX_STREAMS];
+    memset(st, 0, sizeof(st));
+    struct mig_tls *tls = NULL;
+    struct dirtylog *dl = NULL;
+    struct mig_rxbuf rx = {0};
+    uint64_t *bitmap = NULL;
+    bool paused = false, committed = false;
+    double t0 = now_s(), t_pause = 0;
+    uint64_t session;
+    uint64_t total_pages = 0, total_bytes = 0;
+    struct rec_buf b;
+    rec_buf_init(&b);
+
+    set_phase(m, "connecting");
+    if (RAND_bytes((unsigned char *)&session, sizeof(session)) != 1) {
+        tern_err_set(&err, "no random bytes for the session id");
+        goto fail;
+    }
+    if (mig_tls_load(&tls, m->p.tls_dir, &err) < 0)
+        goto fail;
+    if (mig_session_connect(m->session, tls, m->p.to.host, m->p.to.port, NULL, m->p.token,
+                            (int)n, CONNECT_TIMEOUT_MS, &err) < 0)
+        goto fail;
+    for (unsigned i = 0; i < n; i++) {
+        st[i].ch = mig_session_channel(m->session, (int)i);
+        if (page_encoder_create(&st[i].enc, PAGE_CODEC_DEFAULT_CACHE / n, &err) < 0 ||
+            mig_pages_writer_init(&st[i].w, MIG_PAGES_MAX_COUNT, BATCH_PAYLOAD, &err) < 0)
+            goto fail;
+    }
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->cipher, sizeof(m->cipher), "%s", mig_channel_cipher(st[0].ch));
+    pthread_mutex_unlock(&m->lock);
+    if (exchange_hellos(m, st, n, session, &rx, &err) < 0)
+        goto fail;
+    if (mig_fault("src-fail-after-hello")) {
+        tern_err_set(&err, "test fault src-fail-after-hello");
+        goto fail;
+    }
+
+    if (dirtylog_start(&dl, vm, DIRTYLOG_BITMAP, &err) < 0)
+        goto fail;
+    uint64_t nr_pages = dirtylog_nr_pages(dl);
+    bitmap = calloc(dirtylog_bitmap_words(nr_pages), sizeof(uint64_t));
+    if (!bitmap) {
+        tern_err_set(&err, "out of memory for the dirty bitmap");
+        goto fail;
+    }
+    struct conv_params cp = {.downtime_ms = m->p.downtime_ms, .max_seconds = m->p.max_seconds};
+    struct conv_state cs;
+    conv_init(&cs, &cp);
+    dirtylog_report_all(dl, bitmap);
+    double last_throttle = 0;
+    for (uint32_t round = 0;; round++) {
+        char phase[32];
+        snprintf(phase, sizeof(phase), "round %u", round);
+        set_phase(m, phase);
+        double r0 = now_s();
+        uint64_t round_bytes = 0;
+        int64_t sent = send_pages(m, st, n, dl, bitmap, nr_pages, &round_bytes, &last_throttle,
+                                  &err);
+        if (sent < 0 || send_round_end(st, n, round, &err) < 0)
+            goto fail;
+        total_pages += (uint64_t)sent;
+        total_bytes += round_bytes;
+        int64_t dirty = dirtylog_collect(dl, bitmap, &err);
+        if (dirty < 0)
+            goto fail;
+        enum conv_decision d = conv_round_done(&cs, (uint64_t)sent, round_bytes, now_s() - r0,
+                                               (uint64_t)dirty, now_s() - t0);
+        pthread_mutex_lock(&m->lock);
+        m->throttle_percent = cs.throttle_percent;
+        pthread_mutex_unlock(&m->lock);
+        update_progress(m, &cs, total_pages, total_bytes, (uint64_t)dirty, t0, st, n);
+        if (d == CONV_STOP_AND_COPY)
+            break;
+        if (d == CONV_GIVE_UP) {
+            tern_err_set(&err, "did not converge within %.0f s (dirty rate %.0f MB/s against %.0f MB/s of bandwidth); "
+                               "try a larger --downtime-ms or --max-seconds",
+                         m->p.max_seconds, cs.dirty_pages_per_s * MIG_PAGE_SIZE / 1e6,
+                         cs.bandwidth_Bps / 1e6);
+            goto fail;
+        }
+    }
+
+    /* Stop-and-copy. */
+    set_phase(m, "stop-and-copy");
+    t_pause = now_s();
+    if (vm_pause(vm, &err) < 0)
+        goto fail;
+    paused = true;
+    double tq = now_s();
+    if (vm_quiesce_devices(vm, &err) < 0)
+        goto fail;
+    double tc = now_s();
+    if (dirtylog_collect(dl, bitmap, &err) < 0)
+        goto fail;
+    uint64_t last_bytes = 0;
+    int64_t last = send_pages(m, st, n, NULL, bitmap, nr_pages, &last_bytes, &(double){0}, &err);
+    if (last < 0 || send_round_end(st, n, cs.round, &err) < 0)
+        goto fail;
+    total_pages += (uint64_t)last;
+    total_bytes += last_bytes;
+    double ts = now_s();
+    rec_buf_reset(&b);
+    if (vm_state_save(vm, &b, &err) < 0)
+        goto fail;
+    pthread_mutex_lock(&m->lock);
+    m->quiesce_ms = (tc - tq) * 1000.0;
+    m->last_copy_ms = (ts - tc) * 1000.0;
+    m->state_ms = (now_s() - ts) * 1000.0;
+    pthread_mutex_unlock(&m->lock);
+    struct rec_buf sb;
+    rec_buf_init(&sb);
+    mig_state_encode(&sb, b.data, b.len);
+    struct mig_end end = {.rounds = cs.round + 1, .pages = total_pages, .bytes = total_bytes};
+    mig_end_encode(&sb, &end);
+    int rc = mig_send_recbuf(st[0].ch, &sb, &err);
+    rec_buf_free(&sb);
+    if (rc < 0)
+        goto fail;
+    set_phase(m, "handover");
+    if (expect_record(&st[0], &rx, REC_TYPE_MIG_READY, REPLY_TIMEOUT_MS, &err) < 0)
+        goto fail;
+    if (mig_fault("src-exit-before-commit"))
+        _exit(99); /* the source dies with the guest paused: the destination must not run it */
+    rec_buf_reset(&b);
+    mig_commit_encode(&b);
+    if (mig_send_recbuf(st[0].ch, &b, &err) < 0)
+        goto fail; /* not sent: the destination never got it */
+    committed = true;
+    if (expect_record(&st[0], &rx, REC_TYPE_MIG_RUNNING, REPLY_TIMEOUT_MS, &err) < 0)
+        goto fail;
+    double pause_ms = (now_s() - t_pause) * 1000.0;
+    update_progress(m, &cs, total_pages, total_bytes, 0, t0, st, n);
+    pthread_mutex_lock(&m->lock);
+    m->pause_ms = pause_ms;
+    m->elapsed_s = now_s() - t0;
+    pthread_mutex_unlock(&m->lock);
+    finish(m, "succeeded", NULL);
+    dirtylog_stop(dl);
+    dl = NULL;
+    json_t *result = mig_source_status(m);
+    char *line = result ? json_dumps(result, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    fprintf(stderr, "tern-vmm: migration result: %s\n", line ? line : "{}");
+    free(line);
+    json_decref(result);
+    /* Keep answering status for a moment so whoever started the migration
+     * can read the result; the guest runs on the destination already. */
+    struct timespec grace = {.tv_sec = 2, .tv_nsec = 0};
+    nanosleep(&grace, NULL);
+    vm_request_end(vm, VMM_EXIT_OK, "migrated to %s:%u", m->p.to.host, m->p.to.port);
+    goto out;
+
+fail:
+    if (committed) {
+        /* COMMIT went out: the destination may be running the guest. Never
+         * resume here; stay paused for the cluster (or an operator) to
+         * decide. */
+        finish(m, "unknown", err.msg);
+        fprintf(stderr, "tern-vmm: migration: COMMIT was sent but not confirmed (%s); the guest "
+                        "stays paused here and must not be resumed until the destination is "
+                        "known to be down\n", err.msg);
+        goto out;
+    }
+    send_error(&st[0], atomic_load(&m->cancel) ? MIG_ERR_CANCELLED : MIG_ERR_OTHER, err.msg);
+    dirtylog_stop(dl);
+    dl = NULL;
+    if (paused) {
+        vm_unquiesce_devices(vm);
+        vm_resume(vm, NULL);
+    }
+    finish(m, atomic_load(&m->cancel) ? "cancelled" : "failed", err.msg);
+    fprintf(stderr, "tern-vmm: migration to %s:%u failed: %s; the guest keeps running here\n",
+            m->p.to.host, m->p.to.port, err.msg);
+out:
+    if (dl && !committed)
+        dirtylog_stop(dl);
+    free(bitmap);
+    rec_buf_free(&b);
+    mig_rxbuf_free(&rx);
+    for (unsigned i = 0; i < n; i++) {
+        page_encoder_destroy(st[i].enc);
+        mig_pages_writer_free(&st[i].w);
+    }
+    mig_session_abort(m->session);
+    mig_tls_free(tls);
+    return NULL;
+}
+
+int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_params *p,
+                     struct tern_err *err)
+{
+    struct mig_source *m = *slot;
+    if (m) {
+        pthread_mutex_lock(&m->lock);
+        bool running = m->running;
+        pthread_mutex_unlock(&m->lock);
+        if (running)
+            return tern_err_set(err, "a migration is already running; cancel it first");
+        if (!strcmp(m->outcome, "unknown") || !strcmp(m->outcome, "succeeded"))
+            return tern_err_set(err, "this VM was handed over (%s); it cannot migrate again", m->outcome);
+        pthread_join(m->thread, NULL);
+        mig_session_free(m->session);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        *slot = NULL;
+    }
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return tern_err_set(err, "out of memory");
+    m->vm = vm;
+    m->p = *p;
+    m->session = mig_session_new();
+    if (!m->session) {
+        free(m);
+        return tern_err_set(err, "out of memory");
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    m->running = true;
+    snprintf(m->phase, sizeof(m->phase), "starting");
+    int e = pthread_create(&m->thread, NULL, source_thread, m);
+    if (e) {
+        mig_session_free(m->session);
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return tern_err_errno(err, e, "starting the migration thread");
+    }
+    m->thread_started = true;
+    *slot = m;
+    return 0;
+}
+
+json_t *mig_source_status(struct mig_source *m)
+{
+    if (!m)
+        return NULL;
+    pthread_mutex_lock(&m->lock);
+    json_t *enc = json_object();
+    for (int k = 0; k < PAGE_ENC_COUNT; k++)
+        json_object_set_new(enc, page_enc_name((uint8_t)k),
+                            json_pack("{s:I, s:I}", "pages", (json_int_t)m->codec.pages[k],
+                                      "bytes", (json_int_t)m->codec.bytes_out[k]));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:i, s:f, s:f, s:i, s:s, s:o}",
+        "phase", m->phase, "outcome", m->outcome, "reason", m->reason, "to", m->p.to.host,
+        "port", (int)m->p.to.port, "round", (json_int_t)m->round, "pages_sent",
+        (json_int_t)m->pages_sent, "bytes_sent", (json_int_t)m->bytes_sent, "bytes_remaining",
+        (json_int_t)(m->dirty_pages * MIG_PAGE_SIZE), "dirty_MBps", m->dirty_MBps,
+        "bandwidth_MBps", m->bandwidth_MBps, "predicted_pause_ms", m->predicted_pause_ms,
+        "throttle_percent", (int)m->throttle_percent, "elapsed_s", m->elapsed_s, "pause_ms",
+        m->pause_ms, "streams", (int)m->p.streams, "cipher", m->cipher, "encodings", enc);
+    json_object_set_new(j, "pause_parts_ms",
+                        json_pack("{s:f, s:f, s:f}", "quiesce", m->quiesce_ms, "last_copy",
+                                  m->last_copy_ms, "state", m->state_ms));
+    pthread_mutex_unlock(&m->lock);
+    return j;
+}
+
+int mig_source_cancel(struct mig_source *m, struct tern_err *err)
+{
+    if (!m)
+        return tern_err_set(err, "no migration is running");
+    pthread_mutex_lock(&m->lock);
+    bool running = m->running;
+    bool handing_over = !strcmp(m->phase, "handover");
+    pthread_mutex_unlock(&m->lock);
+    if (!running)
+        return tern_err_set(err, "no migration is running");
+    if (handing_over)
+        return tern_err_set(err, "the migration is handing over the guest; it can no longer be cancelled");
+    atomic_store(&m->cancel, true);
+    mig_session_abort(m->session);
+    return 0;
+}
+
+void mig_source_destroy(struct mig_source *m)
+{
+    if (!m)
+        return;
+    struct tern_err ignored;
+    (void)mig_source_cancel(m, &ignored);
+    if (m->thread_started)
+        pthread_join(m->thread, NULL);
+    mig_session_free(m->session);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+int mig_params_from_json(json_t *req, struct mig_params *p, struct tern_err *err)
+{
+    memset(p, 0, sizeof(*p));
+    const char *uri = json_string_value(json_object_get(req, "uri"));
+    const char *dir = json_string_value(json_object_get(req, "tls_dir"));
+    const char *token = json_string_value(json_object_get(req, "token"));
+    if (!uri || !dir || !token)
+        return tern_err_set(err, "migrate needs \"uri\" (tls://HOST:PORT), \"tls_dir\" and \"token\"");
+    if (parse_endpoint(uri, &p->to, err) < 0)
+        return -1;
+    if (strlen(dir) >= sizeof(p->tls_dir) || strlen(token) >= sizeof(p->token))
+        return tern_err_set(err, "migrate: tls_dir or token too long");
+    strcpy(p->tls_dir, dir);
+    strcpy(p->token, token);
+    json_t *v;
+    p->streams = 1;
+    if ((v = json_object_get(req, "streams"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > MIG_MAX_STREAMS)
+            return tern_err_set(err, "migrate: streams must be 1 to %d", MIG_MAX_STREAMS);
+        p->streams = (unsigned)json_integer_value(v);
+    }
+    p->downtime_ms = CONV_DEFAULT_DOWNTIME_MS;
+    if ((v = json_object_get(req, "downtime_ms"))) {
+        if (!json_is_number(v) || json_number_value(v) < 1 || json_number_value(v) > 60000)
+            return tern_err_set(err, "migrate: downtime_ms must be 1 to 60000");
+        p->downtime_ms = json_number_value(v);
+    }
+    p->max_seconds = CONV_DEFAULT_MAX_SECONDS;
+    if ((v = json_object_get(req, "max_seconds"))) {
+        if (!json_is_number(v) || json_number_value(v) < 1 || json_number_value(v) > 86400)
+            return tern_err_set(err, "migrate: max_seconds must be 1 to 86400");
+        p->max_seconds = json_number_value(v);
+    }
+    return 0;
+}

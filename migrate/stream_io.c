@@ -1,0 +1,50 @@
+#include "stream_io.h"
+
+#include <stdlib.h>
+#include <sys/uio.h>
+
+int mig_send_bytes(struct mig_channel *c, const void *p, size_t n, struct tern_err *err)
+{
+    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    return mig_channel_send(c, &iov, 1, err);
+}
+
+int mig_send_recbuf(struct mig_channel *c, const struct rec_buf *b, struct tern_err *err)
+{
+    if (rec_buf_check(b, err) < 0)
+        return -1;
+    return mig_send_bytes(c, b->data, b->len, err);
+}
+
+int mig_recv_record(struct mig_channel *c, struct mig_rxbuf *rx, int timeout_ms,
+                    struct rec_header *h, struct rec_reader *payload, struct tern_err *err)
+{
+    uint8_t hdr[REC_HEADER_SIZE];
+    if (mig_channel_recv(c, hdr, sizeof(hdr), timeout_ms, err) < 0)
+        return -1;
+    if (rec_parse_header(hdr, h, err) < 0)
+        return -1;
+    if (h->length > rx->cap) {
+        size_t cap = rx->cap ? rx->cap : 65536;
+        while (cap < h->length)
+            cap *= 2;
+        uint8_t *p = realloc(rx->data, cap);
+        if (!p)
+            return tern_err_set(err, "out of memory for a %u-byte record", h->length);
+        rx->data = p;
+        rx->cap = cap;
+    }
+    if (h->length && mig_channel_recv(c, rx->data, h->length, timeout_ms, err) < 0)
+        return -1;
+    if (rec_check_crc(h, rx->data, err) < 0)
+        return -1;
+    rec_reader_init(payload, rx->data, h->length);
+    return 0;
+}
+
+void mig_rxbuf_free(struct mig_rxbuf *rx)
+{
+    free(rx->data);
+    rx->data = NULL;
+    rx->cap = 0;
+}

@@ -1,0 +1,384 @@
+/* Live migration between two test hosts (network namespaces on a bridge),
+ * over mutually authenticated TLS, on real KVM: the guest keeps running
+ * and checking itself; heartbeat and disk journal continue; every failure
+ * before COMMIT leaves it running on the source. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "migrate/certs.h"
+#include "node-vmm/control.h"
+#include "node-vmm/vm.h"
+#include "tests/support/netns.h"
+#include "tests/support/proc.h"
+
+#define TOKEN "migration-token-0123456789abcdef"
+#define PORT "7701"
+
+struct vmm {
+    struct test_proc p;
+    char sock[512];
+    char serial[512];
+};
+
+struct fixture {
+    char *dir;
+    struct test_hosts hosts;
+    char disk[512];
+    char tls[2][512]; /* host 0, host 1 */
+    char rogue[512];  /* a cert from another CA */
+    struct vmm vm[8];
+    int nvm;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    char err[256];
+    if (!f || !(f->dir = test_make_tmpdir("mig")))
+        return -1;
+    if (test_hosts_create(&f->hosts, 2, err, sizeof(err)) < 0) {
+        print_message("test hosts: %s\n", err);
+        return -1;
+    }
+    char ca[512], ca2[512];
+    snprintf(ca, sizeof(ca), "%s/ca", f->dir);
+    snprintf(ca2, sizeof(ca2), "%s/ca2", f->dir);
+    snprintf(f->tls[0], sizeof(f->tls[0]), "%s/host0", f->dir);
+    snprintf(f->tls[1], sizeof(f->tls[1]), "%s/host1", f->dir);
+    snprintf(f->rogue, sizeof(f->rogue), "%s/rogue", f->dir);
+    struct tern_err e;
+    if (mig_certs_init_ca(ca, "tern-test-ca", 7, &e) < 0 ||
+        mig_certs_issue(ca, f->tls[0], "host0", 7, &e) < 0 ||
+        mig_certs_issue(ca, f->tls[1], "host1", 7, &e) < 0 ||
+        mig_certs_init_ca(ca2, "other-ca", 7, &e) < 0 ||
+        mig_certs_issue(ca2, f->rogue, "host0", 7, &e) < 0) {
+        print_message("certificates: %s\n", e.msg);
+        return -1;
+    }
+    snprintf(f->disk, sizeof(f->disk), "%s/disk.img", f->dir);
+    int fd = open(f->disk, O_CREAT | O_RDWR | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, 16 << 20) < 0)
+        return -1;
+    close(fd);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    for (int i = 0; i < f->nvm; i++)
+        test_proc_kill(&f->vm[i].p);
+    test_hosts_destroy(&f->hosts);
+    test_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void show(struct vmm *v)
+{
+    char *s = test_read_text(v->serial), *e = test_read_text(v->p.err_path);
+    print_message("--- %s ---\n%s--- stderr ---\n%s\n", v->serial, s, e);
+    free(s);
+    free(e);
+}
+
+/* Starts tern-vmm on `host` with the common options plus `args`. */
+static struct vmm *start(struct fixture *f, int host, const char *const *args)
+{
+    struct vmm *v = &f->vm[f->nvm];
+    int id = f->nvm++;
+    snprintf(v->sock, sizeof(v->sock), "%s/vm%d.sock", f->dir, id);
+    snprintf(v->serial, sizeof(v->serial), "%s/vm%d.log", f->dir, id);
+    char serial_opt[600];
+    snprintf(serial_opt, sizeof(serial_opt), "file:%s", v->serial);
+    char *argv[40];
+    int n = 0;
+    argv[n++] = (char *)test_build_path("tern-vmm");
+    argv[n++] = "run";
+    for (; *args; args++)
+        argv[n++] = (char *)*args;
+    argv[n++] = "--serial";
+    argv[n++] = serial_opt;
+    argv[n++] = "--control";
+    argv[n++] = v->sock;
+    argv[n] = NULL;
+    assert_int_equal(test_proc_start_in(&v->p, &f->hosts, host, f->dir, argv), 0);
+    return v;
+}
+
+static void wait_socket(struct vmm *v)
+{
+    for (int i = 0; i < 1000 && access(v->sock, F_OK) != 0 && !test_proc_wait(&v->p, 0); i++)
+        test_sleep_ms(10);
+    if (access(v->sock, F_OK) != 0) {
+        show(v);
+        fail_msg("no control socket");
+    }
+}
+
+static json_t *call(struct vmm *v, json_t *req)
+{
+    json_t *reply = NULL;
+    struct tern_err err;
+    int rc = control_call(v->sock, req, 20000, &reply, &err);
+    json_decref(req);
+    if (rc < 0) {
+        show(v);
+        fail_msg("control: %s", err.msg);
+    }
+    return reply;
+}
+
+static struct vmm *start_source(struct fixture *f, int host, const char *vcpus, const char *cmdline)
+{
+    const char *args[] = {"--kernel", test_build_path("testguest.elf"), "--mem", "128M",
+                          "--vcpus", vcpus, "--disk", f->disk, "--cmdline", cmdline, NULL};
+    struct vmm *v = start(f, host, args);
+    wait_socket(v);
+    if (!test_wait_for_text(v->serial, "checks=1 ", 20000)) {
+        show(v);
+        fail_msg("source guest did not pass a self-check");
+    }
+    return v;
+}
+
+static struct vmm *start_dest(struct fixture *f, int host, const char *vcpus, const char *tls,
+                              const char *token)
+{
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[host], PORT);
+    char *u = strdup(uri);
+    const char *args[] = {"--incoming", u, "--tls-dir", tls, "--token", token, "--mem", "128M",
+                          "--vcpus", vcpus, "--disk", f->disk, NULL};
+    struct vmm *v = start(f, host, args);
+    for (int i = 0; i < 200 && !test_wait_for_text(v->p.err_path, "waiting for a migration", 0); i++)
+        test_sleep_ms(10);
+    test_sleep_ms(50); /* listening */
+    return v;
+}
+
+/* Asks `src` to migrate to `host` and waits for the outcome. */
+static json_t *migrate(struct fixture *f, struct vmm *src, int host, const char *tls,
+                       const char *token, int streams)
+{
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[host], PORT);
+    json_t *r = call(src, json_pack("{s:s, s:s, s:s, s:s, s:i}", "cmd", "migrate", "uri", uri,
+                                    "tls_dir", tls, "token", token, "streams", streams));
+    if (!json_is_true(json_object_get(r, "ok"))) {
+        show(src);
+        fail_msg("migrate refused: %s", json_string_value(json_object_get(r, "error")));
+    }
+    json_decref(r);
+    for (int i = 0; i < 600; i++) {
+        json_t *reply = NULL;
+        struct tern_err err;
+        json_t *req = json_pack("{s:s}", "cmd", "status");
+        int rc = control_call(src->sock, req, 20000, &reply, &err);
+        json_decref(req);
+        if (rc < 0) /* the source ended: handed over */
+            return json_pack("{s:s}", "outcome", "succeeded");
+        json_t *m = json_incref(json_object_get(reply, "migration"));
+        json_decref(reply);
+        const char *o = json_string_value(json_object_get(m, "outcome"));
+        if (o && *o)
+            return m;
+
+        json_decref(m);
+        test_sleep_ms(100);
+    }
+    fail_msg("migration did not finish");
+    return NULL;
+}
+
+static long long hb(struct vmm *v, const char *field)
+{
+    json_t *s = call(v, json_pack("{s:s}", "cmd", "status"));
+    long long n = json_integer_value(json_object_get(json_object_get(s, "heartbeat"), field));
+    json_decref(s);
+    return n;
+}
+
+static void assert_guest_healthy(struct vmm *v, long min_checks)
+{
+    for (int i = 0; i < 500 && test_last_value(v->serial, "checks=") <= min_checks; i++)
+        test_sleep_ms(20);
+    if (test_last_value(v->serial, "checks=") <= min_checks || test_count_text(v->serial, "FAILED") ||
+        test_count_text(v->serial, "JOURNAL BAD") || test_count_text(v->serial, "EXCEPTION")) {
+        show(v);
+        fail_msg("guest unhealthy after migration");
+    }
+    assert_int_equal(hb(v, "seq_errors"), 0);
+}
+
+static void test_back_and_forth(void **state)
+{
+    struct fixture *f = *state;
+    const char *cmdline = "fill=32 dirty=25 hb=1000 check=300 status=200 disk=1 disk_rate=50";
+    struct vmm *src = start_source(f, 0, "2", cmdline);
+    int here = 0;
+    for (int i = 0; i < 4; i++) {
+        int there = 1 - here;
+        long checks = test_last_value(src->serial, "checks=");
+        long seq = test_last_value(src->serial, "disk_seq=");
+        struct vmm *dst = start_dest(f, there, "2", f->tls[there], TOKEN);
+        json_t *m_result = migrate(f, src, there, f->tls[here], TOKEN, i % 2 ? 2 : 1);
+        if (strcmp(json_string_value(json_object_get(m_result, "outcome")), "succeeded")) {
+            show(src);
+            show(dst);
+            fail_msg("migration %d: %s", i, json_string_value(json_object_get(m_result, "reason")));
+        }
+        assert_true(test_proc_wait(&src->p, 10000));
+        assert_int_equal(src->p.status, 0);
+        wait_socket(dst);
+        assert_guest_healthy(dst, checks);
+        assert_true(test_last_value(dst->serial, "disk_seq=") >= seq);
+        json_t *st = call(dst, json_pack("{s:s}", "cmd", "status"));
+        json_t *parts = json_object_get(m_result, "pause_parts_ms");
+        print_message("migration %d (%d stream(s)): heartbeat gap (max so far) %.1f ms, VMM pause "
+                      "%.1f ms (quiesce %.1f, last copy %.1f, state %.1f), %lld rounds, %.1f s, "
+                      "%.0f MB/s\n",
+                      i, i % 2 ? 2 : 1,
+                      json_number_value(json_object_get(json_object_get(st, "heartbeat"), "max_gap_ms")),
+                      json_number_value(json_object_get(m_result, "pause_ms")),
+                      json_number_value(json_object_get(parts, "quiesce")),
+                      json_number_value(json_object_get(parts, "last_copy")),
+                      json_number_value(json_object_get(parts, "state")),
+                      json_integer_value(json_object_get(m_result, "round")),
+                      json_number_value(json_object_get(m_result, "elapsed_s")),
+                      json_number_value(json_object_get(m_result, "bandwidth_MBps")));
+        json_decref(m_result);
+        json_decref(st);
+        src = dst;
+        here = there;
+    }
+}
+
+/* A refused migration leaves the source running and able to try again. */
+static void expect_failure_then_success(struct fixture *f, struct vmm *src, const char *src_tls,
+                                        const char *dst_tls, const char *dst_token,
+                                        const char *needle)
+{
+    long checks = test_last_value(src->serial, "checks=");
+    struct vmm *dst = start_dest(f, 1, "1", dst_tls, dst_token);
+    json_t *m = migrate(f, src, 1, src_tls, TOKEN, 1);
+    const char *o = json_string_value(json_object_get(m, "outcome"));
+    const char *reason = json_string_value(json_object_get(m, "reason"));
+    if (strcmp(o, "failed") || !strstr(reason, needle)) {
+        show(dst);
+        fail_msg("expected failure with '%s', got %s: %s", needle, o, reason);
+    }
+    json_decref(m);
+    test_proc_kill(&dst->p);
+    assert_guest_healthy(src, checks); /* still running here */
+}
+
+static void test_refusals_keep_source_running(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=10 hb=1000 check=300 status=200");
+    expect_failure_then_success(f, src, f->tls[0], f->tls[1], "another-token-0123456789abcdef",
+                                "token");
+    expect_failure_then_success(f, src, f->rogue, f->tls[1], TOKEN, "");
+    /* And then a good one works. */
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+    assert_string_equal(json_string_value(json_object_get(m, "outcome")), "succeeded");
+    json_decref(m);
+    wait_socket(dst);
+    assert_guest_healthy(dst, 0);
+}
+
+static void test_config_mismatch_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    struct vmm *dst = start_dest(f, 1, "2", f->tls[1], TOKEN); /* 2 vCPUs, source has 1 */
+    json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+    assert_string_equal(json_string_value(json_object_get(m, "outcome")), "failed");
+    json_decref(m);
+    assert_true(test_proc_wait(&dst->p, 10000));
+    assert_int_equal(dst->p.status, VMM_EXIT_MIGRATION);
+    assert_true(test_wait_for_text(dst->p.err_path, "does not match", 0));
+    assert_guest_healthy(src, checks);
+}
+
+static void test_corrupt_stream_refused(void **state)
+{
+    struct fixture *f = *state;
+    setenv("TERN_TEST_FAULT", "src-corrupt-pages", 1);
+    struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
+    unsetenv("TERN_TEST_FAULT");
+    long checks = test_last_value(src->serial, "checks=");
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+    assert_string_equal(json_string_value(json_object_get(m, "outcome")), "failed");
+    json_decref(m);
+    assert_true(test_proc_wait(&dst->p, 10000));
+    assert_int_equal(dst->p.status, VMM_EXIT_MIGRATION);
+    assert_true(test_wait_for_text(dst->p.err_path, "corrupt", 0));
+    assert_guest_healthy(src, checks);
+}
+
+static void test_destination_dies_mid_round(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=32 dirty=10 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    setenv("TERN_TEST_FAULT", "dst-exit-in-round", 1);
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    unsetenv("TERN_TEST_FAULT");
+    json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+    assert_string_equal(json_string_value(json_object_get(m, "outcome")), "failed");
+    json_decref(m);
+    assert_true(test_proc_wait(&dst->p, 10000));
+    assert_guest_healthy(src, checks);
+}
+
+static void test_source_dies_before_commit(void **state)
+{
+    struct fixture *f = *state;
+    setenv("TERN_TEST_FAULT", "src-exit-before-commit", 1);
+    struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
+    unsetenv("TERN_TEST_FAULT");
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[1], PORT);
+    json_decref(call(src, json_pack("{s:s, s:s, s:s, s:s}", "cmd", "migrate", "uri", uri,
+                                    "tls_dir", f->tls[0], "token", TOKEN)));
+    assert_true(test_proc_wait(&src->p, 30000));
+    assert_int_equal(src->p.status, 99); /* the fault */
+    /* The destination got everything but COMMIT: it must not run the guest. */
+    assert_true(test_proc_wait(&dst->p, 60000));
+    assert_int_equal(dst->p.status, VMM_EXIT_MIGRATION);
+    assert_int_equal(test_count_text(dst->serial, "tern-guest"), 0);
+}
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        print_message("migration tests need root (network namespaces)\n");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_back_and_forth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals_keep_source_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_mismatch_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_stream_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destination_dies_mid_round, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_source_dies_before_commit, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("migration", tests, NULL, NULL);
+}
