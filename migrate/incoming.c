@@ -48,6 +48,7 @@ struct mig_incoming {
     } streams[MIG_MAX_STREAMS];
     unsigned threads;           /* stream threads started (streams 1..threads) */
     double apply_ms, commit_wait_ms; /* for the log: where the pause goes */
+    uint64_t end_pages;              /* pages the source says it sent */
 };
 
 static void fail_with(struct mig_incoming *in, const struct tern_err *e)
@@ -262,6 +263,7 @@ static int receive_main_stream(struct mig_incoming *in, struct mig_rxbuf *rx, ui
                 return tern_err_set(err, "END before the VM state");
             if (end.rounds == 0)
                 return tern_err_set(err, "END with no rounds");
+            in->end_pages = end.pages;
             pthread_mutex_lock(&in->lock);
             in->final_round = (int64_t)end.rounds - 1;
             pthread_cond_broadcast(&in->cond);
@@ -366,6 +368,12 @@ int mig_incoming_receive(struct mig_incoming **out, struct vm *vm, const struct 
         goto out;
     }
     struct mig_channel *ch0 = mig_session_channel(in->session, 0);
+    if (in->pages != in->end_pages) {
+        tern_err_set(err, "received %llu pages, the source sent %llu",
+                     (unsigned long long)in->pages, (unsigned long long)in->end_pages);
+        send_error(ch0, MIG_ERR_PROTOCOL, err->msg);
+        goto out;
+    }
     struct timespec ta, tb;
     clock_gettime(CLOCK_MONOTONIC, &ta);
     if (apply_state(vm, state, state_len, err) < 0) {
