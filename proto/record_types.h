@@ -1,7 +1,8 @@
 /* Every record type, in one place, so no two modules pick the same number.
  * Layouts: docs/snapshot-format.md (0x00xx) and docs/snapshot-state.md
- * (0x01xx CPU and platform, 0x02xx devices). Migration stream records will
- * take 0x03xx. */
+ * (0x01xx CPU and platform, 0x02xx devices), docs/migration-stream.md
+ * (0x03xx live migration; migrate/session.h uses 0x03f0/0x03f1 for its
+ * transport hello and reply). */
 #ifndef TERN_PROTO_RECORD_TYPES_H
 #define TERN_PROTO_RECORD_TYPES_H
 

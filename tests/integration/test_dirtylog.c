@@ -698,6 +698,7 @@ static void test_no_missed_page_live_precopy(void **state)
                       (unsigned long long)sent);
         assert_int_equal((uint64_t)n, sent);
     }
+    test_sleep_ms(10); /* so that the final collect has something to find */
     pause_vm(f);
     int64_t n = collect_fresh(f);
     uint64_t changed, missed, extra;
