@@ -75,6 +75,9 @@ bench-boot: all
 bench-snapshot: all
 	@$(BUILD)/bench/snapshot $(BUILD)
 
+bench-migrate: all
+	@$(BUILD)/bench/migrate $(BUILD)
+
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
@@ -94,6 +97,6 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test test-unit test-slow asan bench bench-boot bench-snapshot fuzz clean
+.PHONY: all deps test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -78,7 +78,7 @@ int mig_channel_connect(struct mig_channel **out, struct mig_tls *t, const char 
 
 /* Sends all of iov, in order, or fails. The caller's buffers are free
  * again on return: the data is encrypted and with the kernel, except the
- * last send buffer (up to 512 KiB), whose send is still in flight so the
+ * last send buffer (up to 256 KiB), whose send is still in flight so the
  * caller can prepare its next batch meanwhile; the next call, a flush or
  * close collects it (and reports its failure, if any). Each call is bounded
  * by the send timeout; a failed or timed-out send leaves the channel

@@ -32,6 +32,7 @@ static const struct pio_device_ops heartbeat_ops = {
 void dev_heartbeat_init(struct dev_heartbeat *hb)
 {
     memset(hb, 0, sizeof(*hb));
+    hb->handover_gap_ns = -1;
     pthread_mutex_init(&hb->lock, NULL);
     hb->pio = (struct pio_device){
         .name = "heartbeat", .base = TERN_PORT_HEARTBEAT, .len = 4, .ops = &heartbeat_ops,
@@ -47,6 +48,10 @@ void dev_heartbeat_record(struct dev_heartbeat *hb, uint32_t seq, int64_t now_ns
 {
     pthread_mutex_lock(&hb->lock);
     struct heartbeat_state *s = &hb->s;
+    if (hb->awaiting_first_after_load) {
+        hb->handover_gap_ns = now_ns - s->last_ns;
+        hb->awaiting_first_after_load = false;
+    }
     if (s->count == 0) {
         s->first_ns = now_ns;
     } else {
@@ -138,6 +143,8 @@ int dev_heartbeat_state_load(struct dev_heartbeat *hb, const struct rec_header *
         return -1;
     pthread_mutex_lock(&hb->lock);
     hb->s = s;
+    hb->awaiting_first_after_load = s.count > 0;
+    hb->handover_gap_ns = -1;
     pthread_mutex_unlock(&hb->lock);
     return 0;
 }

@@ -7,6 +7,7 @@
 #define TERN_NODE_VMM_DEV_HEARTBEAT_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../common/err.h"
@@ -29,6 +30,11 @@ struct dev_heartbeat {
     struct pio_device pio;
     pthread_mutex_t lock;
     struct heartbeat_state s;
+    /* Not part of the saved state: the gap the guest saw across the restore
+     * or migration that brought it here (last heartbeat before the state
+     * was captured to the first one after it was loaded), -1 until then. */
+    bool awaiting_first_after_load;
+    int64_t handover_gap_ns;
 };
 
 void dev_heartbeat_init(struct dev_heartbeat *hb);

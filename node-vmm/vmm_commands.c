@@ -8,7 +8,10 @@ static json_t *heartbeat_json(struct vm *vm)
 {
     struct heartbeat_state hb;
     dev_heartbeat_snapshot(&vm->heartbeat, &hb);
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:I}",
+    pthread_mutex_lock(&vm->heartbeat.lock);
+    int64_t handover = vm->heartbeat.handover_gap_ns;
+    pthread_mutex_unlock(&vm->heartbeat.lock);
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:I}",
                      "count", (json_int_t)hb.count,
                      "last_seq", (json_int_t)hb.last_seq,
                      "seq_errors", (json_int_t)hb.seq_errors,
@@ -16,6 +19,9 @@ static json_t *heartbeat_json(struct vm *vm)
                      "last_ns", (json_int_t)hb.last_ns,
                      "max_gap_ms", (double)hb.max_gap_ns / 1e6,
                      "max_gap_end_ns", (json_int_t)hb.max_gap_end_ns);
+    if (j && handover >= 0)
+        json_object_set_new(j, "handover_gap_ms", json_real((double)handover / 1e6));
+    return j;
 }
 
 static json_t *exits_json(struct vm *vm)

@@ -10,6 +10,7 @@
 #include "node-vmm/guest_abi.h"
 #include "node-vmm/guest_memory.h"
 #include "node-vmm/pio.h"
+#include "proto/record.h"
 
 static void test_pio_bus_overlap_and_lookup(void **state)
 {
@@ -76,6 +77,33 @@ static void test_heartbeat_gaps_and_sequence(void **state)
     dev_heartbeat_destroy(&hb);
 }
 
+static void test_heartbeat_handover_gap(void **state)
+{
+    (void)state;
+    struct dev_heartbeat a, b;
+    struct rec_buf buf;
+    struct tern_err err;
+    dev_heartbeat_init(&a);
+    dev_heartbeat_init(&b);
+    assert_int_equal(b.handover_gap_ns, -1);
+    dev_heartbeat_record(&a, 1, 1000000);
+    dev_heartbeat_record(&a, 2, 2000000);
+    rec_buf_init(&buf);
+    dev_heartbeat_state_save(&a, &buf);
+    struct rec_reader r, p;
+    struct rec_header h;
+    rec_reader_init(&r, buf.data, buf.len);
+    assert_int_equal(rec_next(&r, &h, &p, &err), 1);
+    assert_int_equal(dev_heartbeat_state_load(&b, &h, &p, &err), 0);
+    assert_int_equal(b.handover_gap_ns, -1); /* nothing arrived yet */
+    dev_heartbeat_record(&b, 3, 9000000);    /* 7 ms after the last one saved */
+    dev_heartbeat_record(&b, 4, 9500000);
+    assert_int_equal(b.handover_gap_ns, 7000000);
+    rec_buf_free(&buf);
+    dev_heartbeat_destroy(&a);
+    dev_heartbeat_destroy(&b);
+}
+
 static void test_heartbeat_port_write(void **state)
 {
     (void)state;
@@ -139,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_pio_bus_full),
         cmocka_unit_test(test_heartbeat_gaps_and_sequence),
         cmocka_unit_test(test_heartbeat_port_write),
+        cmocka_unit_test(test_heartbeat_handover_gap),
         cmocka_unit_test(test_guest_memory_layout),
         cmocka_unit_test(test_guest_memory_ptr_bounds),
     };

@@ -1,0 +1,198 @@
+/* bench/migrate: live migrations between two test hosts (network
+ * namespaces), as JSON, next to ceilings measured in the same run: memcpy
+ * bandwidth, one core's AEAD throughput for the negotiated cipher, and
+ * loopback TLS throughput of the migration transport between the same two
+ * namespaces.
+ *
+ * Runs (1 vCPU; issue 4): a 1 GiB guest with 768 MiB filled at dirty 0, 25
+ * and 100 MB/s, and a 4 GiB guest with 512 MiB filled, idle. Per run: total
+ * seconds, VMM-measured pause, guest-observed pause (the heartbeat gap across
+ * the handover), rounds, bytes on the wire and per encoding.
+ *
+ * Usage: migrate BUILD_DIR [STREAMS]   (needs root: network namespaces) */
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migrate/certs.h"
+#include "node-vmm/control.h"
+#include "tests/support/ceilings.h"
+#include "tests/support/netns.h"
+#include "tests/support/proc.h"
+
+#define TOKEN "bench-migration-token-0123456789"
+
+static json_t *call(const char *sock, json_t *req)
+{
+    json_t *reply = NULL;
+    struct tern_err err;
+    int rc = control_call(sock, req, 30000, &reply, &err);
+    json_decref(req);
+    return rc == 0 ? reply : NULL;
+}
+
+static int wait_file(const char *path, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (access(path, F_OK) == 0)
+            return 0;
+        test_sleep_ms(10);
+    }
+    return -1;
+}
+
+struct run {
+    const char *name, *mem, *cmdline;
+};
+
+static json_t *one_run(const struct run *r, struct test_hosts *h, const char *dir,
+                       const char *tls0, const char *tls1, int streams)
+{
+    char src_sock[512], dst_sock[512], src_log[512], dst_log[512], s_opt[600], d_opt[600], uri[64];
+    snprintf(src_sock, sizeof(src_sock), "%s/%s-src.sock", dir, r->name);
+    snprintf(dst_sock, sizeof(dst_sock), "%s/%s-dst.sock", dir, r->name);
+    snprintf(src_log, sizeof(src_log), "%s/%s-src.log", dir, r->name);
+    snprintf(dst_log, sizeof(dst_log), "%s/%s-dst.log", dir, r->name);
+    snprintf(s_opt, sizeof(s_opt), "file:%s", src_log);
+    snprintf(d_opt, sizeof(d_opt), "file:%s", dst_log);
+    snprintf(uri, sizeof(uri), "tls://%s:7800", h->addr[1]);
+    struct test_proc src = {0}, dst = {0};
+    json_t *out = NULL;
+    char *sargv[] = {(char *)test_build_path("tern-vmm"), "run", "--kernel",
+                     (char *)test_build_path("testguest.elf"), "--mem", (char *)r->mem,
+                     "--cmdline", (char *)r->cmdline, "--serial", s_opt, "--control", src_sock,
+                     NULL};
+    char *dargv[] = {(char *)test_build_path("tern-vmm"), "run", "--incoming", uri, "--tls-dir",
+                     (char *)tls1, "--token", TOKEN, "--mem", (char *)r->mem, "--serial", d_opt,
+                     "--control", dst_sock, NULL};
+    if (test_proc_start_in(&src, h, 0, dir, sargv) < 0 || wait_file(src_sock, 10000) < 0)
+        goto out;
+    /* The fill is sliced between heartbeats; a passed check means it is done. */
+    if (!test_wait_for_text(src_log, "checks=1 ", 120000))
+        goto out;
+    test_sleep_ms(1000); /* steady dirtying */
+    if (test_proc_start_in(&dst, h, 1, dir, dargv) < 0)
+        goto out;
+    for (int i = 0; i < 500 && !test_wait_for_text(dst.err_path, "waiting for a migration", 0); i++)
+        test_sleep_ms(10);
+    test_sleep_ms(100);
+    json_t *rep = call(src_sock, json_pack("{s:s, s:s, s:s, s:s, s:i}", "cmd", "migrate", "uri", uri,
+                                           "tls_dir", tls0, "token", TOKEN, "streams", streams));
+    if (!rep || !json_is_true(json_object_get(rep, "ok"))) {
+        json_decref(rep);
+        goto out;
+    }
+    json_decref(rep);
+    json_t *result = NULL;
+    for (int i = 0; i < 1200 && !result; i++) {
+        json_t *st = call(src_sock, json_pack("{s:s}", "cmd", "status"));
+        if (!st)
+            break;
+        json_t *m = json_object_get(st, "migration");
+        const char *o = json_string_value(json_object_get(m, "outcome"));
+        if (o && *o)
+            result = json_incref(m);
+        json_decref(st);
+        if (!result)
+            test_sleep_ms(100);
+    }
+    if (!result)
+        goto out;
+    wait_file(dst_sock, 10000);
+    test_sleep_ms(300);
+    json_t *dst_status = call(dst_sock, json_pack("{s:s}", "cmd", "status"));
+    json_t *hb = json_object_get(dst_status, "heartbeat");
+    json_t *gap = json_object_get(hb, "handover_gap_ms");
+    json_t *parts = json_object_get(result, "pause_parts_ms");
+    out = json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+                    "run", r->name, "mem", r->mem, "cmdline", r->cmdline,
+                    "outcome", json_object_get(result, "outcome"),
+                    "total_s", json_object_get(result, "elapsed_s"),
+                    "pause_ms_vmm", json_object_get(result, "pause_ms"),
+                    "pause_ms_guest", gap ? gap : json_null(),
+                    "pause_parts_ms", parts ? parts : json_null(),
+                    "rounds", json_object_get(result, "round"),
+                    "bytes_on_wire", json_object_get(result, "bytes_sent"),
+                    "encodings", json_object_get(result, "encodings"),
+                    "streams", json_object_get(result, "streams"));
+    json_decref(dst_status);
+    json_decref(result);
+out:
+    test_proc_signal(&dst, SIGTERM);
+    test_proc_signal(&src, SIGTERM);
+    if (!test_proc_wait(&dst, 10000))
+        test_proc_kill(&dst);
+    if (!test_proc_wait(&src, 10000))
+        test_proc_kill(&src);
+    return out ? out : json_pack("{s:s, s:s}", "run", r->name, "outcome", "error");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        setenv("TERN_BUILD", argv[1], 1);
+    int streams = argc > 2 ? atoi(argv[2]) : 1;
+    if (streams < 1 || streams > 8)
+        streams = 1;
+    if (geteuid() != 0) {
+        fprintf(stderr, "bench/migrate: needs root (network namespaces)\n");
+        return 1;
+    }
+    char *dir = test_make_tmpdir("bench-migrate");
+    struct test_hosts h;
+    char errs[256];
+    if (!dir || test_hosts_create(&h, 2, errs, sizeof(errs)) < 0) {
+        fprintf(stderr, "bench/migrate: %s\n", dir ? errs : "no temporary directory");
+        return 1;
+    }
+    char ca[600], tls0[600], tls1[600];
+    snprintf(ca, sizeof(ca), "%s/ca", dir);
+    snprintf(tls0, sizeof(tls0), "%s/host0", dir);
+    snprintf(tls1, sizeof(tls1), "%s/host1", dir);
+    struct tern_err err;
+    if (mig_certs_init_ca(ca, "bench-ca", 2, &err) < 0 ||
+        mig_certs_issue(ca, tls0, "host0", 2, &err) < 0 ||
+        mig_certs_issue(ca, tls1, "host1", 2, &err) < 0) {
+        fprintf(stderr, "bench/migrate: certificates: %s\n", err.msg);
+        test_hosts_destroy(&h);
+        return 1;
+    }
+    static const struct run runs[] = {
+        {"1G-dirty0", "1G", "fill=768 dirty=0 hb=1000 check=2000"},
+        {"1G-dirty25", "1G", "fill=768 dirty=25 hb=1000 check=2000"},
+        {"1G-dirty100", "1G", "fill=768 dirty=100 hb=1000 check=2000"},
+        {"4G-fill512-idle", "4G", "fill=512 dirty=0 hb=1000 check=2000"},
+    };
+    json_t *results = json_array();
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++)
+        json_array_append_new(results, one_run(&runs[i], &h, dir, tls0, tls1, streams));
+
+    /* Ceilings, measured now, on the same machine and the same path. */
+    double memcpy_MBps = ceiling_memcpy_MBps(64u << 20, 1.0);
+    double aead = 0;
+    struct tern_err aerr;
+    (void)ceiling_aead_MBps("AES-256-GCM", 16384, 1.0, &aead, &aerr);
+    struct ceiling_tls_opts o = {.server_dir = tls1, .client_dir = tls0,
+                                 .server_netns = h.ns[1], .client_netns = h.ns[0],
+                                 .listen_addr = h.addr[1], .streams = streams, .seconds = 2};
+    struct ceiling_tls_result tr = {0};
+    struct tern_err terr = {{0}};
+    int tls_ok = ceiling_tls(&o, &tr, &terr) == 0;
+    json_t *ceil = json_pack("{s:f, s:f, s:O}", "memcpy_MBps", memcpy_MBps, "aes256gcm_one_core_MBps",
+                             aead, "tls_loopback_MBps",
+                             tls_ok ? json_real(tr.MBps) : json_string(terr.msg));
+    json_t *outj = json_pack("{s:s, s:i, s:o, s:o}", "bench", "migrate", "streams", streams,
+                             "ceilings", ceil, "runs", results);
+    char *s = json_dumps(outj, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(outj);
+    test_hosts_destroy(&h);
+    test_rmtree(dir);
+    free(dir);
+    return 0;
+}
