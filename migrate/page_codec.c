@@ -36,6 +36,12 @@
  * changed bytes plus the matches that copied from them), and per change. */
 #define LZ4_DRIFT_PER_BYTE 2
 #define LZ4_DRIFT_FIXED 16
+/* After this many LZ4 attempts in a row that gained nothing (incompressible
+ * memory: encrypted, random, already compressed), LZ4 is tried only on one
+ * fresh page in LZ4_PROBE_EVERY until it pays off again: LZ4 on such pages
+ * costs more than the TLS encryption of the raw page. */
+#define LZ4_GIVE_UP_AFTER 32u
+#define LZ4_PROBE_EVERY 16u
 
 _Static_assert(PAGE_ENC_ZERO == MIG_PAGE_ZERO && PAGE_ENC_RAW == MIG_PAGE_RAW &&
                    PAGE_ENC_LZ4 == MIG_PAGE_LZ4 && PAGE_ENC_XOR == MIG_PAGE_XOR,
@@ -58,6 +64,8 @@ struct page_encoder {
     uint32_t spare; /* pool index of the buffer the next page is copied into */
     uint64_t clock;
     int lz4_accel; /* 0: LZ4 off */
+    uint32_t lz4_misses; /* LZ4 attempts in a row that gained nothing */
+    uint32_t lz4_probe;  /* counts fresh pages while LZ4 is backed off */
     void *lz4_state;
     struct page_codec_stats st;
     uint8_t lz[PAGE]; /* LZ4 output while an XOR candidate occupies `out` */
@@ -276,6 +284,9 @@ uint32_t page_encode(struct page_encoder *e, uint64_t pfn, const uint8_t *page, 
      * correctness. */
     uint32_t lz4_bound = 0; /* unknown */
     bool try_lz4 = e->lz4_accel > 0 && len > LZ4_FLOOR;
+    if (try_lz4 && best == PAGE_ENC_RAW && e->lz4_misses >= LZ4_GIVE_UP_AFTER &&
+        ++e->lz4_probe % LZ4_PROBE_EVERY != 0)
+        try_lz4 = false; /* backed off: lz4_bound stays unknown */
     if (best == PAGE_ENC_XOR) {
         int64_t guess = (int64_t)hit->lz4_bound - LZ4_DRIFT_PER_BYTE * (int64_t)len -
                         LZ4_DRIFT_FIXED;
@@ -292,6 +303,8 @@ uint32_t page_encode(struct page_encoder *e, uint64_t pfn, const uint8_t *page, 
                                            (char *)(into_out ? out : e->lz), (int)PAGE,
                                            (int)PAGE - 1, e->lz4_accel);
         lz4_bound = z > 0 ? (uint32_t)z : PAGE;
+        if (best == PAGE_ENC_RAW)
+            e->lz4_misses = z > 0 ? 0 : e->lz4_misses + 1;
         if (z > 0 && (uint32_t)z < len) {
             if (!into_out)
                 memcpy(out, e->lz, (size_t)z);

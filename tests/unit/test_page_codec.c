@@ -141,6 +141,37 @@ static void test_compressible_page_is_lz4(void **state)
     page_encoder_destroy(e);
 }
 
+/* After a run of incompressible pages LZ4 backs off (it costs more than it
+ * saves there), but compressible pages are noticed again within a few. */
+static void test_lz4_backs_off_and_recovers(void **state)
+{
+    (void)state;
+    struct page_encoder *e = encoder(0);
+    uint8_t *src = malloc(PG), *dst = calloc(1, PG);
+    uint32_t len;
+    for (int i = 0; i < 200; i++) {
+        fill_random(src, PG);
+        assert_int_equal(send_page(e, (uint64_t)i, src, dst, &len), PAGE_ENC_RAW);
+        assert_memory_equal(src, dst, PG);
+    }
+    fill_text(src);
+    int raw_before_lz4 = 0;
+    uint8_t enc;
+    while ((enc = send_page(e, 1000 + (uint64_t)raw_before_lz4, src, dst, &len)) == PAGE_ENC_RAW) {
+        assert_memory_equal(src, dst, PG); /* a skipped LZ4 still sends the page right */
+        raw_before_lz4++;
+        assert_true(raw_before_lz4 < 32);
+    }
+    assert_int_equal(enc, PAGE_ENC_LZ4);
+    assert_true(raw_before_lz4 > 0);  /* it did back off */
+    assert_true(raw_before_lz4 <= 16); /* and probed again soon */
+    /* Recovered: the next compressible page goes LZ4 at once. */
+    assert_int_equal(send_page(e, 5000, src, dst, &len), PAGE_ENC_LZ4);
+    free(src);
+    free(dst);
+    page_encoder_destroy(e);
+}
+
 /* The test guest's pages: fresh ones are random (RAW); a re-sent page after
  * one 64-byte write goes as XOR in under 100 bytes. */
 static void test_guest_page_resent_as_xor(void **state)
@@ -667,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_zero_page),
         cmocka_unit_test(test_random_page_is_raw),
         cmocka_unit_test(test_compressible_page_is_lz4),
+        cmocka_unit_test(test_lz4_backs_off_and_recovers),
         cmocka_unit_test(test_guest_page_resent_as_xor),
         cmocka_unit_test(test_smallest_encoding_wins),
         cmocka_unit_test(test_cache_eviction_lru),
