@@ -9,6 +9,7 @@
  * Header offsets follow Documentation/arch/x86/boot.rst. The file is
  * untrusted: every field is range-checked before it is used. */
 #include "boot.h"
+#include "../proto/le.h"
 
 #include <inttypes.h>
 #include <lz4.h>
@@ -39,21 +40,6 @@
  * at most 255 output bytes), which bounds what a trailer may claim. */
 #define LZ4_MAX_RATIO 255u
 
-static uint16_t le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
-
 int bzimage_detect(const uint8_t *img, size_t len)
 {
     return len >= BZ_HEADER + 4 && memcmp(img + BZ_HEADER, "HdrS", 4) == 0;
@@ -73,7 +59,7 @@ int bzimage_parse_header(const uint8_t *img, size_t len, struct bzimage_header *
         return tern_err_set(err, "bzImage setup code (%u sectors, %" PRIu32 " bytes) runs past "
                                  "the end of the file (%zu bytes); the file is truncated",
                             sects + 1, setup_bytes, len);
-    uint16_t version = le16(img + BZ_VERSION);
+    uint16_t version = le16_get(img + BZ_VERSION);
     if (version < BZ_MIN_PROTOCOL)
         return tern_err_set(err, "bzImage uses boot protocol %u.%02u; tern-vmm needs 2.08 or "
                                  "later to find the compressed kernel; pass the "
@@ -84,12 +70,12 @@ int bzimage_parse_header(const uint8_t *img, size_t len, struct bzimage_header *
     struct bzimage_header h = {
         .protocol = version,
         .setup_bytes = setup_bytes,
-        .payload_offset = le32(img + BZ_PAYLOAD_OFFSET),
-        .payload_length = le32(img + BZ_PAYLOAD_LENGTH),
+        .payload_offset = le32_get(img + BZ_PAYLOAD_OFFSET),
+        .payload_length = le32_get(img + BZ_PAYLOAD_LENGTH),
         .loadflags = img[BZ_LOADFLAGS],
-        .xloadflags = version >= 0x020c ? le16(img + BZ_XLOADFLAGS) : 0,
-        .pref_address = version >= 0x020a ? le64(img + BZ_PREF_ADDRESS) : 0,
-        .init_size = version >= 0x020a ? le32(img + BZ_INIT_SIZE) : 0,
+        .xloadflags = version >= 0x020c ? le16_get(img + BZ_XLOADFLAGS) : 0,
+        .pref_address = version >= 0x020a ? le64_get(img + BZ_PREF_ADDRESS) : 0,
+        .init_size = version >= 0x020a ? le32_get(img + BZ_INIT_SIZE) : 0,
     };
     size_t pm_len = len - setup_bytes; /* the protected-mode part */
     if (h.payload_length == 0 || h.payload_offset > pm_len ||
@@ -147,7 +133,7 @@ static int lz4_check_total(uint32_t total, size_t stream_len, struct tern_err *e
 static int lz4_unpack_block(const uint8_t *p, size_t end, size_t *pos, uint8_t *buf,
                             size_t total, size_t *done, unsigned block, struct tern_err *err)
 {
-    uint32_t csize = le32(p + *pos);
+    uint32_t csize = le32_get(p + *pos);
     *pos += 4;
     if (csize == 0 || csize > (uint32_t)LZ4_compressBound(LZ4_LEGACY_BLOCK) ||
         csize > end - *pos)
@@ -177,7 +163,7 @@ static int lz4_legacy_unpack(const uint8_t *p, size_t len, uint8_t **out, size_t
     if (len < 4 + 4 + 4)
         return tern_err_set(err, "LZ4 payload is only %zu bytes; the bzImage is truncated", len);
     size_t end = len - 4; /* blocks end where the size trailer starts */
-    uint32_t total = le32(p + end);
+    uint32_t total = le32_get(p + end);
     if (lz4_check_total(total, end, err) < 0)
         return -1;
     uint8_t *buf = malloc(total);
@@ -191,7 +177,7 @@ static int lz4_legacy_unpack(const uint8_t *p, size_t len, uint8_t **out, size_t
             return tern_err_set(err, "LZ4 block header at payload offset %zu is cut short by "
                                      "the end of the payload; the bzImage is corrupt", pos);
         }
-        if (le32(p + pos) == LZ4_LEGACY_MAGIC) { /* concatenated frame */
+        if (le32_get(p + pos) == LZ4_LEGACY_MAGIC) { /* concatenated frame */
             pos += 4;
             continue;
         }

@@ -1,4 +1,5 @@
 #include "snapshot.h"
+#include "../proto/le.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -75,18 +76,6 @@ static bool page_is_zero(const uint8_t *p)
             return false;
     }
     return true;
-}
-
-static void le64_put(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le32_put(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 struct run_batch {

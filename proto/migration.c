@@ -1,5 +1,6 @@
 /* Migration stream records; the layouts are in docs/migration-stream.md. */
 #include "migration.h"
+#include "le.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -13,29 +14,6 @@
 #define READY_LEN 8u
 #define ERROR_MAX (4u + 2u + 65535u)
 #define SLOT_ROOM MIG_PAGES_SLOT_ROOM
-
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
-}
 
 const char *mig_record_name(uint32_t type)
 {
@@ -129,13 +107,13 @@ int mig_config_digest(uint64_t mem_bytes, uint32_t vcpus, uint32_t tsc_khz, unsi
     size_t n = 0;
     memcpy(buf, domain, 16);
     n += 16;
-    le64(buf + n, mem_bytes);
+    le64_put(buf + n, mem_bytes);
     n += 8;
-    le32(buf + n, vcpus);
+    le32_put(buf + n, vcpus);
     n += 4;
-    le32(buf + n, tsc_khz);
+    le32_put(buf + n, tsc_khz);
     n += 4;
-    le32(buf + n, nr_disks);
+    le32_put(buf + n, nr_disks);
     n += 4;
     for (unsigned i = 0; i < nr_disks; i++)
         buf[n++] = disk_read_only[i] ? 1 : 0;
@@ -375,9 +353,9 @@ int mig_pages_commit(struct mig_pages_writer *w, uint64_t index, uint8_t enc, ui
         return tern_err_set(err, "page %llu: encoding %u with %u bytes is not valid",
                             (unsigned long long)index, enc, len);
     uint8_t *e = w->buf + w->len;
-    le64(e, index);
+    le64_put(e, index);
     e[8] = enc;
-    le32(e + 9, len);
+    le32_put(e + 9, len);
     w->len += MIG_PAGE_ENTRY_HEAD + len;
     w->count++;
     return 0;
@@ -403,7 +381,7 @@ int mig_pages_seal(struct mig_pages_writer *w, const uint8_t **data, size_t *len
     *len = 0;
     if (!w->buf)
         return tern_err_set(err, "PAGES batch not initialised");
-    le32(w->buf + REC_HEADER_SIZE, w->count);
+    le32_put(w->buf + REC_HEADER_SIZE, w->count);
     struct iovec iov = {.iov_base = w->buf + REC_HEADER_SIZE, .iov_len = w->len - REC_HEADER_SIZE};
     if (rec_header_for_iov(w->buf, REC_TYPE_MIG_PAGES, 1, 0, &iov, 1, err) < 0)
         return -1;
@@ -424,7 +402,7 @@ int mig_pages_iter_init(struct mig_pages_iter *it, const struct rec_header *h,
     if (len < 4 || r->failed)
         return tern_err_set(err, "migration PAGES record of %zu bytes has no page count", len);
     rec_get_view(r, &p, len); /* the iterator owns the payload from here */
-    uint32_t count = rd32(p);
+    uint32_t count = le32_get(p);
     if (count > MIG_PAGES_MAX_COUNT)
         return tern_err_set(err, "migration PAGES record with %u pages (at most %u)", count,
                             MIG_PAGES_MAX_COUNT);
@@ -434,9 +412,9 @@ int mig_pages_iter_init(struct mig_pages_iter *it, const struct rec_header *h,
             return tern_err_set(err,
                                 "migration PAGES record ends after %u of its %u pages (byte %zu)",
                                 i, count, off);
-        uint64_t index = rd64(p + off);
+        uint64_t index = le64_get(p + off);
         uint8_t enc = p[off + 8];
-        uint32_t n = rd32(p + off + 9);
+        uint32_t n = le32_get(p + off + 9);
         if (index >= nr_pages)
             return tern_err_set(err,
                                 "migration PAGES record: page %u has index %llu, RAM has %llu pages",
@@ -472,10 +450,10 @@ bool mig_pages_iter_next(struct mig_pages_iter *it, struct mig_page *pg)
     if (it->next >= it->count || it->len - it->off < MIG_PAGE_ENTRY_HEAD)
         return false;
     const uint8_t *e = it->p + it->off;
-    uint32_t n = rd32(e + 9);
+    uint32_t n = le32_get(e + 9);
     if (n > it->len - it->off - MIG_PAGE_ENTRY_HEAD)
         return false;
-    pg->index = rd64(e);
+    pg->index = le64_get(e);
     pg->enc = e[8];
     pg->len = n;
     pg->data = e + MIG_PAGE_ENTRY_HEAD;

@@ -1,4 +1,5 @@
 #include "record.h"
+#include "le.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,40 +54,6 @@ static uint8_t *rec_buf_grow(struct rec_buf *b, size_t n)
     return at;
 }
 
-static void le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
-}
-
 void rec_begin(struct rec_buf *b, uint32_t type, uint16_t version, uint16_t flags)
 {
     if (b->open) {
@@ -97,11 +64,11 @@ void rec_begin(struct rec_buf *b, uint32_t type, uint16_t version, uint16_t flag
     uint8_t *h = rec_buf_grow(b, REC_HEADER_SIZE);
     if (!h)
         return;
-    le32(h, type);
-    le16(h + 4, version);
-    le16(h + 6, flags);
-    le32(h + 8, 0);
-    le32(h + 12, 0);
+    le32_put(h, type);
+    le16_put(h + 4, version);
+    le16_put(h + 6, flags);
+    le32_put(h + 8, 0);
+    le32_put(h + 12, 0);
     b->open = at + 1;
 }
 
@@ -132,8 +99,8 @@ void rec_end(struct rec_buf *b)
         return;
     }
     uint8_t *h = b->data + at;
-    le32(h + 8, (uint32_t)payload);
-    le32(h + 12, record_crc(h, h + REC_HEADER_SIZE, payload));
+    le32_put(h + 8, (uint32_t)payload);
+    le32_put(h + 12, record_crc(h, h + REC_HEADER_SIZE, payload));
 }
 
 void rec_put_u8(struct rec_buf *b, uint8_t v)
@@ -147,21 +114,21 @@ void rec_put_u16(struct rec_buf *b, uint16_t v)
 {
     uint8_t *p = rec_buf_grow(b, 2);
     if (p)
-        le16(p, v);
+        le16_put(p, v);
 }
 
 void rec_put_u32(struct rec_buf *b, uint32_t v)
 {
     uint8_t *p = rec_buf_grow(b, 4);
     if (p)
-        le32(p, v);
+        le32_put(p, v);
 }
 
 void rec_put_u64(struct rec_buf *b, uint64_t v)
 {
     uint8_t *p = rec_buf_grow(b, 8);
     if (p)
-        le64(p, v);
+        le64_put(p, v);
 }
 
 void rec_put_bytes(struct rec_buf *b, const void *src, size_t n)
@@ -240,21 +207,21 @@ int rec_get_u8(struct rec_reader *r, uint8_t *v)
 int rec_get_u16(struct rec_reader *r, uint16_t *v)
 {
     const uint8_t *p = take(r, 2, "u16");
-    *v = p ? rd16(p) : 0;
+    *v = p ? le16_get(p) : 0;
     return p ? 0 : -1;
 }
 
 int rec_get_u32(struct rec_reader *r, uint32_t *v)
 {
     const uint8_t *p = take(r, 4, "u32");
-    *v = p ? rd32(p) : 0;
+    *v = p ? le32_get(p) : 0;
     return p ? 0 : -1;
 }
 
 int rec_get_u64(struct rec_reader *r, uint64_t *v)
 {
     const uint8_t *p = take(r, 8, "u64");
-    *v = p ? rd64(p) : 0;
+    *v = p ? le64_get(p) : 0;
     return p ? 0 : -1;
 }
 
@@ -317,11 +284,11 @@ int rec_get_str(struct rec_reader *r, char *buf, size_t cap)
 
 int rec_parse_header(const uint8_t *hdr, struct rec_header *h, struct tern_err *err)
 {
-    h->type = rd32(hdr);
-    h->version = rd16(hdr + 4);
-    h->flags = rd16(hdr + 6);
-    h->length = rd32(hdr + 8);
-    h->crc = rd32(hdr + 12);
+    h->type = le32_get(hdr);
+    h->version = le16_get(hdr + 4);
+    h->flags = le16_get(hdr + 6);
+    h->length = le32_get(hdr + 8);
+    h->crc = le32_get(hdr + 12);
     if (h->length > REC_MAX_PAYLOAD)
         return tern_err_set(err, "record type 0x%x claims %u bytes (limit %u)", h->type,
                             h->length, REC_MAX_PAYLOAD);
@@ -376,24 +343,24 @@ int rec_header_for_iov(uint8_t out[REC_HEADER_SIZE], uint32_t type, uint16_t ver
     if (total > REC_MAX_PAYLOAD)
         return tern_err_set(err, "record type 0x%x payload of %llu bytes exceeds %u", type,
                             (unsigned long long)total, REC_MAX_PAYLOAD);
-    le32(out, type);
-    le16(out + 4, version);
-    le16(out + 6, flags);
-    le32(out + 8, (uint32_t)total);
+    le32_put(out, type);
+    le16_put(out + 4, version);
+    le16_put(out + 6, flags);
+    le32_put(out + 8, (uint32_t)total);
     uLong crc = crc32(crc32(0L, Z_NULL, 0), out, 12);
     for (int i = 0; i < iovcnt; i++)
         crc = crc32(crc, iov[i].iov_base, (uInt)iov[i].iov_len);
-    le32(out + 12, (uint32_t)crc);
+    le32_put(out + 12, (uint32_t)crc);
     return 0;
 }
 
 uint32_t rec_crc_start(const struct rec_header *h)
 {
     uint8_t hdr12[12];
-    le32(hdr12, h->type);
-    le16(hdr12 + 4, h->version);
-    le16(hdr12 + 6, h->flags);
-    le32(hdr12 + 8, h->length);
+    le32_put(hdr12, h->type);
+    le16_put(hdr12 + 4, h->version);
+    le16_put(hdr12 + 6, h->flags);
+    le32_put(hdr12 + 8, h->length);
     return (uint32_t)crc32(crc32(0L, Z_NULL, 0), hdr12, 12);
 }
 
