@@ -315,36 +315,38 @@ void dirtylog_ring_unmap(struct dirtylog_ring *r)
     r->gfns = NULL;
 }
 
-/* Takes the ring's dirty entries (marking them for KVM's reset) into
- * `bits` (RAM index space) or, without bits, into `marks`. The caller holds
- * r->lock and then calls KVM_RESET_DIRTY_RINGS. Returns the entries taken. */
-static uint64_t ring_harvest(struct dirtylog_ring *r, const struct guest_memory *mem,
-                             uint64_t *bits, struct vmm_dirty *marks)
+struct ring_entry {
+    uint32_t slot;
+    uint64_t offset;
+};
+
+/* Takes up to `max` dirty entries of the ring, marking them for KVM's
+ * reset. The caller holds r->lock. */
+static unsigned ring_take(struct dirtylog_ring *r, struct ring_entry *out, unsigned max)
 {
-    uint64_t n = 0;
     const uint32_t mask = r->entries - 1;
-    for (;;) {
+    unsigned n = 0;
+    while (n < max) {
         struct kvm_dirty_gfn *e = &r->gfns[r->fetch & mask];
         /* Acquire: the slot and offset KVM wrote before it set the flag. */
         uint32_t flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
         if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
             break;
-        uint32_t slot = e->slot;
-        uint64_t offset = e->offset;
+        out[n++] = (struct ring_entry){.slot = e->slot, .offset = e->offset};
         /* Release: done reading the entry before KVM may reuse it. */
         __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
         r->fetch++;
-        n++;
-        /* Address space 0 (bits 16+) and one of our slots; KVM logs no other. */
-        if (slot >= mem->nr_regions ||
-            offset >= mem->regions[slot].size >> DIRTYLOG_PAGE_SHIFT)
-            continue;
-        if (bits)
-            dirtylog_bitmap_set(bits, (mem->regions[slot].offset >> DIRTYLOG_PAGE_SHIFT) + offset);
-        else
-            vmm_dirty_mark(marks, mem->regions[slot].gpa + (offset << DIRTYLOG_PAGE_SHIFT), 1);
     }
     return n;
+}
+
+/* The RAM index of an entry, or UINT64_MAX if it names no RAM of ours
+ * (address space 0, bits 16+ of slot, and our slots: KVM logs no other). */
+static uint64_t ring_entry_page(const struct guest_memory *mem, const struct ring_entry *e)
+{
+    if (e->slot >= mem->nr_regions || e->offset >= mem->regions[e->slot].size >> DIRTYLOG_PAGE_SHIFT)
+        return UINT64_MAX;
+    return (mem->regions[e->slot].offset >> DIRTYLOG_PAGE_SHIFT) + e->offset;
 }
 
 static int ring_reset(struct vm *vm, struct tern_err *err)
@@ -354,12 +356,30 @@ static int ring_reset(struct vm *vm, struct tern_err *err)
     return 0;
 }
 
+#define RING_BATCH 1024u
+
 int dirtylog_ring_drain(struct dirtylog_ring *r, struct vm *vm, struct tern_err *err)
 {
-    pthread_mutex_lock(&r->lock);
-    ring_harvest(r, &vm->mem, NULL, &vm->dirty);
-    pthread_mutex_unlock(&r->lock);
-    return ring_reset(vm, err);
+    /* Reset before the pages are marked: once a collect can take a mark,
+     * the caller may read the page, and a write after that read must find
+     * the page write-protected again (another vCPU may still hold it
+     * writable until the reset). */
+    struct ring_entry batch[RING_BATCH];
+    for (;;) {
+        pthread_mutex_lock(&r->lock);
+        unsigned n = ring_take(r, batch, RING_BATCH);
+        pthread_mutex_unlock(&r->lock);
+        if (ring_reset(vm, err) < 0)
+            return -1;
+        for (unsigned i = 0; i < n; i++) {
+            if (ring_entry_page(&vm->mem, &batch[i]) == UINT64_MAX)
+                continue;
+            const struct guest_memory_region *reg = &vm->mem.regions[batch[i].slot];
+            vmm_dirty_mark(&vm->dirty, reg->gpa + (batch[i].offset << DIRTYLOG_PAGE_SHIFT), 1);
+        }
+        if (n < RING_BATCH)
+            return 0;
+    }
 }
 
 /* A VM's rings hang off its vCPUs, which vm_create sets up when asked to
@@ -372,16 +392,27 @@ int dirtylog_ring_drain(struct dirtylog_ring *r, struct vm *vm, struct tern_err 
 static int64_t ring_collect(struct dirtylog *d, uint64_t *bits, struct tern_err *err)
 {
     struct vm *vm = d->vm;
-    uint64_t n = 0;
+    struct ring_entry batch[RING_BATCH];
+    uint64_t total = 0;
     for (unsigned i = 0; i < vm->nr_vcpus; i++) {
         struct dirtylog_ring *r = &vm->vcpus[i].ring;
+        unsigned n;
         pthread_mutex_lock(&r->lock);
-        n += ring_harvest(r, &vm->mem, bits, NULL);
+        do {
+            n = ring_take(r, batch, RING_BATCH);
+            for (unsigned k = 0; k < n; k++) {
+                uint64_t page = ring_entry_page(&vm->mem, &batch[k]);
+                if (page != UINT64_MAX)
+                    dirtylog_bitmap_set(bits, page);
+            }
+            total += n;
+        } while (n == RING_BATCH);
         pthread_mutex_unlock(&r->lock);
     }
-    if (n && ring_reset(vm, err) < 0)
+    /* Before returning: the caller reads these pages only after this. */
+    if (total && ring_reset(vm, err) < 0)
         return -1;
-    return (int64_t)n;
+    return (int64_t)total;
 }
 
 static int ring_start(struct dirtylog *d, struct tern_err *err)
@@ -532,6 +563,15 @@ void dirtylog_report_all(struct dirtylog *d, uint64_t *bitmap)
 {
     dirtylog_bitmap_set_range(d->reported, 0, d->nr_pages);
     dirtylog_bitmap_set_range(bitmap, 0, d->nr_pages);
+}
+
+void dirtylog_report_pages(struct dirtylog *d, const uint64_t *bitmap)
+{
+    for (uint64_t w = 0; w < d->nr_words; w++)
+        d->reported[w] |= bitmap[w];
+    /* Bits beyond the end of RAM in the last word are not pages. */
+    if (d->nr_pages % 64)
+        d->reported[d->nr_words - 1] &= (1ull << (d->nr_pages % 64)) - 1;
 }
 
 void dirtylog_stop(struct dirtylog *d)

@@ -8,7 +8,8 @@
  * The engine's order of operations, every round (docs/dirtylog.md):
  *
  *     dirtylog_collect(d, bitmap)          pages dirtied since they were last cleared
- *                                          (round 0: dirtylog_report_all(d, bitmap))
+ *                                          (round 0: dirtylog_report_all(d, bitmap), or
+ *                                          the caller's own choice + dirtylog_report_pages)
  *     for each chunk of the RAM index space holding dirty pages:
  *         dirtylog_clear(d, chunk)         re-arm tracking of the chunk's reported pages
  *         read and send every page of `bitmap` in the chunk
@@ -113,6 +114,13 @@ int dirtylog_clear(struct dirtylog *d, uint64_t first_page, uint64_t npages,
  * later rounds (clear a chunk, then read all of it). */
 void dirtylog_report_all(struct dirtylog *d, uint64_t *bitmap);
 
+/* The same for a round 0 the caller chose itself (say, only the pages the
+ * guest ever touched): counts the pages set in `bitmap` as reported. The
+ * caller must read every one of them after clearing its chunk. Without
+ * this, a clear does not forget those pages, and any written since
+ * dirtylog_start are sent again in round 1 (safe, only slower). */
+void dirtylog_report_pages(struct dirtylog *d, const uint64_t *bitmap);
+
 /* Stops tracking: slot flags back to 0; BITMAP: manual protect off; RING:
  * the rings emptied. Safe with NULL. Problems (none expected: the VM
  * would be going away) go to stderr. */
@@ -154,9 +162,10 @@ int dirtylog_ring_map(struct dirtylog_ring *r, int vcpu_fd, uint32_t entries,
 void dirtylog_ring_unmap(struct dirtylog_ring *r);
 
 /* For the vCPU's own thread on KVM_EXIT_DIRTY_RING_FULL (KVM will not run
- * it again until its ring has room): harvests its ring into vm->dirty, so
- * the next collect reports those pages, and resets it. No waiting for the
- * collector, so a slow or absent collector never stalls the guest. */
+ * it again until its ring has room): harvests its ring, resets it (KVM
+ * write-protects those pages again), then marks the pages in vm->dirty, so
+ * the next collect reports them. No waiting for the collector, so a slow
+ * or absent collector never stalls the guest. */
 int dirtylog_ring_drain(struct dirtylog_ring *r, struct vm *vm, struct tern_err *err);
 
 /* --- how a range of the RAM index space maps onto KVM slots (pure) --- */

@@ -63,7 +63,8 @@ void vmm_dirty_collect(struct vmm_dirty *d, uint64_t *out, uint64_t first_word, 
 {
     uint64_t words = (d->nr_pages + 63) / 64;
     for (uint64_t w = first_word; w < first_word + nr_words && w < words; w++)
-        out[w - first_word] |= atomic_exchange_explicit(&d->bits[w], 0, memory_order_acq_rel);
+        if (atomic_load_explicit(&d->bits[w], memory_order_relaxed)) /* skip the write when empty */
+            out[w - first_word] |= atomic_exchange_explicit(&d->bits[w], 0, memory_order_acq_rel);
 }
 
 uint64_t vmm_dirty_count(const struct vmm_dirty *d)

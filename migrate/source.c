@@ -365,6 +365,7 @@ static void *source_thread(void *arg)
     struct conv_state cs;
     conv_init(&cs, &cp);
     mark_used_pages(vm, bitmap, nr_pages);
+    dirtylog_report_pages(dl, bitmap); /* round 0's clears may then forget them */
     double last_throttle = 0;
     for (uint32_t round = 0;; round++) {
         char phase[32];
