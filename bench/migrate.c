@@ -25,6 +25,8 @@
 #include "tests/support/proc.h"
 
 #define TOKEN "bench-migration-token-0123456789"
+/* The pause budget asked for: issue 4 aims for 10 ms at 100 MB/s. */
+#define BENCH_DOWNTIME_MS 10.0
 
 static json_t *call(const char *sock, json_t *req)
 {
@@ -80,8 +82,9 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
     for (int i = 0; i < 500 && !test_wait_for_text(dst.err_path, "waiting for a migration", 0); i++)
         test_sleep_ms(10);
     test_sleep_ms(100);
-    json_t *rep = call(src_sock, json_pack("{s:s, s:s, s:s, s:s, s:i}", "cmd", "migrate", "uri", uri,
-                                           "tls_dir", tls0, "token", TOKEN, "streams", streams));
+    json_t *rep = call(src_sock, json_pack("{s:s, s:s, s:s, s:s, s:i, s:f}", "cmd", "migrate", "uri",
+                                           uri, "tls_dir", tls0, "token", TOKEN, "streams", streams,
+                                           "downtime_ms", BENCH_DOWNTIME_MS));
     if (!rep || !json_is_true(json_object_get(rep, "ok"))) {
         json_decref(rep);
         goto out;
@@ -185,8 +188,8 @@ int main(int argc, char **argv)
     json_t *ceil = json_pack("{s:f, s:f, s:O}", "memcpy_MBps", memcpy_MBps, "aes256gcm_one_core_MBps",
                              aead, "tls_loopback_MBps",
                              tls_ok ? json_real(tr.MBps) : json_string(terr.msg));
-    json_t *outj = json_pack("{s:s, s:i, s:o, s:o}", "bench", "migrate", "streams", streams,
-                             "ceilings", ceil, "runs", results);
+    json_t *outj = json_pack("{s:s, s:i, s:f, s:o, s:o}", "bench", "migrate", "streams", streams,
+                             "downtime_ms", BENCH_DOWNTIME_MS, "ceilings", ceil, "runs", results);
     char *s = json_dumps(outj, JSON_INDENT(2));
     printf("%s\n", s);
     free(s);
