@@ -76,18 +76,14 @@ int mig_channel_connect(struct mig_channel **out, struct mig_tls *t, const char 
 
 /* --- data --- */
 
-/* Sends all of iov, in order, or fails. The caller's buffers are free
- * again on return: the data is encrypted and with the kernel, except the
- * last send buffer (up to 256 KiB), whose send is still in flight so the
- * caller can prepare its next batch meanwhile; the next call, a flush or
- * close collects it (and reports its failure, if any). Each call is bounded
- * by the send timeout; a failed or timed-out send leaves the channel
- * unusable (later calls fail at once). */
+/* Sends all of iov, in order, or fails; returns once the kernel has taken
+ * every byte (within the call, encryption of the next 256 KiB overlaps
+ * with the kernel taking the previous). Bounded by the send timeout; a
+ * failed or timed-out send leaves the channel unusable (later calls fail
+ * at once). Nothing stays in flight after the call returns, so a channel
+ * may be handed to another thread between calls. */
 int mig_channel_send(struct mig_channel *c, const struct iovec *iov, int iovcnt,
                      struct tern_err *err);
-
-/* Waits until every byte sent so far is with the kernel. */
-int mig_channel_flush(struct mig_channel *c, struct tern_err *err);
 
 /* Receives exactly len bytes within timeout_ms (< 0: no limit). Returns 1
  * when they are in; 0 when the peer closed the connection cleanly (TLS

@@ -35,8 +35,7 @@
 
 /* Transport record types (proto/record_types.h's 0x03xx range, kept
  * apart from the stream records). */
-#define REC_TYPE_MIG_XPORT_HELLO 0x03f0u
-#define REC_TYPE_MIG_XPORT_REPLY 0x03f1u
+#include "../proto/record_types.h" /* REC_TYPE_MIG_XPORT_HELLO, _REPLY */
 
 #define MIG_SESSION_MAX_STREAMS 64
 #define MIG_TOKEN_MAX 255

@@ -20,8 +20,11 @@ int mig_recv_record(struct mig_channel *c, struct mig_rxbuf *rx, int timeout_ms,
                     struct rec_header *h, struct rec_reader *payload, struct tern_err *err)
 {
     uint8_t hdr[REC_HEADER_SIZE];
-    if (mig_channel_recv(c, hdr, sizeof(hdr), timeout_ms, err) < 0)
+    int got = mig_channel_recv(c, hdr, sizeof(hdr), timeout_ms, err);
+    if (got < 0)
         return -1;
+    if (got == 0)
+        return tern_err_set(err, "the peer closed the connection");
     if (rec_parse_header(hdr, h, err) < 0)
         return -1;
     if (h->length > rx->cap) {
@@ -34,8 +37,13 @@ int mig_recv_record(struct mig_channel *c, struct mig_rxbuf *rx, int timeout_ms,
         rx->data = p;
         rx->cap = cap;
     }
-    if (h->length && mig_channel_recv(c, rx->data, h->length, timeout_ms, err) < 0)
-        return -1;
+    if (h->length) {
+        got = mig_channel_recv(c, rx->data, h->length, timeout_ms, err);
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            return tern_err_set(err, "the peer closed the connection inside a record");
+    }
     if (rec_check_crc(h, rx->data, err) < 0)
         return -1;
     rec_reader_init(payload, rx->data, h->length);

@@ -20,9 +20,7 @@
 /* OpenSSL reads ahead up to this much ciphertext per call into its own
  * buffer (the channel receives straight into it). Larger buffers measured
  * slower: the ciphertext leaves the cache before it is decrypted. */
-#ifndef READ_BUFFER_LEN
 #define READ_BUFFER_LEN (64u << 10)
-#endif
 
 uint64_t mig__now_ns(void)
 {

@@ -32,5 +32,9 @@
 #define REC_TYPE_MIG_RUNNING 0x0308u
 #define REC_TYPE_MIG_ERROR 0x0309u
 #define REC_TYPE_MIG_CANCEL 0x030au
+/* The transport's own hello and reply (migrate/session.h,
+ * docs/migration-transport.md). */
+#define REC_TYPE_MIG_XPORT_HELLO 0x03f0u
+#define REC_TYPE_MIG_XPORT_REPLY 0x03f1u
 
 #endif

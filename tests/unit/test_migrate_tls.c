@@ -148,8 +148,6 @@ static void *bg_send(void *arg)
     double t0 = now_ms();
     struct iovec iov = {.iov_base = b->buf, .iov_len = b->len};
     b->rc = mig_channel_send(b->c, &iov, 1, &b->err);
-    if (b->rc == 0)
-        b->rc = mig_channel_flush(b->c, &b->err);
     b->ms = now_ms() - t0;
     return NULL;
 }
@@ -456,8 +454,6 @@ static void *stream_main(void *arg)
     if (j->sender) {
         struct iovec iov[2] = {{&idx, sizeof(idx)}, {j->buf, j->len}};
         j->rc = mig_channel_send(j->c, iov, 2, &j->err);
-        if (j->rc == 0)
-            j->rc = mig_channel_flush(j->c, &j->err);
     } else {
         uint32_t got = 0xffffffff;
         j->rc = mig_channel_recv(j->c, &got, sizeof(got), 30000, &j->err) == 1 &&
@@ -871,7 +867,6 @@ static void test_sender_cut_mid_message(void **state)
     struct tern_err err;
     struct iovec iov = {.iov_base = out, .iov_len = 1 << 20};
     assert_int_equal(mig_channel_send(p.client, &iov, 1, &err), 0);
-    assert_int_equal(mig_channel_flush(p.client, &err), 0);
     mig_channel_abort(p.client); /* a cut, not a goodbye */
     bg_join(&rcv);
     assert_int_equal(rcv.rc, -1);
@@ -908,8 +903,6 @@ static void test_timeouts(void **state)
     struct iovec bigv = {.iov_base = big, .iov_len = BIG};
     t0 = now_ms();
     int rc = mig_channel_send(p.client, &bigv, 1, &err);
-    if (rc == 0)
-        rc = mig_channel_flush(p.client, &err);
     took = now_ms() - t0;
     assert_int_equal(rc, -1);
     assert_contains(err.msg, "timed out after 300 ms");
