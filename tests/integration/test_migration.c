@@ -158,8 +158,7 @@ static struct vmm *start_dest(struct fixture *f, int host, const char *vcpus, co
 {
     char uri[64];
     snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[host], PORT);
-    char *u = strdup(uri);
-    const char *args[] = {"--incoming", u, "--tls-dir", tls, "--token", token, "--mem", "128M",
+    const char *args[] = {"--incoming", uri, "--tls-dir", tls, "--token", token, "--mem", "128M",
                           "--vcpus", vcpus, "--disk", f->disk, NULL};
     struct vmm *v = start(f, host, args);
     for (int i = 0; i < 200 && !test_wait_for_text(v->p.err_path, "waiting for a migration", 0); i++)
