@@ -1,5 +1,6 @@
 /* Cluster CA and host certificates (migrate/certs.h). */
 #include "certs.h"
+#include "transport_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,24 +21,6 @@
 
 #define SKEW_SECONDS 300L
 #define MAX_DAYS 36500
-
-static const char *ossl_reason(char *buf, size_t len)
-{
-    unsigned long e = ERR_get_error();
-    if (!e)
-        snprintf(buf, len, "unknown OpenSSL error");
-    else
-        ERR_error_string_n(e, buf, len);
-    ERR_clear_error();
-    return buf;
-}
-
-static int path_in(char *out, size_t cap, const char *dir, const char *name, struct tern_err *err)
-{
-    if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap)
-        return tern_err_set(err, "path too long: %s/%s", dir, name);
-    return 0;
-}
 
 static int ensure_dir(const char *dir, struct tern_err *err)
 {
@@ -104,7 +87,7 @@ static int write_pem(const char *path, X509 *cert, EVP_PKEY *key, mode_t mode,
                   : PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
     if (!ok) {
         BIO_free(b);
-        return tern_err_set(err, "encoding %s: %s", path, ossl_reason(why, sizeof(why)));
+        return tern_err_set(err, "encoding %s: %s", path, mig__ossl_reason(why, sizeof(why)));
     }
     char *data;
     long len = BIO_get_mem_data(b, &data);
@@ -118,7 +101,7 @@ static EVP_PKEY *new_key(struct tern_err *err)
     char why[256];
     EVP_PKEY *k = EVP_EC_gen("P-256");
     if (!k)
-        tern_err_set(err, "generating an EC P-256 key: %s", ossl_reason(why, sizeof(why)));
+        tern_err_set(err, "generating an EC P-256 key: %s", mig__ossl_reason(why, sizeof(why)));
     return k;
 }
 
@@ -128,12 +111,12 @@ static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, struct 
     X509_EXTENSION *e = X509V3_EXT_nconf_nid(NULL, ctx, nid, value);
     if (!e)
         return tern_err_set(err, "certificate extension %s=%s: %s", OBJ_nid2sn(nid), value,
-                            ossl_reason(why, sizeof(why)));
+                            mig__ossl_reason(why, sizeof(why)));
     int ok = X509_add_ext(x, e, -1);
     X509_EXTENSION_free(e);
     if (!ok)
         return tern_err_set(err, "adding extension %s: %s", OBJ_nid2sn(nid),
-                            ossl_reason(why, sizeof(why)));
+                            mig__ossl_reason(why, sizeof(why)));
     return 0;
 }
 
@@ -172,7 +155,7 @@ oom:
     tern_err_set(err, "out of memory");
     goto out;
 ossl:
-    tern_err_set(err, "building certificate for %s: %s", cn, ossl_reason(why, sizeof(why)));
+    tern_err_set(err, "building certificate for %s: %s", cn, mig__ossl_reason(why, sizeof(why)));
 out:
     BN_free(bn);
     X509_free(x);
@@ -206,8 +189,8 @@ int mig_certs_init_ca(const char *dir, const char *name, int days, struct tern_e
                             name ? name : "");
     if (days < 1 || days > MAX_DAYS)
         return tern_err_set(err, "CA validity must be 1..%d days, not %d", MAX_DAYS, days);
-    if (ensure_dir(dir, err) < 0 || path_in(cert_path, sizeof(cert_path), dir, "ca.pem", err) < 0 ||
-        path_in(key_path, sizeof(key_path), dir, "ca-key.pem", err) < 0)
+    if (ensure_dir(dir, err) < 0 || mig__path_in(cert_path, sizeof(cert_path), dir, "ca.pem", err) < 0 ||
+        mig__path_in(key_path, sizeof(key_path), dir, "ca-key.pem", err) < 0)
         return -1;
     if (access(key_path, F_OK) == 0)
         return tern_err_set(err,
@@ -227,7 +210,7 @@ int mig_certs_init_ca(const char *dir, const char *name, int days, struct tern_e
         add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always", err) < 0)
         goto out;
     if (!X509_sign(x, key, EVP_sha256())) {
-        tern_err_set(err, "signing the CA certificate: %s", ossl_reason(why, sizeof(why)));
+        tern_err_set(err, "signing the CA certificate: %s", mig__ossl_reason(why, sizeof(why)));
         goto out;
     }
     /* Key first: a ca.pem without its key would be useless. */
@@ -248,8 +231,8 @@ static int load_ca(const char *ca_dir, X509 **ca, EVP_PKEY **ca_key, struct tern
     char cert_path[4096], key_path[4096], why[256];
     *ca = NULL;
     *ca_key = NULL;
-    if (path_in(cert_path, sizeof(cert_path), ca_dir, "ca.pem", err) < 0 ||
-        path_in(key_path, sizeof(key_path), ca_dir, "ca-key.pem", err) < 0)
+    if (mig__path_in(cert_path, sizeof(cert_path), ca_dir, "ca.pem", err) < 0 ||
+        mig__path_in(key_path, sizeof(key_path), ca_dir, "ca-key.pem", err) < 0)
         return -1;
     FILE *f = fopen(cert_path, "re");
     if (!f)
@@ -258,7 +241,7 @@ static int load_ca(const char *ca_dir, X509 **ca, EVP_PKEY **ca_key, struct tern
     fclose(f);
     if (!*ca)
         return tern_err_set(err, "%s is not a PEM certificate: %s", cert_path,
-                            ossl_reason(why, sizeof(why)));
+                            mig__ossl_reason(why, sizeof(why)));
     f = fopen(key_path, "re");
     if (!f) {
         tern_err_errno(err, errno, "cannot read %s", key_path);
@@ -268,7 +251,7 @@ static int load_ca(const char *ca_dir, X509 **ca, EVP_PKEY **ca_key, struct tern
     fclose(f);
     if (!*ca_key) {
         tern_err_set(err, "%s is not a PEM private key: %s", key_path,
-                     ossl_reason(why, sizeof(why)));
+                     mig__ossl_reason(why, sizeof(why)));
         goto fail;
     }
     if (X509_check_private_key(*ca, *ca_key) != 1) {
@@ -319,16 +302,16 @@ int mig_certs_issue_window(const char *ca_dir, const char *out_dir, const char *
         goto out;
     if (!X509_sign(x, ca_key, EVP_sha256())) {
         tern_err_set(err, "signing the certificate for %s: %s", name,
-                     ossl_reason(why, sizeof(why)));
+                     mig__ossl_reason(why, sizeof(why)));
         goto out;
     }
-    if (path_in(path, sizeof(path), out_dir, "key.pem", err) < 0 ||
+    if (mig__path_in(path, sizeof(path), out_dir, "key.pem", err) < 0 ||
         write_pem(path, NULL, key, 0600, err) < 0)
         goto out;
-    if (path_in(path, sizeof(path), out_dir, "cert.pem", err) < 0 ||
+    if (mig__path_in(path, sizeof(path), out_dir, "cert.pem", err) < 0 ||
         write_pem(path, x, NULL, 0644, err) < 0)
         goto out;
-    if (path_in(path, sizeof(path), out_dir, "ca.pem", err) < 0 ||
+    if (mig__path_in(path, sizeof(path), out_dir, "ca.pem", err) < 0 ||
         write_pem(path, ca, NULL, 0644, err) < 0)
         goto out;
     rc = 0;

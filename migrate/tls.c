@@ -36,8 +36,7 @@ uint64_t mig__deadline(int timeout_ms)
     return mig__now_ns() + (uint64_t)timeout_ms * 1000000ull;
 }
 
-/* The first OpenSSL error on this thread's queue, as text (queue cleared). */
-static const char *ossl_reason(char *buf, size_t len)
+const char *mig__ossl_reason(char *buf, size_t len)
 {
     unsigned long e = ERR_get_error();
     if (!e)
@@ -48,10 +47,10 @@ static const char *ossl_reason(char *buf, size_t len)
     return buf;
 }
 
-static int path_in(char *out, size_t cap, const char *dir, const char *name, struct tern_err *err)
+int mig__path_in(char *out, size_t cap, const char *dir, const char *name, struct tern_err *err)
 {
     if ((size_t)snprintf(out, cap, "%s/%s", dir, name) >= cap)
-        return tern_err_set(err, "TLS directory path too long: %s", dir);
+        return tern_err_set(err, "path too long: %s/%s", dir, name);
     return 0;
 }
 
@@ -94,7 +93,7 @@ static int load_ca(SSL_CTX *ctx, const char *path, struct tern_err *err)
     char why[256];
     BIO *b = BIO_new_file(path, "r");
     if (!b)
-        return tern_err_set(err, "cannot read %s: %s", path, ossl_reason(why, sizeof(why)));
+        return tern_err_set(err, "cannot read %s: %s", path, mig__ossl_reason(why, sizeof(why)));
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     int n = 0;
     X509 *x;
@@ -103,7 +102,7 @@ static int load_ca(SSL_CTX *ctx, const char *path, struct tern_err *err)
         X509_free(x);
         if (!ok) {
             BIO_free(b);
-            return tern_err_set(err, "%s: %s", path, ossl_reason(why, sizeof(why)));
+            return tern_err_set(err, "%s: %s", path, mig__ossl_reason(why, sizeof(why)));
         }
         n++;
     }
@@ -131,7 +130,7 @@ static int check_own_cert(SSL_CTX *ctx, const char *cert_path, const char *ca_pa
     cert_cn(cert, cn, sizeof(cn));
     if (!X509_STORE_CTX_init(sc, SSL_CTX_get_cert_store(ctx), cert, chain)) {
         char why[256];
-        tern_err_set(err, "checking %s: %s", cert_path, ossl_reason(why, sizeof(why)));
+        tern_err_set(err, "checking %s: %s", cert_path, mig__ossl_reason(why, sizeof(why)));
         goto out;
     }
     if (X509_verify_cert(sc) != 1) {
@@ -186,9 +185,9 @@ int mig_tls_load(struct mig_tls **out, const char *dir, struct tern_err *err)
     *out = NULL;
     if (!dir || !*dir)
         return tern_err_set(err, "no TLS directory given");
-    if (path_in(ca, sizeof(ca), dir, "ca.pem", err) < 0 ||
-        path_in(cert, sizeof(cert), dir, "cert.pem", err) < 0 ||
-        path_in(key, sizeof(key), dir, "key.pem", err) < 0)
+    if (mig__path_in(ca, sizeof(ca), dir, "ca.pem", err) < 0 ||
+        mig__path_in(cert, sizeof(cert), dir, "cert.pem", err) < 0 ||
+        mig__path_in(key, sizeof(key), dir, "key.pem", err) < 0)
         return -1;
     if (check_readable(ca, err) < 0 || check_readable(cert, err) < 0 ||
         check_readable(key, err) < 0)
@@ -203,13 +202,13 @@ int mig_tls_load(struct mig_tls **out, const char *dir, struct tern_err *err)
     t->ktls = true;
     SSL_CTX *ctx = t->ctx = SSL_CTX_new(TLS_method());
     if (!ctx) {
-        tern_err_set(err, "creating TLS context: %s", ossl_reason(why, sizeof(why)));
+        tern_err_set(err, "creating TLS context: %s", mig__ossl_reason(why, sizeof(why)));
         goto fail;
     }
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
         !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
         !SSL_CTX_set_ciphersuites(ctx, CIPHERSUITES)) {
-        tern_err_set(err, "configuring TLS 1.3: %s", ossl_reason(why, sizeof(why)));
+        tern_err_set(err, "configuring TLS 1.3: %s", mig__ossl_reason(why, sizeof(why)));
         goto fail;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
@@ -227,7 +226,7 @@ int mig_tls_load(struct mig_tls **out, const char *dir, struct tern_err *err)
         goto fail;
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         tern_err_set(err, "%s is not a usable PEM certificate: %s", cert,
-                     ossl_reason(why, sizeof(why)));
+                     mig__ossl_reason(why, sizeof(why)));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
@@ -236,7 +235,7 @@ int mig_tls_load(struct mig_tls **out, const char *dir, struct tern_err *err)
             tern_err_set(err, "%s does not match the certificate in %s", key, cert);
         else
             tern_err_set(err, "%s is not a usable PEM private key: %s", key,
-                         ossl_reason(why, sizeof(why)));
+                         mig__ossl_reason(why, sizeof(why)));
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

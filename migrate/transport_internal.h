@@ -22,6 +22,10 @@ struct mig_tls {
  * (timeout_ms < 0: none, returned as 0). */
 uint64_t mig__now_ns(void);
 uint64_t mig__deadline(int timeout_ms);
+/* The first OpenSSL error on this thread's queue as text (queue cleared). */
+const char *mig__ossl_reason(char *buf, size_t len);
+/* out = DIR/NAME, or an error if it does not fit. */
+int mig__path_in(char *out, size_t cap, const char *dir, const char *name, struct tern_err *err);
 
 /* Two-step channel set-up, so that a session can abort a channel while it
  * is still connecting or in its handshake: the channel exists (and
