@@ -346,6 +346,114 @@ static void test_destination_dies_mid_round(void **state)
     assert_guest_healthy(src, checks);
 }
 
+/* The destination dies at `fault`: the source reports the failure and the
+ * guest keeps running there. */
+static void destination_dies_at(void **state, const char *fault)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=10 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    setenv("TERN_TEST_FAULT", fault, 1);
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    unsetenv("TERN_TEST_FAULT");
+    json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+    if (strcmp(json_string_value(json_object_get(m, "outcome")), "failed")) {
+        show(src);
+        fail_msg("%s: outcome %s", fault, json_string_value(json_object_get(m, "outcome")));
+    }
+    json_decref(m);
+    assert_true(test_proc_wait(&dst->p, 10000));
+    assert_int_equal(test_count_text(dst->serial, "tern-guest"), 0); /* never ran there */
+    assert_guest_healthy(src, checks);
+}
+
+static void test_destination_dies_after_hello(void **state)
+{
+    destination_dies_at(state, "dst-exit-after-hello");
+}
+
+static void test_destination_dies_before_ready(void **state)
+{
+    destination_dies_at(state, "dst-exit-before-ready");
+}
+
+/* COMMIT went out but RUNNING never came: the source must not resume (the
+ * destination may be running the guest); it stays paused, outcome unknown. */
+static void test_unconfirmed_commit_keeps_source_paused(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
+    setenv("TERN_TEST_FAULT", "dst-exit-after-commit", 1);
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    unsetenv("TERN_TEST_FAULT");
+    json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+    assert_string_equal(json_string_value(json_object_get(m, "outcome")), "unknown");
+    json_decref(m);
+    assert_true(test_proc_wait(&dst->p, 10000));
+    json_t *s = call(src, json_pack("{s:s}", "cmd", "status"));
+    assert_string_equal(json_string_value(json_object_get(s, "state")), "paused");
+    json_decref(s);
+    long long a = hb(src, "count");
+    test_sleep_ms(300);
+    assert_int_equal(hb(src, "count"), a); /* not running */
+    /* And it refuses to migrate again. */
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[1], PORT);
+    json_t *r = call(src, json_pack("{s:s, s:s, s:s, s:s}", "cmd", "migrate", "uri", uri, "tls_dir",
+                                    f->tls[0], "token", TOKEN));
+    assert_true(json_is_false(json_object_get(r, "ok")));
+    json_decref(r);
+}
+
+/* An operator cancels while rounds are running: the guest keeps running
+ * here and the destination gives up without running it. */
+static void test_cancel_mid_migration(void **state)
+{
+    struct fixture *f = *state;
+    /* Dirtying faster than one throttled core sends keeps it in rounds. */
+    struct vmm *src = start_source(f, 0, "1", "fill=96 dirty=400 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[1], PORT);
+    json_decref(call(src, json_pack("{s:s, s:s, s:s, s:s, s:f}", "cmd", "migrate", "uri", uri,
+                                    "tls_dir", f->tls[0], "token", TOKEN, "downtime_ms", 1.0)));
+    /* Wait until it is sending rounds, then cancel. */
+    for (int i = 0; i < 300; i++) {
+        json_t *st = call(src, json_pack("{s:s}", "cmd", "status"));
+        const char *phase = json_string_value(json_object_get(json_object_get(st, "migration"), "phase"));
+        bool in_round = phase && !strncmp(phase, "round", 5);
+        json_decref(st);
+        if (in_round)
+            break;
+        test_sleep_ms(20);
+    }
+    json_t *r = call(src, json_pack("{s:s}", "cmd", "migrate-cancel"));
+    if (!json_is_true(json_object_get(r, "ok"))) {
+        /* It may have converged already; then there is nothing to check. */
+        print_message("cancel refused: %s\n", json_string_value(json_object_get(r, "error")));
+        json_decref(r);
+        skip();
+    }
+    json_decref(r);
+    json_t *m = NULL;
+    for (int i = 0; i < 300 && !m; i++) {
+        json_t *st = call(src, json_pack("{s:s}", "cmd", "status"));
+        json_t *mg = json_object_get(st, "migration");
+        const char *o = json_string_value(json_object_get(mg, "outcome"));
+        if (o && *o)
+            m = json_incref(mg);
+        json_decref(st);
+        test_sleep_ms(50);
+    }
+    assert_non_null(m);
+    assert_string_equal(json_string_value(json_object_get(m, "outcome")), "cancelled");
+    json_decref(m);
+    assert_true(test_proc_wait(&dst->p, 15000));
+    assert_int_equal(dst->p.status, VMM_EXIT_MIGRATION);
+    assert_guest_healthy(src, checks);
+}
+
 static void test_source_dies_before_commit(void **state)
 {
     struct fixture *f = *state;
@@ -378,6 +486,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_stream_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destination_dies_mid_round, setup, teardown),
         cmocka_unit_test_setup_teardown(test_source_dies_before_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destination_dies_after_hello, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destination_dies_before_ready, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unconfirmed_commit_keeps_source_paused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_mid_migration, setup, teardown),
     };
     return cmocka_run_group_tests_name("migration", tests, NULL, NULL);
 }
