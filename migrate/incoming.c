@@ -335,8 +335,12 @@ int mig_incoming_receive(struct mig_incoming **out, struct vm *vm, const struct 
         goto out;
     }
     if (mig_tls_load(&in->tls, o->tls_dir, err) < 0 ||
-        mig_listen(&in->listener, in->tls, o->incoming_at.host, o->incoming_at.port, err) < 0 ||
-        mig_session_accept(in->session, in->listener, o->token, ACCEPT_TIMEOUT_MS, err) < 0)
+        mig_listen(&in->listener, in->tls, o->incoming_at.host, o->incoming_at.port, err) < 0)
+        goto out;
+    /* Only now: whoever reads this may connect at once. */
+    fprintf(stderr, "tern-vmm: waiting for a migration on %s:%u\n", o->incoming_at.host,
+            o->incoming_at.port);
+    if (mig_session_accept(in->session, in->listener, o->token, ACCEPT_TIMEOUT_MS, err) < 0)
         goto out;
     mig_listener_close(in->listener);
     in->listener = NULL;

@@ -144,8 +144,6 @@ static int cmd_run(int argc, char **argv)
     }
     struct mig_incoming *incoming = NULL;
     if (opts.incoming) {
-        fprintf(stderr, "tern-vmm: waiting for a migration on %s:%u\n", opts.incoming_at.host,
-                opts.incoming_at.port);
         if (mig_incoming_receive(&incoming, &vm, &opts, &err) < 0) {
             fprintf(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
                     err.msg);

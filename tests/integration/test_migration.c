@@ -35,7 +35,7 @@ struct fixture {
     char disk[512];
     char tls[2][512]; /* host 0, host 1 */
     char rogue[512];  /* a cert from another CA */
-    struct vmm vm[8];
+    struct vmm vm[64];
     int nvm;
 };
 
@@ -96,6 +96,7 @@ static void show(struct vmm *v)
 /* Starts tern-vmm on `host` with the common options plus `args`. */
 static struct vmm *start(struct fixture *f, int host, const char *const *args)
 {
+    assert_true(f->nvm < (int)(sizeof(f->vm) / sizeof(f->vm[0])));
     struct vmm *v = &f->vm[f->nvm];
     int id = f->nvm++;
     snprintf(v->sock, sizeof(v->sock), "%s/vm%d.sock", f->dir, id);
@@ -227,7 +228,9 @@ static void test_back_and_forth(void **state)
     const char *cmdline = "fill=32 dirty=25 hb=1000 check=300 status=200 disk=1 disk_rate=50";
     struct vmm *src = start_source(f, 0, "2", cmdline);
     int here = 0;
-    for (int i = 0; i < 4; i++) {
+    const char *n_env = getenv("TERN_MIGRATION_BACK_AND_FORTH");
+    int n = n_env && atoi(n_env) > 0 ? atoi(n_env) : 20;
+    for (int i = 0; i < n; i++) {
         int there = 1 - here;
         long checks = test_last_value(src->serial, "checks=");
         long seq = test_last_value(src->serial, "disk_seq=");
@@ -261,6 +264,41 @@ static void test_back_and_forth(void **state)
         json_decref(st);
         src = dst;
         here = there;
+    }
+}
+
+/* Dirty rates 0, 25 and 100 MB/s, at 1 and 2 vCPUs: memory, heartbeats
+ * and self-checks come through each. */
+static void test_dirty_rates_and_vcpus(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const rates[] = {"0", "25", "100"};
+    static const char *const vcpus[] = {"1", "2"};
+    for (int v = 0; v < 2; v++) {
+        for (int r = 0; r < 3; r++) {
+            char cmdline[128];
+            snprintf(cmdline, sizeof(cmdline), "fill=48 dirty=%s hb=1000 check=300 status=200",
+                     rates[r]);
+            struct vmm *src = start_source(f, 0, vcpus[v], cmdline);
+            long checks = test_last_value(src->serial, "checks=");
+            struct vmm *dst = start_dest(f, 1, vcpus[v], f->tls[1], TOKEN);
+            json_t *m = migrate(f, src, 1, f->tls[0], TOKEN, 1);
+            if (strcmp(json_string_value(json_object_get(m, "outcome")), "succeeded")) {
+                show(src);
+                fail_msg("dirty=%s vcpus=%s: %s", rates[r], vcpus[v],
+                         json_string_value(json_object_get(m, "reason")));
+            }
+            print_message("dirty=%s MB/s, %s vCPU(s): %lld rounds, VMM pause %.1f ms\n", rates[r],
+                          vcpus[v], json_integer_value(json_object_get(m, "round")),
+                          json_number_value(json_object_get(m, "pause_ms")));
+            json_decref(m);
+            assert_true(test_proc_wait(&src->p, 10000));
+            assert_int_equal(src->p.status, 0);
+            wait_socket(dst);
+            assert_guest_healthy(dst, checks);
+            test_proc_signal(&dst->p, SIGTERM);
+            assert_true(test_proc_wait(&dst->p, 10000));
+        }
     }
 }
 
@@ -481,6 +519,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_back_and_forth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dirty_rates_and_vcpus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_keep_source_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_mismatch_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_stream_refused, setup, teardown),
