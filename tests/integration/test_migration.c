@@ -65,10 +65,8 @@ static int setup(void **state)
         return -1;
     }
     snprintf(f->disk, sizeof(f->disk), "%s/disk.img", f->dir);
-    int fd = open(f->disk, O_CREAT | O_RDWR | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, 16 << 20) < 0)
+    if (test_make_disk(f->disk, 16 << 20) < 0)
         return -1;
-    close(fd);
     *state = f;
     return 0;
 }

@@ -39,10 +39,8 @@ static int setup(void **state)
     snprintf(f->disk, sizeof(f->disk), "%s/disk.img", f->dir);
     snprintf(f->snap, sizeof(f->snap), "%s/vm.snap", f->dir);
     snprintf(f->control, sizeof(f->control), "%s/control.sock", f->dir);
-    int fd = open(f->disk, O_CREAT | O_RDWR | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, 16 << 20) < 0)
+    if (test_make_disk(f->disk, 16 << 20) < 0)
         return -1;
-    close(fd);
     *state = f;
     return 0;
 }

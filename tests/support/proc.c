@@ -125,6 +125,16 @@ void test_proc_kill(struct test_proc *p)
     }
 }
 
+int test_make_disk(const char *path, long long bytes)
+{
+    int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    int rc = ftruncate(fd, (off_t)bytes);
+    close(fd);
+    return rc;
+}
+
 char *test_read_text(const char *path)
 {
     FILE *f = fopen(path, "rb");

@@ -36,6 +36,9 @@ void test_proc_signal(struct test_proc *p, int sig);
 /* SIGKILLs the process if it still runs and reaps it. Safe to call twice. */
 void test_proc_kill(struct test_proc *p);
 
+/* Creates (or truncates) a sparse raw disk image of `bytes`. 0 or -1. */
+int test_make_disk(const char *path, long long bytes);
+
 /* Reads a whole file into a NUL-terminated malloc'd string ("" if missing). */
 char *test_read_text(const char *path);
 
