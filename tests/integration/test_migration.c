@@ -100,18 +100,8 @@ static struct vmm *start(struct fixture *f, int host, const char *const *args)
     snprintf(v->sock, sizeof(v->sock), "%s/vm%d.sock", f->dir, id);
     snprintf(v->serial, sizeof(v->serial), "%s/vm%d.log", f->dir, id);
     char serial_opt[600];
-    snprintf(serial_opt, sizeof(serial_opt), "file:%s", v->serial);
     char *argv[40];
-    int n = 0;
-    argv[n++] = (char *)test_build_path("tern-vmm");
-    argv[n++] = "run";
-    for (; *args; args++)
-        argv[n++] = (char *)*args;
-    argv[n++] = "--serial";
-    argv[n++] = serial_opt;
-    argv[n++] = "--control";
-    argv[n++] = v->sock;
-    argv[n] = NULL;
+    test_vmm_argv(argv, 40, args, v->serial, serial_opt, sizeof(serial_opt), v->sock);
     assert_int_equal(test_proc_start_in(&v->p, &f->hosts, host, f->dir, argv), 0);
     return v;
 }

@@ -69,18 +69,8 @@ static void start_vmm(struct fixture *f, const char *const *args)
 {
     char serial_opt[600];
     snprintf(f->serial, sizeof(f->serial), "%s/serial-%d.log", f->dir, f->serial_no++);
-    snprintf(serial_opt, sizeof(serial_opt), "file:%s", f->serial);
     char *argv[32];
-    int n = 0;
-    argv[n++] = (char *)test_build_path("tern-vmm");
-    argv[n++] = "run";
-    for (; *args; args++)
-        argv[n++] = (char *)*args;
-    argv[n++] = "--serial";
-    argv[n++] = serial_opt;
-    argv[n++] = "--control";
-    argv[n++] = f->control;
-    argv[n] = NULL;
+    test_vmm_argv(argv, 32, args, f->serial, serial_opt, sizeof(serial_opt), f->control);
     assert_int_equal(test_proc_start(&f->vmm, f->dir, argv), 0);
     for (int i = 0; i < 1000 && access(f->control, F_OK) != 0 && !test_proc_wait(&f->vmm, 0); i++)
         test_sleep_ms(10);

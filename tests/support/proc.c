@@ -125,6 +125,23 @@ void test_proc_kill(struct test_proc *p)
     }
 }
 
+int test_vmm_argv(char **argv, int cap, const char *const *args, const char *serial,
+                  char *scratch, size_t scratch_len, const char *control)
+{
+    int n = 0;
+    snprintf(scratch, scratch_len, "file:%s", serial);
+    argv[n++] = (char *)test_build_path("tern-vmm");
+    argv[n++] = "run";
+    for (; *args && n < cap - 6; args++)
+        argv[n++] = (char *)*args;
+    argv[n++] = "--serial";
+    argv[n++] = scratch;
+    argv[n++] = "--control";
+    argv[n++] = (char *)control;
+    argv[n] = NULL;
+    return n;
+}
+
 int test_make_disk(const char *path, long long bytes)
 {
     int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);

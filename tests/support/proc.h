@@ -36,6 +36,12 @@ void test_proc_signal(struct test_proc *p, int sig);
 /* SIGKILLs the process if it still runs and reaps it. Safe to call twice. */
 void test_proc_kill(struct test_proc *p);
 
+/* Fills argv (room for `cap` entries) with `tern-vmm run ARGS...
+ * --serial file:SERIAL --control CONTROL` and a NULL; `scratch` holds the
+ * "file:SERIAL" option (cut to scratch_len). Returns the count. */
+int test_vmm_argv(char **argv, int cap, const char *const *args, const char *serial,
+                  char *scratch, size_t scratch_len, const char *control);
+
 /* Creates (or truncates) a sparse raw disk image of `bytes`. 0 or -1. */
 int test_make_disk(const char *path, long long bytes);
 
