@@ -1,0 +1,70 @@
+/* One host's replica of the cluster state, kept equal to every other
+ * member's over CPG (virtual synchrony: all members see the same messages
+ * and membership changes in the same order).
+ *
+ * Besides applying state messages in order, the replica brings joining
+ * hosts up to date: at a membership change with joiners, the member that
+ * already held the agreed state (the lowest such nodeid) sends a snapshot
+ * of the state as of that change; the joiners queue the messages delivered
+ * after the change, install the snapshot when it arrives, then apply the
+ * queue. When no member holds agreed state (the whole cluster restarted),
+ * every member offers the version of its persisted copy and the highest
+ * (then lowest nodeid) sends its snapshot. Until a replica is synced it
+ * refuses to originate changes (replica_synced() is false).
+ *
+ * No I/O: the caller feeds deliveries and membership changes in and sends
+ * what the replica hands to `send`. docs/cluster-state.md describes the
+ * protocol. */
+#ifndef TERN_HA_REPLICA_H
+#define TERN_HA_REPLICA_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/err.h"
+#include "cluster_state.h"
+
+struct replica_ops {
+    /* Broadcast `msg` to the group (CPG agreed order). Must not re-enter the
+     * replica. Returns 0, or -1 (the replica retries at the next event). */
+    int (*send)(void *opaque, const json_t *msg);
+    /* A state message was applied (rc 0) or refused (rc -1, err). Called for
+     * every message, in order, also for those other hosts sent; `msg` is
+     * only valid during the call. */
+    void (*applied)(void *opaque, uint32_t sender_nodeid, const json_t *msg, int rc,
+                    const struct tern_err *err);
+    /* Membership changed (after the state's online flags were updated). */
+    void (*membership)(void *opaque);
+    /* This replica became synced (its state is the agreed one). */
+    void (*synced)(void *opaque);
+};
+
+struct replica;
+
+/* `state` is owned by the replica from now on (it may have been loaded from
+ * disk; its version counts for the whole-cluster-restart case). */
+struct replica *replica_new(uint32_t local_nodeid, struct cl_state *state,
+                            const struct replica_ops *ops, void *opaque);
+void replica_free(struct replica *r);
+
+struct cl_state *replica_state(struct replica *r);
+bool replica_synced(const struct replica *r);
+uint32_t replica_local_nodeid(const struct replica *r);
+
+/* A CPG delivery: `data` is the raw message (JSON text, not NUL-terminated;
+ * anything unparsable is logged via applied() with rc -1 and dropped). */
+void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data, size_t len);
+
+/* A CPG configuration change. */
+void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_members,
+                     const uint32_t *left, size_t nr_left, const uint32_t *joined,
+                     size_t nr_joined);
+
+/* Wraps `msg` (a state message) for sending: adds the origin fields
+ * ("origin": {"node": local, "req": req}) and serializes. Returns a
+ * malloc'd JSON string, or NULL with err. */
+char *replica_encode(struct replica *r, json_t *msg, uint64_t req, struct tern_err *err);
+
+#endif
