@@ -170,9 +170,20 @@ int main(int argc, char **argv)
         {"1G-dirty100", "1G", "fill=768 dirty=100 hb=1000 check=2000"},
         {"4G-fill512-idle", "4G", "fill=512 dirty=0 hb=1000 check=2000"},
     };
+    /* TERN_BENCH_RUNS=1G-dirty0,4G-fill512-idle picks runs (for profiling). */
+    const char *only = getenv("TERN_BENCH_RUNS");
     json_t *results = json_array();
-    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++)
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        if (only) {
+            char pat[64];
+            snprintf(pat, sizeof(pat), ",%s,", runs[i].name);
+            char list[512];
+            snprintf(list, sizeof(list), ",%s,", only);
+            if (!strstr(list, pat))
+                continue;
+        }
         json_array_append_new(results, one_run(&runs[i], &h, dir, tls0, tls1, streams));
+    }
 
     /* Ceilings, measured now, on the same machine and the same path. */
     double memcpy_MBps = ceiling_memcpy_MBps(64u << 20, 1.0);

@@ -13,13 +13,27 @@
 #include "../common/err.h"
 
 #define CS_LINK_NFDS 2 /* cpg, votequorum */
+/* The largest message cs_link_send accepts. libcpg splits anything above
+ * its IPC buffer (~1 MiB) into fragments and reassembles them per sender.
+ * Measured on the test hosts (token 300 ms): three 4 MiB messages sent at
+ * once reach three hosts intact in ~0.75 s without a membership change.
+ * Larger ones work too (32 MiB: ~1.6 s), but then libcpg meets flow
+ * control, sleeps 10 ms per retry and prints "sleep. counter=N" on stderr
+ * each time. */
 #define CS_LINK_MAX_MSG (4u << 20)
 
+/* Called from cs_link_dispatch only. Any of them may be NULL. */
 struct cs_link_callbacks {
+    /* A message in agreed order; `msg` is valid during the call only. */
     void (*deliver)(void *opaque, uint32_t nodeid, const void *msg, size_t len);
+    /* The group's membership changed. One entry per member process (a
+     * host with two processes in the group appears twice), in corosync's
+     * order. The first call after cs_link_open has this node in `joined`. */
     void (*confchg)(void *opaque, const uint32_t *members, size_t nr_members,
                     const uint32_t *left, size_t nr_left, const uint32_t *joined,
                     size_t nr_joined);
+    /* The quorate flag changed (not called for the state at open time:
+     * see cs_link_quorate). */
     void (*quorum)(void *opaque, bool quorate);
 };
 
@@ -32,7 +46,9 @@ struct cs_node {
 struct cs_link;
 
 /* Connects to corosync, joins CPG group `group`, tracks quorum. Fails with
- * a clear error when corosync is not running ("is corosync running?"). */
+ * a clear error when corosync is not running ("is corosync running on
+ * this host?"). Blocks while corosync answers (IPC round trips; retries
+ * CS_ERR_TRY_AGAIN for up to 2 s). */
 int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_callbacks *cb,
                  void *opaque, struct tern_err *err);
 void cs_link_close(struct cs_link *l);
@@ -46,11 +62,14 @@ int cs_link_pollfds(struct cs_link *l, struct pollfd *fds);
  * (the agent must reconnect or exit; err says so). */
 int cs_link_dispatch(struct cs_link *l, const struct pollfd *fds, struct tern_err *err);
 
-/* Multicasts `len` bytes in agreed order (delivered to every member,
- * including this one). Retries briefly while corosync is congested. */
+/* Multicasts `len` (<= CS_LINK_MAX_MSG) bytes in agreed order (delivered
+ * to every member, including this one). Retries CS_ERR_TRY_AGAIN
+ * (congestion, membership change in progress) with short sleeps for up to
+ * 2 s, blocking the caller, then fails. */
 int cs_link_send(struct cs_link *l, const void *msg, size_t len, struct tern_err *err);
 
-/* The configured nodes (cmap nodelist). */
+/* The configured nodes (cmap nodelist.node.N.{nodeid,name,ring0_addr}),
+ * sorted by nodeid. Fails if there are more than `max`. */
 int cs_link_nodelist(struct cs_link *l, struct cs_node *nodes, size_t max, size_t *nr,
                      struct tern_err *err);
 

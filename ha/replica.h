@@ -32,7 +32,9 @@ struct replica_ops {
     int (*send)(void *opaque, const json_t *msg);
     /* A state message was applied (rc 0) or refused (rc -1, err). Called for
      * every message, in order, also for those other hosts sent; `msg` is
-     * only valid during the call. */
+     * only valid during the call. Deliveries that are not state messages
+     * are reported here too with rc -1: `msg` is NULL when the bytes were
+     * not JSON at all. Sync messages are not reported unless malformed. */
     void (*applied)(void *opaque, uint32_t sender_nodeid, const json_t *msg, int rc,
                     const struct tern_err *err);
     /* Membership changed (after the state's online flags were updated). */
@@ -66,5 +68,17 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
  * ("origin": {"node": local, "req": req}) and serializes. Returns a
  * malloc'd JSON string, or NULL with err. */
 char *replica_encode(struct replica *r, json_t *msg, uint64_t req, struct tern_err *err);
+
+/* Retries the sync messages `send` refused earlier (deliveries and
+ * membership changes retry too; call this from a timer so a quiet cluster
+ * does not wait for the next event). Returns true when nothing is left. */
+bool replica_flush(struct replica *r);
+
+/* Whole-cluster restart: while no member is synced, the round completes
+ * (the highest persisted copy wins) only once at least `min_members` are
+ * present. Set it to the quorum size so the first host to start does not
+ * crown its possibly old copy alone: any quorum includes a host that saw
+ * the last change. Default 1 (any member alone may bootstrap). */
+void replica_set_bootstrap_quorum(struct replica *r, size_t min_members);
 
 #endif

@@ -1257,6 +1257,40 @@ int mig_channel_wait_readable(struct mig_channel *c, int timeout_ms, struct tern
     return tern_err_errno(err, -res, "waiting for %s", c->peer_addr);
 }
 
+int mig_channel_wait_readable_or(struct mig_channel *c, int wake_fd, int timeout_ms,
+                                 struct tern_err *err)
+{
+    if (check_usable(c, "waiting for", err) < 0)
+        return -1;
+    if (SSL_has_pending(c->ssl) || c->eof)
+        return 1;
+    /* Nothing of the channel is in flight between calls (sends complete
+     * within mig_channel_send), so a plain poll on its socket is safe; an
+     * abort shuts the socket down, which wakes it. */
+    struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+    uint64_t deadline = timeout_ms < 0 ? 0 : mig__now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    for (;;) {
+        int left = -1;
+        if (deadline) {
+            uint64_t now = mig__now_ns();
+            left = now >= deadline ? 0 : (int)((deadline - now + 999999ull) / 1000000ull);
+        }
+        int n = poll(p, 2, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return tern_err_errno(err, errno, "waiting for %s", c->peer_addr);
+        if (is_aborted(c))
+            return tern_err_set(err, "waiting for %s: aborted", c->peer_addr);
+        if (p[0].revents)
+            return 1;
+        if (p[1].revents)
+            return 2;
+        if (n == 0)
+            return 0;
+    }
+}
+
 void mig_channel_set_send_timeout(struct mig_channel *c, int timeout_ms)
 {
     c->send_timeout_ms = timeout_ms;

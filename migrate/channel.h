@@ -99,6 +99,13 @@ int mig_channel_recv(struct mig_channel *c, void *buf, size_t len, int timeout_m
  * a sender notice an ERROR record from the receiver between batches. */
 int mig_channel_wait_readable(struct mig_channel *c, int timeout_ms, struct tern_err *err);
 
+/* Like mig_channel_wait_readable, but also returns 2 as soon as `wake_fd`
+ * (an eventfd or pipe another thread writes to) is readable, so a thread
+ * can wait for its peer and for a local decision at once. The channel is
+ * checked first: 1 wins when both are ready. wake_fd is not read. */
+int mig_channel_wait_readable_or(struct mig_channel *c, int wake_fd, int timeout_ms,
+                                 struct tern_err *err);
+
 /* Timeout of each mig_channel_send call (default
  * MIG_CHANNEL_SEND_TIMEOUT_MS; < 0: none). */
 void mig_channel_set_send_timeout(struct mig_channel *c, int timeout_ms);

@@ -1,15 +1,23 @@
 /* The receiving side of a live migration (`tern-vmm run --incoming`):
  * accept the one connection set bearing our token, check the peer's HELLO
  * against this VM, write pages straight into guest RAM, apply the VM state,
- * answer READY and wait for COMMIT. Only then may the caller run the
- * guest. Any failure before that leaves nothing running: the caller exits. */
+ * answer READY and wait for the decision (COMMIT, or with the commit gate
+ * the agent's migrate-commit). Only then may the caller run the guest. Any
+ * failure before that leaves nothing running: the caller exits.
+ *
+ * One thread (receive_thread) does all of that and drives stream 0; streams
+ * 1..N-1 have a thread each. The main loop polls mig_incoming_fd and
+ * serves the control socket meanwhile (status, commit, abort). */
 #include "migrate.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,24 +31,44 @@
 
 #define ACCEPT_TIMEOUT_MS (10 * 60 * 1000) /* the source may start minutes later */
 #define IDLE_TIMEOUT_MS 30000             /* silence from a live source */
-#define COMMIT_TIMEOUT_MS 30000
+#define COMMIT_TIMEOUT_MS 30000           /* without the commit gate */
+
+enum in_phase { PH_WAITING, PH_RECEIVING, PH_READY, PH_COMMITTING, PH_FAILED };
+static const char *const phase_names[] = {"waiting", "receiving", "ready", "committing", "failed"};
+
+enum in_decision { DEC_NONE, DEC_COMMIT, DEC_ABORT };
 
 struct mig_incoming {
     struct vm *vm;
+    bool gate;
     struct mig_tls *tls;
     struct mig_listener *listener;
     struct mig_session *session;
+    char token[MIG_TOKEN_MAX + 1];
     unsigned n;
     uint64_t nr_pages;
+    pthread_t thread; /* receive_thread */
+    bool thread_started;
+    int done_fd;      /* eventfd: the outcome is known */
+    int wake_fd;      /* eventfd: a decision for receive_thread */
 
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t cond;
+    enum in_phase phase;
+    enum in_decision decision;
+    char decided_by[16];        /* "source" or "agent" */
+    char abort_why[TERN_ERR_MAX];
+    enum mig_incoming_outcome outcome;
+    char from[80];              /* the source's address */
+    char link_error[TERN_ERR_MAX];
     int64_t final_round;        /* -1 until END says how many rounds */
     int64_t last_round[MIG_MAX_STREAMS];
+    uint32_t round;             /* the round being received */
     bool stream_done[MIG_MAX_STREAMS];
     atomic_bool failed;
     struct tern_err err;        /* first failure */
     uint64_t pages;
+    uint64_t bytes;             /* record bytes received, all streams */
     struct stream_ctx {
         struct mig_incoming *in;
         unsigned index;
@@ -61,6 +89,13 @@ static void fail_with(struct mig_incoming *in, const struct tern_err *e)
     pthread_cond_broadcast(&in->cond);
     pthread_mutex_unlock(&in->lock);
     mig_session_abort(in->session); /* unblock every stream */
+}
+
+static void count_record(struct mig_incoming *in, const struct rec_header *h)
+{
+    pthread_mutex_lock(&in->lock);
+    in->bytes += REC_HEADER_SIZE + (uint64_t)h->length;
+    pthread_mutex_unlock(&in->lock);
 }
 
 static int apply_pages(struct mig_incoming *in, const struct rec_header *h, struct rec_reader *r,
@@ -88,6 +123,7 @@ static int apply_pages(struct mig_incoming *in, const struct rec_header *h, stru
 static int common_record(struct mig_incoming *in, unsigned s, const struct rec_header *h,
                          struct rec_reader *r, struct tern_err *err)
 {
+    count_record(in, h);
     switch (h->type) {
     case REC_TYPE_MIG_PAGES:
         if (mig_fault("dst-exit-in-round"))
@@ -101,6 +137,8 @@ static int common_record(struct mig_incoming *in, unsigned s, const struct rec_h
             return tern_err_set(err, "stream %u got the round end of stream %u", s, re.stream);
         pthread_mutex_lock(&in->lock);
         in->last_round[s] = re.round;
+        if (re.round + 1 > in->round)
+            in->round = re.round + 1;
         pthread_cond_broadcast(&in->cond);
         pthread_mutex_unlock(&in->lock);
         return 1;
@@ -180,12 +218,14 @@ static int check_hellos(struct mig_incoming *in, struct mig_rxbuf *rx, struct te
         struct mig_hello peer, local;
         if (mig_recv_record(ch, rx, IDLE_TIMEOUT_MS, &h, &r, err) < 0)
             return -1;
+        count_record(in, &h);
         if (h.type != REC_TYPE_MIG_HELLO)
             return tern_err_set(err, "expected HELLO, got %s", mig_record_name(h.type));
         if (mig_hello_decode(&h, &r, &peer, err) < 0)
             return -1;
         if (mig_local_hello(in->vm, (uint16_t)i, (uint16_t)in->n, peer.session, &local, err) < 0)
             return -1;
+        local.commit_gate = in->gate;
         if (i > 0) {
             local.nr_streams = first.nr_streams;
             local.session = first.session;
@@ -309,46 +349,153 @@ static int apply_state(struct vm *vm, const uint8_t *state, size_t len, struct t
     return vm_state_restore_finish(vm, &ctx, err);
 }
 
-static void incoming_free(struct mig_incoming *in);
-
-int mig_incoming_receive(struct mig_incoming **out, struct vm *vm, const struct run_options *o,
-                         struct tern_err *err)
+static double ms_between(const struct timespec *a, const struct timespec *b)
 {
-    struct mig_incoming *in = calloc(1, sizeof(*in));
-    if (!in)
-        return tern_err_set(err, "out of memory");
-    in->vm = vm;
-    in->final_round = -1;
-    for (unsigned i = 0; i < MIG_MAX_STREAMS; i++)
-        in->last_round[i] = -1;
-    in->nr_pages = vm->mem.size / MIG_PAGE_SIZE;
-    pthread_mutex_init(&in->lock, NULL);
-    pthread_cond_init(&in->cond, NULL);
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static void set_phase(struct mig_incoming *in, enum in_phase p)
+{
+    pthread_mutex_lock(&in->lock);
+    in->phase = p;
+    pthread_mutex_unlock(&in->lock);
+}
+
+static void eventfd_signal(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof(one)) < 0) {
+        /* Only on counter overflow: it is readable already. */
+    }
+}
+
+static void eventfd_drain(int fd)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: nothing pending; the decision is read under the lock. */
+    }
+}
+
+/* After READY: waits for COMMIT from the source or the agent's decision.
+ * Returns 0 to run the guest here, -1 (err set) not to. Without the gate,
+ * COMMIT must come within COMMIT_TIMEOUT_MS on a live connection. With it,
+ * a lost connection only means the agent decides: the wait goes on, with
+ * no time limit. An ERROR from the source always ends it: the source has
+ * taken the guest back. */
+static int await_commit(struct mig_incoming *in, struct mig_rxbuf *rx, struct tern_err *err)
+{
+    struct mig_channel *ch0 = mig_session_channel(in->session, 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool link = true;
+    for (;;) {
+        pthread_mutex_lock(&in->lock);
+        enum in_decision d = in->decision;
+        char why[TERN_ERR_MAX];
+        snprintf(why, sizeof(why), "%s", in->abort_why);
+        if (d == DEC_COMMIT)
+            in->phase = PH_COMMITTING;
+        pthread_mutex_unlock(&in->lock);
+        if (d == DEC_COMMIT)
+            return 0;
+        if (d == DEC_ABORT) {
+            if (link)
+                send_error(ch0, MIG_ERR_CANCELLED, why);
+            return tern_err_set(err, "%s", why);
+        }
+        struct tern_err e = {{0}};
+        int r = 2;
+        if (link) {
+            int left = -1;
+            if (!in->gate) {
+                struct timespec now;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                double ms = COMMIT_TIMEOUT_MS - ms_between(&t0, &now);
+                left = ms > 0 ? (int)ms : 0;
+            }
+            r = mig_channel_wait_readable_or(ch0, in->wake_fd, left, &e);
+            if (r == 0)
+                return tern_err_set(err, "no COMMIT from the source within %d s",
+                                    COMMIT_TIMEOUT_MS / 1000);
+        } else {
+            struct pollfd p = {.fd = in->wake_fd, .events = POLLIN};
+            while (poll(&p, 1, -1) < 0 && errno == EINTR)
+                ;
+        }
+        if (r == 2) {
+            eventfd_drain(in->wake_fd);
+            continue;
+        }
+        if (r == 1) {
+            struct rec_header h;
+            struct rec_reader rd;
+            if (mig_recv_record(ch0, rx, IDLE_TIMEOUT_MS, &h, &rd, &e) == 0) {
+                count_record(in, &h);
+                if (h.type == REC_TYPE_MIG_COMMIT && mig_commit_decode(&h, &rd, &e) == 0) {
+                    if (mig_fault("dst-exit-after-commit"))
+                        _exit(95);
+                    pthread_mutex_lock(&in->lock);
+                    if (in->decision == DEC_NONE) {
+                        in->decision = DEC_COMMIT;
+                        snprintf(in->decided_by, sizeof(in->decided_by), "source");
+                    }
+                    pthread_mutex_unlock(&in->lock);
+                    continue; /* the decision, whoever made it first, is read above */
+                }
+                if (h.type == REC_TYPE_MIG_ERROR) {
+                    struct mig_error me;
+                    if (mig_error_decode(&h, &rd, &me, err) < 0)
+                        return -1;
+                    return tern_err_set(err, "the source gave up: %s", me.msg);
+                }
+                if (h.type != REC_TYPE_MIG_COMMIT)
+                    tern_err_set(&e, "expected COMMIT, got %s",
+                                 mig_record_name(h.type) ?: "an unknown record");
+            }
+        }
+        /* The connection broke (or carried nonsense). */
+        if (!in->gate) {
+            *err = e;
+            return tern_err_prefix(err, "waiting for COMMIT");
+        }
+        link = false;
+        pthread_mutex_lock(&in->lock);
+        snprintf(in->link_error, sizeof(in->link_error), "%s", e.msg[0] ? e.msg : "connection lost");
+        pthread_mutex_unlock(&in->lock);
+        fprintf(stderr, "tern-vmm: migration: READY was sent but the source is unreachable (%s); "
+                        "waiting for the agent's migrate-commit or migrate-abort\n", e.msg);
+    }
+}
+
+/* Accept, receive, READY, decision. Sets the outcome and signals done_fd. */
+static void *receive_thread(void *arg)
+{
+    struct mig_incoming *in = arg;
     struct mig_rxbuf rx = {0};
     uint8_t *state = NULL;
     size_t state_len = 0;
+    struct tern_err e = {{0}};
+    struct tern_err *err = &e;
     int rc = -1;
 
-    in->session = mig_session_new();
-    if (!in->session) {
-        tern_err_set(err, "out of memory");
-        goto out;
-    }
-    if (mig_tls_load(&in->tls, o->tls_dir, err) < 0 ||
-        mig_listen(&in->listener, in->tls, o->incoming_at.host, o->incoming_at.port, err) < 0)
-        goto out;
-    /* Only now: whoever reads this may connect at once. */
-    fprintf(stderr, "tern-vmm: waiting for a migration on %s:%u\n", o->incoming_at.host,
-            o->incoming_at.port);
-    if (mig_session_accept(in->session, in->listener, o->token, ACCEPT_TIMEOUT_MS, err) < 0)
-        goto out;
-    mig_listener_close(in->listener);
+    int accepted = mig_session_accept(in->session, in->listener, in->token, ACCEPT_TIMEOUT_MS,
+                                      err);
+    mig_listener_close(in->listener); /* one listener, one connection set */
     in->listener = NULL;
-    in->n = (unsigned)mig_session_streams(in->session);
-    if (in->n < 1 || in->n > MIG_MAX_STREAMS) {
-        tern_err_set(err, "the source opened %u streams (1 to %d)", in->n, MIG_MAX_STREAMS);
+    if (accepted < 0)
+        goto out;
+    int n = mig_session_streams(in->session);
+    if (n < 1 || n > (int)MIG_MAX_STREAMS) {
+        tern_err_set(err, "the source opened %d streams (1 to %d)", n, MIG_MAX_STREAMS);
         goto out;
     }
+    pthread_mutex_lock(&in->lock);
+    in->n = (unsigned)n;
+    in->phase = PH_RECEIVING;
+    snprintf(in->from, sizeof(in->from), "%s",
+             mig_channel_peer_addr(mig_session_channel(in->session, 0)));
+    pthread_mutex_unlock(&in->lock);
     if (check_hellos(in, &rx, err) < 0)
         goto out;
     for (unsigned i = 1; i < in->n; i++) {
@@ -380,13 +527,13 @@ int mig_incoming_receive(struct mig_incoming **out, struct vm *vm, const struct 
     }
     struct timespec ta, tb;
     clock_gettime(CLOCK_MONOTONIC, &ta);
-    if (apply_state(vm, state, state_len, err) < 0) {
+    if (apply_state(in->vm, state, state_len, err) < 0) {
         send_error(ch0, MIG_ERR_STATE, err->msg);
         tern_err_prefix(err, "applying the VM state");
         goto out;
     }
     clock_gettime(CLOCK_MONOTONIC, &tb);
-    in->apply_ms = (double)(tb.tv_sec - ta.tv_sec) * 1e3 + (double)(tb.tv_nsec - ta.tv_nsec) / 1e6;
+    in->apply_ms = ms_between(&ta, &tb);
     if (mig_fault("dst-exit-before-ready"))
         _exit(96);
     struct rec_buf b;
@@ -397,36 +544,156 @@ int mig_incoming_receive(struct mig_incoming **out, struct vm *vm, const struct 
     rec_buf_free(&b);
     if (sent < 0)
         goto out;
-    /* The source decides. Without COMMIT, the guest must not run here. */
-    struct rec_header h;
-    struct rec_reader r;
-    if (mig_recv_record(ch0, &rx, COMMIT_TIMEOUT_MS, &h, &r, err) < 0) {
-        tern_err_prefix(err, "waiting for COMMIT");
+    set_phase(in, PH_READY);
+    if (await_commit(in, &rx, err) < 0)
         goto out;
-    }
-    if (h.type != REC_TYPE_MIG_COMMIT || mig_commit_decode(&h, &r, err) < 0) {
-        if (h.type == REC_TYPE_MIG_ERROR) {
-            struct mig_error e;
-            if (mig_error_decode(&h, &r, &e, err) == 0)
-                tern_err_set(err, "the source gave up: %s", e.msg);
-        } else if (h.type != REC_TYPE_MIG_COMMIT) {
-            tern_err_set(err, "expected COMMIT, got %s", mig_record_name(h.type));
-        }
-        goto out;
-    }
-    if (mig_fault("dst-exit-after-commit"))
-        _exit(95);
     clock_gettime(CLOCK_MONOTONIC, &ta);
-    in->commit_wait_ms = (double)(ta.tv_sec - tb.tv_sec) * 1e3 + (double)(ta.tv_nsec - tb.tv_nsec) / 1e6;
+    in->commit_wait_ms = ms_between(&tb, &ta);
     rc = 0;
 out:
     free(state);
     mig_rxbuf_free(&rx);
+    pthread_mutex_lock(&in->lock);
+    if (rc < 0 && in->decision == DEC_ABORT)
+        tern_err_set(err, "%s", in->abort_why); /* the real reason, not "aborted" */
     if (rc < 0) {
-        incoming_free(in); /* no RUNNING: the guest does not run here */
+        in->phase = PH_FAILED;
+        in->err = *err;
+        atomic_store(&in->failed, true);
+    }
+    in->outcome = rc == 0 ? MIG_INCOMING_RUN : MIG_INCOMING_FAILED;
+    pthread_mutex_unlock(&in->lock);
+    eventfd_signal(in->done_fd);
+    return NULL;
+}
+
+static void incoming_free(struct mig_incoming *in);
+
+int mig_incoming_start(struct mig_incoming **out, struct vm *vm, const struct run_options *o,
+                       struct tern_err *err)
+{
+    struct mig_incoming *in = calloc(1, sizeof(*in));
+    if (!in)
+        return tern_err_set(err, "out of memory");
+    in->vm = vm;
+    in->gate = o->commit_gate;
+    in->done_fd = in->wake_fd = -1;
+    in->final_round = -1;
+    for (unsigned i = 0; i < MIG_MAX_STREAMS; i++)
+        in->last_round[i] = -1;
+    in->nr_pages = vm->mem.size / MIG_PAGE_SIZE;
+    pthread_mutex_init(&in->lock, NULL);
+    pthread_cond_init(&in->cond, NULL);
+    if (strlen(o->token) > MIG_TOKEN_MAX) {
+        incoming_free(in);
+        return tern_err_set(err, "--token is longer than %d characters", MIG_TOKEN_MAX);
+    }
+    snprintf(in->token, sizeof(in->token), "%s", o->token);
+    in->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    in->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (in->done_fd < 0 || in->wake_fd < 0) {
+        int e = errno;
+        incoming_free(in);
+        return tern_err_errno(err, e, "creating eventfds for the incoming migration");
+    }
+    in->session = mig_session_new();
+    if (!in->session) {
+        incoming_free(in);
+        return tern_err_set(err, "out of memory");
+    }
+    if (mig_tls_load(&in->tls, o->tls_dir, err) < 0 ||
+        mig_listen(&in->listener, in->tls, o->incoming_at.host, o->incoming_at.port, err) < 0) {
+        incoming_free(in);
         return -1;
     }
+    int e = pthread_create(&in->thread, NULL, receive_thread, in);
+    if (e) {
+        incoming_free(in);
+        return tern_err_errno(err, e, "starting the receive thread");
+    }
+    in->thread_started = true;
+    /* Only now: whoever reads this may connect at once. */
+    fprintf(stderr, "tern-vmm: waiting for a migration on %s:%u%s\n", o->incoming_at.host,
+            o->incoming_at.port, in->gate ? " (commit gate: the agent decides the handover)" : "");
     *out = in;
+    return 0;
+}
+
+int mig_incoming_fd(const struct mig_incoming *in)
+{
+    return in->done_fd;
+}
+
+enum mig_incoming_outcome mig_incoming_outcome(struct mig_incoming *in, struct tern_err *err)
+{
+    pthread_mutex_lock(&in->lock);
+    enum mig_incoming_outcome o = in->outcome;
+    if (o == MIG_INCOMING_FAILED && err)
+        *err = in->err;
+    pthread_mutex_unlock(&in->lock);
+    return o;
+}
+
+json_t *mig_incoming_status(struct mig_incoming *in)
+{
+    pthread_mutex_lock(&in->lock);
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:i, s:b}", "phase", phase_names[in->phase],
+                          "bytes_received", (json_int_t)in->bytes, "pages_received",
+                          (json_int_t)in->pages, "round", (json_int_t)in->round, "streams",
+                          (int)in->n, "commit_gate", in->gate);
+    if (j && in->from[0])
+        json_object_set_new(j, "from", json_string(in->from));
+    if (j && in->link_error[0])
+        json_object_set_new(j, "link_error", json_string(in->link_error));
+    if (j && in->phase == PH_FAILED)
+        json_object_set_new(j, "error", json_string(in->err.msg));
+    pthread_mutex_unlock(&in->lock);
+    return j;
+}
+
+int mig_incoming_commit(struct mig_incoming *in, struct tern_err *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&in->lock);
+    if (!in->gate)
+        rc = tern_err_set(err, "migrate-commit: this destination was started without "
+                               "--commit-gate; the source decides the handover");
+    else if (in->decision == DEC_COMMIT)
+        rc = 0; /* already committing (COMMIT came, or a repeated request) */
+    else if (in->decision == DEC_ABORT)
+        rc = tern_err_set(err, "migrate-commit: the incoming migration is being aborted (%s)",
+                          in->abort_why);
+    else if (in->phase != PH_READY)
+        rc = tern_err_set(err, "migrate-commit: the destination has not received the complete "
+                               "state yet (phase %s)", phase_names[in->phase]);
+    else {
+        in->decision = DEC_COMMIT;
+        snprintf(in->decided_by, sizeof(in->decided_by), "agent");
+        eventfd_signal(in->wake_fd);
+    }
+    pthread_mutex_unlock(&in->lock);
+    return rc;
+}
+
+int mig_incoming_abort(struct mig_incoming *in, const char *why)
+{
+    pthread_mutex_lock(&in->lock);
+    if (in->decision == DEC_COMMIT) {
+        pthread_mutex_unlock(&in->lock);
+        return 1;
+    }
+    bool first = in->decision == DEC_NONE;
+    if (first) {
+        in->decision = DEC_ABORT;
+        snprintf(in->abort_why, sizeof(in->abort_why), "%s", why);
+    }
+    /* Before READY the receive is simply cut; after it, the thread
+     * sends ERROR to the source first (if it still can). */
+    bool cut = in->phase != PH_READY;
+    eventfd_signal(in->wake_fd);
+    pthread_mutex_unlock(&in->lock);
+    if (first && cut)
+        mig_session_abort(in->session);
     return 0;
 }
 
@@ -434,12 +701,33 @@ void mig_incoming_running(struct mig_incoming *in)
 {
     if (!in)
         return;
+    if (in->thread_started) {
+        pthread_join(in->thread, NULL);
+        in->thread_started = false;
+    }
     struct mig_channel *ch0 = mig_session_channel(in->session, 0);
     struct tern_err ignored;
-    if (ch0)
+    pthread_mutex_lock(&in->lock);
+    bool link = in->link_error[0] == 0;
+    pthread_mutex_unlock(&in->lock);
+    if (ch0 && link)
         (void)send_rec(ch0, mig_running_encode, &ignored);
-    fprintf(stderr, "tern-vmm: migration: state applied in %.1f ms, COMMIT after %.1f ms\n",
-            in->apply_ms, in->commit_wait_ms);
+    fprintf(stderr, "tern-vmm: migration: state applied in %.1f ms, committed by the %s after "
+                    "%.1f ms\n",
+            in->apply_ms, in->decided_by, in->commit_wait_ms);
+    incoming_free(in);
+}
+
+void mig_incoming_destroy(struct mig_incoming *in)
+{
+    if (!in)
+        return;
+    if (in->thread_started) {
+        (void)mig_incoming_abort(in, "the VMM is ending");
+        mig_session_abort(in->session);
+        pthread_join(in->thread, NULL);
+        in->thread_started = false;
+    }
     incoming_free(in);
 }
 
@@ -454,6 +742,10 @@ static void incoming_free(struct mig_incoming *in)
         mig_listener_close(in->listener);
     mig_session_free(in->session);
     mig_tls_free(in->tls);
+    if (in->done_fd >= 0)
+        close(in->done_fd);
+    if (in->wake_fd >= 0)
+        close(in->wake_fd);
     pthread_cond_destroy(&in->cond);
     pthread_mutex_destroy(&in->lock);
     free(in);

@@ -6,7 +6,13 @@
  *
  * The guest keeps running here on every failure before COMMIT is sent.
  * After COMMIT, the destination owns the guest: this side ends on RUNNING,
- * and if RUNNING never comes it stays paused (never resumes) and says so. */
+ * and if RUNNING never comes it stays paused (never resumes) and says so.
+ *
+ * With the commit gate (--commit-gate, for the cluster), READY is followed
+ * by phase "ready": the guest stays paused and nothing happens until the
+ * agent decides through the control socket (mig_source_commit/abort), the
+ * way the cluster's ordered log decided. Once told to commit, this side
+ * never resumes the guest, whether or not COMMIT gets through. */
 #include "migrate.h"
 
 #include <errno.h>
@@ -14,9 +20,11 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +56,16 @@ struct mig_stream {
     uint64_t round_pages;
 };
 
+/* What the agent decided in phase "ready" (commit gate). */
+enum gate_decision {
+    GATE_NONE = 0,
+    GATE_COMMIT, /* migrate-commit: send COMMIT; never resume here again */
+    GATE_ABORT,  /* migrate-abort (or migrate-cancel): ERROR, resume here */
+    GATE_QUIT,   /* this VMM is ending: leave, deciding nothing (the agents will) */
+};
+
+#define AGENT_ABORT_REASON "aborted by the agent"
+
 struct mig_source {
     struct vm *vm;
     struct mig_params p;
@@ -55,9 +73,12 @@ struct mig_source {
     bool thread_started;
     atomic_bool cancel;
     struct mig_session *session;
+    int wake_fd; /* eventfd: a gate decision was made */
 
     pthread_mutex_t lock; /* guards everything below */
     bool running;
+    enum gate_decision decision;
+    char link_error[TERN_ERR_MAX]; /* phase ready: why the destination is unreachable */
     char phase[32];
     char outcome[16]; /* "", succeeded, failed, cancelled, unknown */
     char reason[TERN_ERR_MAX];
@@ -82,6 +103,30 @@ static void set_phase(struct mig_source *m, const char *phase)
     pthread_mutex_lock(&m->lock);
     snprintf(m->phase, sizeof(m->phase), "%s", phase);
     pthread_mutex_unlock(&m->lock);
+}
+
+static void wake(int fd)
+{
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof(one)) < 0) {
+        /* An eventfd write only fails on counter overflow: already awake. */
+    }
+}
+
+static void drain(int fd)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: nothing pending; the decision is read under the lock anyway. */
+    }
+}
+
+/* Blocks until fd is readable (no timeout). */
+static void wait_fd(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR)
+        ;
 }
 
 static unsigned stream_of(uint64_t page, unsigned n)
@@ -215,6 +260,7 @@ static int exchange_hellos(struct mig_source *m, struct mig_stream *st, unsigned
     for (unsigned i = 0; i < n && rc == 0; i++) {
         struct mig_hello h;
         rc = mig_local_hello(m->vm, (uint16_t)i, (uint16_t)n, session, &h, err);
+        h.commit_gate = m->p.commit_gate;
         if (rc == 0) {
             rec_buf_reset(&b);
             mig_hello_encode(&b, &h);
@@ -306,6 +352,66 @@ static void send_error(struct mig_stream *s0, uint32_t code, const char *msg)
     if (s0->ch)
         (void)mig_send_recbuf(s0->ch, &b, &ignored);
     rec_buf_free(&b);
+}
+
+/* Phase "ready" (commit gate): waits, without a time limit, for the
+ * agent's decision. Meanwhile stream 0 is watched: RUNNING means the
+ * destination's agent committed it first (the guest runs there: as good as
+ * a commit); anything else that arrives, or a broken connection, is noted
+ * for status and the wait goes on without the link (only the agents know
+ * who owns the guest now). Returns the decision; *running_seen when RUNNING
+ * already came. */
+static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s0,
+                                      struct mig_rxbuf *rx, bool *running_seen)
+{
+    bool link = true;
+    for (;;) {
+        pthread_mutex_lock(&m->lock);
+        enum gate_decision d = m->decision;
+        pthread_mutex_unlock(&m->lock);
+        if (d != GATE_NONE)
+            return d;
+        struct tern_err e = {{0}};
+        int r = 2;
+        if (link)
+            r = mig_channel_wait_readable_or(s0->ch, m->wake_fd, -1, &e);
+        else
+            wait_fd(m->wake_fd);
+        if (r == 2) {
+            drain(m->wake_fd);
+            continue;
+        }
+        if (r == 1) {
+            struct rec_header h;
+            struct rec_reader rd;
+            if (mig_recv_record(s0->ch, rx, REPLY_TIMEOUT_MS, &h, &rd, &e) == 0) {
+                if (h.type == REC_TYPE_MIG_RUNNING && mig_running_decode(&h, &rd, &e) == 0) {
+                    /* The guest runs there: whatever was asked meanwhile,
+                     * it must never resume here. */
+                    pthread_mutex_lock(&m->lock);
+                    m->decision = GATE_COMMIT;
+                    snprintf(m->phase, sizeof(m->phase), "committing");
+                    pthread_mutex_unlock(&m->lock);
+                    *running_seen = true;
+                    return GATE_COMMIT;
+                }
+                if (h.type == REC_TYPE_MIG_ERROR) {
+                    struct mig_error me;
+                    if (mig_error_decode(&h, &rd, &me, &e) == 0)
+                        tern_err_set(&e, "the destination gave up: %s", me.msg);
+                } else if (h.type != REC_TYPE_MIG_RUNNING) {
+                    tern_err_set(&e, "unexpected %s from the destination",
+                                 mig_record_name(h.type) ?: "record");
+                }
+            }
+        }
+        link = false;
+        pthread_mutex_lock(&m->lock);
+        snprintf(m->link_error, sizeof(m->link_error), "%s", e.msg[0] ? e.msg : "connection lost");
+        pthread_mutex_unlock(&m->lock);
+        fprintf(stderr, "tern-vmm: migration: ready, waiting for the agent; the destination is "
+                        "unreachable (%s)\n", e.msg);
+    }
 }
 
 static void *source_thread(void *arg)
@@ -440,13 +546,45 @@ static void *source_thread(void *arg)
         goto fail;
     if (mig_fault("src-exit-before-commit"))
         _exit(99); /* the source dies with the guest paused: the destination must not run it */
-    rec_buf_reset(&b);
-    mig_commit_encode(&b);
-    if (mig_send_recbuf(st[0].ch, &b, &err) < 0)
-        goto fail; /* not sent: the destination never got it */
-    committed = true;
-    if (expect_record(&st[0], &rx, REC_TYPE_MIG_RUNNING, REPLY_TIMEOUT_MS, &err) < 0)
-        goto fail;
+    bool running_seen = false;
+    if (m->p.commit_gate) {
+        set_phase(m, "ready");
+        fprintf(stderr, "tern-vmm: migration: the destination has everything; the guest stays "
+                        "paused until migrate-commit or migrate-abort\n");
+        enum gate_decision d = await_agent(m, &st[0], &rx, &running_seen);
+        if (d == GATE_QUIT) {
+            /* Ending without a decision: no ERROR (the destination's agent
+             * decides, as if this process had died), no resume. */
+            finish(m, "unknown", "the VMM ended in phase ready, before the agent decided");
+            goto out;
+        }
+        if (d == GATE_ABORT) {
+            atomic_store(&m->cancel, true);
+            tern_err_set(&err, AGENT_ABORT_REASON);
+            goto fail;
+        }
+        /* Commit: from here on the guest never resumes here. */
+        committed = true;
+        set_phase(m, "committing");
+        if (mig_fault("src-exit-at-commit"))
+            _exit(94); /* the agents agreed; COMMIT never goes out on the wire */
+        pthread_mutex_lock(&m->lock);
+        bool link_lost = m->link_error[0] != 0;
+        if (link_lost)
+            tern_err_set(&err, "COMMIT could not be sent: %s", m->link_error);
+        pthread_mutex_unlock(&m->lock);
+        if (link_lost && !running_seen)
+            goto fail;
+    }
+    if (!running_seen) {
+        rec_buf_reset(&b);
+        mig_commit_encode(&b);
+        if (mig_send_recbuf(st[0].ch, &b, &err) < 0)
+            goto fail; /* not sent: ungated, the destination never got it */
+        committed = true;
+        if (expect_record(&st[0], &rx, REC_TYPE_MIG_RUNNING, REPLY_TIMEOUT_MS, &err) < 0)
+            goto fail;
+    }
     double pause_ms = (now_s() - t_pause) * 1000.0;
     update_progress(m, &cs, total_pages, total_bytes, 0, t0, st, n);
     pthread_mutex_lock(&m->lock);
@@ -518,6 +656,7 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
             return tern_err_set(err, "this VM was handed over (%s); it cannot migrate again", m->outcome);
         pthread_join(m->thread, NULL);
         mig_session_free(m->session);
+        close(m->wake_fd);
         pthread_mutex_destroy(&m->lock);
         free(m);
         *slot = NULL;
@@ -527,8 +666,15 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
         return tern_err_set(err, "out of memory");
     m->vm = vm;
     m->p = *p;
+    m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->wake_fd < 0) {
+        int e = errno;
+        free(m);
+        return tern_err_errno(err, e, "creating the migration's eventfd");
+    }
     m->session = mig_session_new();
     if (!m->session) {
+        close(m->wake_fd);
         free(m);
         return tern_err_set(err, "out of memory");
     }
@@ -538,6 +684,7 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
     int e = pthread_create(&m->thread, NULL, source_thread, m);
     if (e) {
         mig_session_free(m->session);
+        close(m->wake_fd);
         pthread_mutex_destroy(&m->lock);
         free(m);
         return tern_err_errno(err, e, "starting the migration thread");
@@ -569,8 +716,55 @@ json_t *mig_source_status(struct mig_source *m)
     json_object_set_new(j, "pause_parts_ms",
                         json_pack("{s:f, s:f, s:f}", "quiesce", m->quiesce_ms, "last_copy",
                                   m->last_copy_ms, "state", m->state_ms));
+    json_object_set_new(j, "commit_gate", json_boolean(m->p.commit_gate));
+    if (m->link_error[0])
+        json_object_set_new(j, "link_error", json_string(m->link_error));
     pthread_mutex_unlock(&m->lock);
     return j;
+}
+
+/* Records the agent's decision if the migration waits for one. */
+static int decide(struct mig_source *m, enum gate_decision d, const char *cmd,
+                  struct tern_err *err)
+{
+    if (!m)
+        return tern_err_set(err, "%s: no migration has run from this VM", cmd);
+    pthread_mutex_lock(&m->lock);
+    int rc = 0;
+    if (!m->p.commit_gate) {
+        rc = tern_err_set(err, "%s: this migration was started without --commit-gate; it hands "
+                               "over by itself", cmd);
+    } else if (!m->running) {
+        if (d == GATE_COMMIT && !strcmp(m->outcome, "succeeded"))
+            rc = 0; /* the destination runs the guest already: nothing left to do */
+        else
+            rc = tern_err_set(err, "%s: the migration is over (outcome %s%s%s)", cmd, m->outcome,
+                              m->reason[0] ? ": " : "", m->reason);
+    } else if (m->decision == d) {
+        rc = 0; /* a repeated request: the same decision stands */
+    } else if (m->decision != GATE_NONE) {
+        rc = tern_err_set(err, "%s: the agent already decided to %s", cmd,
+                          m->decision == GATE_COMMIT ? "commit" : "abort");
+    } else if (strcmp(m->phase, "ready") != 0) {
+        rc = tern_err_set(err, "%s: the migration is in phase '%s'; the decision is taken in "
+                               "phase 'ready', once the destination holds the complete state",
+                          cmd, m->phase);
+    } else {
+        m->decision = d;
+        wake(m->wake_fd);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int mig_source_commit(struct mig_source *m, struct tern_err *err)
+{
+    return decide(m, GATE_COMMIT, "migrate-commit", err);
+}
+
+int mig_source_abort(struct mig_source *m, struct tern_err *err)
+{
+    return decide(m, GATE_ABORT, "migrate-abort", err);
 }
 
 int mig_source_cancel(struct mig_source *m, struct tern_err *err)
@@ -579,10 +773,13 @@ int mig_source_cancel(struct mig_source *m, struct tern_err *err)
         return tern_err_set(err, "no migration is running");
     pthread_mutex_lock(&m->lock);
     bool running = m->running;
-    bool handing_over = !strcmp(m->phase, "handover");
+    bool handing_over = !strcmp(m->phase, "handover") || !strcmp(m->phase, "committing");
+    bool ready = !strcmp(m->phase, "ready");
     pthread_mutex_unlock(&m->lock);
     if (!running)
         return tern_err_set(err, "no migration is running");
+    if (ready) /* the commit gate holds it: cancelling is the agent's abort */
+        return decide(m, GATE_ABORT, "migrate-cancel", err);
     if (handing_over)
         return tern_err_set(err, "the migration is handing over the guest; it can no longer be cancelled");
     atomic_store(&m->cancel, true);
@@ -594,11 +791,21 @@ void mig_source_destroy(struct mig_source *m)
 {
     if (!m)
         return;
+    /* Ending in (or on the way to) phase ready decides nothing: the
+     * destination's agent does, as if this process had died. */
+    pthread_mutex_lock(&m->lock);
+    if (m->decision == GATE_NONE)
+        m->decision = GATE_QUIT;
+    wake(m->wake_fd);
+    bool ready = !strcmp(m->phase, "ready");
+    pthread_mutex_unlock(&m->lock);
     struct tern_err ignored;
-    (void)mig_source_cancel(m, &ignored);
+    if (!ready)
+        (void)mig_source_cancel(m, &ignored);
     if (m->thread_started)
         pthread_join(m->thread, NULL);
     mig_session_free(m->session);
+    close(m->wake_fd);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -635,6 +842,11 @@ int mig_params_from_json(json_t *req, struct mig_params *p, struct tern_err *err
         if (!json_is_number(v) || json_number_value(v) < 1 || json_number_value(v) > 86400)
             return tern_err_set(err, "migrate: max_seconds must be 1 to 86400");
         p->max_seconds = json_number_value(v);
+    }
+    if ((v = json_object_get(req, "commit_gate"))) {
+        if (!json_is_boolean(v))
+            return tern_err_set(err, "migrate: commit_gate must be true or false");
+        p->commit_gate = json_is_true(v);
     }
     return 0;
 }

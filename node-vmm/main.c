@@ -35,9 +35,10 @@ static void usage(FILE *f)
             "       tern-vmm ctl PATH save FILE [--stop]\n"
             "       tern-vmm run --incoming tls://ADDR:PORT --tls-dir DIR --token T --mem SIZE\n"
             "                    [--vcpus N] [--disk PATH[,ro]]... [--serial ...] [--control PATH]\n"
+            "                    [--commit-gate]\n"
             "       tern-vmm ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T\n"
-            "                    [--downtime-ms N] [--streams N] [--max-seconds N]\n"
-            "       tern-vmm ctl PATH migrate-cancel\n"
+            "                    [--downtime-ms N] [--streams N] [--max-seconds N] [--commit-gate]\n"
+            "       tern-vmm ctl PATH migrate-cancel|migrate-commit|migrate-abort\n"
             "\n"
             "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
             "      when the guest writes its exit status to the debug-exit port (0x501),\n"
@@ -47,11 +48,16 @@ static void usage(FILE *f)
             "ctl   sends one command to a running tern-vmm and prints the reply as JSON.\n"
             "      save pauses the VM, writes its state and memory to FILE atomically, then\n"
             "      resumes it (or, with --stop, ends it).\n"
+            "--commit-gate (both sides): after the destination has everything, the guest\n"
+            "      stays paused until the agent says migrate-commit (to either side) or\n"
+            "      migrate-abort (docs/migration.md).\n"
             "\n"
             "exit status of run: the guest's debug-exit byte; 0 when stopped; %d bad\n"
             "arguments; %d set-up failed (missing file, bad kernel, no KVM); %d internal\n"
-            "error; %d guest crashed (triple fault, KVM internal error, unhandled I/O).\n",
-            VMM_EXIT_USAGE, VMM_EXIT_SETUP, VMM_EXIT_INTERNAL, VMM_EXIT_GUEST_CRASH);
+            "error; %d guest crashed (triple fault, KVM internal error, unhandled I/O);\n"
+            "%d incoming migration failed or aborted (the guest never ran here).\n",
+            VMM_EXIT_USAGE, VMM_EXIT_SETUP, VMM_EXIT_INTERNAL, VMM_EXIT_GUEST_CRASH,
+            VMM_EXIT_MIGRATION);
 }
 
 static int signalfd_for_termination(struct tern_err *err)
@@ -103,6 +109,51 @@ static void main_loop(struct vm *vm, struct control_server *cs, int sig_fd)
     }
 }
 
+/* The loop while an incoming migration is received: termination signals
+ * (give up: the guest never ran here), the receive's outcome and control
+ * clients (status, stop, migrate-commit, migrate-abort). Returns the
+ * outcome, never PENDING. */
+static enum mig_incoming_outcome incoming_loop(struct mig_incoming *in, struct control_server *cs,
+                                               int sig_fd, struct tern_err *err)
+{
+    for (;;) {
+        /* The outcome first: a commit is acted on before any later request. */
+        enum mig_incoming_outcome o = mig_incoming_outcome(in, err);
+        if (o != MIG_INCOMING_PENDING)
+            return o;
+        struct pollfd fds[2 + 1 + CONTROL_MAX_CLIENTS];
+        int n = 0;
+        fds[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = mig_incoming_fd(in), .events = POLLIN};
+        int cs_first = n;
+        int cs_n = cs ? control_server_pollfds(cs, &fds[n]) : 0;
+        n += cs_n;
+        if (poll(fds, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            char why[128];
+            snprintf(why, sizeof(why), "poll failed: %s", strerror(errno));
+            if (mig_incoming_abort(in, why) == 1)
+                continue; /* committed: the outcome is RUN */
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (fds[0].revents) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
+                char why[128];
+                snprintf(why, sizeof(why), "stopped by signal %s", strsignal((int)si.ssi_signo));
+                (void)mig_incoming_abort(in, why); /* too late (committed): it runs */
+            }
+        }
+        if (fds[1].revents)
+            continue; /* the outcome, read at the top */
+        if (cs)
+            control_server_handle(cs, &fds[cs_first], cs_n);
+    }
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct run_options opts;
@@ -142,33 +193,50 @@ static int cmd_run(int argc, char **argv)
             return VMM_EXIT_SETUP;
         }
     }
+    /* The control socket answers from here on, also while an incoming
+     * migration is received. */
+    static struct vmm_ctl ctl;
+    ctl = (struct vmm_ctl){.vm = &vm};
+    struct control_server cs;
+    struct control_server *csp = NULL;
+    if (opts.control_path) {
+        if (control_server_open(&cs, opts.control_path, vmm_commands, vmm_nr_commands, &ctl,
+                                &err) < 0) {
+            fprintf(stderr, "tern-vmm: %s\n", err.msg);
+            vm_destroy(&vm);
+            close(sig_fd);
+            return opts.incoming ? VMM_EXIT_MIGRATION : VMM_EXIT_SETUP;
+        }
+        csp = &cs;
+    }
     struct mig_incoming *incoming = NULL;
     if (opts.incoming) {
-        if (mig_incoming_receive(&incoming, &vm, &opts, &err) < 0) {
+        enum mig_incoming_outcome o = MIG_INCOMING_FAILED;
+        if (mig_incoming_start(&incoming, &vm, &opts, &err) == 0) {
+            ctl.incoming = incoming;
+            o = incoming_loop(incoming, csp, sig_fd, &err);
+        }
+        if (o != MIG_INCOMING_RUN) {
             fprintf(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
                     err.msg);
+            ctl.incoming = NULL;
+            mig_incoming_destroy(incoming);
+            if (csp)
+                control_server_close(csp);
             vm_destroy(&vm);
             close(sig_fd);
             return VMM_EXIT_MIGRATION;
         }
     }
-    struct control_server cs;
-    struct control_server *csp = NULL;
-    if (opts.control_path) {
-        if (control_server_open(&cs, opts.control_path, vmm_commands, vmm_nr_commands, &vm,
-                                &err) < 0) {
-            fprintf(stderr, "tern-vmm: %s\n", err.msg);
-            vm_destroy(&vm);
-            close(sig_fd);
-            return VMM_EXIT_SETUP;
-        }
-        csp = &cs;
-    }
     if (vm_start(&vm, &err) < 0)
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
     if (incoming) {
         mig_incoming_running(incoming); /* the source may end now */
+        ctl.incoming = NULL;
+        ctl.received = true;
         fprintf(stderr, "tern-vmm: migration received; the guest runs here\n");
+        if (ctl.stop_after_start)
+            vm_request_end(&vm, VMM_EXIT_OK, "stopped through the control socket");
     }
     main_loop(&vm, csp, sig_fd);
     int status = vm_join(&vm);
@@ -203,16 +271,21 @@ static json_t *save_request(int argc, char **argv)
 }
 
 /* `ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T [--downtime-ms N]
- * [--streams N] [--max-seconds N]`. */
+ * [--streams N] [--max-seconds N] [--commit-gate]`. */
 static json_t *migrate_request(int argc, char **argv)
 {
     if (argc < 1) {
         fprintf(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
-                        "[--downtime-ms N] [--streams N] [--max-seconds N]\n");
+                        "[--downtime-ms N] [--streams N] [--max-seconds N] [--commit-gate]\n");
         return NULL;
     }
     json_t *req = json_pack("{s:s, s:s}", "cmd", "migrate", "uri", argv[0]);
     for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--commit-gate")) { /* no value */
+            json_object_set_new(req, "commit_gate", json_true());
+            i--;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "tern-vmm ctl: %s needs a value\n", argv[i]);
             json_decref(req);
@@ -247,8 +320,10 @@ static json_t *migrate_request(int argc, char **argv)
     return req;
 }
 
-/* Follows a started migration through status until it has an outcome,
- * printing a progress line per change; returns the ctl exit status. */
+/* Follows a started migration through status until it has an outcome
+ * (or, with the commit gate, reaches phase "ready": the agent decides
+ * next), printing a progress line per change; returns the ctl exit
+ * status. */
 static int follow_migration(const char *path)
 {
     char last[256] = "";
@@ -272,6 +347,13 @@ static int follow_migration(const char *path)
             int ok = !strcmp(outcome, "succeeded");
             json_decref(reply);
             return ok ? 0 : CTL_EXIT_FAILED;
+        }
+        if (!strcmp(json_string_value(json_object_get(m, "phase")) ?: "", "ready")) {
+            printf("migration: ready: the destination holds the complete state and the guest is "
+                   "paused here; now `ctl %s migrate-commit` or `ctl %s migrate-abort`\n",
+                   path, path);
+            json_decref(reply);
+            return 0;
         }
         char line[256];
         snprintf(line, sizeof(line),
@@ -314,12 +396,14 @@ static int cmd_ctl(int argc, char **argv)
         if (!req)
             return VMM_EXIT_USAGE;
     } else {
-        static const char *const known[] = {"status", "pause", "resume", "stop", "migrate-cancel"};
+        static const char *const known[] = {"status",         "pause",          "resume", "stop",
+                                            "migrate-cancel", "migrate-commit", "migrate-abort"};
         int ok = 0;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok |= !strcmp(cmd, known[i]);
         if (!ok) {
-            fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save)\n",
+            fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save, "
+                            "migrate, migrate-cancel, migrate-commit, migrate-abort)\n",
                     cmd);
             return VMM_EXIT_USAGE;
         }

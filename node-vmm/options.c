@@ -131,6 +131,10 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
         const char *opt = argv[i];
         if (strncmp(opt, "--", 2))
             return tern_err_set(err, "unexpected argument '%s'; options start with --", opt);
+        if (!strcmp(opt, "--commit-gate")) { /* the one option without a value */
+            o->commit_gate = true;
+            continue;
+        }
         if (i + 1 >= argc)
             return tern_err_set(err, "option %s needs a value", opt);
         const char *val = argv[++i];
@@ -184,8 +188,8 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
             return tern_err_set(err, "--token must be at least 16 characters (a one-time secret)");
         if (!o->mem_bytes)
             return tern_err_set(err, "--incoming needs --mem (and --vcpus, --disk) as on the source");
-    } else if (o->tls_dir || o->token) {
-        return tern_err_set(err, "--tls-dir and --token go with --incoming");
+    } else if (o->tls_dir || o->token || o->commit_gate) {
+        return tern_err_set(err, "--tls-dir, --token and --commit-gate go with --incoming");
     }
     if (o->restore) {
         if (o->kernel || o->initrd || o->cmdline[0])

@@ -40,6 +40,10 @@ struct run_options {
      * the source. */
     bool incoming;
     struct endpoint incoming_at;
+    /* --commit-gate (with --incoming): after READY the guest runs here on
+     * the source's COMMIT or the agent's migrate-commit; a connection lost
+     * after READY leaves the decision to the agent instead of failing. */
+    bool commit_gate;
     const char *tls_dir;
     const char *token;
     const char *kernel;

@@ -57,10 +57,29 @@ json_t *vmm_status_json(struct vm *vm)
                      "tx_dropped", (json_int_t)vm->serial.tx_dropped);
 }
 
+/* While receiving: refuses the commands that need a running guest. */
+static int refuse_while_incoming(struct vmm_ctl *c, const char *cmd, struct tern_err *err)
+{
+    if (!c->incoming)
+        return 0;
+    return tern_err_set(err, "%s: this VM is receiving an incoming migration; until the guest "
+                             "runs here only status, stop, migrate-commit and migrate-abort work",
+                        cmd);
+}
+
 static json_t *cmd_status(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
-    struct vm *vm = opaque;
+    struct vmm_ctl *c = opaque;
+    struct vm *vm = c->vm;
+    if (c->incoming) {
+        json_t *s = json_pack("{s:s, s:i, s:I, s:o}", "state", "incoming", "vcpus",
+                              (int)vm->nr_vcpus, "mem_bytes", (json_int_t)vm->mem.size,
+                              "incoming", mig_incoming_status(c->incoming));
+        if (!s)
+            tern_err_set(err, "out of memory building status");
+        return s;
+    }
     json_t *s = vmm_status_json(vm);
     if (!s)
         tern_err_set(err, "out of memory building status");
@@ -71,11 +90,15 @@ static json_t *cmd_status(void *opaque, json_t *req, struct tern_err *err)
 }
 
 /* {"cmd":"migrate","uri":"tls://HOST:PORT","tls_dir":DIR,"token":T,
- *  "streams":N,"downtime_ms":N,"max_seconds":N}: starts a live migration
- * in the background; its progress and result appear in status. */
+ *  "streams":N,"downtime_ms":N,"max_seconds":N,"commit_gate":BOOL}: starts
+ * a live migration in the background; its progress and result appear in
+ * status. */
 static json_t *cmd_migrate(void *opaque, json_t *req, struct tern_err *err)
 {
-    struct vm *vm = opaque;
+    struct vmm_ctl *c = opaque;
+    struct vm *vm = c->vm;
+    if (refuse_while_incoming(c, "migrate", err) < 0)
+        return NULL;
     struct mig_params p;
     if (mig_params_from_json(req, &p, err) < 0)
         return NULL;
@@ -92,16 +115,59 @@ static json_t *cmd_migrate(void *opaque, json_t *req, struct tern_err *err)
 static json_t *cmd_migrate_cancel(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
-    struct vm *vm = opaque;
-    if (mig_source_cancel(vm->migration, err) < 0)
+    struct vmm_ctl *c = opaque;
+    if (refuse_while_incoming(c, "migrate-cancel", err) < 0)
+        return NULL;
+    if (mig_source_cancel(c->vm->migration, err) < 0)
         return NULL;
     return json_pack("{s:s}", "migration", "cancelling");
+}
+
+/* migrate-commit: on a destination, the agent's commit (--commit-gate);
+ * on a source in phase "ready" of a gated migration, send COMMIT. */
+static json_t *cmd_migrate_commit(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    struct vmm_ctl *c = opaque;
+    if (c->incoming) {
+        if (mig_incoming_commit(c->incoming, err) < 0)
+            return NULL;
+        return json_pack("{s:s}", "migration", "committing");
+    }
+    if (c->received && !c->vm->migration) /* the guest runs here already */
+        return json_pack("{s:s}", "migration", "committed");
+    if (mig_source_commit(c->vm->migration, err) < 0)
+        return NULL;
+    return json_pack("{s:s}", "migration", "committing");
+}
+
+/* migrate-abort: on a destination, give up (exit 75, the guest never ran
+ * here); on a source in phase "ready", take the guest back. */
+static json_t *cmd_migrate_abort(void *opaque, json_t *req, struct tern_err *err)
+{
+    (void)req;
+    struct vmm_ctl *c = opaque;
+    if (c->incoming) {
+        if (mig_incoming_abort(c->incoming, "aborted by the agent") == 1)
+            return tern_err_set(err, "migrate-abort: too late, the guest was committed here and "
+                                     "is starting"),
+                   NULL;
+        return json_pack("{s:s}", "migration", "aborting");
+    }
+    if (c->received && !c->vm->migration)
+        return tern_err_set(err, "migrate-abort: the guest was committed here and runs"), NULL;
+    if (mig_source_abort(c->vm->migration, err) < 0)
+        return NULL;
+    return json_pack("{s:s}", "migration", "aborting");
 }
 
 static json_t *cmd_pause(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
-    struct vm *vm = opaque;
+    struct vmm_ctl *c = opaque;
+    struct vm *vm = c->vm;
+    if (refuse_while_incoming(c, "pause", err) < 0)
+        return NULL;
     if (vm_pause(vm, err) < 0)
         return NULL;
     return json_pack("{s:s}", "state", "paused");
@@ -110,18 +176,29 @@ static json_t *cmd_pause(void *opaque, json_t *req, struct tern_err *err)
 static json_t *cmd_resume(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
-    struct vm *vm = opaque;
+    struct vmm_ctl *c = opaque;
+    struct vm *vm = c->vm;
+    if (refuse_while_incoming(c, "resume", err) < 0)
+        return NULL;
     if (vm_resume(vm, err) < 0)
         return NULL;
     return json_pack("{s:s}", "state", "running");
 }
 
+/* While receiving, stop gives up the incoming migration (exit 75, the
+ * guest never ran here) unless it was already committed here: then the
+ * guest is stopped right after it starts. */
 static json_t *cmd_stop(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
     (void)err;
-    struct vm *vm = opaque;
-    vm_request_end(vm, VMM_EXIT_OK, "stopped through the control socket");
+    struct vmm_ctl *c = opaque;
+    if (c->incoming) {
+        if (mig_incoming_abort(c->incoming, "stopped through the control socket") == 1)
+            c->stop_after_start = true;
+        return json_pack("{s:s}", "state", "stopping");
+    }
+    vm_request_end(c->vm, VMM_EXIT_OK, "stopped through the control socket");
     return json_pack("{s:s}", "state", "stopping");
 }
 
@@ -130,7 +207,10 @@ static json_t *cmd_stop(void *opaque, json_t *req, struct tern_err *err)
  * failed save leaves the VM as it was. */
 static json_t *cmd_save(void *opaque, json_t *req, struct tern_err *err)
 {
-    struct vm *vm = opaque;
+    struct vmm_ctl *c = opaque;
+    struct vm *vm = c->vm;
+    if (refuse_while_incoming(c, "save", err) < 0)
+        return NULL;
     const char *file = json_string_value(json_object_get(req, "file"));
     json_t *stop_j = json_object_get(req, "stop");
     if (!file || file[0] != '/')
@@ -170,6 +250,8 @@ static json_t *cmd_save(void *opaque, json_t *req, struct tern_err *err)
 const struct control_command vmm_commands[] = {
     {"migrate", cmd_migrate},
     {"migrate-cancel", cmd_migrate_cancel},
+    {"migrate-commit", cmd_migrate_commit},
+    {"migrate-abort", cmd_migrate_abort},
     {"save", cmd_save},
     {"status", cmd_status},
     {"pause", cmd_pause},

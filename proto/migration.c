@@ -69,9 +69,11 @@ int mig_check_header(const struct rec_header *h, struct tern_err *err)
     const char *name = mig_record_name(h->type);
     if (!name)
         return tern_err_set(err, "record type 0x%x is not part of the migration stream", h->type);
-    if (h->version != 1 || h->flags != 0)
-        return tern_err_set(err, "migration %s record version %u flags 0x%x (expected 1, 0)",
-                            name, h->version, h->flags);
+    uint16_t known = h->type == REC_TYPE_MIG_HELLO ? MIG_HELLO_COMMIT_GATE : 0;
+    if (h->version != 1 || (h->flags & ~known) != 0)
+        return tern_err_set(err, "migration %s record version %u flags 0x%x (expected 1, 0x%x "
+                                 "at most)",
+                            name, h->version, h->flags, known);
     if (h->length > max_payload(h->type))
         return tern_err_set(err, "migration %s record of %u bytes (at most %u)", name, h->length,
                             max_payload(h->type));
@@ -132,7 +134,7 @@ uint64_t mig_hello_nr_pages(const struct mig_hello *m)
 
 void mig_hello_encode(struct rec_buf *b, const struct mig_hello *m)
 {
-    rec_begin(b, REC_TYPE_MIG_HELLO, 1, 0);
+    rec_begin(b, REC_TYPE_MIG_HELLO, 1, m->commit_gate ? MIG_HELLO_COMMIT_GATE : 0);
     rec_put_bytes(b, MIG_MAGIC, 8);
     rec_put_u32(b, m->protocol);
     rec_put_u64(b, m->session);
@@ -193,6 +195,7 @@ int mig_hello_decode(const struct rec_header *h, struct rec_reader *r, struct mi
     memset(out, 0, sizeof(*out));
     if (expect(h, REC_TYPE_MIG_HELLO, err) < 0)
         return -1;
+    out->commit_gate = (h->flags & MIG_HELLO_COMMIT_GATE) != 0;
     uint8_t magic[8];
     rec_get_bytes(r, magic, 8);
     if (r->failed || memcmp(magic, MIG_MAGIC, 8) != 0)
@@ -261,6 +264,13 @@ int mig_hello_check(const struct mig_hello *local, const struct mig_hello *peer,
                      (unsigned long long)peer->ram_bytes, peer->nr_regions,
                      (unsigned long long)local->ram_bytes, local->nr_regions);
         return refuse(code, MIG_ERR_LAYOUT);
+    }
+    if (peer->commit_gate != local->commit_gate) {
+        tern_err_set(err, "--commit-gate differs: the peer %s it, this side %s (both sides must "
+                          "agree on who decides the handover)",
+                     peer->commit_gate ? "uses" : "does not use",
+                     local->commit_gate ? "does" : "does not");
+        return refuse(code, MIG_ERR_CONFIG);
     }
     if (local->nr_streams != 0) {
         if (peer->session != local->session) {

@@ -68,6 +68,9 @@ enum mig_error_code {
 
 /* --- HELLO (0x0301): first record on every stream, source -> destination --- */
 
+/* HELLO header flags (every other record has flags 0). */
+#define MIG_HELLO_COMMIT_GATE 0x0001u /* the handover waits for the agents (--commit-gate) */
+
 struct mig_region {
     uint64_t gpa;    /* guest physical start, page-aligned */
     uint64_t size;   /* bytes, a multiple of the page size, > 0 */
@@ -84,6 +87,7 @@ struct mig_hello {
     uint16_t nr_streams;                    /* 1..MIG_MAX_STREAMS */
     uint32_t nr_regions;                    /* 1..MIG_MAX_REGIONS */
     struct mig_region regions[MIG_MAX_REGIONS];
+    bool commit_gate; /* header flag MIG_HELLO_COMMIT_GATE: COMMIT only on the agents' word */
 };
 
 /* SHA-256 over the canonical encoding of what must match on both sides:
@@ -106,7 +110,8 @@ void mig_hello_encode(struct rec_buf *b, const struct mig_hello *m);
 int mig_hello_decode(const struct rec_header *h, struct rec_reader *r, struct mig_hello *out,
                      struct tern_err *err);
 /* Compares a peer's HELLO with what this side expects: protocol, config
- * digest and RAM layout always; session and nr_streams too when
+ * digest, RAM layout and commit gate (both sides must agree on who decides
+ * the handover: MIG_ERR_CONFIG) always; session and nr_streams too when
  * local->nr_streams is not 0 (compare the 2nd..Nth stream's HELLO with
  * the first one's). Returns 0, or -1 with *code (enum mig_error_code) and
  * err set, ready to go into an ERROR record. */
@@ -261,7 +266,8 @@ int mig_error_decode(const struct rec_header *h, struct rec_reader *r, struct mi
 /* "HELLO", "PAGES", ... or NULL for a type outside the stream. */
 const char *mig_record_name(uint32_t type);
 /* For streaming readers, right after rec_parse_header and before reading
- * the payload: the type is a migration record, version 1, flags 0, and
+ * the payload: the type is a migration record, version 1, flags 0 (HELLO:
+ * no flag but MIG_HELLO_COMMIT_GATE), and
  * the length is within that type's maximum (so the payload buffer can be
  * sized from it). */
 int mig_check_header(const struct rec_header *h, struct tern_err *err);

@@ -20,6 +20,8 @@
 #include "tests/support/netns.h"
 #include "tests/support/proc.h"
 
+#include <stdbool.h>
+
 #define TOKEN "migration-token-0123456789abcdef"
 #define PORT "7701"
 
@@ -142,13 +144,13 @@ static struct vmm *start_source(struct fixture *f, int host, const char *vcpus, 
     return v;
 }
 
-static struct vmm *start_dest(struct fixture *f, int host, const char *vcpus, const char *tls,
-                              const char *token)
+static struct vmm *start_dest_gate(struct fixture *f, int host, const char *vcpus,
+                                   const char *tls, const char *token, bool gate)
 {
     char uri[64];
     snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[host], PORT);
     const char *args[] = {"--incoming", uri, "--tls-dir", tls, "--token", token, "--mem", "128M",
-                          "--vcpus", vcpus, "--disk", f->disk, NULL};
+                          "--vcpus", vcpus, "--disk", f->disk, gate ? "--commit-gate" : NULL, NULL};
     struct vmm *v = start(f, host, args);
     for (int i = 0; i < 200 && !test_wait_for_text(v->p.err_path, "waiting for a migration", 0); i++)
         test_sleep_ms(10);
@@ -156,19 +158,33 @@ static struct vmm *start_dest(struct fixture *f, int host, const char *vcpus, co
     return v;
 }
 
-/* Asks `src` to migrate to `host` and waits for the outcome. */
-static json_t *migrate(struct fixture *f, struct vmm *src, int host, const char *tls,
-                       const char *token, int streams)
+static struct vmm *start_dest(struct fixture *f, int host, const char *vcpus, const char *tls,
+                              const char *token)
+{
+    return start_dest_gate(f, host, vcpus, tls, token, false);
+}
+
+/* Asks `src` to migrate to `host` (with or without the commit gate). */
+static void migrate_start(struct fixture *f, struct vmm *src, int host, const char *tls,
+                          const char *token, int streams, bool gate)
 {
     char uri[64];
     snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[host], PORT);
-    json_t *r = call(src, json_pack("{s:s, s:s, s:s, s:s, s:i}", "cmd", "migrate", "uri", uri,
-                                    "tls_dir", tls, "token", token, "streams", streams));
+    json_t *r = call(src, json_pack("{s:s, s:s, s:s, s:s, s:i, s:b}", "cmd", "migrate", "uri", uri,
+                                    "tls_dir", tls, "token", token, "streams", streams,
+                                    "commit_gate", gate));
     if (!json_is_true(json_object_get(r, "ok"))) {
         show(src);
         fail_msg("migrate refused: %s", json_string_value(json_object_get(r, "error")));
     }
     json_decref(r);
+}
+
+/* Polls the source's status until the migration has an outcome (or, with
+ * `phase`, reaches that phase); returns status.migration. A source that
+ * stopped answering handed over: {"outcome":"succeeded"}. */
+static json_t *wait_migration(struct vmm *src, const char *phase)
+{
     for (int i = 0; i < 600; i++) {
         json_t *reply = NULL;
         struct tern_err err;
@@ -180,14 +196,22 @@ static json_t *migrate(struct fixture *f, struct vmm *src, int host, const char 
         json_t *m = json_incref(json_object_get(reply, "migration"));
         json_decref(reply);
         const char *o = json_string_value(json_object_get(m, "outcome"));
-        if (o && *o)
+        const char *ph = json_string_value(json_object_get(m, "phase"));
+        if ((o && *o) || (phase && ph && !strcmp(ph, phase)))
             return m;
-
         json_decref(m);
-        test_sleep_ms(100);
+        test_sleep_ms(phase ? 20 : 100);
     }
     fail_msg("migration did not finish");
     return NULL;
+}
+
+/* Asks `src` to migrate to `host` and waits for the outcome. */
+static json_t *migrate(struct fixture *f, struct vmm *src, int host, const char *tls,
+                       const char *token, int streams)
+{
+    migrate_start(f, src, host, tls, token, streams, false);
+    return wait_migration(src, NULL);
 }
 
 static long long hb(struct vmm *v, const char *field)
@@ -499,6 +523,263 @@ static void test_source_dies_before_commit(void **state)
     assert_int_equal(test_count_text(dst->serial, "tern-guest"), 0);
 }
 
+
+/* ---- the commit gate: the agents decide the handover ---- */
+
+/* Sends {"cmd":cmd}; expects ok (needle NULL) or an error containing needle. */
+static void expect_reply(struct vmm *v, const char *cmd, const char *needle)
+{
+    json_t *r = call(v, json_pack("{s:s}", "cmd", cmd));
+    const char *e = json_string_value(json_object_get(r, "error"));
+    bool ok = json_is_true(json_object_get(r, "ok"));
+    if (needle ? ok || !e || !strstr(e, needle) : !ok) {
+        show(v);
+        fail_msg("%s: expected %s, got %s", cmd, needle ? needle : "ok", e ? e : "ok");
+    }
+    json_decref(r);
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
+/* status.incoming of a destination still receiving; NULL once the guest
+ * runs there (then the status is the ordinary one). */
+static json_t *incoming_status(struct vmm *v)
+{
+    json_t *s = call(v, json_pack("{s:s}", "cmd", "status"));
+    json_t *in = json_incref(json_object_get(s, "incoming"));
+    assert_string_equal(jstr(s, "state"), in ? "incoming" : "running");
+    json_decref(s);
+    return in;
+}
+
+/* Polls until `v`'s status.migration (source) or status.incoming
+ * (destination) has a non-empty string at `key`; returns that object. */
+static json_t *wait_field(struct vmm *v, const char *obj, const char *key)
+{
+    for (int i = 0; i < 500; i++) {
+        json_t *s = call(v, json_pack("{s:s}", "cmd", "status"));
+        json_t *o = json_incref(json_object_get(s, obj));
+        json_decref(s);
+        if (o && *jstr(o, key))
+            return o;
+        json_decref(o);
+        test_sleep_ms(10);
+    }
+    show(v);
+    fail_msg("status.%s.%s never appeared", obj, key);
+    return NULL;
+}
+
+/* Starts a gated migration src -> host 1 (the destination started with
+ * --commit-gate) and waits for phase ready: everything is over there, the
+ * guest is paused here, both sides wait for their agent. */
+static void gated_to_ready(struct fixture *f, struct vmm *src, struct vmm *dst)
+{
+    migrate_start(f, src, 1, f->tls[0], TOKEN, 1, true);
+    json_t *m = wait_migration(src, "ready");
+    if (strcmp(jstr(m, "phase"), "ready")) {
+        show(src);
+        show(dst);
+        fail_msg("gated migration ended before phase ready: %s: %s", jstr(m, "outcome"),
+                 jstr(m, "reason"));
+    }
+    assert_true(json_is_true(json_object_get(m, "commit_gate")));
+    json_decref(m);
+    json_t *in = NULL;
+    for (int i = 0; i < 200; i++) {
+        json_decref(in);
+        in = incoming_status(dst);
+        if (in && !strcmp(jstr(in, "phase"), "ready"))
+            break;
+        test_sleep_ms(10);
+    }
+    assert_non_null(in);
+    assert_string_equal(jstr(in, "phase"), "ready");
+    assert_true(json_integer_value(json_object_get(in, "bytes_received")) > 16 << 20);
+    json_decref(in);
+}
+
+static void assert_paused(struct vmm *v)
+{
+    json_t *s = call(v, json_pack("{s:s}", "cmd", "status"));
+    assert_string_equal(jstr(s, "state"), "paused");
+    json_decref(s);
+    long long a = hb(v, "count");
+    test_sleep_ms(300);
+    assert_int_equal(hb(v, "count"), a); /* no heartbeat: the guest does not run */
+}
+
+static void assert_outcome(json_t *m, const char *outcome, const char *reason)
+{
+    if (strcmp(jstr(m, "outcome"), outcome) || (reason && !strstr(jstr(m, "reason"), reason)))
+        fail_msg("expected outcome %s (%s), got %s: %s", outcome, reason ? reason : "",
+                 jstr(m, "outcome"), jstr(m, "reason"));
+    json_decref(m);
+}
+
+static void assert_never_ran(struct vmm *dst)
+{
+    assert_true(test_proc_wait(&dst->p, 10000));
+    assert_int_equal(dst->p.status, VMM_EXIT_MIGRATION);
+    assert_int_equal(test_count_text(dst->serial, "tern-guest"), 0);
+}
+
+/* Aborts at phase ready: the destination's agent first, then the source's
+ * (the guest resumes there); then the other way round (the destination
+ * leaves on the source's ERROR by itself); then an ordinary migration of
+ * the same VM succeeds. */
+static void test_gate_abort(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=10 hb=1000 check=300 status=200");
+    expect_reply(src, "migrate-commit", "no migration has run");
+    long checks = test_last_value(src->serial, "checks=");
+
+    struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
+    gated_to_ready(f, src, dst);
+    assert_paused(src);
+    expect_reply(dst, "pause", "receiving an incoming migration");
+    expect_reply(dst, "migrate-abort", NULL);
+    assert_never_ran(dst);
+    /* The source notes the destination's ERROR and still waits for its agent. */
+    json_t *m = wait_field(src, "migration", "link_error");
+    assert_string_equal(jstr(m, "phase"), "ready");
+    assert_non_null(strstr(jstr(m, "link_error"), "aborted by the agent"));
+    json_decref(m);
+    assert_paused(src);
+    expect_reply(src, "migrate-abort", NULL);
+    assert_outcome(wait_migration(src, NULL), "cancelled", "aborted by the agent");
+    assert_guest_healthy(src, checks); /* resumed: self-checks and heartbeats go on */
+    expect_reply(src, "migrate-commit", "the migration is over");
+
+    checks = test_last_value(src->serial, "checks=");
+    dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
+    gated_to_ready(f, src, dst);
+    expect_reply(src, "migrate-cancel", NULL); /* in phase ready: the same as abort */
+    assert_outcome(wait_migration(src, NULL), "cancelled", "aborted by the agent");
+    assert_never_ran(dst);
+    assert_true(test_wait_for_text(dst->p.err_path, "the source gave up", 0));
+    assert_guest_healthy(src, checks);
+
+    dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    assert_outcome(migrate(f, src, 1, f->tls[0], TOKEN, 1), "succeeded", NULL);
+    assert_true(test_proc_wait(&src->p, 10000));
+    assert_int_equal(src->p.status, 0);
+    wait_socket(dst);
+    assert_guest_healthy(dst, checks);
+}
+
+/* The source dies at phase ready: the destination keeps the complete state
+ * and waits; its agent's migrate-commit runs the guest there, continuing
+ * where it stopped (heartbeat sequence, disk journal, self-checks). */
+static void test_gate_source_dies_agent_commits(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1",
+                                   "fill=16 dirty=10 hb=1000 check=300 status=200 disk=1 disk_rate=50");
+    long checks = test_last_value(src->serial, "checks=");
+    long seq = test_last_value(src->serial, "disk_seq=");
+    struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
+    gated_to_ready(f, src, dst);
+    long long last = hb(src, "last_seq");
+    test_proc_kill(&src->p);
+    json_t *in = wait_field(dst, "incoming", "link_error");
+    assert_string_equal(jstr(in, "phase"), "ready");
+    json_decref(in);
+    test_sleep_ms(200);
+    assert_false(test_proc_wait(&dst->p, 0)); /* still there, waiting */
+    expect_reply(dst, "migrate-commit", NULL);
+    for (int i = 0; i < 500; i++) {
+        json_t *st = incoming_status(dst);
+        json_decref(st);
+        if (!st)
+            break;
+        test_sleep_ms(10);
+    }
+    assert_guest_healthy(dst, checks);
+    assert_true(hb(dst, "last_seq") > last);
+    assert_true(test_last_value(dst->serial, "disk_seq=") >= seq);
+    expect_reply(dst, "migrate-commit", NULL); /* repeated: harmless */
+}
+
+/* migrate-commit on the source at phase ready: COMMIT, RUNNING, done. */
+static void test_gate_commit_on_source(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=25 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
+    wait_socket(dst);
+    expect_reply(dst, "migrate-commit", "has not received the complete state yet");
+    gated_to_ready(f, src, dst);
+    expect_reply(src, "migrate-commit", NULL);
+    assert_outcome(wait_migration(src, NULL), "succeeded", NULL);
+    assert_true(test_proc_wait(&src->p, 10000));
+    assert_int_equal(src->p.status, 0);
+    assert_guest_healthy(dst, checks);
+    json_t *st = call(dst, json_pack("{s:s}", "cmd", "status"));
+    assert_string_equal(jstr(st, "state"), "running");
+    assert_true(json_is_number(json_object_get(json_object_get(st, "heartbeat"), "handover_gap_ms")));
+    json_decref(st);
+    expect_reply(dst, "migrate-commit", NULL); /* the other commit comes late: harmless */
+    expect_reply(dst, "migrate-abort", "committed here");
+}
+
+/* A destination answers its control socket from the start: status while
+ * waiting and receiving, refusals, stop; a gated source and an ungated
+ * destination do not agree. */
+static void test_incoming_status(void **state)
+{
+    struct fixture *f = *state;
+    struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
+    wait_socket(dst);
+    json_t *in = incoming_status(dst);
+    assert_non_null(in);
+    assert_string_equal(jstr(in, "phase"), "waiting");
+    assert_int_equal(json_integer_value(json_object_get(in, "bytes_received")), 0);
+    assert_true(json_is_true(json_object_get(in, "commit_gate")));
+    json_decref(in);
+    expect_reply(dst, "migrate-commit", "has not received the complete state yet");
+    expect_reply(dst, "save", "receiving an incoming migration");
+    expect_reply(dst, "migrate", "receiving an incoming migration");
+    expect_reply(dst, "stop", NULL);
+    assert_never_ran(dst);
+
+    struct vmm *src = start_source(f, 0, "1", "fill=96 dirty=25 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    migrate_start(f, src, 1, f->tls[0], TOKEN, 1, true);
+    assert_outcome(wait_migration(src, NULL), "failed", "--commit-gate differs");
+    assert_never_ran(dst);
+
+    dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    wait_socket(dst);
+    expect_reply(dst, "migrate-commit", "without --commit-gate");
+    migrate_start(f, src, 1, f->tls[0], TOKEN, 1, false);
+    long long seen[64];
+    int n = 0;
+    for (int i = 0; i < 5000; i++) {
+        in = incoming_status(dst);
+        if (!in)
+            break;
+        long long b = json_integer_value(json_object_get(in, "bytes_received"));
+        if (!strcmp(jstr(in, "phase"), "receiving") && b > 0 && n < 64 && (n == 0 || b > seen[n - 1]))
+            seen[n++] = b;
+        assert_true(n == 0 || b >= seen[n - 1]);
+        json_decref(in);
+        test_sleep_ms(2);
+    }
+    print_message("incoming: %d distinct bytes_received values while receiving, last %lld\n", n,
+                  n ? seen[n - 1] : 0);
+    assert_true(n >= 2);
+    assert_outcome(wait_migration(src, NULL), "succeeded", NULL);
+    assert_guest_healthy(dst, checks);
+}
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -517,6 +798,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destination_dies_before_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unconfirmed_commit_keeps_source_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_mid_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gate_abort, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gate_source_dies_agent_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gate_commit_on_source, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_incoming_status, setup, teardown),
     };
+    /* TERN_TEST_FILTER=test_gate* runs only the matching tests. */
+    if (getenv("TERN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TERN_TEST_FILTER"));
     return cmocka_run_group_tests_name("migration", tests, NULL, NULL);
 }

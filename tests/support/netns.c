@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,42 +53,51 @@ void test_hosts_reap_stale(void)
     closedir(d);
 }
 
-int test_hosts_create(struct test_hosts *h, int nr, char *err, size_t errlen)
+/* Creates the switch `<prefix>sw` and hosts `<prefix>h<first>` onwards,
+ * with veth names `<veth_base>h<n>` (host side) and `<veth_base>h<n>s`
+ * (switch side). Registered for removal at exit unless `keep`. */
+static int create(struct test_hosts *h, int nr, const char *prefix, int first, const char *veth_base,
+                  bool keep, char *err, size_t errlen)
 {
     memset(h, 0, sizeof(*h));
     if (nr < 1 || nr > TEST_HOSTS_MAX) {
         snprintf(err, errlen, "between 1 and %d hosts", TEST_HOSTS_MAX);
         return -1;
     }
-    test_hosts_reap_stale();
-    static int seq;
-    int id = seq++;
-    int pid = (int)getpid();
     h->nr = nr;
-    snprintf(h->sw, sizeof(h->sw), NS_PREFIX "%d-%d-sw", pid, id);
+    /* The longest name is the last host's. */
+    if (snprintf(h->sw, sizeof(h->sw), "%sh%d", prefix, nr + first) >= (int)sizeof(h->sw)) {
+        snprintf(err, errlen, "namespace name prefix '%s' is too long", prefix);
+        return -1;
+    }
+    snprintf(h->sw, sizeof(h->sw), "%ssw", prefix);
     if (run("ip netns add %s", h->sw) || run("ip -n %s link add br0 type bridge", h->sw) ||
         run("ip -n %s link set br0 up", h->sw)) {
-        snprintf(err, errlen, "cannot create the switch namespace %s (root and iproute2 needed)",
+        snprintf(err, errlen,
+                 "cannot create the switch namespace %s (root and iproute2 needed; does it "
+                 "exist already?)",
                  h->sw);
         run("ip netns del %s", h->sw);
         return -1;
     }
     h->created = true;
-    for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
-        if (!live[i]) {
-            live[i] = h;
-            break;
+    if (!keep) {
+        for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++) {
+            if (!live[i]) {
+                live[i] = h;
+                break;
+            }
+        }
+        static bool registered;
+        if (!registered) {
+            atexit(destroy_live);
+            registered = true;
         }
     }
-    static bool registered;
-    if (!registered) {
-        atexit(destroy_live);
-        registered = true;
-    }
     for (int i = 0; i < nr; i++) {
-        snprintf(h->ns[i], sizeof(h->ns[i]), NS_PREFIX "%d-%d-h%d", pid, id, i);
+        snprintf(h->ns[i], sizeof(h->ns[i]), "%sh%d", prefix, i + first);
         /* Interface names are at most 15 characters. */
-        snprintf(h->veth[i], sizeof(h->veth[i]), "t%05d%02dh%d", pid % 100000, id % 100, i);
+        snprintf(h->veth[i], sizeof(h->veth[i]), "%sh%d", veth_base, i + first);
         snprintf(h->addr[i], sizeof(h->addr[i]), "10.77.0.%d", i + 1);
         if (run("ip netns add %s", h->ns[i]) ||
             run("ip link add %s type veth peer name %ss", h->veth[i], h->veth[i]) ||
@@ -104,6 +114,73 @@ int test_hosts_create(struct test_hosts *h, int nr, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+int test_hosts_create(struct test_hosts *h, int nr, char *err, size_t errlen)
+{
+    test_hosts_reap_stale();
+    static int seq;
+    int id = seq++;
+    int pid = (int)getpid();
+    char prefix[24], veth[12];
+    snprintf(prefix, sizeof(prefix), NS_PREFIX "%d-%d-", pid, id);
+    snprintf(veth, sizeof(veth), "t%05d%02d", pid % 100000, id % 100);
+    /* Hosts are numbered from 0 here (…-h0 is 10.77.0.1), as before. */
+    return create(h, nr, prefix, 0, veth, false, err, errlen);
+}
+
+/* Veth names only have to be unique while they pass through this
+ * namespace on creation: derive them from the prefix (FNV-1a). */
+static void named_veth_base(const char *prefix, char *out, size_t len)
+{
+    uint32_t hash = 2166136261u;
+    for (const char *c = prefix; *c; c++)
+        hash = (hash ^ (uint8_t)*c) * 16777619u;
+    snprintf(out, len, "t%06x", (unsigned)(hash & 0xffffff));
+}
+
+int test_hosts_create_named(struct test_hosts *h, int nr, const char *prefix, bool keep,
+                            char *err, size_t errlen)
+{
+    char veth[12];
+    named_veth_base(prefix, veth, sizeof(veth));
+    return create(h, nr, prefix, 1, veth, keep, err, errlen);
+}
+
+int test_hosts_attach_named(struct test_hosts *h, int nr, const char *prefix)
+{
+    memset(h, 0, sizeof(*h));
+    if (nr < 1 || nr > TEST_HOSTS_MAX)
+        return -1;
+    char veth[12];
+    named_veth_base(prefix, veth, sizeof(veth));
+    h->nr = nr;
+    snprintf(h->sw, sizeof(h->sw), "%ssw", prefix);
+    for (int i = 0; i < nr; i++) {
+        snprintf(h->ns[i], sizeof(h->ns[i]), "%sh%d", prefix, i + 1);
+        snprintf(h->veth[i], sizeof(h->veth[i]), "%sh%d", veth, i + 1);
+        snprintf(h->addr[i], sizeof(h->addr[i]), "10.77.0.%d", i + 1);
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/run/netns/%s", h->sw);
+    if (access(path, F_OK) != 0)
+        return -1;
+    h->created = true;
+    return 0;
+}
+
+void test_hosts_remove_prefix(const char *prefix)
+{
+    if (!prefix[0])
+        return;
+    DIR *d = opendir("/run/netns");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+            run("ip netns del %s", e->d_name);
+    closedir(d);
 }
 
 void test_hosts_destroy(struct test_hosts *h)

@@ -27,6 +27,25 @@ struct test_hosts {
  * and iproute2. */
 int test_hosts_create(struct test_hosts *h, int nr, char *err, size_t errlen);
 
+/* Like test_hosts_create, but the namespaces are named `<prefix>sw` and
+ * `<prefix>h1` ... `<prefix>h<nr>` (numbered from 1, like the test
+ * cluster's hosts; ns[i] is host i+1, address 10.77.0.(i+1) as above).
+ * With `keep`, nothing is removed at exit: for hosts that outlive the
+ * program (tern-testhosts). A prefix that does not start with "tern-t"
+ * followed by a pid is never touched by test_hosts_reap_stale. */
+int test_hosts_create_named(struct test_hosts *h, int nr, const char *prefix, bool keep,
+                            char *err, size_t errlen);
+
+/* Fills `h` with the names test_hosts_create_named(nr, prefix) gave hosts
+ * that another process created, and marks it created (so test_host_link
+ * and test_hosts_destroy work on it). -1 if the switch namespace does not
+ * exist. */
+int test_hosts_attach_named(struct test_hosts *h, int nr, const char *prefix);
+
+/* Deletes every network namespace whose name starts with `prefix` (for
+ * hosts created by another process, or partly created). */
+void test_hosts_remove_prefix(const char *prefix);
+
 /* Removes the namespaces and links. Safe to call twice. */
 void test_hosts_destroy(struct test_hosts *h);
 

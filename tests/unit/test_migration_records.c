@@ -113,6 +113,23 @@ static void test_hello_round_trip(void **state)
         assert_int_equal(mig_hello_check(&m, &got, &code, &err), 0);
         rec_buf_free(&b);
     }
+    /* The commit gate travels as the header flag. */
+    struct mig_hello m, got;
+    sample_hello(&m, 1ull << 30);
+    m.commit_gate = true;
+    struct rec_buf b;
+    rec_buf_init(&b);
+    mig_hello_encode(&b, &m);
+    struct rec_header h;
+    struct rec_reader p;
+    struct tern_err err;
+    only_record(&b, &h, &p);
+    assert_int_equal(h.flags, MIG_HELLO_COMMIT_GATE);
+    assert_int_equal(mig_check_header(&h, &err), 0);
+    assert_int_equal(mig_hello_decode(&h, &p, &got, &err), 0);
+    assert_true(got.commit_gate);
+    assert_memory_equal(&m, &got, sizeof(m));
+    rec_buf_free(&b);
 }
 
 /* Encodes a HELLO with raw fields so every field can be made wrong. */
@@ -207,8 +224,15 @@ static void test_hello_errors(void **state)
     r.version = 2;
     expect_hello_error(&r, "version 2");
     raw_default(&r);
-    r.flags = 1;
-    expect_hello_error(&r, "flags 0x1");
+    r.flags = 2; /* only MIG_HELLO_COMMIT_GATE is defined */
+    expect_hello_error(&r, "flags 0x2");
+    raw_default(&r);
+    r.flags = MIG_HELLO_COMMIT_GATE;
+    assert_int_equal(decode_raw(&r, &out, &err), 0);
+    assert_true(out.commit_gate);
+    raw_default(&r);
+    assert_int_equal(decode_raw(&r, &out, &err), 0);
+    assert_false(out.commit_gate);
     raw_default(&r);
     r.trailing = 1;
     expect_hello_error(&r, "trailing");
@@ -311,6 +335,18 @@ static void test_hello_check(void **state)
     memcpy(peer.config_digest, mine.config_digest, MIG_DIGEST_SIZE);
     assert_int_equal(mig_hello_check(&mine, &peer, &code, &err), -1);
     assert_int_equal(code, MIG_ERR_LAYOUT);
+    /* Both sides must agree on who decides the handover, either way round. */
+    sample_hello(&peer, 6ull << 30);
+    peer.commit_gate = true;
+    assert_int_equal(mig_hello_check(&mine, &peer, &code, &err), -1);
+    assert_int_equal(code, MIG_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "--commit-gate differs: the peer uses it, this side does not"));
+    mine.commit_gate = true;
+    assert_int_equal(mig_hello_check(&mine, &peer, &code, &err), 0);
+    peer.commit_gate = false;
+    assert_int_equal(mig_hello_check(&mine, &peer, &code, &err), -1);
+    assert_non_null(strstr(err.msg, "the peer does not use it, this side does"));
+    mine.commit_gate = false;
 
     /* Later streams against the first one's HELLO. */
     struct mig_hello first;
@@ -903,6 +939,11 @@ static void test_check_header(void **state)
     }
     h = (struct rec_header){.type = REC_TYPE_MIG_HELLO, .version = 1, .length = 1000};
     assert_int_equal(mig_check_header(&h, &err), 0);
+    h.flags = MIG_HELLO_COMMIT_GATE;
+    assert_int_equal(mig_check_header(&h, &err), 0);
+    h.flags = 0x8000;
+    assert_int_equal(mig_check_header(&h, &err), -1);
+    h.flags = 0;
     h.length = 1u << 20;
     assert_int_equal(mig_check_header(&h, &err), -1);
     h = (struct rec_header){.type = REC_TYPE_SNAP_HEADER, .version = 1};

@@ -1,0 +1,163 @@
+/* ternd's internals, shared by the agent's modules (not a public API).
+ *
+ * One thread, one poll loop (agent.c): corosync's fds, the control socket
+ * and its clients, a pidfd per VM process and a 200 ms tick. Every change to
+ * the cluster goes out as a CPG message and takes effect when it comes back
+ * in agreed order (replica.c applies it); what this host must do about it
+ * (start a VM, send or receive a migration) happens in local_vms.c, driven
+ * by those applied messages. Requests from clients (api.c, requests.c) wait
+ * for their own message to come back, or for the work it started. */
+#ifndef TERN_AGENT_AGENT_H
+#define TERN_AGENT_AGENT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../ha/cluster_state.h"
+#include "../ha/corosync_link.h"
+#include "../ha/replica.h"
+#include "config.h"
+#include "vm_process.h"
+
+#define AGENT_MAX_CLIENTS 64
+#define AGENT_MAX_LINE (1u << 20)
+#define AGENT_MAX_VMS 256    /* VM processes on this host */
+#define AGENT_MAX_PENDING 128
+#define AGENT_TICK_MS 200
+#define AGENT_MIGRATION_TICK_MS 20 /* while a migration this host takes part in runs */
+#define AGENT_FAST_TICK_MS 2       /* while its guest is paused for the handover */
+
+struct agent_client {
+    int fd;          /* -1 when free */
+    uint64_t gen;    /* distinguishes reuse of the slot */
+    size_t len;
+    char *buf;
+};
+
+/* A VM process on this host. */
+enum local_role {
+    LOCAL_RUNNING,   /* runs the guest (possibly as a migration source) */
+    LOCAL_INCOMING,  /* waits for / receives an incoming migration */
+};
+
+struct local_vm {
+    bool used;
+    struct vm_process proc;
+    enum local_role role;
+    bool stopping;          /* asked to stop: its end is expected */
+    bool handed_over;       /* migrated away: its end is expected */
+    uint64_t mig_id;        /* migration this process takes part in */
+    bool mig_started;       /* source: migrate command sent */
+    bool mig_commit_sent;   /* source: migration_commit broadcast */
+    bool mig_abort_sent;
+    bool mig_done_sent;     /* destination: migration_done broadcast */
+    uint16_t port;          /* destination: listening port */
+    double last_progress;   /* when progress was last broadcast */
+    char last_phase[32];    /* phase in the last progress broadcast */
+    char vmm_phase[32];     /* phase the VMM last reported */
+};
+
+enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE };
+
+struct evac_item {
+    char vm[CL_NAME_MAX];
+    char to[CL_NAME_MAX];
+    uint64_t req;           /* migration_begin request id */
+    uint64_t mig_id;
+    int state;              /* 0 queued, 1 begun, 2 done, 3 failed */
+};
+
+struct pending {
+    bool used;
+    enum pending_kind kind;
+    int client;             /* client slot, or -1 (nobody waits) */
+    uint64_t client_gen;
+    uint64_t req;           /* request id of the message awaited */
+    bool applied;           /* that message was applied */
+    char vm[CL_NAME_MAX];
+    char host[CL_NAME_MAX];
+    uint64_t mig_id;
+    bool wait;
+    double t_start, deadline;
+    double last_progress_out;
+    /* evacuation */
+    struct evac_item *items;
+    size_t nr_items;
+    unsigned parallel;
+    json_t *moved, *failed;
+};
+
+struct agent {
+    struct ternd_config cfg;
+    struct vm_process_env env;
+    char state_path[PATH_MAX];
+    char host[CL_NAME_MAX];
+    uint32_t nodeid;
+    bool quorate;
+    bool announced;
+    bool reconciled;
+    bool stop_requested;
+    struct cs_link *link;
+    struct replica *replica;
+    int listen_fd;
+    struct agent_client clients[AGENT_MAX_CLIENTS];
+    uint64_t next_gen;
+    struct local_vm vms[AGENT_MAX_VMS];
+    struct pending pend[AGENT_MAX_PENDING];
+    uint64_t next_req;
+    bool state_dirty;
+};
+
+/* agent.c: set-up (config, corosync, persisted state, control socket,
+ * re-attaching VM processes), the loop, and tear-down (VMs keep running). */
+int agent_init(struct agent *a, const char *config_path, struct tern_err *err);
+int agent_run(struct agent *a, struct tern_err *err);
+void agent_destroy(struct agent *a);
+
+double agent_now(void);
+/* A line in ternd's log (stderr), with the wall-clock time. */
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Broadcasts a state message (adds the origin). Returns the request id, or
+ * 0 with err set. */
+uint64_t agent_send(struct agent *a, json_t *msg, struct tern_err *err);
+/* True when this host may originate changes (quorate and synced). */
+bool agent_can_change(struct agent *a, struct tern_err *err);
+struct cl_state *agent_state(struct agent *a);
+
+/* api.c: the control socket. */
+int api_open(struct agent *a, struct tern_err *err);
+void api_close(struct agent *a);
+int api_pollfds(struct agent *a, struct pollfd *fds, int max);
+void api_handle(struct agent *a, const struct pollfd *fds, int n);
+/* Sends one JSON line to a client (if it is still the same client). */
+void api_send(struct agent *a, int client, uint64_t gen, json_t *obj);
+void api_reply_ok(struct agent *a, int client, uint64_t gen, json_t *result);
+void api_reply_err(struct agent *a, int client, uint64_t gen, const char *code, const char *fmt,
+                   ...) __attribute__((format(printf, 5, 6)));
+/* The API code of a state refusal ("[conflict] ..." -> "conflict"), and the
+ * message without it. */
+const char *api_err_code(const char *msg, const char **text);
+
+/* requests.c: one request from a client. */
+void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req);
+/* A state message was applied (or refused): completes pending requests. */
+void requests_on_applied(struct agent *a, uint32_t sender, const json_t *msg, int rc,
+                         const struct tern_err *err);
+/* Called after every applied message and each tick: pending requests whose
+ * condition holds now (VM running, migration finished...) complete. */
+void requests_poll(struct agent *a);
+
+/* local_vms.c: what this host does about the cluster state. */
+void local_on_applied(struct agent *a, const json_t *msg);
+/* Returns when it wants to run next, in ms. */
+int local_tick(struct agent *a);
+void local_reattach(struct agent *a);  /* at start, before the first sync */
+void local_reconcile(struct agent *a); /* once synced */
+int local_pollfds(struct agent *a, struct pollfd *fds, int max, int *slots);
+void local_handle(struct agent *a, const struct pollfd *fds, int n, const int *slots);
+struct local_vm *local_find(struct agent *a, const char *name);
+void local_stop_all_tracking(struct agent *a);
+
+#endif

@@ -1,0 +1,44 @@
+/* ternd's configuration file (/etc/tern/ternd.conf by default): one
+ * `key = value` per line, `#` comments. docs/ternd.md lists the keys.
+ * Everything is checked at start, with the file and line in the error. */
+#ifndef TERN_AGENT_CONFIG_H
+#define TERN_AGENT_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../common/err.h"
+#include "../ha/cluster_state.h"
+
+#define TERND_DEFAULT_CONFIG "/etc/tern/ternd.conf"
+
+struct ternd_config {
+    char host[CL_NAME_MAX];          /* "" = the corosync nodelist name of this node */
+    char run_dir[PATH_MAX];          /* sockets, VM process dirs */
+    char state_dir[PATH_MAX];        /* persisted cluster state */
+    char shared_dir[PATH_MAX];       /* shared storage ("" = none) */
+    char tls_dir[PATH_MAX];          /* ca.pem, cert.pem, key.pem */
+    char control_socket[PATH_MAX];   /* default RUN/ternd.sock */
+    char vmm_path[PATH_MAX];         /* default: tern-vmm next to ternd */
+    char migration_addr[CL_ADDR_MAX];/* address incoming migrations listen on */
+    uint16_t migration_port_min, migration_port_max;
+    uint64_t mem_mib;                /* capacity offered to VMs */
+    uint32_t vcpus;
+    char cpg_group[64];
+    bool use_cgroups;
+};
+
+/* Fills defaults, reads `path`, checks the result (directories exist or
+ * can be created, tls_dir holds the three files, the VMM binary exists,
+ * ports are a valid range). */
+int ternd_config_load(struct ternd_config *c, const char *path, struct tern_err *err);
+
+/* Parses config text (for tests); `origin` names it in errors. Does not
+ * check the filesystem. */
+int ternd_config_parse(struct ternd_config *c, const char *text, const char *origin,
+                       struct tern_err *err);
+void ternd_config_defaults(struct ternd_config *c);
+int ternd_config_check(struct ternd_config *c, struct tern_err *err);
+
+#endif

@@ -1,0 +1,313 @@
+/* ternctl: one command line, end to end (cli_main). */
+#include "cli.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(const struct cli_io *io, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(const struct cli_io *io, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ternctl: ", io->err);
+    vfprintf(io->err, fmt, ap);
+    fputc('\n', io->err);
+    va_end(ap);
+    fflush(io->err);
+    return code;
+}
+
+static void print_json(FILE *out, const json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (s) {
+        fprintf(out, "%s\n", s);
+        free(s);
+    }
+}
+
+static const char *jstr(const json_t *o, const char *key, const char *def)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s && s[0] ? s : def;
+}
+
+/* ---- local commands ---- */
+
+static int run_cluster(const struct cli_args *a, const struct cli_io *io)
+{
+    struct tern_err err = {{0}};
+    if (a->cmd == CLI_CMD_CLUSTER_INIT_CA) {
+        if (cli_cluster_init_ca(a->name, a->ca_name, a->days, a->force, &err) < 0)
+            return fail(io, CLI_EXIT_FAILED, "%s", err.msg);
+        if (a->json) {
+            json_t *j = json_pack("{s:s, s:s, s:s, s:i}", "dir", a->name, "name", a->ca_name,
+                                  "files", "ca.pem ca-key.pem", "days", a->days);
+            print_json(io->out, j);
+            json_decref(j);
+        } else {
+            fprintf(io->out,
+                    "created CA '%s' in %s: ca.pem, ca-key.pem (valid %d days)\n"
+                    "keep ca-key.pem off the hosts; next: ternctl cluster issue-cert %s HOST\n",
+                    a->ca_name, a->name, a->days, a->name);
+        }
+        return CLI_EXIT_OK;
+    }
+    char out_dir[4096];
+    if (cli_cluster_issue_cert(a->name, a->host, a->days, out_dir, sizeof(out_dir), &err) < 0)
+        return fail(io, CLI_EXIT_FAILED, "%s", err.msg);
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:s, s:i}", "host", a->host, "dir", out_dir, "days", a->days);
+        print_json(io->out, j);
+        json_decref(j);
+    } else {
+        fprintf(io->out,
+                "issued a certificate for %s in %s: ca.pem, cert.pem, key.pem (valid %d days)\n"
+                "copy that directory to %s as ternd's tls_dir (tern-vmm --tls-dir)\n",
+                a->host, out_dir, a->days, a->host);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* ---- results of agent commands ---- */
+
+/* The id of a migration started with "wait":false. */
+static json_int_t started_id(const json_t *result)
+{
+    const json_t *m = json_object_get(result, "migration");
+    if (json_is_integer(json_object_get(m, "id")))
+        return json_integer_value(json_object_get(m, "id"));
+    if (json_is_integer(m))
+        return json_integer_value(m);
+    if (json_is_integer(json_object_get(result, "migration_id")))
+        return json_integer_value(json_object_get(result, "migration_id"));
+    if (json_is_integer(json_object_get(result, "id")))
+        return json_integer_value(json_object_get(result, "id"));
+    return -1;
+}
+
+/* vm migrate's final result; returns the exit code. */
+static int migrate_done(const struct cli_args *a, const struct cli_io *io, const json_t *result)
+{
+    if (a->no_wait) {
+        json_int_t id = started_id(result);
+        if (a->json)
+            print_json(io->out, result);
+        else if (id >= 0)
+            fprintf(io->out, "migration %" JSON_INTEGER_FORMAT " of %s to %s started\n", id, a->name,
+                    a->host);
+        else
+            fprintf(io->out, "migration of %s to %s started\n", a->name, a->host);
+        return CLI_EXIT_OK;
+    }
+    const json_t *m = json_object_get(result, "migration");
+    if (!json_is_object(m))
+        m = result;
+    char sum[1024];
+    cli_format_migration_summary(sum, sizeof(sum), m);
+    bool ok = !strcmp(jstr(m, "outcome", "succeeded"), "succeeded");
+    if (a->json)
+        print_json(io->out, result);
+    else if (ok)
+        fprintf(io->out, "%s\n", sum);
+    if (!ok)
+        return fail(io, CLI_EXIT_FAILED, "%s", sum);
+    return CLI_EXIT_OK;
+}
+
+/* Lists what an evacuation moved and what it could not. Returns how many failed. */
+static size_t print_evacuation(FILE *out, const char *host, const json_t *r)
+{
+    const json_t *moved = json_object_get(r, "moved"), *failed = json_object_get(r, "failed");
+    size_t nm = json_array_size(moved), nf = json_array_size(failed);
+    if (nm + nf == 0)
+        fprintf(out, "evacuated %s: no VMs to move\n", host);
+    else
+        fprintf(out, "evacuated %s: %zu of %zu VM%s moved\n", host, nm, nm + nf,
+                nm + nf == 1 ? "" : "s");
+    size_t i;
+    json_t *e;
+    json_array_foreach(moved, i, e) {
+        char t[32] = "?";
+        json_t *s = json_object_get(e, "total_s"), *p = json_object_get(e, "pause_ms");
+        if (json_is_number(s))
+            cli_format_seconds(t, sizeof(t), json_number_value(s));
+        fprintf(out, "  %s -> %s in %s", jstr(e, "vm", "?"), jstr(e, "to", "?"), t);
+        if (json_is_number(p))
+            fprintf(out, ", pause %.1f ms", json_number_value(p));
+        fputc('\n', out);
+    }
+    json_array_foreach(failed, i, e)
+        fprintf(out, "  %s: not moved: %s\n", jstr(e, "vm", "?"), jstr(e, "error", "no reason given"));
+    return nf;
+}
+
+static int evacuate_done(const struct cli_args *a, const struct cli_io *io, const json_t *result)
+{
+    if (a->json) {
+        print_json(io->out, result);
+    } else if (a->no_wait) {
+        fprintf(io->out, "evacuation of %s started\n", a->name);
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(result, "migrations"), i, m)
+            fprintf(io->out, "  migration %" JSON_INTEGER_FORMAT ": %s -> %s\n",
+                    json_integer_value(json_object_get(m, "id")), jstr(m, "vm", "?"),
+                    jstr(m, "to", "?"));
+        return CLI_EXIT_OK;
+    }
+    size_t nf = a->json ? json_array_size(json_object_get(result, "failed"))
+                        : print_evacuation(io->out, a->name, result);
+    if (nf)
+        return fail(io, CLI_EXIT_PARTIAL, "%zu VM%s could not be moved off %s", nf,
+                    nf == 1 ? "" : "s", a->name);
+    return CLI_EXIT_OK;
+}
+
+static int show_result(const struct cli_args *a, const struct cli_io *io, const json_t *result)
+{
+    const json_t *vm = json_object_get(result, "vm");
+    char mem[32];
+    switch (a->cmd) {
+    case CLI_CMD_VM_MIGRATE:
+        return migrate_done(a, io, result);
+    case CLI_CMD_HOST_EVACUATE:
+        return evacuate_done(a, io, result);
+    default:
+        break;
+    }
+    if (a->json) {
+        print_json(io->out, result);
+        return CLI_EXIT_OK;
+    }
+    FILE *out = io->out;
+    switch (a->cmd) {
+    case CLI_CMD_STATUS:
+        cli_render_status(out, result);
+        break;
+    case CLI_CMD_VM_LIST:
+        cli_render_vms(out, json_object_get(result, "vms"));
+        break;
+    case CLI_CMD_HOST_LIST:
+        cli_render_hosts(out, json_object_get(result, "hosts"));
+        break;
+    case CLI_CMD_VM_SHOW:
+        cli_render_vm(out, vm);
+        break;
+    case CLI_CMD_VM_DEFINE:
+        cli_format_mib(mem, sizeof(mem), a->mem_mib);
+        fprintf(out, "defined VM %s: %s, %d vCPU%s%s (state: %s)\n", a->name, mem, a->vcpus,
+                a->vcpus == 1 ? "" : "s", a->ha ? ", HA" : "", jstr(vm, "state", "stopped"));
+        break;
+    case CLI_CMD_VM_START:
+        fprintf(out, "VM %s is %s on %s\n", a->name, jstr(vm, "state", "running"),
+                jstr(vm, "owner", "?"));
+        break;
+    case CLI_CMD_VM_STOP:
+        fprintf(out, "VM %s is %s\n", a->name, jstr(vm, "state", "stopped"));
+        break;
+    case CLI_CMD_VM_UNDEFINE:
+        fprintf(out, "VM %s undefined\n", a->name);
+        break;
+    case CLI_CMD_HOST_ACTIVATE: {
+        const json_t *h = json_object_get(result, "host");
+        fprintf(out, "host %s is %s\n", a->name, jstr(h, "mode", "active"));
+        break;
+    }
+    default:
+        break;
+    }
+    return CLI_EXIT_OK;
+}
+
+static int show_error(const struct cli_args *a, const struct cli_io *io, const struct cli_reply *r)
+{
+    const json_t *details = a->cmd == CLI_CMD_HOST_EVACUATE ? cli_reply_evacuation(r) : NULL;
+    if (a->json) {
+        json_t *j = json_pack("{s:O}", "error", r->body);
+        if (details)
+            json_object_set(j, "result", (json_t *)details);
+        print_json(io->out, j);
+        json_decref(j);
+    } else if (details) {
+        print_evacuation(io->out, a->name, details);
+    }
+    fflush(io->out);
+    return fail(io, cli_exit_for_error(a->cmd, r), "%s", r->message);
+}
+
+/* ---- agent commands ---- */
+
+static int run_agent(const struct cli_args *a, const struct cli_io *io)
+{
+    struct tern_err err = {{0}};
+    json_t *req = cli_build_request(a);
+    if (!req)
+        return fail(io, CLI_EXIT_FAILED, "building the request: out of memory");
+    struct cli_conn c;
+    if (cli_conn_open(&c, a->socket, &err) < 0) {
+        json_decref(req);
+        return fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+    }
+    /* Long work that is waited for may take minutes: no deadline (the
+     * agent streams progress, and a dead agent closes the socket). */
+    bool streams = cli_cmd_is_long(a->cmd) && !a->no_wait;
+    int64_t deadline = streams ? -1 : cli_now_ms() + (int64_t)a->timeout_s * 1000;
+    int rc;
+    if (cli_conn_send(&c, req, cli_now_ms() + (int64_t)a->timeout_s * 1000, &err) < 0) {
+        rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+        goto out;
+    }
+    struct cli_progress prog = {
+        .out = io->out, .tty = io->tty && !a->json, .cols = io->cols, .json = a->json,
+        .evacuation = a->cmd == CLI_CMD_HOST_EVACUATE,
+    };
+    for (;;) {
+        struct cli_reply r;
+        if (cli_conn_next(&c, deadline, &r, &err) < 0) {
+            cli_progress_end(&prog);
+            rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+            goto out;
+        }
+        if (r.kind == CLI_REPLY_PROGRESS) {
+            cli_progress_event(&prog, r.body, (double)cli_now_ms() / 1000.0);
+            cli_reply_clear(&r);
+            continue;
+        }
+        cli_progress_end(&prog);
+        rc = r.kind == CLI_REPLY_OK ? show_result(a, io, r.body) : show_error(a, io, &r);
+        cli_reply_clear(&r);
+        break;
+    }
+out:
+    fflush(io->out);
+    cli_conn_close(&c);
+    json_decref(req);
+    return rc;
+}
+
+int cli_main(int argc, char **argv, const struct cli_io *io)
+{
+    struct cli_args a;
+    struct tern_err err = {{0}};
+    if (cli_parse_args(argc, argv, io->env_socket, &a, &err) < 0) {
+        fail(io, CLI_EXIT_USAGE, "%s", err.msg);
+        if (a.cmd == CLI_CMD_NONE)
+            fprintf(io->err, "Try 'ternctl --help'.\n");
+        else
+            fprintf(io->err, "Try 'ternctl %s --help'.\n", cli_cmd_name(a.cmd));
+        return CLI_EXIT_USAGE;
+    }
+    if (a.help) {
+        cli_usage(io->out, a.cmd);
+        return CLI_EXIT_OK;
+    }
+    if (a.cmd == CLI_CMD_CLUSTER_INIT_CA || a.cmd == CLI_CMD_CLUSTER_ISSUE_CERT)
+        return run_cluster(&a, io);
+    if (cli_resolve_paths(&a, &err) < 0)
+        return fail(io, CLI_EXIT_USAGE, "%s", err.msg);
+    return run_agent(&a, io);
+}

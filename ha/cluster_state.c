@@ -1,0 +1,338 @@
+/* The cluster state's core: storage, lookups, membership and names.
+ * Messages are in state_apply.c, JSON and files in state_json.c, capacity
+ * and placement in placement.c. */
+#include "state_internal.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cl_state *cl_state_new(void)
+{
+    return calloc(1, sizeof(struct cl_state));
+}
+
+void cl__state_clear(struct cl_state *s)
+{
+    for (size_t i = 0; i < s->nr_vms; i++)
+        json_decref(s->vms[i].last_migration);
+    for (size_t i = 0; i < s->nr_migs; i++)
+        json_decref(s->migs[i].progress);
+    free(s->hosts);
+    free(s->vms);
+    free(s->migs);
+    memset(s, 0, sizeof(*s));
+}
+
+void cl_state_free(struct cl_state *s)
+{
+    if (!s)
+        return;
+    cl__state_clear(s);
+    free(s);
+}
+
+uint64_t cl_state_version(const struct cl_state *s)
+{
+    return s->version;
+}
+
+int cl__reserve(void **arr, size_t *cap, size_t nr, size_t elem)
+{
+    if (nr < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 8;
+    void *p = realloc(*arr, ncap * elem);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+/* Binary search by name in an array of structs whose first member is the
+ * name; *pos gets the index where `name` is or would go. */
+static void *find_named(void *arr, size_t nr, size_t elem, const char *name, size_t *pos)
+{
+    size_t lo = 0, hi = nr;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        char *e = (char *)arr + mid * elem;
+        int c = strcmp(e, name);
+        if (c == 0) {
+            if (pos)
+                *pos = mid;
+            return e;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (pos)
+        *pos = lo;
+    return NULL;
+}
+
+struct cl_host *cl__host(struct cl_state *s, const char *name, size_t *pos)
+{
+    _Static_assert(offsetof(struct cl_host, name) == 0, "name first");
+    return find_named(s->hosts, s->nr_hosts, sizeof(struct cl_host), name, pos);
+}
+
+struct cl_vm *cl__vm(struct cl_state *s, const char *name, size_t *pos)
+{
+    _Static_assert(offsetof(struct cl_vm, name) == 0, "name first");
+    return find_named(s->vms, s->nr_vms, sizeof(struct cl_vm), name, pos);
+}
+
+struct cl_migration *cl__mig(struct cl_state *s, uint64_t id, size_t *pos)
+{
+    size_t lo = 0, hi = s->nr_migs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->migs[mid].id == id) {
+            if (pos)
+                *pos = mid;
+            return &s->migs[mid];
+        }
+        if (s->migs[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (pos)
+        *pos = lo;
+    return NULL;
+}
+
+const struct cl_host *cl_state_host(const struct cl_state *s, const char *name)
+{
+    return name ? cl__host((struct cl_state *)s, name, NULL) : NULL;
+}
+
+const struct cl_host *cl_state_host_by_nodeid(const struct cl_state *s, uint32_t nodeid)
+{
+    /* Node id 0 is no corosync node: it marks a host record whose node
+     * became another host (see host_announce). */
+    if (nodeid == 0)
+        return NULL;
+    for (size_t i = 0; i < s->nr_hosts; i++)
+        if (s->hosts[i].nodeid == nodeid)
+            return &s->hosts[i];
+    return NULL;
+}
+
+const struct cl_vm *cl_state_vm(const struct cl_state *s, const char *name)
+{
+    return name ? cl__vm((struct cl_state *)s, name, NULL) : NULL;
+}
+
+const struct cl_migration *cl_state_migration(const struct cl_state *s, uint64_t id)
+{
+    return cl__mig((struct cl_state *)s, id, NULL);
+}
+
+size_t cl_state_nr_hosts(const struct cl_state *s)
+{
+    return s->nr_hosts;
+}
+
+const struct cl_host *cl_state_host_at(const struct cl_state *s, size_t i)
+{
+    return i < s->nr_hosts ? &s->hosts[i] : NULL;
+}
+
+size_t cl_state_nr_vms(const struct cl_state *s)
+{
+    return s->nr_vms;
+}
+
+const struct cl_vm *cl_state_vm_at(const struct cl_state *s, size_t i)
+{
+    return i < s->nr_vms ? &s->vms[i] : NULL;
+}
+
+size_t cl_state_nr_migrations(const struct cl_state *s)
+{
+    return s->nr_migs;
+}
+
+const struct cl_migration *cl_state_migration_at(const struct cl_state *s, size_t i)
+{
+    return i < s->nr_migs ? &s->migs[i] : NULL;
+}
+
+void cl__mig_remove(struct cl_state *s, size_t i)
+{
+    json_decref(s->migs[i].progress);
+    memmove(&s->migs[i], &s->migs[i + 1], (s->nr_migs - i - 1) * sizeof(s->migs[0]));
+    s->nr_migs--;
+}
+
+void cl__mig_end(struct cl_state *s, struct cl_migration *m, const char *outcome,
+                 const char *reason)
+{
+    struct cl_vm *vm = cl__vm(s, m->vm, NULL);
+    if (vm) {
+        json_t *rec = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id", (json_int_t)m->id, "vm",
+                                m->vm, "from", m->from, "to", m->to, "outcome", outcome,
+                                "reason", reason);
+        json_decref(vm->last_migration);
+        vm->last_migration = rec; /* NULL only when out of memory */
+        vm->migration_id = 0;
+    }
+    size_t pos;
+    if (cl__mig(s, m->id, &pos))
+        cl__mig_remove(s, pos);
+}
+
+static bool is_member(uint32_t nodeid, const uint32_t *members, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (members[i] == nodeid)
+            return true;
+    return false;
+}
+
+void cl_state_set_members(struct cl_state *s, const uint32_t *members, size_t n)
+{
+    for (size_t i = 0; i < s->nr_hosts; i++) {
+        struct cl_host *h = &s->hosts[i];
+        h->online = h->nodeid != 0 && is_member(h->nodeid, members, n);
+    }
+    /* A migration that has not committed needs both ends; once committed
+     * the VM belongs to the destination and the migration only waits for
+     * its "done". Ids ascend, so every host aborts in the same order. */
+    for (size_t i = 0; i < s->nr_migs;) {
+        struct cl_migration *m = &s->migs[i];
+        const struct cl_host *from = cl__host(s, m->from, NULL);
+        const struct cl_host *to = cl__host(s, m->to, NULL);
+        const char *gone = NULL;
+        if (m->phase != CL_MIG_COMMITTED) {
+            if (!from || !from->online)
+                gone = m->from;
+            else if (!to || !to->online)
+                gone = m->to;
+        }
+        if (!gone) {
+            i++;
+            continue;
+        }
+        char reason[CL_REASON_MAX];
+        snprintf(reason, sizeof(reason), "host %s left the cluster", gone);
+        struct cl_vm *vm = cl__vm(s, m->vm, NULL);
+        if (vm) {
+            if (vm->run == CL_RUN_MIGRATING)
+                vm->run = CL_RUN_RUNNING;
+            cl__copy_utf8(vm->detail, sizeof(vm->detail), reason);
+        }
+        cl__mig_end(s, m, "failed", reason); /* removes s->migs[i] */
+    }
+    s->version++;
+}
+
+const char *cl_vm_run_name(enum cl_vm_run r)
+{
+    switch (r) {
+    case CL_RUN_STOPPED: return "stopped";
+    case CL_RUN_STARTING: return "starting";
+    case CL_RUN_RUNNING: return "running";
+    case CL_RUN_MIGRATING: return "migrating";
+    case CL_RUN_STOPPING: return "stopping";
+    case CL_RUN_CRASHED: return "crashed";
+    }
+    return "unknown";
+}
+
+const char *cl_mig_phase_name(enum cl_mig_phase p)
+{
+    switch (p) {
+    case CL_MIG_PREPARING: return "preparing";
+    case CL_MIG_LISTENING: return "listening";
+    case CL_MIG_COMMITTED: return "committed";
+    }
+    return "unknown";
+}
+
+/* Names become file and directory names on hosts (RUN/vms/NAME) and CLI
+ * arguments, so beyond [A-Za-z0-9._-] the first character must be a letter
+ * or digit: no ".", "..", hidden files or option-like names. */
+bool cl_name_valid(const char *name)
+{
+    if (!name)
+        return false;
+    size_t n = strnlen(name, CL_NAME_MAX);
+    if (n == 0 || n >= CL_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* Appends n bytes of src to dst[TERN_ERR_MAX] at *pos, cut to fit. */
+static void put(char *dst, size_t *pos, const char *src, size_t n)
+{
+    if (n > TERN_ERR_MAX - 1 - *pos)
+        n = TERN_ERR_MAX - 1 - *pos;
+    memcpy(dst + *pos, src, n);
+    *pos += n;
+    dst[*pos] = '\0';
+}
+
+int cl__err_prefix(struct tern_err *err, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    char ctx[TERN_ERR_MAX], old[TERN_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof(ctx), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    old[sizeof(old) - 1] = '\0';
+    const char *end = old[0] == '[' ? strstr(old, "] ") : NULL;
+    if (!end || end - old > 16)
+        return tern_err_prefix(err, "%s", ctx);
+    size_t code_len = (size_t)(end - old) + 2, pos = 0;
+    put(err->msg, &pos, old, code_len);
+    put(err->msg, &pos, ctx, strlen(ctx));
+    put(err->msg, &pos, ": ", 2);
+    put(err->msg, &pos, old + code_len, strlen(old + code_len));
+    return -1;
+}
+
+void cl__copy_utf8(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap);
+    if (n >= cap) {
+        n = cap - 1;
+        /* Back off continuation bytes (10xxxxxx) and then the lead byte
+         * of the character that did not fit. */
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+json_t *cl__blob_copy(const json_t *j, const char *what, struct tern_err *err)
+{
+    if (!json_is_object(j))
+        return tern_err_set(err, "[invalid] %s must be an object", what), NULL;
+    size_t len = json_dumpb(j, NULL, 0, JSON_COMPACT);
+    if (len == 0 || len > CL_BLOB_MAX)
+        return tern_err_set(err, "[invalid] %s is too large (%zu bytes, at most %d)", what, len,
+                            CL_BLOB_MAX),
+               NULL;
+    json_t *c = json_deep_copy(j);
+    if (!c)
+        tern_err_set(err, "[internal] out of memory copying %s", what);
+    return c;
+}

@@ -1,0 +1,550 @@
+/* The state machine's transitions: one handler per message type
+ * (docs/cluster-state.md). Each handler first checks everything that can
+ * refuse the message and only then changes the state, so a refusal leaves
+ * the state exactly as it was. Errors start with a code word the agent maps
+ * to its API error codes: [invalid], [not_found], [conflict], [no_capacity]
+ * ([internal] only for out-of-memory). */
+#include "state_internal.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct msg_ctx {
+    struct cl_state *s;
+    uint32_t sender;                 /* CPG node id */
+    const struct cl_host *host;      /* the sender's host, or NULL */
+    const json_t *msg;
+    uint32_t origin_node;            /* from "origin", 0 if absent */
+    uint64_t origin_req;
+};
+
+static int oom(struct tern_err *err)
+{
+    return tern_err_set(err, "[internal] out of memory");
+}
+
+/* A name field that must be a valid host or VM name. */
+static int get_name(const json_t *msg, const char *key, char out[CL_NAME_MAX],
+                    struct tern_err *err)
+{
+    if (cl__get_str(msg, key, NULL, out, CL_NAME_MAX, err) < 0)
+        return -1;
+    if (!cl_name_valid(out))
+        return tern_err_set(err, "[invalid] \"%s\": '%s' is not a valid name (1 to %d of "
+                            "A-Z a-z 0-9 . _ -, starting with a letter or digit)",
+                            key, out, CL_NAME_MAX - 1);
+    return 0;
+}
+
+/* A free-text field (detail, reason) of any length, kept cut to `cap` at a
+ * character boundary: a long crash report must not be refused. */
+static int get_text(const json_t *msg, const char *key, const char *def, char *dst, size_t cap,
+                    struct tern_err *err)
+{
+    const json_t *v = json_object_get(msg, key);
+    if (!v) {
+        cl__copy_utf8(dst, cap, def);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return tern_err_set(err, "[invalid] \"%s\" must be a string", key);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return tern_err_set(err, "[invalid] \"%s\" contains a NUL character", key);
+    cl__copy_utf8(dst, cap, json_string_value(v));
+    return 0;
+}
+
+static int find_vm(struct msg_ctx *c, const char *key, struct cl_vm **vm, struct tern_err *err)
+{
+    char name[CL_NAME_MAX];
+    if (get_name(c->msg, key, name, err) < 0)
+        return -1;
+    *vm = cl__vm(c->s, name, NULL);
+    if (!*vm)
+        return tern_err_set(err, "[not_found] VM '%s' is not defined", name);
+    return 0;
+}
+
+static int find_mig(struct msg_ctx *c, struct cl_migration **m, struct tern_err *err)
+{
+    uint64_t id;
+    if (cl__get_uint(c->msg, "id", false, 0, 1, INT64_MAX, &id, err) < 0)
+        return -1;
+    *m = cl__mig(c->s, id, NULL);
+    if (!*m)
+        return tern_err_set(err, "[not_found] migration %llu is not in progress",
+                            (unsigned long long)id);
+    return 0;
+}
+
+/* The sender must be host `name` (the one the step belongs to). */
+static int sender_is(struct msg_ctx *c, const char *name, const char *role,
+                     struct tern_err *err)
+{
+    if (!c->host)
+        return tern_err_set(err, "[conflict] node %u has not announced itself as a host",
+                            c->sender);
+    if (strcmp(c->host->name, name) != 0)
+        return tern_err_set(err, "[conflict] only %s '%s' may send this (sent by '%s')", role,
+                            name, c->host->name);
+    return 0;
+}
+
+/* A host that can take `cfg` now: exists, online, active, with room. */
+static int host_can_take(const struct cl_state *s, const char *name,
+                         const struct cl_vm_config *cfg, struct tern_err *err)
+{
+    const struct cl_host *h = cl_state_host(s, name);
+    if (!h)
+        return tern_err_set(err, "[not_found] host '%s' is not known", name);
+    if (!h->online)
+        return tern_err_set(err, "[conflict] host '%s' is offline", name);
+    if (h->mode != CL_HOST_ACTIVE)
+        return tern_err_set(err, "[conflict] host '%s' is in maintenance", name);
+    uint64_t mem;
+    uint32_t cpus;
+    cl_state_host_free(s, name, &mem, &cpus);
+    if (mem < cfg->mem_mib || cpus < cfg->vcpus)
+        return tern_err_set(err, "[no_capacity] host '%s' has %llu MiB and %u vCPUs free; "
+                            "the VM needs %llu MiB and %u",
+                            name, (unsigned long long)mem, cpus,
+                            (unsigned long long)cfg->mem_mib, cfg->vcpus);
+    return 0;
+}
+
+/* ---- hosts ---- */
+
+static bool host_busy(const struct cl_state *s, const char *name)
+{
+    for (size_t i = 0; i < s->nr_vms; i++)
+        if (strcmp(s->vms[i].owner, name) == 0)
+            return true;
+    for (size_t i = 0; i < s->nr_migs; i++)
+        if (strcmp(s->migs[i].from, name) == 0 || strcmp(s->migs[i].to, name) == 0)
+            return true;
+    return false;
+}
+
+static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_state *s = c->s;
+    char name[CL_NAME_MAX], addr[CL_ADDR_MAX];
+    uint64_t mem, vcpus;
+    if (c->sender == 0)
+        return tern_err_set(err, "[invalid] node id 0 cannot announce a host");
+    if (get_name(c->msg, "host", name, err) < 0 ||
+        cl__get_uint(c->msg, "mem_mib", false, 0, 0, CL_HOST_MEM_MAX, &mem, err) < 0 ||
+        cl__get_uint(c->msg, "vcpus", false, 0, 0, CL_HOST_VCPUS_MAX, &vcpus, err) < 0 ||
+        cl__get_str(c->msg, "migration_addr", NULL, addr, sizeof(addr), err) < 0)
+        return -1;
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, addr, bin) != 1 && inet_pton(AF_INET6, addr, bin) != 1)
+        return tern_err_set(err, "[invalid] \"migration_addr\": '%s' is not an IPv4 or IPv6 "
+                            "address", addr);
+    size_t pos;
+    struct cl_host *h = cl__host(s, name, &pos);
+    if (h && h->nodeid != c->sender && h->nodeid != 0 && h->online)
+        return tern_err_set(err, "[conflict] host name '%s' is in use by node %u, which is "
+                            "online", name, h->nodeid);
+    /* The node announced another name before (renamed or reinstalled):
+     * its old record lets go of the node id, but only if no VM or
+     * migration still points at it, so no VM can end up with two hosts. */
+    struct cl_host *old = (struct cl_host *)cl_state_host_by_nodeid(s, c->sender);
+    if (old && old != h && host_busy(s, old->name))
+        return tern_err_set(err, "[conflict] node %u is host '%s', which still has VMs or "
+                            "migrations; move or stop them before renaming it to '%s'",
+                            c->sender, old->name, name);
+    if (!h && cl__reserve((void **)&s->hosts, &s->cap_hosts, s->nr_hosts, sizeof(*s->hosts)) < 0)
+        return oom(err);
+
+    if (old && old != h) {
+        old->nodeid = 0;
+        old->online = false;
+    }
+    if (!h) {
+        memmove(&s->hosts[pos + 1], &s->hosts[pos], (s->nr_hosts - pos) * sizeof(*s->hosts));
+        s->nr_hosts++;
+        h = &s->hosts[pos];
+        memset(h, 0, sizeof(*h));
+        memcpy(h->name, name, sizeof(h->name));
+        h->mode = CL_HOST_ACTIVE;
+    }
+    h->nodeid = c->sender;
+    h->mem_mib = mem;
+    h->vcpus = (uint32_t)vcpus;
+    memcpy(h->migration_addr, addr, sizeof(h->migration_addr));
+    h->online = true;
+    return 0;
+}
+
+static int h_host_mode(struct msg_ctx *c, struct tern_err *err)
+{
+    static const char *const modes[] = {"active", "maintenance", NULL};
+    char name[CL_NAME_MAX];
+    int mode;
+    if (get_name(c->msg, "host", name, err) < 0 ||
+        cl__get_enum(c->msg, "mode", modes, &mode, err) < 0)
+        return -1;
+    struct cl_host *h = cl__host(c->s, name, NULL);
+    if (!h)
+        return tern_err_set(err, "[not_found] host '%s' is not known", name);
+    h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
+    return 0;
+}
+
+/* ---- VMs ---- */
+
+static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_state *s = c->s;
+    struct cl_vm vm;
+    memset(&vm, 0, sizeof(vm));
+    if (get_name(c->msg, "name", vm.name, err) < 0 ||
+        cl_vm_config_from_json(json_object_get(c->msg, "config"), &vm.cfg, err) < 0 ||
+        cl__get_bool(c->msg, "ha", false, &vm.ha, err) < 0)
+        return -1;
+    const json_t *prio = json_object_get(c->msg, "priority");
+    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
+                 json_integer_value(prio) > INT32_MAX))
+        return tern_err_set(err, "[invalid] \"priority\" must be a 32-bit integer");
+    vm.priority = prio ? (int32_t)json_integer_value(prio) : 0;
+    size_t pos;
+    if (cl__vm(s, vm.name, &pos))
+        return tern_err_set(err, "[conflict] VM '%s' is already defined", vm.name);
+    if (cl__reserve((void **)&s->vms, &s->cap_vms, s->nr_vms, sizeof(*s->vms)) < 0)
+        return oom(err);
+    vm.desired = CL_VM_STOPPED;
+    vm.run = CL_RUN_STOPPED;
+    memmove(&s->vms[pos + 1], &s->vms[pos], (s->nr_vms - pos) * sizeof(*s->vms));
+    s->vms[pos] = vm;
+    s->nr_vms++;
+    return 0;
+}
+
+static int h_vm_undefine(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_state *s = c->s;
+    struct cl_vm *vm;
+    if (find_vm(c, "name", &vm, err) < 0)
+        return -1;
+    if (vm->desired != CL_VM_STOPPED)
+        return tern_err_set(err, "[conflict] VM '%s' is meant to run; stop it first", vm->name);
+    if ((vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED) || vm->migration_id)
+        return tern_err_set(err, "[conflict] VM '%s' is %s on %s; wait until it has stopped",
+                            vm->name, cl_vm_run_name(vm->run), vm->owner);
+    size_t pos = (size_t)(vm - s->vms);
+    json_decref(vm->last_migration);
+    memmove(&s->vms[pos], &s->vms[pos + 1], (s->nr_vms - pos - 1) * sizeof(*s->vms));
+    s->nr_vms--;
+    return 0;
+}
+
+static int h_vm_start(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_vm *vm;
+    char host[CL_NAME_MAX];
+    if (find_vm(c, "name", &vm, err) < 0)
+        return -1;
+    const json_t *jh = json_object_get(c->msg, "host");
+    bool chosen = jh && !json_is_null(jh);
+    if (chosen && get_name(c->msg, "host", host, err) < 0)
+        return -1;
+    switch (vm->run) {
+    case CL_RUN_STOPPED:
+    case CL_RUN_CRASHED:
+        break;
+    case CL_RUN_STOPPING:
+        return tern_err_set(err, "[conflict] VM '%s' is stopping on %s; start it once it has "
+                            "stopped", vm->name, vm->owner);
+    case CL_RUN_MIGRATING:
+    case CL_RUN_STARTING:
+    case CL_RUN_RUNNING:
+        return tern_err_set(err, "[conflict] VM '%s' is already running on %s", vm->name,
+                            vm->owner);
+    }
+    if (chosen) {
+        if (host_can_take(c->s, host, &vm->cfg, err) < 0)
+            return -1;
+    } else if (cl_state_place(c->s, &vm->cfg, NULL, host, err) < 0) {
+        return -1;
+    }
+    vm->desired = CL_VM_RUNNING;
+    memcpy(vm->owner, host, sizeof(vm->owner));
+    vm->run = CL_RUN_STARTING;
+    vm->detail[0] = '\0';
+    return 0;
+}
+
+static int h_vm_stop(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_vm *vm;
+    if (find_vm(c, "name", &vm, err) < 0)
+        return -1;
+    if (vm->run == CL_RUN_MIGRATING)
+        return tern_err_set(err, "[conflict] VM '%s' is being migrated (migration %llu); wait "
+                            "for it to finish or cancel it",
+                            vm->name, (unsigned long long)vm->migration_id);
+    vm->desired = CL_VM_STOPPED;
+    if (vm->run == CL_RUN_RUNNING || vm->run == CL_RUN_STARTING)
+        vm->run = CL_RUN_STOPPING;
+    return 0;
+}
+
+static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
+{
+    static const char *const runs[] = {"running", "stopped", "crashed", NULL};
+    struct cl_vm *vm;
+    int run;
+    char detail[CL_REASON_MAX];
+    const json_t *jd = json_object_get(c->msg, "detail");
+    if (find_vm(c, "name", &vm, err) < 0 || cl__get_enum(c->msg, "run", runs, &run, err) < 0 ||
+        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
+        return -1;
+    if (!c->host)
+        return tern_err_set(err, "[conflict] node %u has not announced itself as a host",
+                            c->sender);
+    if (vm->owner[0] == '\0' || strcmp(vm->owner, c->host->name) != 0)
+        return tern_err_set(err, "[conflict] VM '%s' is not %s's (owner: %s)", vm->name,
+                            c->host->name, vm->owner[0] ? vm->owner : "none");
+    if (run == 0) {
+        /* Running again is news only for a VM that was starting; a report
+         * racing with a stop or a migration does not undo them. */
+        if (vm->run == CL_RUN_STARTING)
+            vm->run = CL_RUN_RUNNING;
+    } else {
+        /* The process is gone: so is any migration it was part of. */
+        if (vm->migration_id) {
+            struct cl_migration *m = cl__mig(c->s, vm->migration_id, NULL);
+            if (m) {
+                char reason[CL_REASON_MAX];
+                snprintf(reason, sizeof(reason), "the VM %s on %s during the migration",
+                         run == 1 ? "stopped" : "crashed", vm->owner);
+                cl__mig_end(c->s, m, "failed", reason);
+            }
+            vm->migration_id = 0;
+        }
+        vm->run = run == 1 ? CL_RUN_STOPPED : CL_RUN_CRASHED;
+        vm->owner[0] = '\0';
+        if (run == 2 && !jd)
+            snprintf(detail, sizeof(detail), "the VM process ended unexpectedly");
+    }
+    if (jd || run == 2)
+        memcpy(vm->detail, detail, sizeof(vm->detail));
+    return 0;
+}
+
+/* ---- migrations ---- */
+
+static int h_migration_begin(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_state *s = c->s;
+    struct cl_vm *vm;
+    char to[CL_NAME_MAX];
+    uint64_t downtime;
+    if (find_vm(c, "vm", &vm, err) < 0 || get_name(c->msg, "to", to, err) < 0 ||
+        cl__get_uint(c->msg, "downtime_ms", true, CL_DOWNTIME_DEFAULT, 1, CL_DOWNTIME_MAX,
+                     &downtime, err) < 0)
+        return -1;
+    if (vm->migration_id)
+        return tern_err_set(err, "[conflict] VM '%s' is already being migrated (migration "
+                            "%llu)", vm->name, (unsigned long long)vm->migration_id);
+    if (vm->run != CL_RUN_RUNNING)
+        return tern_err_set(err, "[conflict] VM '%s' is %s; only a running VM can migrate",
+                            vm->name, cl_vm_run_name(vm->run));
+    if (strcmp(to, vm->owner) == 0)
+        return tern_err_set(err, "[conflict] VM '%s' already runs on %s", vm->name, to);
+    const struct cl_host *from = cl__host(s, vm->owner, NULL);
+    if (!from || !from->online)
+        return tern_err_set(err, "[conflict] VM '%s' runs on %s, which is offline", vm->name,
+                            vm->owner);
+    if (host_can_take(s, to, &vm->cfg, err) < 0)
+        return -1;
+    if (cl__reserve((void **)&s->migs, &s->cap_migs, s->nr_migs, sizeof(*s->migs)) < 0)
+        return oom(err);
+    struct cl_migration *m = &s->migs[s->nr_migs++];
+    memset(m, 0, sizeof(*m));
+    m->id = ++s->mig_counter;
+    memcpy(m->vm, vm->name, sizeof(m->vm));
+    memcpy(m->from, vm->owner, sizeof(m->from));
+    memcpy(m->to, to, sizeof(m->to));
+    m->phase = CL_MIG_PREPARING;
+    m->downtime_ms = (uint32_t)downtime;
+    m->origin_nodeid = c->origin_node;
+    m->origin_req = c->origin_req;
+    vm->run = CL_RUN_MIGRATING;
+    vm->migration_id = m->id;
+    return 0;
+}
+
+static int h_migration_listening(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_migration *m;
+    uint64_t port;
+    char token[CL_TOKEN_MAX];
+    if (find_mig(c, &m, err) < 0 ||
+        cl__get_uint(c->msg, "port", false, 0, 1, 65535, &port, err) < 0 ||
+        cl__get_str(c->msg, "token", NULL, token, sizeof(token), err) < 0)
+        return -1;
+    if (token[0] == '\0')
+        return tern_err_set(err, "[invalid] \"token\" is empty");
+    if (sender_is(c, m->to, "the destination", err) < 0)
+        return -1;
+    if (m->phase != CL_MIG_PREPARING)
+        return tern_err_set(err, "[conflict] migration %llu is %s, not preparing",
+                            (unsigned long long)m->id, cl_mig_phase_name(m->phase));
+    m->phase = CL_MIG_LISTENING;
+    m->port = (uint16_t)port;
+    memcpy(m->token, token, sizeof(m->token));
+    return 0;
+}
+
+static int h_migration_progress(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_migration *m;
+    if (find_mig(c, &m, err) < 0 || sender_is(c, m->from, "the source", err) < 0)
+        return -1;
+    json_t *p = cl__blob_copy(json_object_get(c->msg, "progress"), "\"progress\"", err);
+    if (!p)
+        return -1;
+    json_decref(m->progress);
+    m->progress = p;
+    return 0;
+}
+
+static int h_migration_commit(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_migration *m;
+    if (find_mig(c, &m, err) < 0 || sender_is(c, m->from, "the source", err) < 0)
+        return -1;
+    if (m->phase != CL_MIG_LISTENING)
+        return tern_err_set(err, "[conflict] migration %llu is %s; it can commit only while "
+                            "the destination listens",
+                            (unsigned long long)m->id, cl_mig_phase_name(m->phase));
+    struct cl_vm *vm = cl__vm(c->s, m->vm, NULL);
+    m->phase = CL_MIG_COMMITTED;
+    if (vm)
+        memcpy(vm->owner, m->to, sizeof(vm->owner));
+    return 0;
+}
+
+static int h_migration_done(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_migration *m;
+    if (find_mig(c, &m, err) < 0 || sender_is(c, m->to, "the destination", err) < 0)
+        return -1;
+    if (m->phase != CL_MIG_COMMITTED)
+        return tern_err_set(err, "[conflict] migration %llu is %s, not committed",
+                            (unsigned long long)m->id, cl_mig_phase_name(m->phase));
+    json_t *r = cl__blob_copy(json_object_get(c->msg, "result"), "\"result\"", err);
+    if (!r)
+        return -1;
+    /* The record names the migration as the state knows it, whatever the
+     * sender wrote. */
+    if (json_object_set_new(r, "id", json_integer((json_int_t)m->id)) < 0 ||
+        json_object_set_new(r, "vm", json_string(m->vm)) < 0 ||
+        json_object_set_new(r, "from", json_string(m->from)) < 0 ||
+        json_object_set_new(r, "to", json_string(m->to)) < 0 ||
+        (!json_object_get(r, "outcome") &&
+         json_object_set_new(r, "outcome", json_string("succeeded")) < 0)) {
+        json_decref(r);
+        return oom(err);
+    }
+    struct cl_vm *vm = cl__vm(c->s, m->vm, NULL);
+    if (vm) {
+        vm->run = CL_RUN_RUNNING;
+        vm->migration_id = 0;
+        json_decref(vm->last_migration);
+        vm->last_migration = r;
+    } else {
+        json_decref(r);
+    }
+    size_t pos;
+    if (cl__mig(c->s, m->id, &pos))
+        cl__mig_remove(c->s, pos);
+    return 0;
+}
+
+static int h_migration_abort(struct msg_ctx *c, struct tern_err *err)
+{
+    static const char *const outcomes[] = {"failed", "cancelled", NULL};
+    struct cl_migration *m;
+    char reason[CL_REASON_MAX];
+    int outcome = 0;
+    if (find_mig(c, &m, err) < 0 ||
+        get_text(c->msg, "reason", "aborted", reason, sizeof(reason), err) < 0)
+        return -1;
+    if (json_object_get(c->msg, "outcome") &&
+        cl__get_enum(c->msg, "outcome", outcomes, &outcome, err) < 0)
+        return -1;
+    if (m->phase == CL_MIG_COMMITTED)
+        return tern_err_set(err, "[conflict] migration %llu is already committed; the VM now "
+                            "belongs to %s",
+                            (unsigned long long)m->id, m->to);
+    struct cl_vm *vm = cl__vm(c->s, m->vm, NULL);
+    if (vm) {
+        if (vm->run == CL_RUN_MIGRATING)
+            vm->run = CL_RUN_RUNNING;
+        memcpy(vm->detail, reason, sizeof(vm->detail));
+    }
+    cl__mig_end(c->s, m, outcomes[outcome], reason);
+    return 0;
+}
+
+/* ---- dispatch ---- */
+
+static const struct {
+    const char *type;
+    int (*fn)(struct msg_ctx *c, struct tern_err *err);
+} handlers[] = {
+    {"host_announce", h_host_announce},
+    {"host_mode", h_host_mode},
+    {"vm_define", h_vm_define},
+    {"vm_undefine", h_vm_undefine},
+    {"vm_start", h_vm_start},
+    {"vm_stop", h_vm_stop},
+    {"vm_report", h_vm_report},
+    {"migration_begin", h_migration_begin},
+    {"migration_listening", h_migration_listening},
+    {"migration_progress", h_migration_progress},
+    {"migration_commit", h_migration_commit},
+    {"migration_done", h_migration_done},
+    {"migration_abort", h_migration_abort},
+};
+
+int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg,
+                   struct tern_err *err)
+{
+    if (!json_is_object(msg))
+        return tern_err_set(err, "[invalid] a cluster message must be a JSON object");
+    char type[32];
+    if (cl__get_str(msg, "type", NULL, type, sizeof(type), err) < 0)
+        return cl__err_prefix(err, "cluster message");
+    struct msg_ctx c = {
+        .s = s,
+        .sender = sender_nodeid,
+        .host = cl_state_host_by_nodeid(s, sender_nodeid),
+        .msg = msg,
+    };
+    const json_t *origin = json_object_get(msg, "origin");
+    if (origin) {
+        uint64_t node, req;
+        if (!json_is_object(origin) ||
+            cl__get_uint(origin, "node", false, 0, 0, UINT32_MAX, &node, err) < 0 ||
+            cl__get_uint(origin, "req", false, 0, 0, INT64_MAX, &req, err) < 0)
+            return tern_err_set(err, "[invalid] %s: \"origin\" must be {\"node\":N,\"req\":N}",
+                                type);
+        c.origin_node = (uint32_t)node;
+        c.origin_req = req;
+    }
+    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+        if (strcmp(type, handlers[i].type) != 0)
+            continue;
+        if (handlers[i].fn(&c, err) < 0)
+            return -1;
+        s->version++;
+        return 0;
+    }
+    return tern_err_set(err, "[invalid] unknown cluster message type '%s'", type);
+}

@@ -1,0 +1,82 @@
+/* Inside the cluster state: the struct behind struct cl_state and the
+ * helpers its files (cluster_state.c, state_apply.c, state_json.c,
+ * placement.c) share. Not for other modules: they use cluster_state.h. */
+#ifndef TERN_HA_STATE_INTERNAL_H
+#define TERN_HA_STATE_INTERNAL_H
+
+#include "cluster_state.h"
+
+/* Bounds that keep arithmetic far from overflow and documents small. */
+#define CL_HOST_MEM_MAX (1ull << 40)     /* MiB: 1 EiB */
+#define CL_HOST_VCPUS_MAX 65536u
+#define CL_VM_MEM_MIN 16u
+#define CL_VM_MEM_MAX 1048576u           /* MiB: 1 TiB */
+#define CL_VM_VCPUS_MAX 64u
+#define CL_DOWNTIME_DEFAULT 50u
+#define CL_DOWNTIME_MAX 60000u
+#define CL_BLOB_MAX 8192                 /* progress / result objects, serialized */
+
+/* Arrays, each sorted: hosts and VMs by name, migrations by id (ids only
+ * grow, so appending keeps them sorted). Sorted arrays make every
+ * iteration, and so every decision taken while iterating, the same on
+ * every host. */
+struct cl_state {
+    struct cl_host *hosts;
+    size_t nr_hosts, cap_hosts;
+    struct cl_vm *vms;
+    size_t nr_vms, cap_vms;
+    struct cl_migration *migs;
+    size_t nr_migs, cap_migs;
+    uint64_t version;       /* messages applied (and membership changes) */
+    uint64_t mig_counter;   /* last migration id handed out */
+};
+
+/* Mutable lookups (NULL if absent) and their insertion points. */
+struct cl_host *cl__host(struct cl_state *s, const char *name, size_t *pos);
+struct cl_vm *cl__vm(struct cl_state *s, const char *name, size_t *pos);
+struct cl_migration *cl__mig(struct cl_state *s, uint64_t id, size_t *pos);
+
+/* Grow an array so one more element fits; -1 when out of memory. */
+int cl__reserve(void **arr, size_t *cap, size_t nr, size_t elem);
+
+/* Removes migration at index i (frees its progress). */
+void cl__mig_remove(struct cl_state *s, size_t i);
+/* Ends migration `m` without success: its VM (if still defined) gets
+ * migration_id 0 and last_migration {"id","vm","from","to","outcome",
+ * "reason"}; the migration is removed. The VM's run state and detail are
+ * the caller's to set. */
+void cl__mig_end(struct cl_state *s, struct cl_migration *m, const char *outcome,
+                 const char *reason);
+
+/* Drops everything the state owns (arrays and JSON blobs); leaves it empty. */
+void cl__state_clear(struct cl_state *s);
+
+/* Like tern_err_prefix, but keeps a leading "[code] " first: "[invalid]
+ * ctx: rest". Returns -1. */
+int cl__err_prefix(struct tern_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Copies `src` into dst[cap], cutting at a UTF-8 character boundary so the
+ * result is still valid UTF-8 (and so still serializable). */
+void cl__copy_utf8(char *dst, size_t cap, const char *src);
+
+/* A copy of a JSON object no larger than CL_BLOB_MAX when serialized, or
+ * NULL (err says why). */
+json_t *cl__blob_copy(const json_t *j, const char *what, struct tern_err *err);
+
+/* Field readers for message and document objects; errors name the field
+ * and start with "[invalid]".
+ * get_str: a string of at most cap-1 bytes without NUL; absent -> `def`,
+ *   or an error when def is NULL.
+ * get_uint: an integer in [min, max]; absent -> `def` if has_def.
+ * get_bool: absent -> def.
+ * get_enum: one of the NULL-terminated `names`; its index in *out. */
+int cl__get_str(const json_t *obj, const char *key, const char *def, char *dst, size_t cap,
+                struct tern_err *err);
+int cl__get_uint(const json_t *obj, const char *key, bool has_def, uint64_t def, uint64_t min,
+                 uint64_t max, uint64_t *out, struct tern_err *err);
+int cl__get_bool(const json_t *obj, const char *key, bool def, bool *out, struct tern_err *err);
+int cl__get_enum(const json_t *obj, const char *key, const char *const *names, int *out,
+                 struct tern_err *err);
+
+#endif

@@ -1,0 +1,607 @@
+/* The cluster state as JSON (snapshots, persistence, status) and its files.
+ * Parsing checks every field and the references between hosts, VMs and
+ * migrations: a document that from_json accepts is a state apply could
+ * have produced, so a bad snapshot or file is refused, not half-loaded. */
+#include "state_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/fileio.h"
+
+#define STATE_FORMAT "tern-cluster-state"
+#define STATE_FORMAT_VERSION 1
+#define STATE_FILE_MAX (256u << 20)
+
+/* ---- field readers: each names the field in its error ---- */
+
+/* A string field of at most cap-1 bytes without NUL. Absent: `def`, or an
+ * error when def is NULL. */
+int cl__get_str(const json_t *obj, const char *key, const char *def, char *dst, size_t cap,
+                struct tern_err *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (!def)
+            return tern_err_set(err, "[invalid] \"%s\" is missing", key);
+        cl__copy_utf8(dst, cap, def);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return tern_err_set(err, "[invalid] \"%s\" must be a string", key);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (strlen(s) != n)
+        return tern_err_set(err, "[invalid] \"%s\" contains a NUL character", key);
+    if (n >= cap)
+        return tern_err_set(err, "[invalid] \"%s\" is too long (%zu bytes, at most %zu)", key, n,
+                            cap - 1);
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
+/* An integer field in [min, max]. Absent: `def` if has_def, else an error. */
+int cl__get_uint(const json_t *obj, const char *key, bool has_def, uint64_t def, uint64_t min,
+                 uint64_t max, uint64_t *out, struct tern_err *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (!has_def)
+            return tern_err_set(err, "[invalid] \"%s\" is missing", key);
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return tern_err_set(err, "[invalid] \"%s\" must be an integer", key);
+    json_int_t x = json_integer_value(v);
+    if (x < 0 || (uint64_t)x < min || (uint64_t)x > max)
+        return tern_err_set(err, "[invalid] \"%s\" must be between %llu and %llu (got %lld)", key,
+                            (unsigned long long)min, (unsigned long long)max, (long long)x);
+    *out = (uint64_t)x;
+    return 0;
+}
+
+int cl__get_bool(const json_t *obj, const char *key, bool def, bool *out, struct tern_err *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_boolean(v))
+        return tern_err_set(err, "[invalid] \"%s\" must be true or false", key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* One of `names` (NULL-terminated); the index in *out. */
+int cl__get_enum(const json_t *obj, const char *key, const char *const *names, int *out,
+                 struct tern_err *err)
+{
+    char buf[32];
+    if (cl__get_str(obj, key, NULL, buf, sizeof(buf), err) < 0)
+        return -1;
+    for (int i = 0; names[i]; i++)
+        if (strcmp(buf, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return tern_err_set(err, "[invalid] \"%s\" has an unknown value '%s'", key, buf);
+}
+
+/* An absolute path; when not required, absent or "" is allowed too. */
+static int get_path(const json_t *obj, const char *key, bool required, char *dst,
+                    struct tern_err *err)
+{
+    if (cl__get_str(obj, key, required ? NULL : "", dst, CL_PATH_MAX, err) < 0)
+        return -1;
+    if (dst[0] == '\0' && !required)
+        return 0;
+    if (dst[0] != '/')
+        return tern_err_set(err, "[invalid] \"%s\" must be an absolute path (got '%s')", key, dst);
+    return 0;
+}
+
+static int check_keys(const json_t *obj, const char *const *known, const char *what,
+                      struct tern_err *err)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v) {
+        bool ok = false;
+        for (size_t i = 0; known[i] && !ok; i++)
+            ok = strcmp(key, known[i]) == 0;
+        if (!ok)
+            return tern_err_set(err, "[invalid] %s has an unknown field \"%s\"", what, key);
+    }
+    return 0;
+}
+
+/* ---- VM configuration ---- */
+
+int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct tern_err *err)
+{
+    static const char *const keys[] = {"kernel", "initrd", "cmdline", "mem_mib",
+                                       "vcpus",  "disks",  NULL};
+    if (!json_is_object(j))
+        return tern_err_set(err, "[invalid] config must be an object");
+    struct cl_vm_config c;
+    memset(&c, 0, sizeof(c));
+    uint64_t mem, vcpus;
+    if (check_keys(j, keys, "config", err) < 0 ||
+        get_path(j, "kernel", true, c.kernel, err) < 0 ||
+        get_path(j, "initrd", false, c.initrd, err) < 0 ||
+        cl__get_str(j, "cmdline", "", c.cmdline, sizeof(c.cmdline), err) < 0 ||
+        cl__get_uint(j, "mem_mib", false, 0, CL_VM_MEM_MIN, CL_VM_MEM_MAX, &mem, err) < 0 ||
+        cl__get_uint(j, "vcpus", true, 1, 1, CL_VM_VCPUS_MAX, &vcpus, err) < 0)
+        return cl__err_prefix(err, "config");
+    c.mem_mib = mem;
+    c.vcpus = (uint32_t)vcpus;
+    const json_t *disks = json_object_get(j, "disks");
+    if (disks) {
+        if (!json_is_array(disks))
+            return tern_err_set(err, "[invalid] config: \"disks\" must be an array");
+        if (json_array_size(disks) > CL_MAX_DISKS)
+            return tern_err_set(err, "[invalid] config: at most %d disks (got %zu)", CL_MAX_DISKS,
+                                json_array_size(disks));
+        static const char *const dkeys[] = {"path", "ro", NULL};
+        for (size_t i = 0; i < json_array_size(disks); i++) {
+            const json_t *d = json_array_get(disks, i);
+            if (!json_is_object(d))
+                return tern_err_set(err, "[invalid] config: disks[%zu] must be an object", i);
+            if (check_keys(d, dkeys, "disk", err) < 0 ||
+                get_path(d, "path", true, c.disks[i].path, err) < 0 ||
+                cl__get_bool(d, "ro", false, &c.disks[i].ro, err) < 0)
+                return cl__err_prefix(err, "config: disks[%zu]", i);
+        }
+        c.nr_disks = (unsigned)json_array_size(disks);
+    }
+    *cfg = c;
+    return 0;
+}
+
+json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg)
+{
+    json_t *disks = json_array();
+    for (unsigned i = 0; disks && i < cfg->nr_disks && i < CL_MAX_DISKS; i++)
+        json_array_append_new(disks, json_pack("{s:s, s:b}", "path", cfg->disks[i].path, "ro",
+                                               cfg->disks[i].ro));
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o*}", "kernel", cfg->kernel, "initrd",
+                     cfg->initrd, "cmdline", cfg->cmdline, "mem_mib", (json_int_t)cfg->mem_mib,
+                     "vcpus", (json_int_t)cfg->vcpus, "disks", disks);
+}
+
+/* ---- hosts, VMs, migrations ---- */
+
+static const char *const mode_names[] = {"active", "maintenance", NULL};
+static const char *const desired_names[] = {"stopped", "running", NULL};
+static const char *const run_names[] = {"stopped",  "starting", "running", "migrating",
+                                        "stopping", "crashed",  NULL};
+static const char *const phase_names[] = {"preparing", "listening", "committed", NULL};
+
+json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
+{
+    uint64_t free_mem;
+    uint32_t free_vcpus;
+    cl_state_host_free(s, h->name, &free_mem, &free_vcpus);
+    json_int_t nr_vms = 0;
+    for (size_t i = 0; i < s->nr_vms; i++)
+        if (strcmp(s->vms[i].owner, h->name) == 0)
+            nr_vms++;
+    return json_pack("{s:s, s:I, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "name", h->name,
+                     "nodeid", (json_int_t)h->nodeid, "online", h->online, "mode",
+                     mode_names[h->mode == CL_HOST_MAINTENANCE], "mem_mib",
+                     (json_int_t)h->mem_mib, "vcpus", (json_int_t)h->vcpus, "free_mem_mib",
+                     (json_int_t)free_mem, "free_vcpus", (json_int_t)free_vcpus, "vms", nr_vms,
+                     "migration_addr", h->migration_addr);
+}
+
+json_t *cl_vm_to_json(const struct cl_vm *vm)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:i, s:o*, s:I, s:O?}", "name", vm->name,
+                     "owner", vm->owner, "desired", desired_names[vm->desired == CL_VM_RUNNING],
+                     "state", cl_vm_run_name(vm->run), "detail", vm->detail, "ha", vm->ha,
+                     "priority", (int)vm->priority, "config", cl_vm_config_to_json(&vm->cfg),
+                     "migration_id", (json_int_t)vm->migration_id, "last_migration",
+                     vm->last_migration);
+}
+
+json_t *cl_migration_to_json(const struct cl_migration *m)
+{
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:O?, s:{s:I, s:I}}", "id",
+                     (json_int_t)m->id, "vm", m->vm, "from", m->from, "to", m->to, "phase",
+                     cl_mig_phase_name(m->phase), "downtime_ms", (json_int_t)m->downtime_ms,
+                     "port", (json_int_t)m->port, "token", m->token, "progress", m->progress,
+                     "origin", "node", (json_int_t)m->origin_nodeid, "req",
+                     (json_int_t)m->origin_req);
+}
+
+json_t *cl_state_to_json(const struct cl_state *s)
+{
+    json_t *hosts = json_array(), *vms = json_array(), *migs = json_array();
+    for (size_t i = 0; hosts && i < s->nr_hosts; i++)
+        json_array_append_new(hosts, cl_host_to_json(s, &s->hosts[i]));
+    for (size_t i = 0; vms && i < s->nr_vms; i++)
+        json_array_append_new(vms, cl_vm_to_json(&s->vms[i]));
+    for (size_t i = 0; migs && i < s->nr_migs; i++)
+        json_array_append_new(migs, cl_migration_to_json(&s->migs[i]));
+    json_t *doc = json_pack("{s:s, s:i, s:I, s:I, s:o*, s:o*, s:o*}", "format", STATE_FORMAT,
+                            "format_version", STATE_FORMAT_VERSION, "version",
+                            (json_int_t)s->version, "migration_counter",
+                            (json_int_t)s->mig_counter, "hosts", hosts, "vms", vms, "migrations",
+                            migs);
+    /* A member that failed to append (out of memory) must not pass for a
+     * smaller state. */
+    if (doc && (json_array_size(hosts) != s->nr_hosts || json_array_size(vms) != s->nr_vms ||
+                json_array_size(migs) != s->nr_migs)) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* Optional object-or-null blob; *out gets a copy or NULL. */
+static int get_blob(const json_t *obj, const char *key, json_t **out, struct tern_err *err)
+{
+    const json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    *out = cl__blob_copy(v, key, err);
+    return *out ? 0 : -1;
+}
+
+static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *err)
+{
+    memset(h, 0, sizeof(*h));
+    uint64_t nodeid, mem, vcpus;
+    int mode;
+    if (!json_is_object(j))
+        return tern_err_set(err, "[invalid] must be an object");
+    if (cl__get_str(j, "name", NULL, h->name, sizeof(h->name), err) < 0 ||
+        cl__get_uint(j, "nodeid", false, 0, 0, UINT32_MAX, &nodeid, err) < 0 ||
+        cl__get_bool(j, "online", false, &h->online, err) < 0 ||
+        cl__get_enum(j, "mode", mode_names, &mode, err) < 0 ||
+        cl__get_uint(j, "mem_mib", false, 0, 0, CL_HOST_MEM_MAX, &mem, err) < 0 ||
+        cl__get_uint(j, "vcpus", false, 0, 0, CL_HOST_VCPUS_MAX, &vcpus, err) < 0 ||
+        cl__get_str(j, "migration_addr", NULL, h->migration_addr, sizeof(h->migration_addr), err) <
+            0)
+        return -1;
+    if (!cl_name_valid(h->name))
+        return tern_err_set(err, "[invalid] '%s' is not a valid host name", h->name);
+    h->nodeid = (uint32_t)nodeid;
+    h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
+    h->mem_mib = mem;
+    h->vcpus = (uint32_t)vcpus;
+    if (h->nodeid == 0)
+        h->online = false;
+    return 0;
+}
+
+/* Fills vm; on success the caller owns vm->last_migration. */
+static int vm_from_json(const json_t *j, struct cl_vm *vm, struct tern_err *err)
+{
+    memset(vm, 0, sizeof(*vm));
+    int desired, run;
+    uint64_t mig_id;
+    if (!json_is_object(j))
+        return tern_err_set(err, "[invalid] must be an object");
+    const json_t *prio = json_object_get(j, "priority");
+    if (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
+        json_integer_value(prio) > INT32_MAX)
+        return tern_err_set(err, "[invalid] \"priority\" must be a 32-bit integer");
+    if (cl__get_str(j, "name", NULL, vm->name, sizeof(vm->name), err) < 0 ||
+        cl__get_str(j, "owner", NULL, vm->owner, sizeof(vm->owner), err) < 0 ||
+        cl__get_enum(j, "desired", desired_names, &desired, err) < 0 ||
+        cl__get_enum(j, "state", run_names, &run, err) < 0 ||
+        cl__get_str(j, "detail", "", vm->detail, sizeof(vm->detail), err) < 0 ||
+        cl__get_bool(j, "ha", false, &vm->ha, err) < 0 ||
+        cl__get_uint(j, "migration_id", true, 0, 0, INT64_MAX, &mig_id, err) < 0)
+        return -1;
+    if (!cl_name_valid(vm->name))
+        return tern_err_set(err, "[invalid] '%s' is not a valid VM name", vm->name);
+    if (cl_vm_config_from_json(json_object_get(j, "config"), &vm->cfg, err) < 0)
+        return -1;
+    vm->priority = (int32_t)json_integer_value(prio);
+    vm->desired = desired ? CL_VM_RUNNING : CL_VM_STOPPED;
+    vm->run = (enum cl_vm_run)run;
+    vm->migration_id = mig_id;
+    return get_blob(j, "last_migration", &vm->last_migration, err);
+}
+
+static int mig_from_json(const json_t *j, struct cl_migration *m, struct tern_err *err)
+{
+    memset(m, 0, sizeof(*m));
+    uint64_t id, downtime, port, onode = 0, oreq = 0;
+    int phase;
+    if (!json_is_object(j))
+        return tern_err_set(err, "[invalid] must be an object");
+    if (cl__get_uint(j, "id", false, 0, 1, INT64_MAX, &id, err) < 0 ||
+        cl__get_str(j, "vm", NULL, m->vm, sizeof(m->vm), err) < 0 ||
+        cl__get_str(j, "from", NULL, m->from, sizeof(m->from), err) < 0 ||
+        cl__get_str(j, "to", NULL, m->to, sizeof(m->to), err) < 0 ||
+        cl__get_enum(j, "phase", phase_names, &phase, err) < 0 ||
+        cl__get_uint(j, "downtime_ms", false, 0, 1, CL_DOWNTIME_MAX, &downtime, err) < 0 ||
+        cl__get_uint(j, "port", true, 0, 0, 65535, &port, err) < 0 ||
+        cl__get_str(j, "token", "", m->token, sizeof(m->token), err) < 0)
+        return -1;
+    const json_t *origin = json_object_get(j, "origin");
+    if (origin && (!json_is_object(origin) ||
+                   cl__get_uint(origin, "node", true, 0, 0, UINT32_MAX, &onode, err) < 0 ||
+                   cl__get_uint(origin, "req", true, 0, 0, INT64_MAX, &oreq, err) < 0))
+        return cl__err_prefix(err, "origin");
+    m->id = id;
+    m->phase = (enum cl_mig_phase)phase;
+    m->downtime_ms = (uint32_t)downtime;
+    m->port = (uint16_t)port;
+    m->origin_nodeid = (uint32_t)onode;
+    m->origin_req = oreq;
+    return get_blob(j, "progress", &m->progress, err);
+}
+
+static int cmp_host(const void *a, const void *b)
+{
+    return strcmp(((const struct cl_host *)a)->name, ((const struct cl_host *)b)->name);
+}
+
+static int cmp_vm(const void *a, const void *b)
+{
+    return strcmp(((const struct cl_vm *)a)->name, ((const struct cl_vm *)b)->name);
+}
+
+static int cmp_mig(const void *a, const void *b)
+{
+    uint64_t x = ((const struct cl_migration *)a)->id, y = ((const struct cl_migration *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* The invariants apply keeps, checked on a freshly parsed state. */
+static int check_consistency(struct cl_state *s, struct tern_err *err)
+{
+    for (size_t i = 0; i < s->nr_hosts; i++) {
+        if (i > 0 && strcmp(s->hosts[i - 1].name, s->hosts[i].name) == 0)
+            return tern_err_set(err, "[invalid] host '%s' appears twice", s->hosts[i].name);
+        for (size_t k = 0; k < i && s->hosts[i].nodeid; k++)
+            if (s->hosts[k].nodeid == s->hosts[i].nodeid)
+                return tern_err_set(err, "[invalid] hosts '%s' and '%s' share node id %u",
+                                    s->hosts[k].name, s->hosts[i].name, s->hosts[i].nodeid);
+    }
+    for (size_t i = 0; i < s->nr_migs; i++) {
+        struct cl_migration *m = &s->migs[i];
+        if (i > 0 && s->migs[i - 1].id == m->id)
+            return tern_err_set(err, "[invalid] migration %llu appears twice",
+                                (unsigned long long)m->id);
+        if (m->id > s->mig_counter)
+            return tern_err_set(err, "[invalid] migration %llu is above the counter %llu",
+                                (unsigned long long)m->id, (unsigned long long)s->mig_counter);
+        struct cl_vm *vm = cl__vm(s, m->vm, NULL);
+        if (!vm || vm->migration_id != m->id)
+            return tern_err_set(err, "[invalid] migration %llu is for VM '%s', which does not "
+                                "refer to it",
+                                (unsigned long long)m->id, m->vm);
+        if (!cl__host(s, m->from, NULL) || !cl__host(s, m->to, NULL) ||
+            strcmp(m->from, m->to) == 0)
+            return tern_err_set(err, "[invalid] migration %llu goes from '%s' to '%s'",
+                                (unsigned long long)m->id, m->from, m->to);
+        const char *owner = m->phase == CL_MIG_COMMITTED ? m->to : m->from;
+        if (strcmp(vm->owner, owner) != 0)
+            return tern_err_set(err, "[invalid] migration %llu is %s but VM '%s' is owned by "
+                                "'%s'",
+                                (unsigned long long)m->id, cl_mig_phase_name(m->phase), m->vm,
+                                vm->owner);
+    }
+    for (size_t i = 0; i < s->nr_vms; i++) {
+        struct cl_vm *vm = &s->vms[i];
+        if (i > 0 && strcmp(s->vms[i - 1].name, vm->name) == 0)
+            return tern_err_set(err, "[invalid] VM '%s' appears twice", vm->name);
+        bool placed = vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED;
+        if (placed != (vm->owner[0] != '\0'))
+            return tern_err_set(err, "[invalid] VM '%s' is %s with owner '%s'", vm->name,
+                                cl_vm_run_name(vm->run), vm->owner);
+        if (placed && !cl__host(s, vm->owner, NULL))
+            return tern_err_set(err, "[invalid] VM '%s' is owned by unknown host '%s'",
+                                vm->name, vm->owner);
+        if ((vm->run == CL_RUN_MIGRATING) != (vm->migration_id != 0))
+            return tern_err_set(err, "[invalid] VM '%s' is %s with migration id %llu", vm->name,
+                                cl_vm_run_name(vm->run), (unsigned long long)vm->migration_id);
+        if (vm->migration_id) {
+            struct cl_migration *m = cl__mig(s, vm->migration_id, NULL);
+            if (!m || strcmp(m->vm, vm->name) != 0)
+                return tern_err_set(err, "[invalid] VM '%s' refers to migration %llu, which is "
+                                    "not its own",
+                                    vm->name, (unsigned long long)vm->migration_id);
+        }
+    }
+    return 0;
+}
+
+static int parse_array(const json_t *doc, const char *key, struct tern_err *err,
+                       const json_t **out)
+{
+    *out = json_object_get(doc, key);
+    if (!json_is_array(*out))
+        return tern_err_set(err, "[invalid] cluster state: \"%s\" must be an array", key);
+    return 0;
+}
+
+int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *err)
+{
+    if (!json_is_object(doc))
+        return tern_err_set(err, "[invalid] cluster state must be a JSON object");
+    char format[32];
+    uint64_t fv, version, counter;
+    if (cl__get_str(doc, "format", NULL, format, sizeof(format), err) < 0 ||
+        cl__get_uint(doc, "format_version", false, 0, 0, INT32_MAX, &fv, err) < 0 ||
+        cl__get_uint(doc, "version", false, 0, 0, INT64_MAX, &version, err) < 0 ||
+        cl__get_uint(doc, "migration_counter", false, 0, 0, INT64_MAX, &counter, err) < 0)
+        return cl__err_prefix(err, "cluster state");
+    if (strcmp(format, STATE_FORMAT) != 0)
+        return tern_err_set(err, "[invalid] not a cluster state (format '%s', expected '%s')",
+                            format, STATE_FORMAT);
+    if (fv != STATE_FORMAT_VERSION)
+        return tern_err_set(err, "[invalid] cluster state format version %llu is not supported "
+                            "(this build reads version %d)",
+                            (unsigned long long)fv, STATE_FORMAT_VERSION);
+    const json_t *hosts, *vms, *migs;
+    if (parse_array(doc, "hosts", err, &hosts) < 0 || parse_array(doc, "vms", err, &vms) < 0 ||
+        parse_array(doc, "migrations", err, &migs) < 0)
+        return -1;
+
+    struct cl_state n;
+    memset(&n, 0, sizeof(n));
+    n.version = version;
+    n.mig_counter = counter;
+    size_t nh = json_array_size(hosts), nv = json_array_size(vms), nm = json_array_size(migs);
+    n.hosts = calloc(nh ? nh : 1, sizeof(*n.hosts));
+    n.vms = calloc(nv ? nv : 1, sizeof(*n.vms));
+    n.migs = calloc(nm ? nm : 1, sizeof(*n.migs));
+    n.cap_hosts = nh ? nh : 1;
+    n.cap_vms = nv ? nv : 1;
+    n.cap_migs = nm ? nm : 1;
+    if (!n.hosts || !n.vms || !n.migs) {
+        cl__state_clear(&n);
+        return tern_err_set(err, "[internal] out of memory loading the cluster state");
+    }
+    for (size_t i = 0; i < nh; i++, n.nr_hosts++)
+        if (host_from_json(json_array_get(hosts, i), &n.hosts[i], err) < 0) {
+            cl__state_clear(&n);
+            return cl__err_prefix(err, "cluster state: hosts[%zu]", i);
+        }
+    for (size_t i = 0; i < nv; i++) {
+        if (vm_from_json(json_array_get(vms, i), &n.vms[i], err) < 0) {
+            json_decref(n.vms[i].last_migration);
+            cl__state_clear(&n);
+            return cl__err_prefix(err, "cluster state: vms[%zu]", i);
+        }
+        n.nr_vms++;
+    }
+    for (size_t i = 0; i < nm; i++) {
+        if (mig_from_json(json_array_get(migs, i), &n.migs[i], err) < 0) {
+            json_decref(n.migs[i].progress);
+            cl__state_clear(&n);
+            return cl__err_prefix(err, "cluster state: migrations[%zu]", i);
+        }
+        n.nr_migs++;
+    }
+    qsort(n.hosts, n.nr_hosts, sizeof(*n.hosts), cmp_host);
+    qsort(n.vms, n.nr_vms, sizeof(*n.vms), cmp_vm);
+    qsort(n.migs, n.nr_migs, sizeof(*n.migs), cmp_mig);
+    if (check_consistency(&n, err) < 0) {
+        cl__state_clear(&n);
+        return cl__err_prefix(err, "cluster state");
+    }
+    cl__state_clear(s);
+    *s = n;
+    return 0;
+}
+
+/* ---- files ---- */
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int cl_state_save(const struct cl_state *s, const char *path, struct tern_err *err)
+{
+    json_t *doc = cl_state_to_json(s);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!text)
+        return tern_err_set(err, "saving the cluster state to %s: out of memory", path);
+    size_t len = strlen(text);
+
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+        free(text);
+        return tern_err_set(err, "saving the cluster state: path %s is too long", path);
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        free(text);
+        return tern_err_errno(err, errno, "saving the cluster state: cannot create %s", tmp);
+    }
+    if (write_all(fd, text, len) < 0 || write_all(fd, "\n", 1) < 0 || fsync(fd) < 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        free(text);
+        return tern_err_errno(err, e, "saving the cluster state: cannot write %s", tmp);
+    }
+    free(text);
+    if (close(fd) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return tern_err_errno(err, e, "saving the cluster state: cannot close %s", tmp);
+    }
+    if (rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return tern_err_errno(err, e, "saving the cluster state: cannot rename %s to %s", tmp,
+                              path);
+    }
+    /* The rename is durable only once the directory is. */
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return tern_err_errno(err, errno, "saving the cluster state: cannot open directory %s",
+                              dir);
+    if (fsync(dfd) < 0) {
+        int e = errno;
+        close(dfd);
+        return tern_err_errno(err, e, "saving the cluster state: cannot sync directory %s", dir);
+    }
+    close(dfd);
+    return 0;
+}
+
+int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        if (errno == ENOENT) {
+            cl__state_clear(s);
+            return 1;
+        }
+        return tern_err_errno(err, errno, "loading the cluster state: cannot stat %s", path);
+    }
+    uint8_t *buf;
+    size_t len;
+    if (tern_read_file(path, STATE_FILE_MAX, &buf, &len, err) < 0)
+        return cl__err_prefix(err, "loading the cluster state");
+    json_error_t jerr;
+    json_t *doc = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(buf);
+    if (!doc)
+        return tern_err_set(err, "loading the cluster state: %s is not valid JSON (line %d, "
+                            "column %d: %s); move it away to start empty or to take the "
+                            "cluster's copy",
+                            path, jerr.line, jerr.column, jerr.text);
+    int rc = cl_state_from_json(s, doc, err);
+    json_decref(doc);
+    if (rc < 0)
+        return cl__err_prefix(err, "loading the cluster state from %s", path);
+    return 0;
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The Tern demo cluster (README's main command, `make demo`): three test
+# hosts in network namespaces on one machine, each with its own corosync and
+# ternd; a test-guest VM with a dirtying workload and a disk on shared
+# storage is started, live-migrated across the hosts, a host is evacuated,
+# and `ternctl status` is printed. Everything is removed at the end unless
+# KEEP=1 (then `make demo-down` removes it).
+#
+# usage: scripts/demo.sh BUILD_DIR [up|down]
+set -euo pipefail
+
+BUILD=${1:-build}
+ACTION=${2:-up}
+DIR=${TERN_DEMO_DIR:-/tmp/tern-demo}
+HOSTS=3
+TESTHOSTS="$BUILD/tern-testhosts"
+TERNCTL="$BUILD/ternctl"
+START=$(date +%s.%N)
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+down() {
+    if [ -d "$DIR" ]; then
+        "$TESTHOSTS" down "$DIR" || true
+    fi
+}
+
+if [ "$ACTION" = down ]; then
+    down
+    echo "demo cluster removed"
+    exit 0
+fi
+
+if [ -e "$DIR/hosts.json" ]; then
+    echo "demo: a demo cluster already exists in $DIR; removing it first"
+    down
+fi
+
+cleanup() {
+    rc=$?
+    if [ "${KEEP:-0}" = 1 ] && [ $rc -eq 0 ]; then
+        echo
+        echo "demo: left running (KEEP=1). Try:"
+        echo "  $TERNCTL --socket $DIR/h1/run/tern/ternd.sock status"
+        echo "remove it with: make demo-down"
+    else
+        if [ $rc -ne 0 ]; then
+            echo "demo: failed (status $rc); logs: $DIR/h*/ternd.log $DIR/h*/log/ (kept for a look: KEEP=1)" >&2
+            for h in 1 2 3; do
+                [ -f "$DIR/h$h/ternd.log" ] && { echo "--- h$h/ternd.log (last lines)" >&2; tail -n 15 "$DIR/h$h/ternd.log" >&2; }
+            done
+        fi
+        say "tearing down"
+        down
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+
+say "creating $HOSTS test hosts with corosync in network namespaces ($DIR)"
+"$TESTHOSTS" up "$DIR" "$HOSTS"
+
+say "certificates for mutual TLS (ternctl cluster init-ca / issue-cert)"
+"$TERNCTL" cluster init-ca "$DIR/ca" >/dev/null
+for i in $(seq 1 $HOSTS); do
+    "$TERNCTL" cluster issue-cert "$DIR/ca" "h$i" >/dev/null
+done
+ls "$DIR/ca"
+
+say "starting ternd on every host"
+for i in $(seq 1 $HOSTS); do
+    cat >"$DIR/h$i/ternd.conf" <<CONF
+# ternd on demo host h$i
+host = h$i
+migration_addr = 10.77.0.$i
+run_dir = $DIR/h$i/run/tern
+state_dir = $DIR/h$i/state
+shared_dir = $DIR/shared
+tls_dir = $DIR/ca/h$i
+vmm_path = $(realpath "$BUILD/tern-vmm")
+mem = 2G
+vcpus = 2
+CONF
+    "$TESTHOSTS" spawn "$DIR" "$i" "$DIR/h$i/ternd.log" -- "$(realpath "$BUILD/ternd")" --config "$DIR/h$i/ternd.conf" >/dev/null
+done
+
+ctl() { local h=$1; shift; "$TERNCTL" --socket "$DIR/h$h/run/tern/ternd.sock" "$@"; }
+
+for _ in $(seq 1 100); do
+    if ctl 1 --json status 2>/dev/null | python3 -c '
+import json,sys
+s=json.load(sys.stdin)
+sys.exit(0 if s["cluster"]["synced"] and s["cluster"]["quorate"] and sum(h["online"] for h in s["hosts"])==3 else 1)' 2>/dev/null; then
+        break
+    fi
+    sleep 0.2
+done
+ctl 1 status
+
+say "defining a VM (test guest: 256 MiB filled, dirtying 25 MB/s, heartbeats, disk journal on shared storage)"
+truncate -s 64M "$DIR/shared/demo1.img"
+ctl 2 vm define demo1 --kernel "$BUILD/testguest.elf" --mem 512M --vcpus 1 \
+    --disk "$DIR/shared/demo1.img" --cmdline "fill=256 dirty=25 hb=10000 check=2000 disk=1"
+ctl 3 vm start demo1 --host h1
+ctl 1 vm list
+
+say "live-migrating demo1: h1 -> h2 (asked at h3)"
+ctl 3 vm migrate demo1 --to h2
+say "live-migrating demo1: h2 -> h3 (asked at h1)"
+ctl 1 vm migrate demo1 --to h3
+
+say "two more VMs on h3, then evacuating h3"
+for v in demo2 demo3; do
+    ctl 1 vm define $v --kernel "$BUILD/testguest.elf" --mem 256M --vcpus 1 --cmdline "fill=64 dirty=5 hb=10000"
+    ctl 1 vm start $v --host h3
+done
+ctl 2 host evacuate h3
+ctl 2 host list
+ctl 2 host activate h3
+
+say "ternctl status"
+ctl 1 status
+ctl 1 vm show demo1
+
+END=$(date +%s.%N)
+say "demo finished in $(python3 -c "print(f'{$END-$START:.1f}')") s"

@@ -1,0 +1,121 @@
+/* ternd.conf parsing: every setting, defaults, and the errors an operator
+ * sees for bad lines (with the line number). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/config.h"
+
+static void parses_every_setting(void **state)
+{
+    (void)state;
+    struct ternd_config c;
+    struct tern_err err;
+    ternd_config_defaults(&c);
+    const char *text = "# a comment\n"
+                       "host = h1\n"
+                       "\n"
+                       "run_dir = /tmp/r   # trailing comment\n"
+                       "state_dir=/tmp/s\n"
+                       "shared_dir = /tmp/shared\n"
+                       "tls_dir = /tmp/tls\n"
+                       "control_socket = /tmp/r/t.sock\n"
+                       "vmm_path = /usr/bin/tern-vmm\n"
+                       "migration_addr = 10.77.0.2\n"
+                       "migration_ports = 8000-8009\n"
+                       "mem = 8G\n"
+                       "vcpus = 12\n"
+                       "cpg_group = tern-test\n"
+                       "cgroups = no\n";
+    assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), 0);
+    assert_string_equal(c.host, "h1");
+    assert_string_equal(c.run_dir, "/tmp/r");
+    assert_string_equal(c.state_dir, "/tmp/s");
+    assert_string_equal(c.shared_dir, "/tmp/shared");
+    assert_string_equal(c.tls_dir, "/tmp/tls");
+    assert_string_equal(c.control_socket, "/tmp/r/t.sock");
+    assert_string_equal(c.vmm_path, "/usr/bin/tern-vmm");
+    assert_string_equal(c.migration_addr, "10.77.0.2");
+    assert_int_equal(c.migration_port_min, 8000);
+    assert_int_equal(c.migration_port_max, 8009);
+    assert_int_equal(c.mem_mib, 8192);
+    assert_int_equal(c.vcpus, 12);
+    assert_string_equal(c.cpg_group, "tern-test");
+    assert_false(c.use_cgroups);
+}
+
+static void defaults(void **state)
+{
+    (void)state;
+    struct ternd_config c;
+    ternd_config_defaults(&c);
+    assert_string_equal(c.run_dir, "/run/tern");
+    assert_string_equal(c.state_dir, "/var/lib/tern");
+    assert_string_equal(c.tls_dir, "/etc/tern/tls");
+    assert_string_equal(c.cpg_group, "tern");
+    assert_int_equal(c.migration_port_min, 7400);
+    assert_true(c.use_cgroups);
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+    struct ternd_config c;
+    struct tern_err err;
+    ternd_config_defaults(&c);
+    assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), -1);
+    if (!strstr(err.msg, needle)) {
+        fprintf(stderr, "error '%s' lacks '%s'\n", err.msg, needle);
+        fail();
+    }
+}
+
+static void bad_lines(void **state)
+{
+    (void)state;
+    expect_error("host = h1\nbogus = 1\n", "t.conf line 2: unknown setting 'bogus'");
+    expect_error("\n\nrun_dir = relative\n", "line 3: 'run_dir' must be an absolute path");
+    expect_error("host = no spaces!\n", "host name 'no spaces!' is not valid");
+    expect_error("just words\n", "expected 'key = value'");
+    expect_error("mem =\n", "'mem' has no value");
+    expect_error("mem = lots\n", "mem must be a size");
+    expect_error("vcpus = 0\n", "vcpus must be 1..4096");
+    expect_error("migration_ports = 9000-8000\n", "migration_ports must be a range");
+    expect_error("migration_ports = 80-90\n", "migration_ports must be a range");
+    expect_error("migration_addr = example.com\n", "must be an IPv4 or IPv6 address");
+    expect_error("cgroups = maybe\n", "cgroups must be yes or no");
+}
+
+static void check_requires_migration_addr(void **state)
+{
+    (void)state;
+    struct ternd_config c;
+    struct tern_err err;
+    ternd_config_defaults(&c);
+    assert_int_equal(ternd_config_check(&c, &err), -1);
+    assert_non_null(strstr(err.msg, "migration_addr is not set"));
+}
+
+static void missing_file(void **state)
+{
+    (void)state;
+    struct ternd_config c;
+    struct tern_err err;
+    assert_int_equal(ternd_config_load(&c, "/nonexistent/ternd.conf", &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/ternd.conf"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parses_every_setting),
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(bad_lines),
+        cmocka_unit_test(check_requires_migration_addr),
+        cmocka_unit_test(missing_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

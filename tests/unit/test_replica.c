@@ -1,0 +1,917 @@
+/* The replica sync protocol (ha/replica.c) over a simulated CPG: one global
+ * event order in which broadcasts and membership changes are delivered, a
+ * broadcast reaching every node whose current view includes its sender.
+ * That is what CPG's agreed order and virtual synchrony promise; the
+ * scenarios check that replicas end equal and that no message is lost or
+ * applied twice across joins, leaves, restarts, partitions and garbage. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "ha/replica.h"
+
+#define MAXN 6
+
+struct sim;
+
+struct node {
+    uint32_t id;
+    struct sim *sim;
+    struct replica *r;
+    uint32_t view[MAXN];
+    size_t nview;
+    int fail_sends;        /* refuse this many sends */
+    uint64_t next_req;
+    int synced_calls, membership_calls, applied_ok, applied_err;
+    uint64_t applied_reqs[4096]; /* origin node << 32 | req of applied messages */
+    size_t nr_applied_reqs;
+    char last_err[TERN_ERR_MAX];
+    bool saw_null_msg;
+};
+
+enum ev_kind { EV_MSG, EV_CONFCHG };
+
+struct event {
+    enum ev_kind kind;
+    uint32_t sender;
+    char *data;
+    size_t len;
+    uint32_t members[MAXN];
+    size_t nr_members;
+};
+
+struct sim {
+    struct node nodes[MAXN + 1]; /* by node id, 1..MAXN */
+    struct event *ev;
+    size_t nr_ev, cap_ev;
+};
+
+static void sim_insert(struct sim *s, size_t pos, struct event e)
+{
+    if (s->nr_ev == s->cap_ev) {
+        s->cap_ev = s->cap_ev ? s->cap_ev * 2 : 64;
+        s->ev = realloc(s->ev, s->cap_ev * sizeof(*s->ev));
+        assert_non_null(s->ev);
+    }
+    memmove(&s->ev[pos + 1], &s->ev[pos], (s->nr_ev - pos) * sizeof(*s->ev));
+    s->ev[pos] = e;
+    s->nr_ev++;
+}
+
+static void sim_bcast(struct sim *s, uint32_t sender, const char *data, size_t len)
+{
+    struct event e = {.kind = EV_MSG, .sender = sender, .len = len};
+    e.data = malloc(len ? len : 1);
+    assert_non_null(e.data);
+    memcpy(e.data, data, len);
+    sim_insert(s, s->nr_ev, e);
+}
+
+/* A membership change for the nodes in `members` (the others do not see
+ * it: that is how partitions are made), at queue position `pos`. */
+static void sim_confchg_at(struct sim *s, size_t pos, const uint32_t *members, size_t n)
+{
+    struct event e = {.kind = EV_CONFCHG, .nr_members = n};
+    memcpy(e.members, members, n * sizeof(*members));
+    sim_insert(s, pos, e);
+}
+
+static void sim_confchg(struct sim *s, const uint32_t *members, size_t n)
+{
+    sim_confchg_at(s, s->nr_ev, members, n);
+}
+
+/* Drops the queued broadcasts of `sender` (it died before they were
+ * ordered). */
+static void sim_drop_from(struct sim *s, uint32_t sender)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->nr_ev; i++) {
+        if (s->ev[i].kind == EV_MSG && s->ev[i].sender == sender)
+            free(s->ev[i].data);
+        else
+            s->ev[k++] = s->ev[i];
+    }
+    s->nr_ev = k;
+}
+
+static bool in_list(uint32_t x, const uint32_t *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (l[i] == x)
+            return true;
+    return false;
+}
+
+static bool sim_step(struct sim *s)
+{
+    if (s->nr_ev == 0)
+        return false;
+    struct event e = s->ev[0];
+    memmove(&s->ev[0], &s->ev[1], (s->nr_ev - 1) * sizeof(*s->ev));
+    s->nr_ev--;
+    if (e.kind == EV_MSG) {
+        for (uint32_t id = 1; id <= MAXN; id++) {
+            struct node *n = &s->nodes[id];
+            if (n->r && in_list(e.sender, n->view, n->nview))
+                replica_deliver(n->r, e.sender, e.data, e.len);
+        }
+        free(e.data);
+        return true;
+    }
+    for (size_t i = 0; i < e.nr_members; i++) {
+        struct node *n = &s->nodes[e.members[i]];
+        if (!n->r)
+            continue;
+        uint32_t left[MAXN], joined[MAXN];
+        size_t nl = 0, nj = 0;
+        for (size_t k = 0; k < n->nview; k++)
+            if (!in_list(n->view[k], e.members, e.nr_members))
+                left[nl++] = n->view[k];
+        for (size_t k = 0; k < e.nr_members; k++)
+            if (!in_list(e.members[k], n->view, n->nview))
+                joined[nj++] = e.members[k];
+        memcpy(n->view, e.members, e.nr_members * sizeof(*e.members));
+        n->nview = e.nr_members;
+        replica_confchg(n->r, e.members, e.nr_members, left, nl, joined, nj);
+    }
+    return true;
+}
+
+static void sim_run(struct sim *s)
+{
+    for (int guard = 0; sim_step(s); guard++)
+        assert_true(guard < 1000000);
+}
+
+/* ---- the agent's side of each node ---- */
+
+static int op_send(void *opaque, const json_t *msg)
+{
+    struct node *n = opaque;
+    if (n->fail_sends > 0) {
+        n->fail_sends--;
+        return -1;
+    }
+    char *t = json_dumps(msg, JSON_COMPACT);
+    assert_non_null(t);
+    sim_bcast(n->sim, n->id, t, strlen(t));
+    free(t);
+    return 0;
+}
+
+static void op_applied(void *opaque, uint32_t sender, const json_t *msg, int rc,
+                       const struct tern_err *err)
+{
+    struct node *n = opaque;
+    (void)sender;
+    if (!msg)
+        n->saw_null_msg = true;
+    if (rc < 0) {
+        n->applied_err++;
+        assert_non_null(err);
+        snprintf(n->last_err, sizeof(n->last_err), "%s", err->msg);
+        return;
+    }
+    n->applied_ok++;
+    const json_t *o = json_object_get(msg, "origin");
+    if (o && n->nr_applied_reqs < 4096)
+        n->applied_reqs[n->nr_applied_reqs++] =
+            (uint64_t)json_integer_value(json_object_get(o, "node")) << 32 |
+            (uint64_t)json_integer_value(json_object_get(o, "req"));
+}
+
+static void op_membership(void *opaque)
+{
+    ((struct node *)opaque)->membership_calls++;
+}
+
+static void op_synced(void *opaque)
+{
+    ((struct node *)opaque)->synced_calls++;
+}
+
+static const struct replica_ops ops = {op_send, op_applied, op_membership, op_synced};
+
+/* Starts node `id` with `state` (NULL: empty), as a fresh process would. */
+static struct node *node_start(struct sim *s, uint32_t id, struct cl_state *state)
+{
+    struct node *n = &s->nodes[id];
+    memset(n, 0, sizeof(*n));
+    n->id = id;
+    n->sim = s;
+    n->next_req = 1;
+    n->r = replica_new(id, state ? state : cl_state_new(), &ops, n);
+    assert_non_null(n->r);
+    assert_false(replica_synced(n->r));
+    assert_int_equal(replica_local_nodeid(n->r), id);
+    return n;
+}
+
+/* Kills node `id` and returns its last persisted state (the agent saves
+ * after every change, so that is its state as it died). */
+static struct cl_state *node_crash(struct sim *s, uint32_t id)
+{
+    struct node *n = &s->nodes[id];
+    json_t *doc = cl_state_to_json(replica_state(n->r));
+    struct cl_state *persisted = cl_state_new();
+    struct tern_err err;
+    assert_int_equal(cl_state_from_json(persisted, doc, &err), 0);
+    json_decref(doc);
+    replica_free(n->r);
+    n->r = NULL;
+    n->nview = 0;
+    return persisted;
+}
+
+/* Node `id` dies and the others (of `all`, n) see it leave; returns its
+ * persisted state. */
+static struct cl_state *node_leave(struct sim *s, uint32_t id, const uint32_t *all, size_t n)
+{
+    struct cl_state *st = node_crash(s, id);
+    uint32_t rest[MAXN];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i] != id)
+            rest[k++] = all[i];
+    sim_confchg(s, rest, k);
+    sim_run(s);
+    return st;
+}
+
+/* Node `id` broadcasts a state message; returns its origin key. */
+static uint64_t node_send(struct sim *s, uint32_t id, const char *text)
+{
+    struct node *n = &s->nodes[id];
+    json_t *m = json_loads(text, 0, NULL);
+    assert_non_null(m);
+    struct tern_err err;
+    uint64_t req = n->next_req++;
+    char *t = replica_encode(n->r, m, req, &err);
+    if (!t)
+        fail_msg("encode: %s", err.msg);
+    json_decref(m);
+    sim_bcast(s, id, t, strlen(t));
+    free(t);
+    return (uint64_t)id << 32 | req;
+}
+
+static void announce(struct sim *s, uint32_t id)
+{
+    char m[256];
+    snprintf(m, sizeof(m),
+             "{\"type\":\"host_announce\",\"host\":\"h%u\",\"mem_mib\":65536,\"vcpus\":64,"
+             "\"migration_addr\":\"10.77.0.%u\"}",
+             id, id);
+    node_send(s, id, m);
+}
+
+static char *dump_state(const struct cl_state *st)
+{
+    json_t *j = cl_state_to_json(st);
+    char *t = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(j);
+    assert_non_null(t);
+    return t;
+}
+
+static char *dump(struct sim *s, uint32_t id)
+{
+    return dump_state(replica_state(s->nodes[id].r));
+}
+
+/* Every node in `ids` is synced and holds the same state. */
+static void expect_equal(struct sim *s, const uint32_t *ids, size_t n)
+{
+    char *first = dump(s, ids[0]);
+    for (size_t i = 0; i < n; i++) {
+        if (!replica_synced(s->nodes[ids[i]].r))
+            fail_msg("node %u is not synced", ids[i]);
+        char *d = dump(s, ids[i]);
+        if (strcmp(first, d) != 0)
+            fail_msg("node %u differs from node %u:\n%s\n%s", ids[i], ids[0], d, first);
+        free(d);
+    }
+    free(first);
+}
+
+static size_t times_applied(const struct node *n, uint64_t key)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n->nr_applied_reqs; i++)
+        c += n->applied_reqs[i] == key;
+    return c;
+}
+
+static void sim_free(struct sim *s)
+{
+    for (uint32_t id = 1; id <= MAXN; id++)
+        replica_free(s->nodes[id].r);
+    for (size_t i = 0; i < s->nr_ev; i++)
+        free(s->ev[i].data);
+    free(s->ev);
+    free(s);
+}
+
+static struct sim *sim_new(void)
+{
+    struct sim *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    return s;
+}
+
+static const uint32_t ALL3[] = {1, 2, 3};
+
+/* Three fresh nodes joining one after another, each announcing itself. */
+static struct sim *three_synced(void)
+{
+    struct sim *s = sim_new();
+    for (uint32_t id = 1; id <= 3; id++) {
+        node_start(s, id, NULL);
+        sim_confchg(s, ALL3, id);
+        sim_run(s);
+        announce(s, id);
+        sim_run(s);
+    }
+    expect_equal(s, ALL3, 3);
+    return s;
+}
+
+static void test_fresh_start(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    for (uint32_t id = 1; id <= 3; id++) {
+        struct node *n = &s->nodes[id];
+        assert_int_equal(n->synced_calls, 1);
+        assert_true(n->membership_calls >= 1);
+        const struct cl_host *h = cl_state_host_by_nodeid(replica_state(n->r), id);
+        assert_non_null(h);
+        assert_true(h->online);
+    }
+    assert_int_equal(cl_state_nr_hosts(replica_state(s->nodes[1].r)), 3);
+    sim_free(s);
+
+    /* All three in one membership change, before anyone is synced. */
+    s = sim_new();
+    for (uint32_t id = 1; id <= 3; id++)
+        node_start(s, id, NULL);
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    for (uint32_t id = 1; id <= 3; id++)
+        announce(s, id);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_int_equal(cl_state_nr_hosts(replica_state(s->nodes[3].r)), 3);
+    sim_free(s);
+
+    /* A single node alone syncs with itself. */
+    s = sim_new();
+    node_start(s, 1, NULL);
+    sim_confchg(s, ALL3, 1);
+    sim_run(s);
+    assert_true(replica_synced(s->nodes[1].r));
+    assert_int_equal(s->nodes[1].synced_calls, 1);
+    sim_free(s);
+}
+
+static void test_interleaved(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    int ok0[4], err0[4];
+    for (uint32_t id = 1; id <= 3; id++) {
+        ok0[id] = s->nodes[id].applied_ok;
+        err0[id] = s->nodes[id].applied_err;
+    }
+    char m[256];
+    for (int i = 0; i < 20; i++) {
+        uint32_t id = 1 + i % 3;
+        snprintf(m, sizeof(m),
+                 "{\"type\":\"vm_define\",\"name\":\"vm%d\",\"config\":{\"kernel\":\"/k\","
+                 "\"mem_mib\":1024}}",
+                 i / 2); /* every name twice: one define wins, one is refused */
+        node_send(s, id, m);
+        snprintf(m, sizeof(m), "{\"type\":\"vm_start\",\"name\":\"vm%d\"}", i / 2);
+        node_send(s, 1 + (id % 3), m);
+    }
+    /* Deliver in small steps, sending more in between. */
+    for (int i = 0; i < 10; i++) {
+        sim_step(s);
+        sim_step(s);
+        snprintf(m, sizeof(m), "{\"type\":\"vm_stop\",\"name\":\"vm%d\"}", i);
+        node_send(s, 1 + i % 3, m);
+    }
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    /* Every node saw every message, with the same outcome. */
+    for (uint32_t id = 1; id <= 3; id++) {
+        assert_int_equal(s->nodes[id].applied_ok - ok0[id] + s->nodes[id].applied_err - err0[id],
+                         50);
+        assert_int_equal(s->nodes[id].applied_ok - ok0[id], s->nodes[1].applied_ok - ok0[1]);
+    }
+    assert_true(s->nodes[1].applied_err - err0[1] >= 10); /* the duplicate defines at least */
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[2].r)), 10);
+    sim_free(s);
+}
+
+static void test_leave_and_rejoin_stale(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    node_send(s, 1, "{\"type\":\"vm_define\",\"name\":\"a\",\"config\":{\"kernel\":\"/k\","
+                    "\"mem_mib\":64}}");
+    sim_run(s);
+    /* Node 3 dies; the others see it leave. */
+    struct cl_state *stale = node_leave(s, 3, ALL3, 3);
+    uint64_t stale_version = cl_state_version(stale);
+    const uint32_t m12[] = {1, 2};
+    assert_false(cl_state_host(replica_state(s->nodes[1].r), "h3")->online);
+    node_send(s, 2, "{\"type\":\"vm_start\",\"name\":\"a\",\"host\":\"h2\"}");
+    node_send(s, 1, "{\"type\":\"vm_define\",\"name\":\"b\",\"config\":{\"kernel\":\"/k\","
+                    "\"mem_mib\":64}}");
+    sim_run(s);
+    expect_equal(s, m12, 2);
+    assert_true(cl_state_version(replica_state(s->nodes[1].r)) > stale_version);
+
+    /* It comes back with its stale copy. Messages sent right after the
+     * membership change are delivered before the snapshot: they must
+     * reach everyone exactly once. */
+    node_start(s, 3, stale);
+    sim_confchg(s, ALL3, 3);
+    sim_step(s); /* the confchg: every member posts its offer */
+    uint64_t k1 = node_send(s, 1, "{\"type\":\"vm_define\",\"name\":\"c\",\"config\":"
+                                  "{\"kernel\":\"/k\",\"mem_mib\":64}}");
+    sim_step(s); /* offer 1 */
+    uint64_t k2 = node_send(s, 2, "{\"type\":\"vm_start\",\"name\":\"b\"}");
+    assert_false(replica_synced(s->nodes[3].r));
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    for (uint32_t id = 1; id <= 3; id++) {
+        assert_int_equal(times_applied(&s->nodes[id], k1), 1);
+        assert_int_equal(times_applied(&s->nodes[id], k2), 1);
+    }
+    const struct cl_state *st = replica_state(s->nodes[3].r);
+    assert_non_null(cl_state_vm(st, "c"));
+    assert_string_equal(cl_state_vm(st, "a")->owner, "h2");
+    assert_int_equal(cl_state_vm(st, "b")->run, CL_RUN_STARTING);
+    assert_true(cl_state_host(st, "h3")->online);
+    assert_int_equal(s->nodes[3].synced_calls, 1);
+    assert_int_equal(s->nodes[1].synced_calls, 1); /* never lost it */
+    /* And node 3 can take part: its own host record is live again. */
+    announce(s, 3);
+    node_send(s, 3, "{\"type\":\"vm_start\",\"name\":\"c\",\"host\":\"h3\"}");
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_string_equal(cl_state_vm(replica_state(s->nodes[1].r), "c")->owner, "h3");
+    sim_free(s);
+}
+
+/* A state with hosts h1..h3 and `nvms` VMs, as a node persisted it. */
+static struct cl_state *history(unsigned nvms)
+{
+    struct cl_state *st = cl_state_new();
+    struct tern_err err;
+    char m[256];
+    for (unsigned id = 1; id <= 3; id++) {
+        snprintf(m, sizeof(m),
+                 "{\"type\":\"host_announce\",\"host\":\"h%u\",\"mem_mib\":65536,\"vcpus\":64,"
+                 "\"migration_addr\":\"10.0.0.%u\"}",
+                 id, id);
+        json_t *j = json_loads(m, 0, NULL);
+        assert_int_equal(cl_state_apply(st, id, j, &err), 0);
+        json_decref(j);
+    }
+    for (unsigned i = 0; i < nvms; i++) {
+        snprintf(m, sizeof(m),
+                 "{\"type\":\"vm_define\",\"name\":\"v%u\",\"config\":{\"kernel\":\"/k\","
+                 "\"mem_mib\":64}}",
+                 i);
+        json_t *j = json_loads(m, 0, NULL);
+        assert_int_equal(cl_state_apply(st, 1, j, &err), 0);
+        json_decref(j);
+    }
+    return st;
+}
+
+static void test_whole_cluster_restart(void **unused)
+{
+    (void)unused;
+    struct sim *s = sim_new();
+    node_start(s, 1, history(2));
+    node_start(s, 2, history(5)); /* the newest copy */
+    node_start(s, 3, history(4));
+    char *expect = dump_state(replica_state(s->nodes[2].r));
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    const struct cl_state *st = replica_state(s->nodes[1].r);
+    assert_int_equal(cl_state_nr_vms(st), 5);
+    /* Node 2's copy plus the membership: same hosts, VMs and counter. */
+    json_t *want = json_loads(expect, 0, NULL), *got = cl_state_to_json(st);
+    assert_true(json_equal(json_object_get(want, "vms"), json_object_get(got, "vms")));
+    assert_int_equal(json_integer_value(json_object_get(got, "version")),
+                     json_integer_value(json_object_get(want, "version")) + 1);
+    for (size_t i = 0; i < 3; i++)
+        assert_true(cl_state_host_at(st, i)->online);
+    json_decref(want);
+    json_decref(got);
+    free(expect);
+    sim_free(s);
+
+    /* Same copies, but the nodes come up one at a time. Without a bootstrap
+     * quorum the first one alone crowns its own (older) copy... */
+    s = sim_new();
+    node_start(s, 1, history(2));
+    sim_confchg(s, ALL3, 1);
+    sim_run(s);
+    node_start(s, 2, history(5));
+    sim_confchg(s, ALL3, 2);
+    sim_run(s);
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[2].r)), 2);
+    sim_free(s);
+
+    /* ...with a quorum of 2, node 1 waits and node 2's copy wins. */
+    s = sim_new();
+    node_start(s, 1, history(2));
+    replica_set_bootstrap_quorum(s->nodes[1].r, 2);
+    sim_confchg(s, ALL3, 1);
+    sim_run(s);
+    assert_false(replica_synced(s->nodes[1].r));
+    node_start(s, 2, history(5));
+    replica_set_bootstrap_quorum(s->nodes[2].r, 2);
+    sim_confchg(s, ALL3, 2);
+    sim_run(s);
+    expect_equal(s, ALL3, 2);
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[1].r)), 5);
+    /* A late node with an even newer copy no longer wins: the cluster has
+     * an agreed state. */
+    node_start(s, 3, history(9));
+    replica_set_bootstrap_quorum(s->nodes[3].r, 2);
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[3].r)), 5);
+    sim_free(s);
+}
+
+static void test_partition_and_merge(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    const uint32_t m12[] = {1, 2}, m3[] = {3};
+    sim_confchg(s, m12, 2);
+    sim_confchg(s, m3, 1);
+    sim_run(s);
+    for (uint32_t id = 1; id <= 3; id++)
+        assert_true(replica_synced(s->nodes[id].r));
+    assert_false(cl_state_host(replica_state(s->nodes[1].r), "h3")->online);
+    assert_false(cl_state_host(replica_state(s->nodes[3].r), "h1")->online);
+    node_send(s, 1, "{\"type\":\"vm_define\",\"name\":\"big\",\"config\":{\"kernel\":\"/k\","
+                    "\"mem_mib\":64}}");
+    node_send(s, 2, "{\"type\":\"vm_start\",\"name\":\"big\",\"host\":\"h2\"}");
+    node_send(s, 3, "{\"type\":\"vm_define\",\"name\":\"small\",\"config\":{\"kernel\":\"/k\","
+                    "\"mem_mib\":64}}");
+    sim_run(s);
+    expect_equal(s, m12, 2);
+    assert_null(cl_state_vm(replica_state(s->nodes[3].r), "big"));
+    uint64_t v12 = cl_state_version(replica_state(s->nodes[1].r));
+    assert_true(v12 > cl_state_version(replica_state(s->nodes[3].r)));
+    /* The merge: the side with more history wins everywhere. */
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    const struct cl_state *st = replica_state(s->nodes[3].r);
+    assert_non_null(cl_state_vm(st, "big"));
+    assert_null(cl_state_vm(st, "small"));
+    for (size_t i = 0; i < 3; i++)
+        assert_true(cl_state_host_at(st, i)->online);
+    assert_int_equal(s->nodes[3].synced_calls, 1); /* it never stopped being synced */
+    sim_free(s);
+}
+
+static void test_confchg_during_sync(void **unused)
+{
+    (void)unused;
+    /* A fourth node joins while the round for node 3 is still open: the
+     * first round's late snapshot is ignored and a new round runs. */
+    struct sim *s = sim_new();
+    for (uint32_t id = 1; id <= 2; id++) {
+        node_start(s, id, NULL);
+        sim_confchg(s, ALL3, id);
+        sim_run(s);
+        announce(s, id);
+        sim_run(s);
+    }
+    node_start(s, 3, history(3)); /* an unrelated, higher-versioned copy */
+    node_start(s, 4, NULL);
+    sim_confchg(s, ALL3, 3);
+    sim_step(s);
+    uint64_t k = node_send(s, 1, "{\"type\":\"vm_define\",\"name\":\"mid\",\"config\":"
+                                 "{\"kernel\":\"/k\",\"mem_mib\":64}}");
+    const uint32_t all4[] = {1, 2, 3, 4};
+    sim_confchg(s, all4, 4);
+    size_t unsynced_errs = s->nodes[3].applied_err;
+    sim_run(s);
+    expect_equal(s, all4, 4);
+    for (uint32_t id = 1; id <= 4; id++)
+        assert_true(times_applied(&s->nodes[id], k) <= 1);
+    assert_int_equal(times_applied(&s->nodes[1], k), 1);
+    assert_int_equal(s->nodes[3].applied_err, unsynced_errs); /* nothing refused */
+    const struct cl_state *st = replica_state(s->nodes[4].r);
+    assert_non_null(cl_state_vm(st, "mid"));
+    assert_null(cl_state_vm(st, "v0")); /* the synced side's state, not node 3's */
+    sim_free(s);
+
+    /* The joiner dies before its offer is delivered: the round for
+     * {1,2,3} can never finish; the next membership restarts it. */
+    s = three_synced();
+    cl_state_free(node_leave(s, 3, ALL3, 3));
+    node_start(s, 3, NULL);
+    sim_confchg(s, ALL3, 3);
+    sim_step(s);                  /* confchg */
+    sim_step(s);                  /* offer 1 */
+    k = node_send(s, 2, "{\"type\":\"vm_define\",\"name\":\"x\",\"config\":{\"kernel\":\"/k\","
+                        "\"mem_mib\":64}}");
+    cl_state_free(node_crash(s, 3)); /* node 3 dies: its offer is lost */
+    sim_drop_from(s, 3);
+    const uint32_t m12[] = {1, 2};
+    sim_confchg_at(s, 1, m12, 2); /* right after offer 2 */
+    sim_run(s);
+    expect_equal(s, m12, 2);
+    assert_int_equal(times_applied(&s->nodes[1], k), 1);
+    assert_int_equal(times_applied(&s->nodes[2], k), 1);
+    assert_false(cl_state_host(replica_state(s->nodes[1].r), "h3")->online);
+    sim_free(s);
+}
+
+static void test_garbage(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    node_send(s, 1, "{\"type\":\"vm_define\",\"name\":\"a\",\"config\":{\"kernel\":\"/k\","
+                    "\"mem_mib\":64}}");
+    sim_run(s);
+    char *before = dump(s, 1);
+    int errs = s->nodes[2].applied_err;
+    const char *bad[] = {
+        "",
+        "{",
+        "\xff\xfe\x00",
+        "[1,2,3]",
+        "42",
+        "{\"no_type\":1}",
+        "{\"type\":null}",
+        "{\"type\":\"vm_boom\"}",
+        "{\"type\":\"vm_define\",\"type\":\"vm_define\"}",
+        "{\"type\":\"vm_start\",\"name\":{\"deep\":[[[[[]]]]]}}",
+        "{\"type\":\"sync_offer\",\"members\":[1,2,3],\"version\":\"x\",\"synced\":true}",
+        "{\"type\":\"sync_offer\",\"members\":\"all\"}",
+        "{\"type\":\"sync_state\",\"members\":[1,2,3],\"state\":{}}",
+        "{\"type\":\"sync_state\"}",
+    };
+    size_t nbad = sizeof(bad) / sizeof(bad[0]);
+    for (size_t i = 0; i < nbad; i++)
+        sim_bcast(s, 2, bad[i], i == 2 ? 3 : strlen(bad[i]));
+    /* Too large: dropped before parsing. */
+    size_t huge = (4u << 20) + 1;
+    char *h = malloc(huge);
+    memset(h, ' ', huge);
+    sim_bcast(s, 3, h, huge);
+    free(h);
+    sim_run(s);
+    char *after = dump(s, 1);
+    assert_string_equal(before, after);
+    expect_equal(s, ALL3, 3);
+    /* Each bad state message is reported; sync messages outside a round
+     * (or of another membership) are dropped quietly. */
+    assert_int_equal(s->nodes[2].applied_err, errs + 11);
+    assert_true(s->nodes[2].saw_null_msg);
+    assert_non_null(strstr(s->nodes[1].last_err, "[invalid]"));
+    free(before);
+    free(after);
+
+    /* During a round, a forged snapshot from the winner's node id that does
+     * not parse is refused by all; the real one still completes the round. */
+    cl_state_free(node_leave(s, 3, ALL3, 3));
+    node_start(s, 3, NULL);
+    sim_confchg(s, ALL3, 3);
+    for (int i = 0; i < 4; i++) /* confchg and the three offers */
+        sim_step(s);
+    const char *forged = "{\"type\":\"sync_state\",\"members\":[1,2,3],\"state\":"
+                         "{\"format\":\"tern-cluster-state\",\"format_version\":1}}";
+    struct event fe = {.kind = EV_MSG, .sender = 1, .len = strlen(forged)};
+    fe.data = strdup(forged);
+    sim_insert(s, 0, fe); /* before node 1's real snapshot */
+    struct event fe2 = {.kind = EV_MSG, .sender = 2, .len = strlen(forged)};
+    fe2.data = strdup(forged);
+    sim_insert(s, 0, fe2); /* and one from a node that did not win */
+    errs = s->nodes[3].applied_err;
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_int_equal(s->nodes[3].applied_err, errs + 2);
+    assert_non_null(strstr(s->nodes[3].last_err, "[invalid] sync_state from node 1 refused"));
+    assert_non_null(cl_state_vm(replica_state(s->nodes[3].r), "a"));
+    sim_free(s);
+}
+
+static void test_send_failures(void **unused)
+{
+    (void)unused;
+    /* A refused offer goes out with the next event... */
+    struct sim *s = three_synced();
+    struct cl_state *st = node_leave(s, 3, ALL3, 3);
+    node_start(s, 3, st);
+    s->nodes[3].fail_sends = 1;
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    sim_free(s);
+
+    /* ...or when the agent's timer calls replica_flush in a quiet cluster. */
+    s = sim_new();
+    node_start(s, 1, NULL);
+    s->nodes[1].fail_sends = 2;
+    sim_confchg(s, ALL3, 1);
+    sim_run(s);
+    assert_false(replica_synced(s->nodes[1].r));
+    assert_false(replica_flush(s->nodes[1].r)); /* fails once more */
+    assert_true(replica_flush(s->nodes[1].r));
+    sim_run(s);
+    assert_true(replica_synced(s->nodes[1].r));
+    /* The winner's snapshot can be refused too. */
+    node_start(s, 2, NULL);
+    sim_confchg(s, ALL3, 2);
+    sim_step(s); /* the offers are out */
+    s->nodes[1].fail_sends = 1;
+    sim_run(s);
+    assert_false(replica_synced(s->nodes[2].r));
+    assert_true(replica_flush(s->nodes[1].r));
+    sim_run(s);
+    expect_equal(s, ALL3, 2);
+    sim_free(s);
+}
+
+static void test_encode(void **unused)
+{
+    (void)unused;
+    struct sim *s = sim_new();
+    node_start(s, 6, NULL);
+    struct tern_err err;
+    json_t *m = json_pack("{s:s, s:s}", "type", "vm_stop", "name", "x");
+    char *t = replica_encode(s->nodes[6].r, m, 99, &err);
+    assert_non_null(t);
+    json_t *back = json_loads(t, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(back, "origin"), "node")),
+                     6);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(back, "origin"), "req")),
+                     99);
+    assert_string_equal(json_string_value(json_object_get(back, "type")), "vm_stop");
+    assert_null(strchr(t, '\n'));
+    json_decref(back);
+    free(t);
+    json_decref(m);
+    m = json_pack("{s:s}", "type", "sync_state");
+    assert_null(replica_encode(s->nodes[6].r, m, 1, &err));
+    assert_non_null(strstr(err.msg, "[invalid]"));
+    json_decref(m);
+    m = json_pack("[i]", 1);
+    assert_null(replica_encode(s->nodes[6].r, m, 1, &err));
+    json_decref(m);
+    /* Unsynced before any membership: state messages are not applied. */
+    const char *msg = "{\"type\":\"vm_stop\",\"name\":\"x\"}";
+    replica_deliver(s->nodes[6].r, 1, msg, strlen(msg));
+    assert_non_null(strstr(s->nodes[6].last_err, "not synced"));
+    sim_free(s);
+}
+
+/* Random interleavings of sends, deliveries, partitions and merges: after a
+ * final merge every replica holds the same state. */
+static void test_random_schedules(void **unused)
+{
+    (void)unused;
+    for (unsigned seed = 1; seed <= 60; seed++) {
+        srand(seed);
+        struct sim *s = sim_new();
+        const uint32_t all5[] = {1, 2, 3, 4, 5};
+        for (uint32_t id = 1; id <= 5; id++)
+            node_start(s, id, NULL);
+        sim_confchg(s, all5, 5);
+        sim_run(s);
+        for (uint32_t id = 1; id <= 5; id++)
+            announce(s, id);
+        for (int step = 0; step < 300; step++) {
+            int what = rand() % 100;
+            if (what < 55 && s->nr_ev) {
+                sim_step(s);
+            } else if (what < 90) {
+                uint32_t id = 1 + rand() % 5;
+                if (!s->nodes[id].r || !replica_synced(s->nodes[id].r))
+                    continue; /* the agent refuses to originate while unsynced */
+                char m[256];
+                int v = rand() % 6;
+                switch (rand() % 5) {
+                case 0:
+                    snprintf(m, sizeof(m), "{\"type\":\"vm_define\",\"name\":\"v%d\",\"config\":"
+                             "{\"kernel\":\"/k\",\"mem_mib\":1024}}", v);
+                    break;
+                case 1:
+                    snprintf(m, sizeof(m), "{\"type\":\"vm_start\",\"name\":\"v%d\"}", v);
+                    break;
+                case 2:
+                    snprintf(m, sizeof(m), "{\"type\":\"vm_report\",\"name\":\"v%d\","
+                             "\"run\":\"%s\"}", v, rand() % 2 ? "running" : "crashed");
+                    break;
+                case 3:
+                    snprintf(m, sizeof(m), "{\"type\":\"migration_begin\",\"vm\":\"v%d\","
+                             "\"to\":\"h%d\"}", v, 1 + rand() % 5);
+                    break;
+                default:
+                    snprintf(m, sizeof(m), "{\"type\":\"vm_stop\",\"name\":\"v%d\"}", v);
+                    break;
+                }
+                node_send(s, id, m);
+            } else if (what < 97) {
+                /* Split into two random sides (each side sees its own change). */
+                uint32_t a[5], b[5];
+                size_t na = 0, nb = 0;
+                for (uint32_t id = 1; id <= 5; id++) {
+                    if (rand() % 2)
+                        a[na++] = id;
+                    else
+                        b[nb++] = id;
+                }
+                size_t pos = s->nr_ev ? (size_t)rand() % (s->nr_ev + 1) : 0;
+                if (na)
+                    sim_confchg_at(s, pos, a, na);
+                if (nb)
+                    sim_confchg_at(s, pos + (na ? 1 : 0), b, nb);
+            } else {
+                size_t pos = s->nr_ev ? (size_t)rand() % (s->nr_ev + 1) : 0;
+                sim_confchg_at(s, pos, all5, 5);
+            }
+        }
+        sim_confchg(s, all5, 5);
+        sim_run(s);
+        expect_equal(s, all5, 5);
+        /* No message was applied twice on any node. */
+        for (uint32_t id = 1; id <= 5; id++) {
+            struct node *n = &s->nodes[id];
+            for (size_t i = 0; i < n->nr_applied_reqs; i++)
+                assert_int_equal(times_applied(n, n->applied_reqs[i]), 1);
+        }
+        sim_free(s);
+    }
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void test_thousand_vm_join(void **unused)
+{
+    (void)unused;
+    struct sim *s = sim_new();
+    node_start(s, 1, history(1000));
+    sim_confchg(s, ALL3, 1);
+    sim_run(s);
+    node_start(s, 2, NULL);
+    double t0 = now_ms();
+    sim_confchg(s, ALL3, 2);
+    sim_run(s);
+    double t1 = now_ms();
+    expect_equal(s, ALL3, 2);
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[2].r)), 1000);
+    printf("# a joining replica took a 1000-VM state in %.1f ms (serialize, parse, install; "
+           "no network)\n",
+           t1 - t0);
+    sim_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fresh_start),
+        cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_leave_and_rejoin_stale),
+        cmocka_unit_test(test_whole_cluster_restart),
+        cmocka_unit_test(test_partition_and_merge),
+        cmocka_unit_test(test_confchg_during_sync),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_send_failures),
+        cmocka_unit_test(test_encode),
+        cmocka_unit_test(test_random_schedules),
+        cmocka_unit_test(test_thousand_vm_join),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
