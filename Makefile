@@ -87,6 +87,15 @@ test-slow: deps
 	@$(MAKE) --no-print-directory all
 	@tests/slow/linux-banner.sh $(BUILD)
 
+# The main job: a three-host demo cluster on this machine (README).
+# KEEP=1 leaves it running; `make demo-down` removes it.
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@KEEP=$(KEEP) scripts/demo.sh $(BUILD)
+
+demo-down:
+	@scripts/demo.sh $(BUILD) down
+
 asan:
 	@$(MAKE) --no-print-directory SAN=1 test
 
@@ -118,6 +127,6 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate fuzz clean
+.PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

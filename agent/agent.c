@@ -97,7 +97,9 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
                                const struct tern_err *err)
 {
     struct agent *a = opaque;
-    if (rc < 0) {
+    if (rc < 0 && !strcmp(msg_type(msg), "migration_progress")) {
+        /* Progress that crossed the migration's end: nothing to say. */
+    } else if (rc < 0) {
         /* Refusals of our own requests go back to the client; others are
          * only worth a line in the log. */
         const struct cl_host *h = cl_state_host_by_nodeid(agent_state(a), sender);

@@ -56,6 +56,7 @@ struct local_vm {
     double last_progress;   /* when progress was last broadcast */
     char last_phase[32];    /* phase in the last progress broadcast */
     char vmm_phase[32];     /* phase the VMM last reported */
+    bool mig_near_end;      /* stop-and-copy is near or running: poll fast */
 };
 
 enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE };
@@ -66,6 +67,7 @@ struct evac_item {
     uint64_t req;           /* migration_begin request id */
     uint64_t mig_id;
     int state;              /* 0 queued, 1 begun, 2 done, 3 failed */
+    double t_start;
 };
 
 struct pending {

@@ -393,6 +393,11 @@ static void source_tick(struct agent *a, struct local_vm *lv, const struct cl_mi
     const char *phase = mstr(mig, "phase"), *outcome = mstr(mig, "outcome");
     double now = agent_now();
     snprintf(lv->vmm_phase, sizeof(lv->vmm_phase), "%s", phase);
+    /* Close to stop-and-copy: watch closely, the pause starts any moment. */
+    double predicted = json_number_value(json_object_get(mig, "predicted_pause_ms"));
+    lv->mig_near_end = !strcmp(phase, "stop-and-copy") || !strcmp(phase, "handover") ||
+                       (strncmp(phase, "round", 5) == 0 && strcmp(phase, "round 0") != 0 &&
+                        predicted > 0 && predicted <= 3.0 * m->downtime_ms);
     if ((!strcmp(outcome, "failed") || !strcmp(outcome, "cancelled")) && !lv->mig_commit_sent) {
         char reason[TERN_ERR_MAX];
         snprintf(reason, sizeof(reason), "%s", mstr(mig, "reason")[0] ? mstr(mig, "reason") : outcome);
@@ -490,8 +495,7 @@ int local_tick(struct agent *a)
             /* The guest is paused from stop-and-copy until the commit: notice
              * "ready" within milliseconds, not a whole tick later. */
             if (!lv->mig_commit_sent)
-                next_ms = (!strcmp(lv->vmm_phase, "stop-and-copy") ||
-                           !strcmp(lv->vmm_phase, "handover"))
+                next_ms = lv->mig_near_end
                               ? AGENT_FAST_TICK_MS
                               : (next_ms < AGENT_MIGRATION_TICK_MS ? next_ms
                                                                    : AGENT_MIGRATION_TICK_MS);
@@ -523,7 +527,8 @@ static void process_ended(struct agent *a, struct local_vm *lv)
     const struct cl_vm *vm = cl_state_vm(s, lv->proc.name);
     const struct cl_migration *m = lv->mig_id ? cl_state_migration(s, lv->mig_id) : NULL;
     char detail[CL_REASON_MAX];
-    char *tail = vm_process_log_tail(&lv->proc, 160);
+    bool expected_end = lv->stopping || lv->handed_over;
+    char *tail = expected_end ? NULL : vm_process_log_tail(&lv->proc, 160);
     if (lv->proc.exit_status >= 0)
         snprintf(detail, sizeof(detail), "tern-vmm exited with status %d%s%s",
                  lv->proc.exit_status, tail && tail[0] ? ": " : "", tail ? tail : "");

@@ -405,6 +405,7 @@ static void evac_next(struct agent *a, struct pending *p)
             continue;
         }
         it->state = 1;
+        it->t_start = agent_now();
         evac_progress(a, p, it, NULL);
         return; /* one at a time until applied */
     }
@@ -465,6 +466,8 @@ static void on_migration_event(struct agent *a, struct pending *p, const char *t
             json_t *res = mig_result(msg, "succeeded");
             json_object_set_new(res, "vm", json_string(it->vm));
             json_object_set_new(res, "to", json_string(it->to));
+            if (it->t_start > 0)
+                json_object_set_new(res, "total_s", json_real(agent_now() - it->t_start));
             json_array_append_new(p->moved, res);
             evac_progress(a, p, it, NULL);
             evac_next(a, p);

@@ -7,7 +7,9 @@
  * Runs (1 vCPU; issue 4): a 1 GiB guest with 768 MiB filled at dirty 0, 25
  * and 100 MB/s, and a 4 GiB guest with 512 MiB filled, idle. Per run: total
  * seconds, VMM-measured pause, guest-observed pause (the heartbeat gap across
- * the handover), rounds, bytes on the wire and per encoding.
+ * the handover), rounds, bytes on the wire and per encoding, and the bytes
+ * on the wire per total second (connection and handover included) as a
+ * ratio to the TLS ceiling.
  *
  * Usage: migrate BUILD_DIR [STREAMS]   (needs root: network namespaces) */
 #include <fcntl.h>
@@ -111,8 +113,11 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
     json_t *hb = json_object_get(dst_status, "heartbeat");
     json_t *gap = json_object_get(hb, "handover_gap_ms");
     json_t *parts = json_object_get(result, "pause_parts_ms");
-    out = json_pack("{s:s, s:s, s:s, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+    double total_s = json_number_value(json_object_get(result, "elapsed_s"));
+    double wire = (double)json_integer_value(json_object_get(result, "bytes_sent"));
+    out = json_pack("{s:s, s:s, s:s, s:f, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
                     "run", r->name, "mem", r->mem, "cmdline", r->cmdline,
+                    "wire_MBps", total_s > 0 ? wire / total_s / 1e6 : 0.0,
                     "outcome", json_object_get(result, "outcome"),
                     "total_s", json_object_get(result, "elapsed_s"),
                     "pause_ms_vmm", json_object_get(result, "pause_ms"),
@@ -201,6 +206,14 @@ int main(int argc, char **argv)
     json_t *ceil = json_pack("{s:f, s:s, s:f, s:o}", "memcpy_MBps", memcpy_MBps, "aead_cipher",
                              cipher, "aead_one_core_MBps", aead, "tls_loopback_MBps",
                              tls_ok ? json_real(tr.MBps) : json_string(terr.msg));
+    /* Ratios to the ceiling of the same run: the transport's own speed. */
+    size_t i;
+    json_t *run;
+    json_array_foreach(results, i, run) {
+        json_t *w = json_object_get(run, "wire_MBps");
+        if (w && tls_ok && tr.MBps > 0)
+            json_object_set_new(run, "wire_to_tls_ceiling", json_real(json_number_value(w) / tr.MBps));
+    }
     json_t *outj = json_pack("{s:s, s:i, s:f, s:o, s:o}", "bench", "migrate", "streams", streams,
                              "downtime_ms", BENCH_DOWNTIME_MS, "ceilings", ceil, "runs", results);
     char *s = json_dumps(outj, JSON_INDENT(2));

@@ -11,6 +11,7 @@
 #include "migrate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +100,57 @@ static void count_record(struct mig_incoming *in, const struct rec_header *h)
     pthread_mutex_unlock(&in->lock);
 }
 
+/* A run of consecutive RAW pages, written with one pwritev. */
+#define RUN_MAX 256 /* MIG_PAGES_MAX_COUNT: a whole batch */
+
+struct page_run {
+    uint64_t first;
+    int n;
+    bool zero; /* a run of ZERO pages (no iov) */
+    struct iovec iov[RUN_MAX];
+};
+
+/* Writes RAW pages into the memfd rather than through the mapping: a page
+ * the destination never had (all of them, in round 0) is then allocated
+ * without a page fault and without being cleared first (shmem skips the
+ * clearing for a write of the whole page), and a run of pages costs one
+ * system call. The mapping sees the same page cache. */
+static int flush_run(struct mig_incoming *in, struct page_run *run, struct tern_err *err)
+{
+    if (run->zero) {
+        /* Zero pages become holes: nothing to do where there is no page
+         * yet (round 0), and no memory held for them. */
+        if (fallocate(in->vm->mem.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)(run->first * MIG_PAGE_SIZE), (off_t)run->n * MIG_PAGE_SIZE) < 0)
+            return tern_err_errno(err, errno, "zeroing %d pages at page %llu of guest RAM",
+                                  run->n, (unsigned long long)run->first);
+        run->n = 0;
+        return 0;
+    }
+    int done = 0;
+    off_t off = (off_t)(run->first * MIG_PAGE_SIZE);
+    while (done < run->n) {
+        ssize_t w = pwritev(in->vm->mem.memfd, run->iov + done, run->n - done, off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return tern_err_errno(err, w < 0 ? errno : EIO, "writing %d pages at page %llu into "
+                                  "guest RAM", run->n - done, (unsigned long long)run->first);
+        /* Whole pages are always taken by shmem; cope with less anyway. */
+        off += w;
+        while (w > 0) {
+            size_t part = (size_t)w < run->iov[done].iov_len ? (size_t)w : run->iov[done].iov_len;
+            run->iov[done].iov_base = (uint8_t *)run->iov[done].iov_base + part;
+            run->iov[done].iov_len -= part;
+            w -= (ssize_t)part;
+            if (run->iov[done].iov_len == 0)
+                done++;
+        }
+    }
+    run->n = 0;
+    return 0;
+}
+
 static int apply_pages(struct mig_incoming *in, const struct rec_header *h, struct rec_reader *r,
                        struct tern_err *err)
 {
@@ -106,12 +159,35 @@ static int apply_pages(struct mig_incoming *in, const struct rec_header *h, stru
         return -1;
     struct mig_page pg;
     uint64_t n = 0;
+    struct page_run run;
+    run.n = 0;
+    run.zero = false;
+    bool use_fd = in->vm->mem.memfd >= 0;
     while (mig_pages_iter_next(&it, &pg)) {
+        n++;
+        if (use_fd && (pg.enc == MIG_PAGE_RAW || pg.enc == MIG_PAGE_ZERO)) {
+            bool zero = pg.enc == MIG_PAGE_ZERO;
+            if (run.n && (pg.index != run.first + (uint64_t)run.n || run.n == RUN_MAX ||
+                          run.zero != zero) &&
+                flush_run(in, &run, err) < 0)
+                return -1;
+            if (!run.n) {
+                run.first = pg.index;
+                run.zero = zero;
+            }
+            run.iov[run.n++] = (struct iovec){.iov_base = (void *)pg.data, .iov_len = MIG_PAGE_SIZE};
+            continue;
+        }
+        /* Other encodings work on the page in place, after what came
+         * before it. */
+        if (run.n && flush_run(in, &run, err) < 0)
+            return -1;
         uint8_t *dst = in->vm->mem.host_base + pg.index * MIG_PAGE_SIZE;
         if (page_decode(pg.enc, pg.data, pg.len, dst, err) < 0)
             return tern_err_prefix(err, "page %llu", (unsigned long long)pg.index);
-        n++;
     }
+    if (run.n && flush_run(in, &run, err) < 0)
+        return -1;
     pthread_mutex_lock(&in->lock);
     in->pages += n;
     pthread_mutex_unlock(&in->lock);

@@ -196,7 +196,9 @@ static int64_t send_pages(struct mig_source *m, struct mig_stream *st, unsigned 
         throttle = m->throttle_percent;
         pthread_mutex_unlock(&m->lock);
         double t = now_s();
-        if (throttle && t - *last_throttle >= THROTTLE_PERIOD_MS / 1000.0) {
+        /* Only in live rounds (dl set): in stop-and-copy the guest is paused
+         * and must stay so. */
+        if (dl && throttle && t - *last_throttle >= THROTTLE_PERIOD_MS / 1000.0) {
             if (vm_pause(m->vm, err) < 0)
                 return -1;
             struct timespec hold = {.tv_sec = 0,

@@ -7,11 +7,12 @@
  * (x^(128+64), x^128), then the last 128 bits are reduced to 64, to 32,
  * and by Barrett reduction to the CRC. The constants are those powers of
  * x mod P (bit-reflected, shifted by one) and, for Barrett, floor(x^64 /
- * P) and P itself. tests/unit/test_crc32.c checks the result against zlib
- * on every length and alignment that matters. */
+ * P) and P itself. tests/unit/test_migration_records.c checks the result
+ * against zlib on every length and alignment that matters. */
 #include "crc32.h"
 
 #include <immintrin.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <zlib.h>
 
@@ -91,12 +92,14 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_fold(uint32_t sta
 
 static bool have_pclmul(void)
 {
-    static int have = -1; /* races are benign: every thread computes the same */
-    if (have < 0) {
+    static atomic_int have = -1; /* every thread computes the same answer */
+    int h = atomic_load_explicit(&have, memory_order_relaxed);
+    if (h < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+        h = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+        atomic_store_explicit(&have, h, memory_order_relaxed);
     }
-    return have;
+    return h;
 }
 
 uint32_t tern_crc32(uint32_t crc, const void *p, size_t n)

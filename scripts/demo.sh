@@ -79,7 +79,7 @@ shared_dir = $DIR/shared
 tls_dir = $DIR/ca/h$i
 vmm_path = $(realpath "$BUILD/tern-vmm")
 mem = 2G
-vcpus = 2
+vcpus = 4
 CONF
     "$TESTHOSTS" spawn "$DIR" "$i" "$DIR/h$i/ternd.log" -- "$(realpath "$BUILD/ternd")" --config "$DIR/h$i/ternd.conf" >/dev/null
 done
@@ -103,6 +103,7 @@ ctl 2 vm define demo1 --kernel "$BUILD/testguest.elf" --mem 512M --vcpus 1 \
     --disk "$DIR/shared/demo1.img" --cmdline "fill=256 dirty=25 hb=10000 check=2000 disk=1"
 ctl 3 vm start demo1 --host h1
 ctl 1 vm list
+sleep 2 # let the guest fill its memory first, so there is something to move
 
 say "live-migrating demo1: h1 -> h2 (asked at h3)"
 ctl 3 vm migrate demo1 --to h2

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "migrate/page_codec.h"
+#include "proto/crc32.h"
 #include "proto/migration.h"
 
 /* The one record in b: header and a reader over its payload. */
@@ -1052,6 +1053,50 @@ static void test_handover_sequence(void **state)
     rec_buf_free(&b);
 }
 
+
+/* ---- CRC-32 (proto/crc32.h): the same as zlib's, fast path or not ---- */
+
+static void test_crc32_matches_zlib(void **state)
+{
+    (void)state;
+    enum { N = 70000 };
+    uint8_t *buf = malloc(N + 64);
+    assert_non_null(buf);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < N + 64; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    assert_int_equal(tern_crc32(0, buf, 0), 0);
+    assert_int_equal(tern_crc32(0, "123456789", 9), 0xcbf43926u); /* the check value */
+    /* Every length up to 300 at every alignment in 16, then large ones. */
+    for (size_t off = 0; off < 16; off++)
+        for (size_t len = 0; len <= 300; len++)
+            assert_int_equal(tern_crc32(0, buf + off, len), tern_crc32_zlib(0, buf + off, len));
+    static const size_t big[] = {1023, 1024, 4096, 4097, 65535, 65536, 69999, N};
+    for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+        uint32_t want = tern_crc32_zlib(0, buf + 3, big[i]);
+        assert_int_equal(tern_crc32(0, buf + 3, big[i]), want);
+        /* Chained in uneven pieces, with a non-zero starting value too. */
+        uint32_t c = 0;
+        for (size_t at = 0; at < big[i];) {
+            size_t piece = (at * 7 + 61) % 500 + 1;
+            if (piece > big[i] - at)
+                piece = big[i] - at;
+            c = tern_crc32(c, buf + 3 + at, piece);
+            at += piece;
+        }
+        assert_int_equal(c, want);
+        assert_int_equal(tern_crc32(0xdeadbeef, buf, big[i]), tern_crc32_zlib(0xdeadbeef, buf, big[i]));
+    }
+    /* All-zero and all-ones data (carry-less products of special values). */
+    memset(buf, 0, N);
+    assert_int_equal(tern_crc32(0, buf, N), tern_crc32_zlib(0, buf, N));
+    memset(buf, 0xff, N);
+    assert_int_equal(tern_crc32(0, buf, N), tern_crc32_zlib(0, buf, N));
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1068,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_state_record),
         cmocka_unit_test(test_check_header),
         cmocka_unit_test(test_handover_sequence),
+        cmocka_unit_test(test_crc32_matches_zlib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
