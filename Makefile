@@ -111,7 +111,7 @@ bench-migrate: all
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZ_SRCS := $(CORE_SRCS) $(VMM_SRCS)
+FUZZ_SRCS := $(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRCS) $(CLI_SRCS)
 FUZZERS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
 	@mkdir -p build-fuzz

@@ -2,6 +2,7 @@
 #include "agent.h"
 #include "cgroup.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <poll.h>
@@ -200,6 +201,16 @@ static int find_host_name(struct agent *a, size_t *nr_nodes, struct tern_err *er
     for (size_t i = 0; i < nr; i++)
         if (nodes[i].nodeid == a->nodeid)
             self = &nodes[i];
+    if (!a->cfg.migration_addr[0]) {
+        /* Default: the address corosync knows this node by. */
+        unsigned char tmp[16];
+        if (!self || (inet_pton(AF_INET, self->addr, tmp) != 1 &&
+                      inet_pton(AF_INET6, self->addr, tmp) != 1))
+            return tern_err_set(err, "migration_addr is not set and corosync's ring0_addr for node "
+                                     "%u is not an IP address: set migration_addr = ADDR in "
+                                     "ternd.conf", a->nodeid);
+        snprintf(a->cfg.migration_addr, sizeof(a->cfg.migration_addr), "%s", self->addr);
+    }
     if (a->cfg.host[0]) {
         snprintf(a->host, sizeof(a->host), "%s", a->cfg.host);
         if (self && self->name[0] && strcmp(self->name, a->host) != 0)
@@ -353,6 +364,9 @@ int agent_run(struct agent *a, struct tern_err *err)
         }
         api_handle(a, &fds[api_first], api_n);
         local_handle(a, &fds[vm_first], vm_n, slots);
+        /* A migration that just began must not wait for a slow tick. */
+        if (local_migrating(a) && next_tick > agent_now() + AGENT_MIGRATION_TICK_MS / 1000.0)
+            next_tick = agent_now() + AGENT_MIGRATION_TICK_MS / 1000.0;
 
         if (agent_now() >= next_tick) {
             int next_ms = AGENT_TICK_MS;

@@ -160,6 +160,8 @@ void local_reconcile(struct agent *a); /* once synced */
 int local_pollfds(struct agent *a, struct pollfd *fds, int max, int *slots);
 void local_handle(struct agent *a, const struct pollfd *fds, int n, const int *slots);
 struct local_vm *local_find(struct agent *a, const char *name);
+/* A migration this host takes part in is under way (tick faster). */
+bool local_migrating(struct agent *a);
 void local_stop_all_tracking(struct agent *a);
 
 #endif

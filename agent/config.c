@@ -237,9 +237,6 @@ static uint64_t host_mem_mib(void)
 
 int ternd_config_check(struct ternd_config *c, struct tern_err *err)
 {
-    if (!c->migration_addr[0])
-        return tern_err_set(err, "migration_addr is not set: give the address of this host that "
-                                 "other hosts reach for migrations (e.g. migration_addr = 10.0.0.5)");
     if (!c->control_socket[0] &&
         snprintf(c->control_socket, sizeof(c->control_socket), "%s/ternd.sock", c->run_dir) >=
             (int)sizeof(c->control_socket))

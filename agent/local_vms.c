@@ -509,6 +509,14 @@ int local_tick(struct agent *a)
 
 /* --- processes that end --- */
 
+bool local_migrating(struct agent *a)
+{
+    for (int i = 0; i < AGENT_MAX_VMS; i++)
+        if (a->vms[i].used && a->vms[i].mig_id && !a->vms[i].handed_over)
+            return true;
+    return false;
+}
+
 int local_pollfds(struct agent *a, struct pollfd *fds, int max, int *slots)
 {
     int n = 0;

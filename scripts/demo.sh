@@ -70,9 +70,8 @@ ls "$DIR/ca"
 say "starting ternd on every host"
 for i in $(seq 1 $HOSTS); do
     cat >"$DIR/h$i/ternd.conf" <<CONF
-# ternd on demo host h$i
+# ternd on demo host h$i (migration_addr: corosync's address for this node)
 host = h$i
-migration_addr = 10.77.0.$i
 run_dir = $DIR/h$i/run/tern
 state_dir = $DIR/h$i/state
 shared_dir = $DIR/shared

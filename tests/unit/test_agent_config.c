@@ -89,14 +89,15 @@ static void bad_lines(void **state)
     expect_error("cgroups = maybe\n", "cgroups must be yes or no");
 }
 
-static void check_requires_migration_addr(void **state)
+static void check_names_missing_vmm(void **state)
 {
     (void)state;
     struct ternd_config c;
     struct tern_err err;
     ternd_config_defaults(&c);
+    snprintf(c.vmm_path, sizeof(c.vmm_path), "/nonexistent/tern-vmm");
     assert_int_equal(ternd_config_check(&c, &err), -1);
-    assert_non_null(strstr(err.msg, "migration_addr is not set"));
+    assert_non_null(strstr(err.msg, "vmm_path /nonexistent/tern-vmm is not an executable"));
 }
 
 static void missing_file(void **state)
@@ -114,7 +115,7 @@ int main(void)
         cmocka_unit_test(parses_every_setting),
         cmocka_unit_test(defaults),
         cmocka_unit_test(bad_lines),
-        cmocka_unit_test(check_requires_migration_addr),
+        cmocka_unit_test(check_names_missing_vmm),
         cmocka_unit_test(missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
