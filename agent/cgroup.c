@@ -1,5 +1,7 @@
 #include "cgroup.h"
 
+#include "../common/fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -11,32 +13,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* Reads a small (proc or cgroupfs) file whole; those report size 0, so
- * read until EOF. NUL-terminated; returns the length or -1. */
-static ssize_t read_small(const char *path, char *buf, size_t cap, struct tern_err *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tern_err_errno(err, errno, "cannot open %s", path);
-    size_t len = 0;
-    while (len + 1 < cap) {
-        ssize_t n = read(fd, buf + len, cap - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            close(fd);
-            return tern_err_errno(err, e, "cannot read %s", path);
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    buf[len] = '\0';
-    return (ssize_t)len;
-}
 
 static int write_str(const char *path, const char *s, struct tern_err *err)
 {
@@ -125,7 +101,7 @@ int cgroup_of_pid(pid_t pid, char *out, size_t len, struct tern_err *err)
         snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
     else
         snprintf(path, sizeof(path), "/proc/self/cgroup");
-    if (read_small(path, buf, sizeof(buf), err) < 0)
+    if (tern_read_small(path, buf, sizeof(buf), err) < 0)
         return -1;
     const char *cg = NULL;
     for (char *l = buf; l && *l;) {
@@ -210,7 +186,7 @@ int cgroup_populated(const char *dir, struct tern_err *err)
     char path[PATH_MAX + 16], buf[512];
     if (snprintf(path, sizeof(path), "%s/cgroup.events", dir) >= (int)sizeof(path))
         return tern_err_set(err, "cgroup path %s is too long", dir);
-    if (read_small(path, buf, sizeof(buf), err) < 0)
+    if (tern_read_small(path, buf, sizeof(buf), err) < 0)
         return -1;
     const char *p = strstr(buf, "populated ");
     if (!p || (p != buf && p[-1] != '\n'))

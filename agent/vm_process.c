@@ -1,5 +1,7 @@
 #include "vm_process.h"
 
+#include "../common/fileio.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -137,32 +139,6 @@ static int mkdir_p(const char *path, mode_t mode, struct tern_err *err)
     return 0;
 }
 
-/* Reads a small file (proc files report size 0) into buf, NUL-terminated.
- * Returns the length, or -1 with errno set. */
-static ssize_t read_small(const char *path, char *buf, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t len = 0;
-    while (len + 1 < cap) {
-        ssize_t n = read(fd, buf + len, cap - 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    buf[len] = '\0';
-    return (ssize_t)len;
-}
 
 /* State letter and start time (clock ticks since boot, field 22) of pid,
  * from /proc/PID/stat. The start time never changes for a process and a
@@ -171,7 +147,7 @@ static int proc_stat(pid_t pid, char *state, unsigned long long *start)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if (read_small(path, buf, sizeof(buf)) < 0)
+    if (tern_read_small(path, buf, sizeof(buf), NULL) < 0)
         return -1;
     /* The command name (field 2) may hold spaces and ')': skip to the last one. */
     char *s = strrchr(buf, ')');
@@ -205,7 +181,7 @@ static bool cmdline_matches(pid_t pid, const char *control, bool *incoming)
     if (!buf)
         return false;
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    ssize_t len = read_small(path, buf, cap);
+    ssize_t len = tern_read_small(path, buf, cap, NULL);
     if (len <= 0) {
         free(buf);
         return false;
@@ -252,7 +228,7 @@ static int read_pid_file(const struct vm_process *p, pid_t *pid, unsigned long l
 {
     char path[PATH_MAX + 8], buf[128];
     file_path(p, "pid", path, sizeof(path));
-    if (read_small(path, buf, sizeof(buf)) < 0)
+    if (tern_read_small(path, buf, sizeof(buf), NULL) < 0)
         return -1;
     int v;
     if (sscanf(buf, "%d %llu", &v, start) != 2 || v <= 0)

@@ -56,3 +56,29 @@ int tern_read_file(const char *path, size_t max_len, uint8_t **out, size_t *out_
     *out_len = len;
     return 0;
 }
+
+ssize_t tern_read_small(const char *path, char *buf, size_t cap, struct tern_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return tern_err_errno(err, errno, "cannot open %s", path);
+    size_t len = 0;
+    while (len + 1 < cap) {
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            tern_err_errno(err, e, "cannot read %s", path);
+            errno = e;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    return (ssize_t)len;
+}

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "err.h"
 
@@ -12,5 +13,10 @@
  * caller frees *out. Errors name the path and say what went wrong. */
 int tern_read_file(const char *path, size_t max_len, uint8_t **out, size_t *out_len,
                    struct tern_err *err);
+
+/* Reads a small file whole into buf (cap bytes, NUL-terminated), reading
+ * until EOF: proc and cgroupfs files report size 0. Returns the length
+ * (cut at cap - 1), or -1 with err set (err may be NULL; errno is kept). */
+ssize_t tern_read_small(const char *path, char *buf, size_t cap, struct tern_err *err);
 
 #endif

@@ -42,6 +42,21 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A connected unix stream socket, or -1. */
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static void sock_path(int h, char *out, size_t len)
 {
     snprintf(out, len, "%s/h%d/run/tern/ternd.sock", dir, h);
@@ -53,19 +68,9 @@ static json_t *api_raw(int h, const char *line, int *progress, int timeout_ms)
 {
     char path[300];
     sock_path(h, path, sizeof(path));
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        if (fd >= 0)
-            close(fd);
+    int fd = connect_unix(path);
+    if (fd < 0)
         return NULL;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     size_t len = strlen(line);
@@ -271,19 +276,9 @@ static json_t *vmm_status(int h, const char *name)
 {
     char path[400];
     snprintf(path, sizeof(path), "%s/h%d/run/tern/vms/%s/control.sock", dir, h, name);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        if (fd >= 0)
-            close(fd);
+    int fd = connect_unix(path);
+    if (fd < 0)
         return NULL;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
     const char req[] = "{\"cmd\":\"status\"}\n";
     char buf[65536];
     size_t have = 0;
