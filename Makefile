@@ -108,6 +108,9 @@ bench-snapshot: all
 bench-migrate: all
 	@$(BUILD)/bench/migrate $(BUILD)
 
+bench-agent: all
+	@$(BUILD)/bench/agent $(BUILD)
+
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
@@ -127,6 +130,6 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate fuzz clean
+.PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

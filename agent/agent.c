@@ -296,10 +296,21 @@ void agent_destroy(struct agent *a)
         cs_link_close(a->link);
 }
 
-static void save_state(struct agent *a)
+/* Persists the replica when it changed, at most every STATE_SAVE_INTERVAL_S
+ * (each save writes the whole state and fsyncs: per message that would be
+ * quadratic in the number of VMs), and always when `now` is set (exit). A
+ * host that restarts takes the current state from the members anyway; the
+ * file matters when the whole cluster restarts. */
+#define STATE_SAVE_INTERVAL_S 0.1
+
+static void save_state(struct agent *a, bool now)
 {
     if (!a->state_dirty || !replica_synced(a->replica))
         return;
+    double t = agent_now();
+    if (!now && t - a->last_save < STATE_SAVE_INTERVAL_S)
+        return;
+    a->last_save = t;
     struct tern_err err;
     if (cl_state_save(agent_state(a), a->state_path, &err) < 0)
         agent_log("persisting the cluster state: %s\n", err.msg);
@@ -381,9 +392,9 @@ int agent_run(struct agent *a, struct tern_err *err)
             requests_poll(a);
             next_tick = agent_now() + next_ms / 1000.0;
         }
-        save_state(a);
+        save_state(a, false);
     }
-    save_state(a);
+    save_state(a, true);
     close(sfd);
     return rc;
 }

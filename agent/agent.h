@@ -109,6 +109,7 @@ struct agent {
     struct pending pend[AGENT_MAX_PENDING];
     uint64_t next_req;
     bool state_dirty;
+    double last_save;
 };
 
 /* agent.c: set-up (config, corosync, persisted state, control socket,
