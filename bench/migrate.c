@@ -12,6 +12,7 @@
  * ratio to the TLS ceiling.
  *
  * Usage: migrate BUILD_DIR [STREAMS]   (needs root: network namespaces) */
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -53,6 +54,70 @@ struct run {
     const char *name, *mem, *cmdline;
 };
 
+/* utime + stime of a /proc/.../stat file, in seconds. */
+static double stat_cpu_s(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* comm may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of a tern-vmm process so far, its vCPU threads left out:
+ * what the migration itself cost that side (threads that ended count
+ * too), whatever else the machine was doing meanwhile. */
+static double vmm_cpu_s(pid_t pid)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    double total = stat_cpu_s(path);
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return total;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char comm[64] = "", cpath[300];
+        snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        FILE *f = fopen(cpath, "r");
+        if (f) {
+            if (!fgets(comm, sizeof(comm), f))
+                comm[0] = 0;
+            fclose(f);
+        }
+        if (!strncmp(comm, "vcpu", 4)) {
+            snprintf(cpath, sizeof(cpath), "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+            total -= stat_cpu_s(cpath);
+        }
+    }
+    closedir(d);
+    return total;
+}
+
+/* The TLS ceiling between the two hosts right now (MB/s), 0 on failure:
+ * measured next to each migration, since the machine's load moves. */
+static double tls_ceiling_now(struct test_hosts *h, const char *tls0, const char *tls1,
+                              int streams, double seconds)
+{
+    struct ceiling_tls_opts o = {.server_dir = tls1, .client_dir = tls0,
+                                 .server_netns = h->ns[1], .client_netns = h->ns[0],
+                                 .listen_addr = h->addr[1], .streams = streams,
+                                 .seconds = seconds};
+    struct ceiling_tls_result tr = {0};
+    struct tern_err err = {{0}};
+    return ceiling_tls(&o, &tr, &err) == 0 ? tr.MBps : 0;
+}
+
 static json_t *one_run(const struct run *r, struct test_hosts *h, const char *dir,
                        const char *tls0, const char *tls1, int streams)
 {
@@ -79,11 +144,14 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
     if (!test_wait_for_text(src_log, "checks=1 ", 120000))
         goto out;
     test_sleep_ms(1000); /* steady dirtying */
+    /* The transport's speed just before, with this guest running. */
+    double ceiling_before = tls_ceiling_now(h, tls0, tls1, streams, 1.0);
     if (test_proc_start_in(&dst, h, 1, dir, dargv) < 0)
         goto out;
     for (int i = 0; i < 500 && !test_wait_for_text(dst.err_path, "waiting for a migration", 0); i++)
         test_sleep_ms(10);
     test_sleep_ms(100);
+    double src_cpu0 = vmm_cpu_s(src.pid), dst_cpu0 = vmm_cpu_s(dst.pid);
     json_t *rep = call(src_sock, json_pack("{s:s, s:s, s:s, s:s, s:i, s:f}", "cmd", "migrate", "uri",
                                            uri, "tls_dir", tls0, "token", TOKEN, "streams", streams,
                                            "downtime_ms", BENCH_DOWNTIME_MS));
@@ -107,9 +175,11 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
     }
     if (!result)
         goto out;
+    double src_cpu = vmm_cpu_s(src.pid) - src_cpu0; /* it lingers 2 s after the handover */
     wait_file(dst_sock, 10000);
     test_sleep_ms(300);
     json_t *dst_status = call(dst_sock, json_pack("{s:s}", "cmd", "status"));
+    double dst_cpu = vmm_cpu_s(dst.pid) - dst_cpu0;
     json_t *hb = json_object_get(dst_status, "heartbeat");
     json_t *gap = json_object_get(hb, "handover_gap_ms");
     json_t *parts = json_object_get(result, "pause_parts_ms");
@@ -127,6 +197,22 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
                     "bytes_on_wire", json_object_get(result, "bytes_sent"),
                     "encodings", json_object_get(result, "encodings"),
                     "streams", json_object_get(result, "streams"));
+    json_object_set(out, "first_round_MBps", json_object_get(result, "first_round_MBps"));
+    json_object_set(out, "timeline_ms", json_object_get(result, "timeline_ms"));
+    /* And just after (the destination guest runs now; the source is gone). */
+    double ceiling_after = tls_ceiling_now(h, tls0, tls1, streams, 1.0);
+    if (ceiling_before > 0 && ceiling_after > 0) {
+        double c = (ceiling_before + ceiling_after) / 2;
+        json_object_set_new(out, "tls_ceiling_around_MBps", json_real(c));
+        json_object_set_new(out, "wire_to_ceiling_around", json_real(wire / total_s / 1e6 / c));
+        json_object_set_new(out, "first_round_to_ceiling_around",
+                            json_real(json_number_value(json_object_get(result, "first_round_MBps")) / c));
+    }
+    /* CPU per GB moved: independent of what else the machine runs. */
+    if (wire > 0) {
+        json_object_set_new(out, "src_cpu_s_per_GB", json_real(src_cpu / (wire / 1e9)));
+        json_object_set_new(out, "dst_cpu_s_per_GB", json_real(dst_cpu / (wire / 1e9)));
+    }
     json_decref(dst_status);
     json_decref(result);
 out:
@@ -211,8 +297,12 @@ int main(int argc, char **argv)
     json_t *run;
     json_array_foreach(results, i, run) {
         json_t *w = json_object_get(run, "wire_MBps");
+        json_t *r0 = json_object_get(run, "first_round_MBps");
         if (w && tls_ok && tr.MBps > 0)
             json_object_set_new(run, "wire_to_tls_ceiling", json_real(json_number_value(w) / tr.MBps));
+        if (r0 && tls_ok && tr.MBps > 0)
+            json_object_set_new(run, "first_round_to_tls_ceiling",
+                                json_real(json_number_value(r0) / tr.MBps));
     }
     json_t *outj = json_pack("{s:s, s:i, s:f, s:o, s:o}", "bench", "migrate", "streams", streams,
                              "downtime_ms", BENCH_DOWNTIME_MS, "ceilings", ceil, "runs", results);

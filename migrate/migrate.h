@@ -26,7 +26,10 @@ struct mig_params {
     double downtime_ms;    /* pause budget, default 50 */
     double max_seconds;    /* give up after, default 300 */
     bool commit_gate;      /* after READY, wait for mig_source_commit/abort (the agent) */
+    int timeout_ms;        /* a stalled send or an awaited reply fails after this (30 s) */
 };
+
+#define MIG_DEFAULT_TIMEOUT_MS 30000
 
 /* Fills defaults and checks a "migrate" control request. */
 int mig_params_from_json(json_t *req, struct mig_params *p, struct tern_err *err);

@@ -64,6 +64,7 @@ struct page_encoder {
     uint32_t spare; /* pool index of the buffer the next page is copied into */
     uint64_t clock;
     int lz4_accel; /* 0: LZ4 off */
+    bool insert_new; /* misses enter the cache (page_encoder_set_insert) */
     uint32_t lz4_misses; /* LZ4 attempts in a row that gained nothing */
     uint32_t lz4_probe;  /* counts fresh pages while LZ4 is backed off */
     void *lz4_state;
@@ -86,7 +87,21 @@ const char *page_enc_name(uint8_t enc)
     return "unknown";
 }
 
+static int encoder_create(struct page_encoder **out, size_t cache_bytes, bool prefault,
+                          struct tern_err *err);
+
 int page_encoder_create(struct page_encoder **out, size_t cache_bytes, struct tern_err *err)
+{
+    return encoder_create(out, cache_bytes, true, err);
+}
+
+int page_encoder_create_lazy(struct page_encoder **out, size_t cache_bytes, struct tern_err *err)
+{
+    return encoder_create(out, cache_bytes, false, err);
+}
+
+static int encoder_create(struct page_encoder **out, size_t cache_bytes, bool prefault,
+                          struct tern_err *err)
 {
     *out = NULL;
     struct page_encoder *e = calloc(1, sizeof(*e));
@@ -111,7 +126,7 @@ int page_encoder_create(struct page_encoder **out, size_t cache_bytes, struct te
      * first round writes every cache page, and taking 16384 page faults
      * there would cost more than the encoding (bench/codec). */
     (void)madvise(e->pool, e->pool_bytes, MADV_HUGEPAGE);
-    if (madvise(e->pool, e->pool_bytes, MADV_POPULATE_WRITE) < 0)
+    if (prefault && madvise(e->pool, e->pool_bytes, MADV_POPULATE_WRITE) < 0)
         memset(e->pool, 0, e->pool_bytes);
     if (nr_entries) {
         e->entries = calloc((size_t)nr_entries, sizeof(*e->entries));
@@ -128,6 +143,7 @@ int page_encoder_create(struct page_encoder **out, size_t cache_bytes, struct te
     }
     e->st.cache_entries = nr_entries;
     e->lz4_accel = 1;
+    e->insert_new = true;
     page_encoder_reset(e);
     *out = e;
     return 0;
@@ -140,6 +156,11 @@ void page_encoder_reset(struct page_encoder *e)
         e->entries[i] = (struct cache_entry){.pfn = NO_PFN, .buf = (uint32_t)i};
     e->spare = (uint32_t)n;
     e->clock = 0;
+}
+
+void page_encoder_set_insert(struct page_encoder *e, bool insert)
+{
+    e->insert_new = insert;
 }
 
 void page_encoder_set_lz4(struct page_encoder *e, int acceleration)
@@ -240,9 +261,67 @@ int page_xor_encode(const uint8_t *old, const uint8_t *cur, uint8_t *out, uint32
     return (int)o;
 }
 
+/* LZ4 for a page that has no XOR candidate, with the back-off of
+ * incompressible memory; returns the LZ4 size, 0 when not tried or no
+ * gain. The result is in e->lz. */
+static uint32_t try_lz4_fresh(struct page_encoder *e, const uint8_t *cur)
+{
+    if (e->lz4_accel <= 0)
+        return 0;
+    if (e->lz4_misses >= LZ4_GIVE_UP_AFTER && ++e->lz4_probe % LZ4_PROBE_EVERY != 0)
+        return 0;
+    int z = LZ4_compress_fast_extState(e->lz4_state, (const char *)cur, (char *)e->lz, (int)PAGE,
+                                       (int)PAGE - 1, e->lz4_accel);
+    e->lz4_misses = z > 0 ? 0 : e->lz4_misses + 1;
+    return z > 0 ? (uint32_t)z : 0;
+}
+
+/* A page that will not be cached (no cached copy, insert_new off): the
+ * one read of guest memory goes straight into `out`, and everything is
+ * decided from there, so the bytes sent are still one consistent copy. */
+static uint32_t encode_uncached(struct page_encoder *e, const uint8_t *page, uint8_t *out,
+                                uint8_t *best)
+{
+    /* A zero page is only read. Deciding on the live page is safe here:
+     * nothing is cached, and a write after the dirty bit was cleared
+     * sends the page again next round. */
+    if (is_zero(page)) {
+        *best = PAGE_ENC_ZERO;
+        return 0;
+    }
+    memcpy(out, page, PAGE);
+    uint32_t z = try_lz4_fresh(e, out);
+    if (z) {
+        memcpy(out, e->lz, z);
+        *best = PAGE_ENC_LZ4;
+        return z;
+    }
+    *best = PAGE_ENC_RAW;
+    return PAGE;
+}
+
 uint32_t page_encode(struct page_encoder *e, uint64_t pfn, const uint8_t *page, uint8_t *out,
                      uint8_t *enc)
 {
+    if (!e->insert_new) {
+        bool cached = false;
+        if (e->nr_sets) {
+            struct cache_entry *set = set_of(e, pfn);
+            for (unsigned w = 0; w < WAYS; w++)
+                cached = cached || set[w].pfn == pfn;
+        }
+        if (!cached) {
+            uint8_t best;
+            uint32_t len = encode_uncached(e, page, out, &best);
+            if (e->nr_sets)
+                e->st.cache_misses++;
+            e->st.pages[best]++;
+            e->st.bytes_in[best] += PAGE;
+            e->st.bytes_out[best] += len;
+            *enc = best;
+            return len;
+        }
+    }
     /* The one read of guest memory. Everything below uses `cur`. */
     uint8_t *cur = e->pool + (size_t)e->spare * PAGE;
     memcpy(cur, page, PAGE);

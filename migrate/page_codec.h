@@ -48,6 +48,7 @@
 #ifndef TERN_MIGRATE_PAGE_CODEC_H
 #define TERN_MIGRATE_PAGE_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +90,13 @@ struct page_encoder;
  * more than the RAM the encoder will see. */
 int page_encoder_create(struct page_encoder **out, size_t cache_bytes, struct tern_err *err);
 
+/* The same, but the cache's memory is faulted in as it is first used
+ * rather than up front (populating 64 MiB takes tens of milliseconds):
+ * for a sender whose first pass does not fill the cache
+ * (page_encoder_set_insert off), so that the migration starts at once and
+ * a cache that never gets used costs nothing. */
+int page_encoder_create_lazy(struct page_encoder **out, size_t cache_bytes, struct tern_err *err);
+
 /* Encodes the page at `page` (guest memory; it may change while this runs)
  * as page index `pfn` (RAM offset / 4096). Writes the payload to `out`
  * (capacity at least PAGE_ENC_MAX_OUT), its encoding to *enc, and returns
@@ -101,6 +109,13 @@ uint32_t page_encode(struct page_encoder *e, uint64_t pfn, const uint8_t *page, 
  * higher is faster and compresses less; 0 never tries LZ4 (for links
  * faster than LZ4 on this CPU: bench/codec measures both). */
 void page_encoder_set_lz4(struct page_encoder *e, int acceleration);
+
+/* Whether pages not in the cache enter it (the default). Off, such a page
+ * is read from guest memory once, straight into the payload, and not
+ * cached: for a pass over more memory than the cache holds (a first round
+ * over all of RAM), where caching would only cycle the cache and cost a
+ * copy per page. Pages already cached are encoded (and kept) as usual. */
+void page_encoder_set_insert(struct page_encoder *e, bool insert);
 
 /* Drops the cached copy of `pfn`, if any (use when that page was or will
  * be delivered by other means). */

@@ -39,7 +39,6 @@
 #include "stream_io.h"
 
 #define CONNECT_TIMEOUT_MS 15000
-#define REPLY_TIMEOUT_MS 30000
 /* Pages of one stream share a 2 MiB-aligned block (512 pages): good
  * locality per stream, and the page -> stream mapping never changes, as
  * the delta cache requires (page_codec.h). */
@@ -49,11 +48,50 @@
 #define BATCH_PAYLOAD (1u << 20)
 #define THROTTLE_PERIOD_MS 20
 
+struct stream_crew;
+
+/* One stream: its channel, encoder and batch, and (with more than one
+ * stream) the thread that encodes and sends its pages. */
 struct mig_stream {
     struct mig_channel *ch;
     struct page_encoder *enc;
     struct mig_pages_writer w;
     uint64_t round_pages;
+    unsigned index;
+    pthread_t thread;
+    bool thread_started;
+    struct stream_crew *crew; /* where its thread takes jobs */
+    /* The last job's results, read by the migration thread after it. */
+    int64_t job_pages;
+    uint64_t job_bytes;
+    int job_rc;
+    struct tern_err job_err;
+};
+
+/* Work for every stream at once: each takes its own pages of a range
+ * (page -> stream is fixed, so every stream's XOR deltas decode in
+ * order), or ends its part of a round. */
+enum job_kind { JOB_PAGES, JOB_ROUND_END, JOB_QUIT };
+
+struct send_job {
+    enum job_kind kind;
+    uint64_t *bitmap;   /* JOB_PAGES: pages to send (cleared as taken) */
+    uint64_t first;     /* JOB_PAGES: [first, end), first a multiple of the block */
+    uint64_t end;
+    uint64_t nr_pages;
+    uint32_t round;     /* JOB_ROUND_END */
+};
+
+/* The stream threads' meeting point (only with more than one stream). */
+struct stream_crew {
+    pthread_mutex_t lock;
+    pthread_cond_t go, done;
+    unsigned gen;       /* bumped for every job */
+    unsigned finished;  /* streams done with job `gen` */
+    struct send_job job;
+    struct mig_source *m;
+    struct mig_stream *st;
+    unsigned n;
 };
 
 /* What the agent decided in phase "ready" (commit gate). */
@@ -87,6 +125,12 @@ struct mig_source {
     double dirty_MBps, bandwidth_MBps, predicted_pause_ms, elapsed_s, pause_ms;
     double quiesce_ms, last_copy_ms, state_ms; /* parts of the pause */
     unsigned throttle_percent;
+    struct {
+        char what[16];
+        double ms; /* since the start */
+    } timeline[16]; /* where the time went, for status */
+    unsigned timeline_len;
+    double first_round_MBps; /* round 0's bytes over its time */
     struct page_codec_stats codec;
     char cipher[64];
 };
@@ -96,6 +140,18 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Notes that `what` was reached, t0 being the start (timeline_ms). */
+static void mark(struct mig_source *m, const char *what, double t0)
+{
+    pthread_mutex_lock(&m->lock);
+    if (m->timeline_len < sizeof(m->timeline) / sizeof(m->timeline[0])) {
+        snprintf(m->timeline[m->timeline_len].what, sizeof(m->timeline[0].what), "%s", what);
+        m->timeline[m->timeline_len].ms = (now_s() - t0) * 1000.0;
+        m->timeline_len++;
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 static void set_phase(struct mig_source *m, const char *phase)
@@ -129,11 +185,6 @@ static void wait_fd(int fd)
         ;
 }
 
-static unsigned stream_of(uint64_t page, unsigned n)
-{
-    return (unsigned)((page >> STREAM_BLOCK_SHIFT) % n);
-}
-
 static int flush_stream(struct mig_stream *s, struct tern_err *err)
 {
     if (s->w.count == 0)
@@ -149,15 +200,126 @@ static int flush_stream(struct mig_stream *s, struct tern_err *err)
     return rc;
 }
 
-/* Encodes and sends every page set in `bitmap` (clearing KVM's dirty state
- * per chunk first, so writes after the clear show up next round). Returns
- * pages sent, or -1. */
-static int64_t send_pages(struct mig_source *m, struct mig_stream *st, unsigned n,
-                          struct dirtylog *dl, uint64_t *bitmap, uint64_t nr_pages,
-                          uint64_t *bytes, double *last_throttle, struct tern_err *err)
+/* Stream s's share of a job. JOB_PAGES: encodes and sends its pages set
+ * in the range (clearing their bits; a bitmap word never spans two
+ * streams' blocks), keeping a partly filled batch for later.
+ * JOB_ROUND_END: sends that batch and ROUND_END. */
+static int stream_job(struct mig_source *m, struct mig_stream *s, unsigned n,
+                      const struct send_job *j, struct tern_err *err)
+{
+    s->job_pages = 0;
+    s->job_bytes = 0;
+    if (j->kind == JOB_ROUND_END) {
+        if (flush_stream(s, err) < 0)
+            return -1;
+        struct rec_buf b;
+        rec_buf_init(&b);
+        struct mig_round_end re = {.round = j->round, .stream = (uint16_t)s->index,
+                                   .pages = s->round_pages};
+        mig_round_end_encode(&b, &re);
+        int rc = mig_send_recbuf(s->ch, &b, err);
+        rec_buf_free(&b);
+        s->round_pages = 0;
+        return rc;
+    }
+    if (j->kind != JOB_PAGES)
+        return 0;
+    uint8_t *base = m->vm->mem.host_base;
+    uint64_t *bitmap = j->bitmap;
+    uint64_t words_end = (j->end + 63) / 64;
+    uint64_t first_block = j->first >> STREAM_BLOCK_SHIFT;
+    /* The first block of the range that is this stream's. */
+    uint64_t blk = first_block + (s->index + n - (unsigned)(first_block % n)) % n;
+    for (; (blk << STREAM_BLOCK_SHIFT) < j->end; blk += n) {
+        uint64_t w0 = (blk << STREAM_BLOCK_SHIFT) / 64;
+        uint64_t w1 = w0 + (1u << STREAM_BLOCK_SHIFT) / 64;
+        if (w1 > words_end)
+            w1 = words_end;
+        for (uint64_t w = w0; w < w1; w++) {
+            uint64_t bits = bitmap[w];
+            if (!bits)
+                continue;
+            bitmap[w] = 0;
+            while (bits) {
+                uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+                bits &= bits - 1;
+                if (page >= j->nr_pages)
+                    break;
+                if (mig_pages_full(&s->w) && flush_stream(s, err) < 0)
+                    return -1;
+                uint8_t enc;
+                uint8_t *slot = mig_pages_slot(&s->w);
+                uint32_t len = page_encode(s->enc, page, base + page * MIG_PAGE_SIZE, slot, &enc);
+                if (mig_pages_commit(&s->w, page, enc, len, err) < 0)
+                    return -1;
+                s->job_bytes += MIG_PAGE_ENTRY_HEAD + len;
+                s->round_pages++;
+                s->job_pages++;
+            }
+        }
+        if (atomic_load(&m->cancel))
+            return tern_err_set(err, "cancelled by the operator");
+    }
+    return 0;
+}
+
+static void *stream_thread(void *arg)
+{
+    struct mig_stream *s = arg;
+    struct stream_crew *c = s->crew;
+    unsigned seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        while (c->gen == seen)
+            pthread_cond_wait(&c->go, &c->lock);
+        seen = c->gen;
+        struct send_job j = c->job;
+        pthread_mutex_unlock(&c->lock);
+        if (j.kind == JOB_QUIT)
+            return NULL;
+        s->job_err.msg[0] = 0;
+        s->job_rc = stream_job(c->m, s, c->n, &j, &s->job_err);
+        if (s->job_rc < 0)
+            mig_session_abort(c->m->session); /* the other streams must not wait on a peer that stopped reading */
+        pthread_mutex_lock(&c->lock);
+        c->finished++;
+        pthread_cond_signal(&c->done);
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+/* Runs a job on every stream (in their threads, or here with one stream)
+ * and waits for all of them. Returns 0, or -1 with the first failure. */
+static int run_job(struct stream_crew *c, const struct send_job *j, struct tern_err *err)
+{
+    if (c->n == 1) {
+        c->st[0].job_rc = stream_job(c->m, &c->st[0], 1, j, err);
+        return c->st[0].job_rc;
+    }
+    pthread_mutex_lock(&c->lock);
+    c->job = *j;
+    c->finished = 0;
+    c->gen++;
+    pthread_cond_broadcast(&c->go);
+    while (c->finished < c->n)
+        pthread_cond_wait(&c->done, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->st[i].job_rc < 0) {
+            *err = c->st[i].job_err;
+            return -1;
+        }
+    return 0;
+}
+
+/* Encodes and sends every page set in `bitmap` over all streams, chunk
+ * by chunk (clearing KVM's dirty state per chunk first, so writes after
+ * the clear show up next round). Returns pages sent, or -1. */
+static int64_t send_pages(struct mig_source *m, struct stream_crew *c, struct dirtylog *dl,
+                          uint64_t *bitmap, uint64_t nr_pages, uint64_t *bytes,
+                          double *last_throttle, struct tern_err *err)
 {
     int64_t sent = 0;
-    uint8_t *base = m->vm->mem.host_base;
     for (uint64_t chunk = 0; chunk < nr_pages; chunk += CHUNK_PAGES) {
         uint64_t end = chunk + CHUNK_PAGES < nr_pages ? chunk + CHUNK_PAGES : nr_pages;
         bool any = false;
@@ -167,29 +329,16 @@ static int64_t send_pages(struct mig_source *m, struct mig_stream *st, unsigned 
             continue;
         if (dl && dirtylog_clear(dl, chunk, end - chunk, err) < 0)
             return -1;
-        for (uint64_t w = chunk / 64; w < (end + 63) / 64; w++) {
-            uint64_t bits = bitmap[w];
-            bitmap[w] = 0;
-            while (bits) {
-                uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
-                bits &= bits - 1;
-                if (page >= nr_pages)
-                    break;
-                struct mig_stream *s = &st[stream_of(page, n)];
-                if (mig_pages_full(&s->w) && flush_stream(s, err) < 0)
-                    return -1;
-                uint8_t enc;
-                uint8_t *slot = mig_pages_slot(&s->w);
-                uint32_t len = page_encode(s->enc, page, base + page * MIG_PAGE_SIZE, slot, &enc);
-                if (mig_pages_commit(&s->w, page, enc, len, err) < 0)
-                    return -1;
-                *bytes += MIG_PAGE_ENTRY_HEAD + len;
-                s->round_pages++;
-                sent++;
-            }
-            if (atomic_load(&m->cancel))
-                return tern_err_set(err, "cancelled by the operator");
+        struct send_job j = {.kind = JOB_PAGES, .bitmap = bitmap, .first = chunk, .end = end,
+                             .nr_pages = nr_pages};
+        if (run_job(c, &j, err) < 0)
+            return -1;
+        for (unsigned i = 0; i < c->n; i++) {
+            sent += c->st[i].job_pages;
+            *bytes += c->st[i].job_bytes;
         }
+        if (atomic_load(&m->cancel))
+            return tern_err_set(err, "cancelled by the operator");
         /* Auto-converge: hold the vCPUs for throttle% of each period. */
         unsigned throttle;
         pthread_mutex_lock(&m->lock);
@@ -208,28 +357,57 @@ static int64_t send_pages(struct mig_source *m, struct mig_stream *st, unsigned 
             *last_throttle = now_s();
         }
     }
-    for (unsigned i = 0; i < n; i++)
-        if (flush_stream(&st[i], err) < 0)
-            return -1;
     return sent;
 }
 
-static int send_round_end(struct mig_stream *st, unsigned n, uint32_t round,
-                          struct tern_err *err)
+/* Every stream: the rest of its batch, then ROUND_END. */
+static int send_round_end(struct stream_crew *c, uint32_t round, struct tern_err *err)
 {
-    struct rec_buf b;
-    rec_buf_init(&b);
-    int rc = 0;
-    for (unsigned i = 0; i < n && rc == 0; i++) {
-        rec_buf_reset(&b);
-        struct mig_round_end re = {.round = round, .stream = (uint16_t)i,
-                                   .pages = st[i].round_pages};
-        mig_round_end_encode(&b, &re);
-        rc = mig_send_recbuf(st[i].ch, &b, err);
-        st[i].round_pages = 0;
+    struct send_job j = {.kind = JOB_ROUND_END, .round = round};
+    return run_job(c, &j, err);
+}
+
+/* Starts the stream threads (none for a single stream). */
+static int crew_start(struct stream_crew *c, struct mig_source *m, struct mig_stream *st,
+                      unsigned n, struct tern_err *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->m = m;
+    c->st = st;
+    c->n = n;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->go, NULL);
+    pthread_cond_init(&c->done, NULL);
+    if (n == 1)
+        return 0;
+    for (unsigned i = 0; i < n; i++) {
+        st[i].crew = c;
+        int e = pthread_create(&st[i].thread, NULL, stream_thread, &st[i]);
+        if (e)
+            return tern_err_errno(err, e, "starting the sending thread of stream %u", i);
+        st[i].thread_started = true;
     }
-    rec_buf_free(&b);
-    return rc;
+    return 0;
+}
+
+static void crew_stop(struct stream_crew *c)
+{
+    if (!c->st)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->job = (struct send_job){.kind = JOB_QUIT};
+    c->gen++;
+    pthread_cond_broadcast(&c->go);
+    pthread_mutex_unlock(&c->lock);
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->st[i].thread_started) {
+            pthread_join(c->st[i].thread, NULL);
+            c->st[i].thread_started = false;
+        }
+    pthread_cond_destroy(&c->done);
+    pthread_cond_destroy(&c->go);
+    pthread_mutex_destroy(&c->lock);
+    c->st = NULL;
 }
 
 /* Waits for one record of `type` on stream 0; an ERROR record fails with
@@ -273,7 +451,7 @@ static int exchange_hellos(struct mig_source *m, struct mig_stream *st, unsigned
     /* The destination answers every HELLO with its own, or an ERROR saying
      * what differs (configuration, memory layout). */
     for (unsigned i = 0; i < n && rc == 0; i++)
-        rc = expect_record(&st[i], rx, REC_TYPE_MIG_HELLO, REPLY_TIMEOUT_MS, err);
+        rc = expect_record(&st[i], rx, REC_TYPE_MIG_HELLO, m->p.timeout_ms, err);
     return rc;
 }
 
@@ -386,7 +564,7 @@ static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s
         if (r == 1) {
             struct rec_header h;
             struct rec_reader rd;
-            if (mig_recv_record(s0->ch, rx, REPLY_TIMEOUT_MS, &h, &rd, &e) == 0) {
+            if (mig_recv_record(s0->ch, rx, m->p.timeout_ms, &h, &rd, &e) == 0) {
                 if (h.type == REC_TYPE_MIG_RUNNING && mig_running_decode(&h, &rd, &e) == 0) {
                     /* The guest runs there: whatever was asked meanwhile,
                      * it must never resume here. */
@@ -424,6 +602,7 @@ static void *source_thread(void *arg)
     unsigned n = m->p.streams;
     struct mig_stream st[MIG_MAX_STREAMS];
     memset(st, 0, sizeof(st));
+    struct stream_crew crew = {0};
     struct mig_tls *tls = NULL;
     struct dirtylog *dl = NULL;
     struct mig_rxbuf rx = {0};
@@ -445,17 +624,23 @@ static void *source_thread(void *arg)
     if (mig_session_connect(m->session, tls, m->p.to.host, m->p.to.port, NULL, m->p.token,
                             (int)n, CONNECT_TIMEOUT_MS, &err) < 0)
         goto fail;
+    mark(m, "connected", t0);
     for (unsigned i = 0; i < n; i++) {
         st[i].ch = mig_session_channel(m->session, (int)i);
-        if (page_encoder_create(&st[i].enc, PAGE_CODEC_DEFAULT_CACHE / n, &err) < 0 ||
+        st[i].index = i;
+        mig_channel_set_send_timeout(st[i].ch, m->p.timeout_ms);
+        if (page_encoder_create_lazy(&st[i].enc, PAGE_CODEC_DEFAULT_CACHE / n, &err) < 0 ||
             mig_pages_writer_init(&st[i].w, MIG_PAGES_MAX_COUNT, BATCH_PAYLOAD, &err) < 0)
             goto fail;
     }
+    if (crew_start(&crew, m, st, n, &err) < 0)
+        goto fail;
     pthread_mutex_lock(&m->lock);
     snprintf(m->cipher, sizeof(m->cipher), "%s", mig_channel_cipher(st[0].ch));
     pthread_mutex_unlock(&m->lock);
     if (exchange_hellos(m, st, n, session, &rx, &err) < 0)
         goto fail;
+    mark(m, "hello", t0);
     if (mig_fault("src-fail-after-hello")) {
         tern_err_set(&err, "test fault src-fail-after-hello");
         goto fail;
@@ -464,7 +649,12 @@ static void *source_thread(void *arg)
     if (dirtylog_start(&dl, vm, DIRTYLOG_BITMAP, &err) < 0)
         goto fail;
     uint64_t nr_pages = dirtylog_nr_pages(dl);
-    bitmap = calloc(dirtylog_bitmap_words(nr_pages), sizeof(uint64_t));
+    /* Cache-line aligned: a stream's block (512 pages) is then one line
+     * of the bitmap, never shared with another stream's thread. */
+    size_t bitmap_bytes = (dirtylog_bitmap_words(nr_pages) * sizeof(uint64_t) + 63) & ~(size_t)63;
+    bitmap = aligned_alloc(64, bitmap_bytes);
+    if (bitmap)
+        memset(bitmap, 0, bitmap_bytes);
     if (!bitmap) {
         tern_err_set(&err, "out of memory for the dirty bitmap");
         goto fail;
@@ -472,8 +662,16 @@ static void *source_thread(void *arg)
     struct conv_params cp = {.downtime_ms = m->p.downtime_ms, .max_seconds = m->p.max_seconds};
     struct conv_state cs;
     conv_init(&cs, &cp);
-    mark_used_pages(vm, bitmap, nr_pages);
+    uint64_t used = mark_used_pages(vm, bitmap, nr_pages);
     dirtylog_report_pages(dl, bitmap); /* round 0's clears may then forget them */
+    /* A first pass over more memory than the delta caches hold would only
+     * cycle them, a copy per page for nothing: round 0 fills them only
+     * when everything fits; later rounds (pages the guest writes again)
+     * always do. */
+    bool fill_caches = used * MIG_PAGE_SIZE <= PAGE_CODEC_DEFAULT_CACHE;
+    for (unsigned i = 0; i < n; i++)
+        page_encoder_set_insert(st[i].enc, fill_caches);
+    mark(m, "tracking", t0);
     double last_throttle = 0;
     for (uint32_t round = 0;; round++) {
         char phase[32];
@@ -481,10 +679,19 @@ static void *source_thread(void *arg)
         set_phase(m, phase);
         double r0 = now_s();
         uint64_t round_bytes = 0;
-        int64_t sent = send_pages(m, st, n, dl, bitmap, nr_pages, &round_bytes, &last_throttle,
+        int64_t sent = send_pages(m, &crew, dl, bitmap, nr_pages, &round_bytes, &last_throttle,
                                   &err);
-        if (sent < 0 || send_round_end(st, n, round, &err) < 0)
+        if (sent < 0 || send_round_end(&crew, round, &err) < 0)
             goto fail;
+        mark(m, phase, t0);
+        if (round == 0) {
+            for (unsigned i = 0; i < n; i++)
+                page_encoder_set_insert(st[i].enc, true);
+            double secs = now_s() - r0;
+            pthread_mutex_lock(&m->lock);
+            m->first_round_MBps = secs > 0 ? (double)round_bytes / secs / 1e6 : 0;
+            pthread_mutex_unlock(&m->lock);
+        }
         total_pages += (uint64_t)sent;
         total_bytes += round_bytes;
         int64_t dirty = dirtylog_collect(dl, bitmap, &err);
@@ -510,6 +717,7 @@ static void *source_thread(void *arg)
     /* Stop-and-copy. */
     set_phase(m, "stop-and-copy");
     t_pause = now_s();
+    mark(m, "pause", t0);
     if (vm_pause(vm, &err) < 0)
         goto fail;
     paused = true;
@@ -520,9 +728,10 @@ static void *source_thread(void *arg)
     if (dirtylog_collect(dl, bitmap, &err) < 0)
         goto fail;
     uint64_t last_bytes = 0;
-    int64_t last = send_pages(m, st, n, NULL, bitmap, nr_pages, &last_bytes, &(double){0}, &err);
-    if (last < 0 || send_round_end(st, n, cs.round, &err) < 0)
+    int64_t last = send_pages(m, &crew, NULL, bitmap, nr_pages, &last_bytes, &(double){0}, &err);
+    if (last < 0 || send_round_end(&crew, cs.round, &err) < 0)
         goto fail;
+    crew_stop(&crew); /* from here on stream 0 is this thread's alone */
     total_pages += (uint64_t)last;
     total_bytes += last_bytes;
     double ts = now_s();
@@ -543,9 +752,11 @@ static void *source_thread(void *arg)
     rec_buf_free(&sb);
     if (rc < 0)
         goto fail;
+    mark(m, "end sent", t0);
     set_phase(m, "handover");
-    if (expect_record(&st[0], &rx, REC_TYPE_MIG_READY, REPLY_TIMEOUT_MS, &err) < 0)
+    if (expect_record(&st[0], &rx, REC_TYPE_MIG_READY, m->p.timeout_ms, &err) < 0)
         goto fail;
+    mark(m, "ready", t0);
     if (mig_fault("src-exit-before-commit"))
         _exit(99); /* the source dies with the guest paused: the destination must not run it */
     bool running_seen = false;
@@ -584,9 +795,10 @@ static void *source_thread(void *arg)
         if (mig_send_recbuf(st[0].ch, &b, &err) < 0)
             goto fail; /* not sent: ungated, the destination never got it */
         committed = true;
-        if (expect_record(&st[0], &rx, REC_TYPE_MIG_RUNNING, REPLY_TIMEOUT_MS, &err) < 0)
+        if (expect_record(&st[0], &rx, REC_TYPE_MIG_RUNNING, m->p.timeout_ms, &err) < 0)
             goto fail;
     }
+    mark(m, "running", t0);
     double pause_ms = (now_s() - t_pause) * 1000.0;
     update_progress(m, &cs, total_pages, total_bytes, 0, t0, st, n);
     pthread_mutex_lock(&m->lock);
@@ -630,6 +842,7 @@ fail:
     fprintf(stderr, "tern-vmm: migration to %s:%u failed: %s; the guest keeps running here\n",
             m->p.to.host, m->p.to.port, err.msg);
 out:
+    crew_stop(&crew);
     if (dl && !committed)
         dirtylog_stop(dl);
     free(bitmap);
@@ -719,6 +932,11 @@ json_t *mig_source_status(struct mig_source *m)
                         json_pack("{s:f, s:f, s:f}", "quiesce", m->quiesce_ms, "last_copy",
                                   m->last_copy_ms, "state", m->state_ms));
     json_object_set_new(j, "commit_gate", json_boolean(m->p.commit_gate));
+    json_object_set_new(j, "first_round_MBps", json_real(m->first_round_MBps));
+    json_t *tl = json_object();
+    for (unsigned i = 0; i < m->timeline_len; i++)
+        json_object_set_new(tl, m->timeline[i].what, json_real(m->timeline[i].ms));
+    json_object_set_new(j, "timeline_ms", tl);
     if (m->link_error[0])
         json_object_set_new(j, "link_error", json_string(m->link_error));
     pthread_mutex_unlock(&m->lock);
@@ -844,6 +1062,13 @@ int mig_params_from_json(json_t *req, struct mig_params *p, struct tern_err *err
         if (!json_is_number(v) || json_number_value(v) < 1 || json_number_value(v) > 86400)
             return tern_err_set(err, "migrate: max_seconds must be 1 to 86400");
         p->max_seconds = json_number_value(v);
+    }
+    p->timeout_ms = MIG_DEFAULT_TIMEOUT_MS;
+    if ((v = json_object_get(req, "timeout_ms"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1000 ||
+            json_integer_value(v) > 600000)
+            return tern_err_set(err, "migrate: timeout_ms must be a whole number from 1000 to 600000");
+        p->timeout_ms = (int)json_integer_value(v);
     }
     if ((v = json_object_get(req, "commit_gate"))) {
         if (!json_is_boolean(v))

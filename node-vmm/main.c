@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -37,7 +38,8 @@ static void usage(FILE *f)
             "                    [--vcpus N] [--disk PATH[,ro]]... [--serial ...] [--control PATH]\n"
             "                    [--commit-gate]\n"
             "       tern-vmm ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T\n"
-            "                    [--downtime-ms N] [--streams N] [--max-seconds N] [--commit-gate]\n"
+            "                    [--downtime-ms N] [--streams N] [--max-seconds N] [--timeout-ms N]\n"
+            "                    [--commit-gate]\n"
             "       tern-vmm ctl PATH migrate-cancel|migrate-commit|migrate-abort\n"
             "\n"
             "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
@@ -271,12 +273,12 @@ static json_t *save_request(int argc, char **argv)
 }
 
 /* `ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T [--downtime-ms N]
- * [--streams N] [--max-seconds N] [--commit-gate]`. */
+ * [--streams N] [--max-seconds N] [--timeout-ms N] [--commit-gate]`. */
 static json_t *migrate_request(int argc, char **argv)
 {
     if (argc < 1) {
         fprintf(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
-                        "[--downtime-ms N] [--streams N] [--max-seconds N] [--commit-gate]\n");
+                        "[--downtime-ms N] [--streams N] [--max-seconds N] [--timeout-ms N] [--commit-gate]\n");
         return NULL;
     }
     json_t *req = json_pack("{s:s, s:s}", "cmd", "migrate", "uri", argv[0]);
@@ -299,18 +301,19 @@ static json_t *migrate_request(int argc, char **argv)
                 v = abs;
             json_object_set_new(req, o[2] == 't' && o[3] == 'l' ? "tls_dir" : "token", json_string(v));
         } else if (!strcmp(o, "--downtime-ms") || !strcmp(o, "--streams") ||
-                   !strcmp(o, "--max-seconds")) {
+                   !strcmp(o, "--max-seconds") || !strcmp(o, "--timeout-ms")) {
             double d = strtod(v, &end);
             if (*end || end == v) {
                 fprintf(stderr, "tern-vmm ctl: %s wants a number, not '%s'\n", o, v);
                 json_decref(req);
                 return NULL;
             }
-            const char *key = !strcmp(o, "--downtime-ms") ? "downtime_ms"
-                              : !strcmp(o, "--streams")   ? "streams"
-                                                          : "max_seconds";
-            json_object_set_new(req, key, !strcmp(key, "streams") ? json_integer((json_int_t)d)
-                                                                  : json_real(d));
+            const char *key = !strcmp(o, "--downtime-ms")   ? "downtime_ms"
+                              : !strcmp(o, "--streams")     ? "streams"
+                              : !strcmp(o, "--timeout-ms")  ? "timeout_ms"
+                                                            : "max_seconds";
+            bool whole = !strcmp(key, "streams") || !strcmp(key, "timeout_ms");
+            json_object_set_new(req, key, whole ? json_integer((json_int_t)d) : json_real(d));
         } else {
             fprintf(stderr, "tern-vmm ctl: unknown migrate option '%s'\n", o);
             json_decref(req);

@@ -780,6 +780,66 @@ static void test_incoming_status(void **state)
     assert_guest_healthy(dst, checks);
 }
 
+/* The destination's link goes down in the middle of a round: the source
+ * notices (a send stalls past timeout_ms), keeps the guest running, and
+ * migrates it once the link is back. */
+static void test_link_cut_mid_round(void **state)
+{
+    struct fixture *f = *state;
+    /* Dirtying faster than it can be sent keeps it in rounds (as in
+     * test_cancel_mid_migration). */
+    struct vmm *src = start_source(f, 0, "1", "fill=96 dirty=400 hb=1000 check=300 status=200");
+    long checks = test_last_value(src->serial, "checks=");
+    struct vmm *dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[1], PORT);
+    json_t *r = call(src, json_pack("{s:s, s:s, s:s, s:s, s:f, s:i, s:i}", "cmd", "migrate", "uri",
+                                    uri, "tls_dir", f->tls[0], "token", TOKEN, "downtime_ms", 1.0,
+                                    "timeout_ms", 2000, "streams", 2));
+    assert_true(json_is_true(json_object_get(r, "ok")));
+    json_decref(r);
+    json_t *m = NULL;
+    for (int i = 0; i < 500; i++) {
+        json_decref(m);
+        m = call(src, json_pack("{s:s}", "cmd", "status"));
+        const char *phase = jstr(json_object_get(m, "migration"), "phase");
+        if (!strncmp(phase, "round ", 6) && strcmp(phase, "round 0"))
+            break;
+        test_sleep_ms(5);
+    }
+    const char *phase = jstr(json_object_get(m, "migration"), "phase");
+    if (strncmp(phase, "round ", 6)) {
+        show(src);
+        fail_msg("never saw a round after the first (phase %s)", phase);
+    }
+    print_message("cutting the destination's link in phase %s\n", phase);
+    json_decref(m);
+    assert_int_equal(test_host_link(&f->hosts, 1, false), 0);
+    m = wait_migration(src, NULL);
+    print_message("source: %s: %s\n", jstr(m, "outcome"), jstr(m, "reason"));
+    assert_outcome(m, "failed", NULL);
+    assert_guest_healthy(src, checks);
+    json_t *st = call(src, json_pack("{s:s}", "cmd", "status"));
+    assert_string_equal(jstr(st, "state"), "running");
+    json_decref(st);
+
+    assert_int_equal(test_host_link(&f->hosts, 1, true), 0);
+    test_proc_kill(&dst->p); /* it would give up by itself after 30 s of silence */
+    assert_int_equal(test_count_text(dst->serial, "tern-guest"), 0);
+    checks = test_last_value(src->serial, "checks=");
+    dst = start_dest(f, 1, "1", f->tls[1], TOKEN);
+    m = migrate(f, src, 1, f->tls[0], TOKEN, 2);
+    print_message("after the link came back: %s in %.1f s, %lld rounds, throttle %lld %%\n",
+                  jstr(m, "outcome"), json_number_value(json_object_get(m, "elapsed_s")),
+                  json_integer_value(json_object_get(m, "round")),
+                  json_integer_value(json_object_get(m, "throttle_percent")));
+    assert_outcome(m, "succeeded", NULL);
+    assert_true(test_proc_wait(&src->p, 10000));
+    assert_int_equal(src->p.status, 0);
+    wait_socket(dst);
+    assert_guest_healthy(dst, checks);
+}
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -802,6 +862,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gate_source_dies_agent_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gate_commit_on_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incoming_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_link_cut_mid_round, setup, teardown),
     };
     /* TERN_TEST_FILTER=test_gate* runs only the matching tests. */
     if (getenv("TERN_TEST_FILTER"))
