@@ -1,4 +1,5 @@
 #include "record.h"
+#include "crc32.h"
 #include "le.h"
 
 #include <stdarg.h>
@@ -366,14 +367,7 @@ uint32_t rec_crc_start(const struct rec_header *h)
 
 uint32_t rec_crc_add(uint32_t crc, const void *p, size_t n)
 {
-    const uint8_t *b = p;
-    while (n > 0) {
-        uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        crc = (uint32_t)crc32(crc, b, chunk);
-        b += chunk;
-        n -= chunk;
-    }
-    return crc;
+    return tern_crc32_zlib(crc, p, n);
 }
 
 int rec_crc_done(const struct rec_header *h, uint32_t crc, struct tern_err *err)
