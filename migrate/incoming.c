@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,7 +107,8 @@ static void count_record(struct mig_incoming *in, const struct rec_header *h)
 struct page_run {
     uint64_t first;
     int n;
-    bool zero; /* a run of ZERO pages (no iov) */
+    bool zero;  /* a run of ZERO pages (no iov) */
+    bool map;   /* map the written pages here too (see apply_pages) */
     struct iovec iov[RUN_MAX];
 };
 
@@ -147,12 +149,21 @@ static int flush_run(struct mig_incoming *in, struct page_run *run, struct tern_
                 done++;
         }
     }
+    if (run->map) /* best effort: without it the first access maps the page */
+        (void)madvise(in->vm->mem.host_base + run->first * MIG_PAGE_SIZE,
+                      (size_t)run->n * MIG_PAGE_SIZE, MADV_POPULATE_WRITE);
     run->n = 0;
     return 0;
 }
 
-static int apply_pages(struct mig_incoming *in, const struct rec_header *h, struct rec_reader *r,
-                       struct tern_err *err)
+/* Applies a PAGES record received on stream s. Pages written with pwritev
+ * are not mapped in this process, so the guest's first touch of each, once
+ * it runs here, costs a fault in KVM; mapping them costs a third of the
+ * write. So only the pages of rounds after the first are mapped as they
+ * arrive: the ones the guest was writing, likely the first it touches
+ * after the handover; round 0's bulk is left to fault in when used. */
+static int apply_pages(struct mig_incoming *in, unsigned s, const struct rec_header *h,
+                       struct rec_reader *r, struct tern_err *err)
 {
     struct mig_pages_iter it;
     if (mig_pages_iter_init(&it, h, r, in->nr_pages, err) < 0)
@@ -162,6 +173,7 @@ static int apply_pages(struct mig_incoming *in, const struct rec_header *h, stru
     struct page_run run;
     run.n = 0;
     run.zero = false;
+    run.map = in->last_round[s] >= 0; /* written by this stream's thread only */
     bool use_fd = in->vm->mem.memfd >= 0;
     while (mig_pages_iter_next(&it, &pg)) {
         n++;
@@ -204,7 +216,7 @@ static int common_record(struct mig_incoming *in, unsigned s, const struct rec_h
     case REC_TYPE_MIG_PAGES:
         if (mig_fault("dst-exit-in-round"))
             _exit(98);
-        return apply_pages(in, h, r, err) < 0 ? -1 : 1;
+        return apply_pages(in, s, h, r, err) < 0 ? -1 : 1;
     case REC_TYPE_MIG_ROUND_END: {
         struct mig_round_end re;
         if (mig_round_end_decode(h, r, &re, err) < 0)

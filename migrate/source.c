@@ -88,6 +88,7 @@ struct stream_crew {
     pthread_cond_t go, done;
     unsigned gen;       /* bumped for every job */
     unsigned finished;  /* streams done with job `gen` */
+    int failed_first;   /* the stream whose failure stopped the job, -1: none */
     struct send_job job;
     struct mig_source *m;
     struct mig_stream *st;
@@ -279,8 +280,15 @@ static void *stream_thread(void *arg)
             return NULL;
         s->job_err.msg[0] = 0;
         s->job_rc = stream_job(c->m, s, c->n, &j, &s->job_err);
-        if (s->job_rc < 0)
-            mig_session_abort(c->m->session); /* the other streams must not wait on a peer that stopped reading */
+        pthread_mutex_lock(&c->lock);
+        bool first = s->job_rc < 0 && c->failed_first < 0;
+        if (first)
+            c->failed_first = (int)s->index;
+        pthread_mutex_unlock(&c->lock);
+        /* The other streams must not go on waiting on a peer that stopped
+         * reading; their errors are then "aborted", this one says why. */
+        if (first)
+            mig_session_abort(c->m->session);
         pthread_mutex_lock(&c->lock);
         c->finished++;
         pthread_cond_signal(&c->done);
@@ -299,17 +307,17 @@ static int run_job(struct stream_crew *c, const struct send_job *j, struct tern_
     pthread_mutex_lock(&c->lock);
     c->job = *j;
     c->finished = 0;
+    c->failed_first = -1;
     c->gen++;
     pthread_cond_broadcast(&c->go);
     while (c->finished < c->n)
         pthread_cond_wait(&c->done, &c->lock);
+    int failed = c->failed_first;
     pthread_mutex_unlock(&c->lock);
-    for (unsigned i = 0; i < c->n; i++)
-        if (c->st[i].job_rc < 0) {
-            *err = c->st[i].job_err;
-            return -1;
-        }
-    return 0;
+    if (failed < 0)
+        return 0;
+    *err = c->st[failed].job_err;
+    return -1;
 }
 
 /* Encodes and sends every page set in `bitmap` over all streams, chunk

@@ -207,7 +207,7 @@ static int cmd_run(int argc, char **argv)
             fprintf(stderr, "tern-vmm: %s\n", err.msg);
             vm_destroy(&vm);
             close(sig_fd);
-            return opts.incoming ? VMM_EXIT_MIGRATION : VMM_EXIT_SETUP;
+            return VMM_EXIT_SETUP;
         }
         csp = &cs;
     }

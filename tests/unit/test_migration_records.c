@@ -1097,6 +1097,60 @@ static void test_crc32_matches_zlib(void **state)
     free(buf);
 }
 
+/* ---- the sender's round-0 encoding (page_encoder_set_insert off, lazy
+ * cache): what it sends decodes to the page, and it leaves the cache as
+ * the receiver's copies are ---- */
+
+static void roundtrip(struct page_encoder *e, uint64_t pfn, const uint8_t *page, uint8_t *held,
+                      uint8_t want_enc)
+{
+    uint8_t out[PAGE_ENC_MAX_OUT], enc;
+    struct tern_err err;
+    uint32_t len = page_encode(e, pfn, page, out, &enc);
+    assert_int_equal(enc, want_enc);
+    assert_int_equal(page_decode(enc, out, len, held, &err), 0);
+    assert_memory_equal(held, page, 4096);
+}
+
+static void test_encoder_without_inserts(void **state)
+{
+    (void)state;
+    struct page_encoder *e;
+    struct tern_err err;
+    assert_int_equal(page_encoder_create_lazy(&e, 1u << 20, &err), 0);
+    static uint8_t page[4096], held[4][4096];
+    uint32_t x = 99;
+    for (int i = 0; i < 4096; i++) {
+        x = x * 1103515245u + 12345u;
+        page[i] = (uint8_t)(x >> 16);
+    }
+    page_encoder_set_insert(e, false);
+    roundtrip(e, 0, page, held[0], PAGE_ENC_RAW);
+    /* Not cached: the same page again is RAW again, not an XOR. */
+    page[100] ^= 1;
+    roundtrip(e, 0, page, held[0], PAGE_ENC_RAW);
+    static uint8_t zero[4096], text[4096];
+    roundtrip(e, 1, zero, held[1], PAGE_ENC_ZERO);
+    for (int i = 0; i < 4096; i++)
+        text[i] = (uint8_t)("tern migrates pages "[i % 20]);
+    roundtrip(e, 2, text, held[2], PAGE_ENC_LZ4);
+    struct page_codec_stats st;
+    page_encoder_stats(e, &st);
+    assert_int_equal(st.cache_hits, 0);
+    /* Inserting again: sent once more as RAW, then XOR against it. */
+    page_encoder_set_insert(e, true);
+    roundtrip(e, 3, page, held[3], PAGE_ENC_RAW);
+    page[200] ^= 0x55;
+    roundtrip(e, 3, page, held[3], PAGE_ENC_XOR);
+    /* A page already cached keeps its delta even with inserts off. */
+    page_encoder_set_insert(e, false);
+    page[300] ^= 0x0f;
+    roundtrip(e, 3, page, held[3], PAGE_ENC_XOR);
+    page_encoder_stats(e, &st);
+    assert_int_equal(st.cache_hits, 2);
+    page_encoder_destroy(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1114,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_check_header),
         cmocka_unit_test(test_handover_sequence),
         cmocka_unit_test(test_crc32_matches_zlib),
+        cmocka_unit_test(test_encoder_without_inserts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
