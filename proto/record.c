@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
-#include <zlib.h>
 
 /* ---- writing ---- */
 
@@ -77,11 +76,9 @@ void rec_begin(struct rec_buf *b, uint32_t type, uint16_t version, uint16_t flag
  * the payload. */
 static uint32_t record_crc(const uint8_t *hdr12, const uint8_t *payload, size_t len)
 {
-    uLong crc = crc32(0L, Z_NULL, 0);
-    crc = crc32(crc, hdr12, 12);
-    /* zlib takes uInt lengths; payloads are at most REC_MAX_PAYLOAD. */
-    crc = crc32(crc, payload, (uInt)len);
-    return (uint32_t)crc;
+    uint32_t crc = tern_crc32(0, hdr12, 12);
+    crc = tern_crc32(crc, payload, len);
+    return crc;
 }
 
 void rec_end(struct rec_buf *b)
@@ -348,10 +345,10 @@ int rec_header_for_iov(uint8_t out[REC_HEADER_SIZE], uint32_t type, uint16_t ver
     le16_put(out + 4, version);
     le16_put(out + 6, flags);
     le32_put(out + 8, (uint32_t)total);
-    uLong crc = crc32(crc32(0L, Z_NULL, 0), out, 12);
+    uint32_t crc = tern_crc32(0, out, 12);
     for (int i = 0; i < iovcnt; i++)
-        crc = crc32(crc, iov[i].iov_base, (uInt)iov[i].iov_len);
-    le32_put(out + 12, (uint32_t)crc);
+        crc = tern_crc32(crc, iov[i].iov_base, iov[i].iov_len);
+    le32_put(out + 12, crc);
     return 0;
 }
 
@@ -362,12 +359,12 @@ uint32_t rec_crc_start(const struct rec_header *h)
     le16_put(hdr12 + 4, h->version);
     le16_put(hdr12 + 6, h->flags);
     le32_put(hdr12 + 8, h->length);
-    return (uint32_t)crc32(crc32(0L, Z_NULL, 0), hdr12, 12);
+    return tern_crc32(0, hdr12, 12);
 }
 
 uint32_t rec_crc_add(uint32_t crc, const void *p, size_t n)
 {
-    return tern_crc32_zlib(crc, p, n);
+    return tern_crc32(crc, p, n);
 }
 
 int rec_crc_done(const struct rec_header *h, uint32_t crc, struct tern_err *err)

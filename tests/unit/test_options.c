@@ -206,6 +206,18 @@ static void test_endpoints_and_incoming(void **state)
     expect_error("go with --incoming", parse(&o, &err, 6, "--kernel", "k", "--mem", "1G",
                                              "--token", tok),
                  &err);
+    /* The commit gate (docs/migration.md): only for incoming VMs. */
+    assert_false(o.commit_gate);
+    assert_int_equal(parse(&o, &err, 9, "--incoming", "tls://127.0.0.1:1", "--tls-dir", "d",
+                           "--token", "0123456789abcdef", "--mem", "64M", "--commit-gate"),
+                     0);
+    assert_true(o.commit_gate);
+    assert_int_equal(parse(&o, &err, 8, "--incoming", "tls://127.0.0.1:1", "--tls-dir", "d",
+                           "--token", "0123456789abcdef", "--mem", "64M"),
+                     0);
+    assert_false(o.commit_gate);
+    expect_error("go with --incoming",
+                 parse(&o, &err, 5, "--kernel", "k", "--mem", "1G", "--commit-gate"), &err);
 }
 
 int main(void)
