@@ -4,6 +4,8 @@
  * AGENT_MAX_LINE without a newline is dropped. */
 #include "agent.h"
 
+#include "../common/unix_listen.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -18,41 +20,11 @@
 int api_open(struct agent *a, struct tern_err *err)
 {
     const char *path = a->cfg.control_socket;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return tern_err_set(err, "control socket path %s is too long", path);
-    /* Another ternd still serving it? Then this one must not start. */
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe < 0)
-        return tern_err_errno(err, errno, "socket");
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-        close(probe);
+    int fd = unix_listen_replace(path, "control socket", 64, 0660, err);
+    if (fd == UNIX_LISTEN_IN_USE)
         return tern_err_set(err, "another ternd already serves %s; stop it first", path);
-    }
-    close(probe);
-
-    /* Bind under a temporary name, listen, then rename into place, so a
-     * client never finds a socket that refuses connections. */
-    char tmp[sizeof(sa.sun_path)];
-    if (snprintf(tmp, sizeof(tmp), "%s.%d", path, (int)getpid()) >= (int)sizeof(tmp))
-        return tern_err_set(err, "control socket path %s is too long", path);
-    unlink(tmp);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return tern_err_errno(err, errno, "socket");
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", tmp);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        close(fd);
-        return tern_err_errno(err, e, "binding the control socket %s", tmp);
-    }
-    if (chmod(tmp, 0660) < 0 || listen(fd, 64) < 0 || rename(tmp, path) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return tern_err_errno(err, e, "setting up the control socket %s", path);
-    }
+        return -1;
     a->listen_fd = fd;
     return 0;
 }

@@ -1,5 +1,7 @@
 #include "control.h"
 
+#include "../common/unix_listen.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +21,6 @@ static int fill_sockaddr(struct sockaddr_un *addr, const char *path, struct tern
     return 0;
 }
 
-/* Whether some process accepts connections on `path`. */
-static int socket_in_use(const struct sockaddr_un *addr)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    int in_use = connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0;
-    close(fd);
-    return in_use;
-}
-
 int control_server_open(struct control_server *cs, const char *path,
                         const struct control_command *commands, size_t nr_commands,
                         void *opaque, struct tern_err *err)
@@ -41,33 +32,13 @@ int control_server_open(struct control_server *cs, const char *path,
     cs->commands = commands;
     cs->nr_commands = nr_commands;
     cs->opaque = opaque;
-    struct sockaddr_un addr;
-    if (fill_sockaddr(&addr, path, err) < 0)
-        return -1;
-    if (socket_in_use(&addr))
+    int fd = unix_listen_replace(path, "control socket", 8, 0, err);
+    if (fd == UNIX_LISTEN_IN_USE)
         return tern_err_set(err,
                             "control socket %s is in use by another process; choose another --control path",
                             path);
-    /* Bind under a temporary name and rename into place once listening:
-     * whoever sees PATH can connect at once (binding PATH directly leaves
-     * a window where it exists but refuses connections). */
-    struct sockaddr_un tmp;
-    char tmp_path[sizeof(tmp.sun_path)];
-    if (snprintf(tmp_path, sizeof(tmp_path), "%s.%d", path, (int)getpid()) >= (int)sizeof(tmp_path))
-        return tern_err_set(err, "control socket path '%s' is too long", path);
-    if (fill_sockaddr(&tmp, tmp_path, err) < 0)
-        return -1;
-    unlink(tmp_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return tern_err_errno(err, errno, "creating control socket");
-    if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 || listen(fd, 8) < 0 ||
-        rename(tmp_path, path) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp_path);
-        return tern_err_errno(err, e, "listening on control socket %s", path);
-    }
+        return -1;
     cs->listen_fd = fd;
     snprintf(cs->path, sizeof(cs->path), "%s", path);
     return 0;
