@@ -54,6 +54,7 @@ struct local_vm {
     bool mig_done_sent;     /* destination: migration_done broadcast */
     uint16_t port;          /* destination: listening port */
     double last_progress;   /* when progress was last broadcast */
+    double asked_at;        /* when it was asked to stop or hand over */
     char last_phase[32];    /* phase in the last progress broadcast */
     char vmm_phase[32];     /* phase the VMM last reported */
     bool mig_near_end;      /* stop-and-copy is near or running: poll fast */
@@ -82,7 +83,6 @@ struct pending {
     uint64_t mig_id;
     bool wait;
     double t_start, deadline;
-    double last_progress_out;
     /* evacuation */
     struct evac_item *items;
     size_t nr_items;

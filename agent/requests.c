@@ -310,16 +310,11 @@ static void evac_next(struct agent *a, struct pending *p);
 static void evac_start(struct agent *a, struct pending *p)
 {
     struct cl_state *s = agent_state(a);
-    size_t n = 0;
-    for (size_t i = 0; i < cl_state_nr_vms(s); i++) {
-        const struct cl_vm *vm = cl_state_vm_at(s, i);
-        if (!strcmp(vm->owner, p->host) && vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED)
-            n++;
-    }
-    p->items = calloc(n ? n : 1, sizeof(*p->items));
+    size_t nr_vms = cl_state_nr_vms(s);
+    p->items = calloc(nr_vms ? nr_vms : 1, sizeof(*p->items)); /* at most every VM */
     p->moved = json_array();
     p->failed = json_array();
-    for (size_t i = 0; i < cl_state_nr_vms(s) && p->items; i++) {
+    for (size_t i = 0; i < nr_vms && p->items; i++) {
         const struct cl_vm *vm = cl_state_vm_at(s, i);
         if (!strcmp(vm->owner, p->host) && vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED)
             snprintf(p->items[p->nr_items++].vm, CL_NAME_MAX, "%s", vm->name);
