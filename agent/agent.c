@@ -147,6 +147,14 @@ static void on_replica_synced(void *opaque)
             (unsigned long long)cl_state_version(agent_state(a)));
     a->announced = false;
     a->state_dirty = true;
+    /* Settle the re-attached VMs against the agreed state now, before the
+     * replica applies the messages queued behind the snapshot: those (a
+     * migration to this host, say) are acted on as they apply, and must
+     * not be mistaken for leftovers of an earlier life. */
+    if (!a->reconciled) {
+        a->reconciled = true;
+        local_reconcile(a);
+    }
 }
 
 static const struct replica_ops replica_ops = {
@@ -383,10 +391,6 @@ int agent_run(struct agent *a, struct tern_err *err)
             int next_ms = AGENT_TICK_MS;
             if (replica_synced(a->replica) && !a->announced)
                 announce(a);
-            if (replica_synced(a->replica) && a->announced && !a->reconciled) {
-                a->reconciled = true;
-                local_reconcile(a);
-            }
             replica_flush(a->replica);
             next_ms = local_tick(a);
             requests_poll(a);
