@@ -247,6 +247,9 @@ static void *stream_thread(void *arg)
 {
     struct stream_ctx *c = arg;
     struct mig_incoming *in = c->in;
+    char name[16];
+    snprintf(name, sizeof(name), "mig-recv%u", c->index);
+    pthread_setname_np(pthread_self(), name);
     struct mig_channel *ch = mig_session_channel(in->session, (int)c->index);
     struct mig_rxbuf rx = {0};
     struct tern_err err = {{0}};
@@ -560,6 +563,7 @@ static int await_commit(struct mig_incoming *in, struct mig_rxbuf *rx, struct te
 static void *receive_thread(void *arg)
 {
     struct mig_incoming *in = arg;
+    pthread_setname_np(pthread_self(), "mig-recv0"); /* stream 0 and the handover */
     struct mig_rxbuf rx = {0};
     uint8_t *state = NULL;
     size_t state_len = 0;

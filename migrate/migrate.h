@@ -47,6 +47,9 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
  * total time, pause, rounds, bytes per encoding). NULL when none ran. */
 json_t *mig_source_status(struct mig_source *m);
 
+/* True while m's migration thread works (NULL: false). */
+bool mig_source_running(struct mig_source *m);
+
 /* Asks a running migration to stop; the guest keeps running here. Refused
  * while handing over; in phase "ready" of a gated migration it is
  * mig_source_abort. */

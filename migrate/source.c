@@ -268,6 +268,9 @@ static void *stream_thread(void *arg)
 {
     struct mig_stream *s = arg;
     struct stream_crew *c = s->crew;
+    char name[16];
+    snprintf(name, sizeof(name), "mig-send%u", s->index);
+    pthread_setname_np(pthread_self(), name); /* for top -H and the benchmarks */
     unsigned seen = 0;
     for (;;) {
         pthread_mutex_lock(&c->lock);
@@ -356,12 +359,12 @@ static int64_t send_pages(struct mig_source *m, struct stream_crew *c, struct di
         /* Only in live rounds (dl set): in stop-and-copy the guest is paused
          * and must stay so. */
         if (dl && throttle && t - *last_throttle >= THROTTLE_PERIOD_MS / 1000.0) {
-            if (vm_pause(m->vm, err) < 0)
+            if (vm_pause(m->vm, VM_HOLD_THROTTLE, err) < 0)
                 return -1;
             struct timespec hold = {.tv_sec = 0,
                                     .tv_nsec = (long)THROTTLE_PERIOD_MS * 10000L * throttle};
             nanosleep(&hold, NULL);
-            vm_resume(m->vm, NULL);
+            vm_resume(m->vm, VM_HOLD_THROTTLE, NULL);
             *last_throttle = now_s();
         }
     }
@@ -606,6 +609,7 @@ static void *source_thread(void *arg)
 {
     struct mig_source *m = arg;
     struct vm *vm = m->vm;
+    pthread_setname_np(pthread_self(), "mig-source");
     struct tern_err err = {{0}};
     unsigned n = m->p.streams;
     struct mig_stream st[MIG_MAX_STREAMS];
@@ -726,7 +730,7 @@ static void *source_thread(void *arg)
     set_phase(m, "stop-and-copy");
     t_pause = now_s();
     mark(m, "pause", t0);
-    if (vm_pause(vm, &err) < 0)
+    if (vm_pause(vm, VM_HOLD_MIGRATION, &err) < 0)
         goto fail;
     paused = true;
     double tq = now_s();
@@ -844,7 +848,7 @@ fail:
     dl = NULL;
     if (paused) {
         vm_unquiesce_devices(vm);
-        vm_resume(vm, NULL);
+        vm_resume(vm, VM_HOLD_MIGRATION, NULL); /* an operator's pause stays */
     }
     finish(m, atomic_load(&m->cancel) ? "cancelled" : "failed", err.msg);
     fprintf(stderr, "tern-vmm: migration to %s:%u failed: %s; the guest keeps running here\n",
@@ -863,6 +867,16 @@ out:
     mig_session_abort(m->session);
     mig_tls_free(tls);
     return NULL;
+}
+
+bool mig_source_running(struct mig_source *m)
+{
+    if (!m)
+        return false;
+    pthread_mutex_lock(&m->lock);
+    bool running = m->running;
+    pthread_mutex_unlock(&m->lock);
+    return running;
 }
 
 int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_params *p,

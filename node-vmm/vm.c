@@ -363,7 +363,7 @@ static bool all_vcpus_stopped(struct vm *vm)
     return true;
 }
 
-int vm_pause(struct vm *vm, struct tern_err *err)
+int vm_pause(struct vm *vm, unsigned hold, struct tern_err *err)
 {
     pthread_mutex_lock(&vm->lock);
     if (vm->state != VM_STATE_RUNNING && vm->state != VM_STATE_PAUSED) {
@@ -371,6 +371,7 @@ int vm_pause(struct vm *vm, struct tern_err *err)
         pthread_mutex_unlock(&vm->lock);
         return tern_err_set(err, "cannot pause a VM that is %s", vm_state_name(s));
     }
+    vm->holds |= hold;
     vm->state = VM_STATE_PAUSED;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_kick(&vm->vcpus[i]);
@@ -380,7 +381,7 @@ int vm_pause(struct vm *vm, struct tern_err *err)
     return 0;
 }
 
-int vm_resume(struct vm *vm, struct tern_err *err)
+int vm_resume(struct vm *vm, unsigned hold, struct tern_err *err)
 {
     pthread_mutex_lock(&vm->lock);
     if (vm->state != VM_STATE_PAUSED && vm->state != VM_STATE_RUNNING) {
@@ -388,10 +389,38 @@ int vm_resume(struct vm *vm, struct tern_err *err)
         pthread_mutex_unlock(&vm->lock);
         return tern_err_set(err, "cannot resume a VM that is %s", vm_state_name(s));
     }
-    vm->state = VM_STATE_RUNNING;
-    pthread_cond_broadcast(&vm->cond);
+    vm->holds &= ~hold;
+    unsigned left = vm->holds;
+    if (!left) {
+        vm->state = VM_STATE_RUNNING;
+        pthread_cond_broadcast(&vm->cond);
+    }
     pthread_mutex_unlock(&vm->lock);
-    return 0;
+    return (int)left;
+}
+
+unsigned vm_holds(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    unsigned h = vm->holds;
+    pthread_mutex_unlock(&vm->lock);
+    return h;
+}
+
+const char *vm_hold_names(unsigned holds, char *buf, size_t len)
+{
+    static const char *const names[] = {"operator", "migration", "auto-converge", "snapshot"};
+    size_t off = 0;
+    buf[0] = 0;
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (!(holds & (1u << i)))
+            continue;
+        int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", names[i]);
+        if (n < 0 || (size_t)n >= len - off)
+            break;
+        off += (size_t)n;
+    }
+    return buf;
 }
 
 void vm_request_end(struct vm *vm, int status, const char *fmt, ...)

@@ -100,6 +100,7 @@ struct vm {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     enum vm_state state;
+    unsigned holds; /* enum vm_hold bits: paused while any is set */
     int exit_status;
     char exit_reason[512];
     int end_eventfd; /* readable once the VM is ending */
@@ -114,9 +115,28 @@ int vm_create(struct vm *vm, const struct run_options *opts, struct tern_err *er
 /* Starts the device threads, then one thread per vCPU. */
 int vm_start(struct vm *vm, struct tern_err *err);
 
-/* Stops every vCPU outside KVM_RUN and returns once all are parked. */
-int vm_pause(struct vm *vm, struct tern_err *err);
-int vm_resume(struct vm *vm, struct tern_err *err);
+/* Why the vCPUs are held. The guest runs only while no hold is in place,
+ * and each holder releases only its own: so an operator's pause outlasts
+ * an auto-converge period or a failed migration, and an operator's resume
+ * cannot start a guest that a migration holds for its handover (which
+ * would run it on two hosts). */
+enum vm_hold {
+    VM_HOLD_OPERATOR = 1u << 0,  /* the control socket's pause */
+    VM_HOLD_MIGRATION = 1u << 1, /* stop-and-copy and the handover */
+    VM_HOLD_THROTTLE = 1u << 2,  /* auto-converge */
+    VM_HOLD_SAVE = 1u << 3,      /* writing a snapshot */
+};
+
+/* Places `hold` and returns once every vCPU is parked outside KVM_RUN. */
+int vm_pause(struct vm *vm, unsigned hold, struct tern_err *err);
+/* Releases `hold`; the vCPUs run again once no hold is left. Returns the
+ * holds still in place (0: running), or -1 if the VM is not running or
+ * paused. */
+int vm_resume(struct vm *vm, unsigned hold, struct tern_err *err);
+/* The holds in place now. */
+unsigned vm_holds(struct vm *vm);
+/* "operator", "migration", ... for each bit of `holds`, joined by ", ". */
+const char *vm_hold_names(unsigned holds, char *buf, size_t len);
 
 /* Asks the VM to end with `status`; the first request wins. Safe from any
  * thread, including a vCPU's own. */

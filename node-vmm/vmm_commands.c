@@ -44,9 +44,17 @@ json_t *vmm_status_json(struct vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
     const char *state = vm_state_name(vm->state);
+    unsigned holds = vm->holds;
     pthread_mutex_unlock(&vm->lock);
-    return json_pack("{s:s, s:i, s:I, s:f, s:i, s:o, s:o, s:{s:I, s:I}}",
+    json_t *held = json_array();
+    for (unsigned bit = 1; bit && bit <= VM_HOLD_SAVE; bit <<= 1) {
+        char name[32];
+        if (holds & bit)
+            json_array_append_new(held, json_string(vm_hold_names(bit, name, sizeof(name))));
+    }
+    return json_pack("{s:s, s:o, s:i, s:I, s:f, s:i, s:o, s:o, s:{s:I, s:I}}",
                      "state", state,
+                     "held_by", held,
                      "vcpus", (int)vm->nr_vcpus,
                      "mem_bytes", (json_int_t)vm->mem.size,
                      "uptime_s", vm_uptime(vm),
@@ -161,6 +169,10 @@ static json_t *cmd_migrate_abort(void *opaque, json_t *req, struct tern_err *err
     return json_pack("{s:s}", "migration", "aborting");
 }
 
+/* The operator's pause is one hold among others (vm.h): resume lifts it,
+ * but the guest runs again only when nothing else holds it. Pausing while
+ * a migration runs is refused: the guest would run on at the destination
+ * anyway once the migration succeeds. */
 static json_t *cmd_pause(void *opaque, json_t *req, struct tern_err *err)
 {
     (void)req;
@@ -168,7 +180,11 @@ static json_t *cmd_pause(void *opaque, json_t *req, struct tern_err *err)
     struct vm *vm = c->vm;
     if (refuse_while_incoming(c, "pause", err) < 0)
         return NULL;
-    if (vm_pause(vm, err) < 0)
+    if (mig_source_running(vm->migration))
+        return tern_err_set(err, "pause: a migration is running; cancel it first "
+                                 "(migrate-cancel) or wait until it ends"),
+               NULL;
+    if (vm_pause(vm, VM_HOLD_OPERATOR, err) < 0)
         return NULL;
     return json_pack("{s:s}", "state", "paused");
 }
@@ -180,8 +196,20 @@ static json_t *cmd_resume(void *opaque, json_t *req, struct tern_err *err)
     struct vm *vm = c->vm;
     if (refuse_while_incoming(c, "resume", err) < 0)
         return NULL;
-    if (vm_resume(vm, err) < 0)
+    int left = vm_resume(vm, VM_HOLD_OPERATOR, err);
+    if (left < 0)
         return NULL;
+    if (left > 0) {
+        char names[96];
+        return tern_err_set(err, "resume: the guest stays paused, held by the %s (%s); it runs "
+                                 "again when that ends",
+                            vm_hold_names((unsigned)left, names, sizeof(names)),
+                            left & VM_HOLD_MIGRATION
+                                ? "a migration that has paused the guest for its handover must "
+                                  "not let it run here too"
+                                : "not the operator's pause"),
+               NULL;
+    }
     return json_pack("{s:s}", "state", "running");
 }
 
@@ -218,29 +246,24 @@ static json_t *cmd_save(void *opaque, json_t *req, struct tern_err *err)
     if (stop_j && !json_is_boolean(stop_j))
         return tern_err_set(err, "save: \"stop\" must be true or false"), NULL;
     bool stop = json_is_true(stop_j);
-    pthread_mutex_lock(&vm->lock);
-    bool was_paused = vm->state == VM_STATE_PAUSED;
-    pthread_mutex_unlock(&vm->lock);
-    if (vm_pause(vm, err) < 0)
+    /* Its own hold: a guest the operator paused stays paused afterwards. */
+    if (vm_pause(vm, VM_HOLD_SAVE, err) < 0)
         return NULL;
     if (vm_quiesce_devices(vm, err) < 0) {
-        if (!was_paused)
-            vm_resume(vm, NULL);
+        vm_resume(vm, VM_HOLD_SAVE, NULL);
         return NULL;
     }
     struct snapshot_stats st;
     if (snapshot_write(vm, file, &st, err) < 0) {
         vm_unquiesce_devices(vm);
-        if (!was_paused)
-            vm_resume(vm, NULL);
+        vm_resume(vm, VM_HOLD_SAVE, NULL);
         return NULL;
     }
     if (stop) {
         vm_request_end(vm, VMM_EXIT_OK, "saved to %s and stopped", file);
     } else {
         vm_unquiesce_devices(vm);
-        if (!was_paused)
-            vm_resume(vm, NULL);
+        vm_resume(vm, VM_HOLD_SAVE, NULL);
     }
     return json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "file", file, "bytes", (json_int_t)st.bytes,
                      "pages", (json_int_t)st.pages, "zero_pages", (json_int_t)st.zero_pages,

@@ -237,14 +237,14 @@ static void clear_all(struct fixture *f, uint64_t chunk)
 static void pause_vm(struct fixture *f)
 {
     struct tern_err err;
-    if (vm_pause(&f->vm, &err) < 0)
+    if (vm_pause(&f->vm, VM_HOLD_OPERATOR, &err) < 0)
         fail_msg("vm_pause: %s", err.msg);
 }
 
 static void resume_vm(struct fixture *f)
 {
     struct tern_err err;
-    if (vm_resume(&f->vm, &err) < 0)
+    if (vm_resume(&f->vm, VM_HOLD_OPERATOR, &err) < 0)
         fail_msg("vm_resume: %s", err.msg);
 }
 

@@ -296,7 +296,7 @@ static void save_restore_run(void **state, unsigned vcpus)
         fail_msg("guest did not reach user mode");
     }
     test_wait_for_text(f->serial_a, "checks=1", 5000);
-    if (vm_pause(&f->a, &err) < 0)
+    if (vm_pause(&f->a, VM_HOLD_OPERATOR, &err) < 0)
         fail_msg("vm_pause: %s", err.msg);
     save_all(&f->a, &f->saved);
     struct heartbeat_state hb_a = heartbeat(&f->a);
@@ -346,11 +346,11 @@ static void save_restore_run(void **state, unsigned vcpus)
         assert_true(test_wait_for_text(f->serial_a, "cpus=2", 0));
 
     /* Pause and resume work on the restored VM too. */
-    assert_int_equal(vm_pause(&f->b, &err), 0);
+    assert_int_equal(vm_pause(&f->b, VM_HOLD_OPERATOR, &err), 0);
     uint64_t paused_at = heartbeat(&f->b).count;
     test_sleep_ms(100);
     assert_int_equal(heartbeat(&f->b).count, paused_at);
-    assert_int_equal(vm_resume(&f->b, &err), 0);
+    assert_int_equal(vm_resume(&f->b, VM_HOLD_OPERATOR, &err), 0);
     for (int i = 0; i < 100 && heartbeat(&f->b).count <= paused_at + 20; i++)
         test_sleep_ms(20);
     assert_true(heartbeat(&f->b).count > paused_at + 20);
@@ -522,7 +522,7 @@ static void test_pause_mid_io(void **state)
     unsigned mid_in = 0, mid_out = 0, rounds = 0;
     const uint64_t entry = f->a.boot.entry_gpa;
     for (; rounds < 200 && (rounds < 12 || !mid_in || !mid_out); rounds++) {
-        if (vm_pause(&f->a, &err) < 0)
+        if (vm_pause(&f->a, VM_HOLD_OPERATOR, &err) < 0)
             fail_msg("%s", err.msg);
         const struct kvm_run *run = f->a.vcpus[0].run;
         bool this_mid = run->exit_reason == KVM_EXIT_IO;
@@ -574,7 +574,7 @@ static void test_pause_mid_io(void **state)
                          (unsigned long long)hb.seq_errors, f->b.exit_reason);
             end_vm(&f->b, &f->b_made);
         }
-        if (vm_resume(&f->a, &err) < 0)
+        if (vm_resume(&f->a, VM_HOLD_OPERATOR, &err) < 0)
             fail_msg("%s", err.msg);
         test_sleep_ms(3);
     }

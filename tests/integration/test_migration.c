@@ -131,6 +131,18 @@ static json_t *call(struct vmm *v, json_t *req)
     return reply;
 }
 
+static void expect_reply(struct vmm *v, const char *cmd, const char *needle)
+{
+    json_t *r = call(v, json_pack("{s:s}", "cmd", cmd));
+    const char *e = json_string_value(json_object_get(r, "error"));
+    bool ok = json_is_true(json_object_get(r, "ok"));
+    if (needle ? ok || !e || !strstr(e, needle) : !ok) {
+        show(v);
+        fail_msg("%s: expected %s, got %s", cmd, needle ? needle : "ok", e ? e : "ok");
+    }
+    json_decref(r);
+}
+
 static struct vmm *start_source(struct fixture *f, int host, const char *vcpus, const char *cmdline)
 {
     const char *args[] = {"--kernel", test_build_path("testguest.elf"), "--mem", "128M",
@@ -446,6 +458,10 @@ static void test_unconfirmed_commit_keeps_source_paused(void **state)
     long long a = hb(src, "count");
     test_sleep_ms(300);
     assert_int_equal(hb(src, "count"), a); /* not running */
+    /* Nor can an operator resume it: the destination may run it. */
+    expect_reply(src, "resume", "held by the migration");
+    test_sleep_ms(100);
+    assert_int_equal(hb(src, "count"), a);
     /* And it refuses to migrate again. */
     char uri[64];
     snprintf(uri, sizeof(uri), "tls://%s:%s", f->hosts.addr[1], PORT);
@@ -527,17 +543,6 @@ static void test_source_dies_before_commit(void **state)
 /* ---- the commit gate: the agents decide the handover ---- */
 
 /* Sends {"cmd":cmd}; expects ok (needle NULL) or an error containing needle. */
-static void expect_reply(struct vmm *v, const char *cmd, const char *needle)
-{
-    json_t *r = call(v, json_pack("{s:s}", "cmd", cmd));
-    const char *e = json_string_value(json_object_get(r, "error"));
-    bool ok = json_is_true(json_object_get(r, "ok"));
-    if (needle ? ok || !e || !strstr(e, needle) : !ok) {
-        show(v);
-        fail_msg("%s: expected %s, got %s", cmd, needle ? needle : "ok", e ? e : "ok");
-    }
-    json_decref(r);
-}
 
 static const char *jstr(json_t *o, const char *key)
 {
@@ -642,6 +647,15 @@ static void test_gate_abort(void **state)
     struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
     gated_to_ready(f, src, dst);
     assert_paused(src);
+    /* The migration holds the paused guest: an operator's resume now would
+     * run it here while the destination holds its complete state. */
+    expect_reply(src, "pause", "a migration is running");
+    expect_reply(src, "resume", "held by the migration");
+    assert_paused(src);
+    json_t *held = call(src, json_pack("{s:s}", "cmd", "status"));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(held, "held_by"), 0)),
+                        "migration");
+    json_decref(held);
     expect_reply(dst, "pause", "receiving an incoming migration");
     expect_reply(dst, "migrate-abort", NULL);
     assert_never_ran(dst);

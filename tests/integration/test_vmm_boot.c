@@ -179,12 +179,35 @@ static void test_pause_resume_stop(void **state)
     json_decref(ctl(f, "pause"));
     json_t *s = ctl(f, "status");
     assert_string_equal(json_string_value(json_object_get(s, "state")), "paused");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(s, "held_by"), 0)),
+                        "operator");
     json_decref(s);
+    /* A snapshot pauses and resumes with a hold of its own: the
+     * operator's pause outlasts it. */
+    char snap[600];
+    snprintf(snap, sizeof(snap), "%s/paused.snap", f->dir);
+    json_t *req = json_pack("{s:s, s:s}", "cmd", "save", "file", snap);
+    json_t *reply = NULL;
+    struct tern_err err;
+    assert_int_equal(control_call(f->control, req, 10000, &reply, &err), 0);
+    json_decref(req);
+    assert_true(json_is_true(json_object_get(reply, "ok")));
+    json_decref(reply);
+    s = ctl(f, "status");
+    assert_string_equal(json_string_value(json_object_get(s, "state")), "paused");
+    json_t *held = json_object_get(s, "held_by");
+    assert_int_equal(json_array_size(held), 1);
+    assert_string_equal(json_string_value(json_array_get(held, 0)), "operator");
     long long a = heartbeat_count(f);
     test_sleep_ms(300);
     long long b = heartbeat_count(f);
     assert_int_equal(a, b); /* a paused guest sends nothing */
     json_decref(ctl(f, "resume"));
+    json_decref(s);
+    s = ctl(f, "status");
+    assert_string_equal(json_string_value(json_object_get(s, "state")), "running");
+    assert_int_equal(json_array_size(json_object_get(s, "held_by")), 0);
+    json_decref(s);
     test_sleep_ms(300);
     assert_true(heartbeat_count(f) > b);
     json_decref(ctl(f, "stop"));
