@@ -111,6 +111,11 @@ int main(int argc, char **argv)
         json_object_set_new(run, "bytes", json_integer((json_int_t)r.bytes));
         json_object_set_new(run, "seconds", json_real(r.seconds));
         json_object_set_new(run, "handshake_ms", json_real(r.handshake_ms));
+        if (r.bytes) {
+            json_object_set_new(run, "sender_cpu_s_per_GB", json_real(r.sender_cpu_s * 1e9 / (double)r.bytes));
+            json_object_set_new(run, "receiver_cpu_s_per_GB",
+                                json_real(r.receiver_cpu_s * 1e9 / (double)r.bytes));
+        }
         json_object_set_new(run, "cipher", json_string(r.cipher));
         json_object_set_new(run, "send_path", json_string(r.send_path));
         json_object_set_new(run, "chunk", json_integer((json_int_t)chunk));

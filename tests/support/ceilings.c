@@ -114,6 +114,14 @@ const char *ceiling_suite_cipher(const char *suite)
 
 /* ------------------------------------------------------- TLS ceiling */
 
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 struct tls_run {
     const struct ceiling_tls_opts *o;
     pthread_mutex_t lock;
@@ -130,6 +138,7 @@ struct stream_run {
     struct mig_channel *c;
     uint64_t bytes;
     double t_end;
+    double cpu_s; /* this thread's CPU time (user + system) */
     int rc;
     struct tern_err err;
 };
@@ -229,6 +238,7 @@ static void *sender_main(void *arg)
         }
         s->bytes += chunk;
     }
+    s->cpu_s = thread_cpu_s();
     free(buf);
     return NULL;
 }
@@ -251,6 +261,7 @@ static void *receiver_main(void *arg)
         s->bytes += chunk;
     }
     s->t_end = now_s();
+    s->cpu_s = thread_cpu_s();
     free(buf);
     return NULL;
 }
@@ -360,6 +371,8 @@ int ceiling_tls(const struct ceiling_tls_opts *opts, struct ceiling_tls_result *
     for (int i = 0; i < nr; i++) {
         pthread_join(rcv_th[i], NULL);
         r->bytes += rcv[i].bytes;
+        r->sender_cpu_s += snd[i].cpu_s;
+        r->receiver_cpu_s += rcv[i].cpu_s;
         if (rcv[i].t_end > t_end)
             t_end = rcv[i].t_end;
         if (snd[i].rc < 0 || rcv[i].rc < 0) {

@@ -47,6 +47,10 @@ struct ceiling_tls_result {
     double seconds;      /* from the first send to the last byte received */
     uint64_t bytes;
     int streams;
+    /* CPU time of the sending and receiving threads (all streams). On
+     * loopback or a veth pair the kernel's receive path mostly runs in
+     * the sender's context (softirq on transmit). */
+    double sender_cpu_s, receiver_cpu_s;
     double handshake_ms; /* mig_session_connect: TCP + TLS + token, all streams */
     char cipher[64];
     char send_path[160]; /* mig_channel_ktls_status of the sending side */
