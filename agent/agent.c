@@ -104,8 +104,8 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
         /* Refusals of our own requests go back to the client; others are
          * only worth a line in the log. */
         const struct cl_host *h = cl_state_host_by_nodeid(agent_state(a), sender);
-        agent_log("refused %s from %s: %s\n", msg_type(msg), h ? h->name : "?",
-                err ? err->msg : "?");
+        agent_log("refused %s from %s: [%s] %s\n", msg_type(msg), h ? h->name : "?",
+                  tern_err_code_name(err ? err->code : 0), err ? err->msg : "?");
     } else if (strcmp(msg_type(msg), "migration_progress") != 0) {
         a->state_dirty = true;
     }

@@ -139,9 +139,6 @@ void api_send(struct agent *a, int client, uint64_t gen, json_t *obj);
 void api_reply_ok(struct agent *a, int client, uint64_t gen, json_t *result);
 void api_reply_err(struct agent *a, int client, uint64_t gen, const char *code, const char *fmt,
                    ...) __attribute__((format(printf, 5, 6)));
-/* The API code of a state refusal ("[conflict] ..." -> "conflict"), and the
- * message without it. */
-const char *api_err_code(const char *msg, const char **text);
 
 /* requests.c: one request from a client. */
 void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req);

@@ -234,22 +234,3 @@ void api_reply_err(struct agent *a, int client, uint64_t gen, const char *code, 
     api_send(a, client, gen, r);
     json_decref(r);
 }
-
-const char *api_err_code(const char *msg, const char **text)
-{
-    static const char *const codes[] = {"invalid", "not_found", "conflict", "no_capacity",
-                                        "internal"};
-    *text = msg;
-    if (msg[0] != '[')
-        return "failed";
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
-        size_t n = strlen(codes[i]);
-        if (!strncmp(msg + 1, codes[i], n) && msg[1 + n] == ']') {
-            *text = msg + 2 + n;
-            while (**text == ' ')
-                (*text)++;
-            return codes[i];
-        }
-    }
-    return "failed";
-}

@@ -288,9 +288,8 @@ static uint64_t msg_origin_req(const json_t *msg, uint32_t *node)
 
 static void reply_refused(struct agent *a, struct pending *p, const struct tern_err *err)
 {
-    const char *text;
-    const char *code = api_err_code(err ? err->msg : "refused", &text);
-    api_reply_err(a, p->client, p->client_gen, code, "%s", text);
+    api_reply_err(a, p->client, p->client_gen, tern_err_code_name(err ? err->code : 0), "%s",
+                  err ? err->msg : "refused");
 }
 
 static void reply_simple(struct agent *a, struct pending *p, const json_t *msg)

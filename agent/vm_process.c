@@ -1,6 +1,7 @@
 #include "vm_process.h"
 
 #include "../common/fileio.h"
+#include "../common/unix_addr.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -268,11 +269,9 @@ static int write_pid_file(const struct vm_process *p, unsigned long long start,
  * credentials of the process that called listen()), 0 if nobody does. */
 static pid_t socket_owner(const char *path)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    size_t len = strlen(path);
-    if (len >= sizeof(addr.sun_path))
+    struct sockaddr_un addr;
+    if (unix_addr_fill(&addr, path, "control socket", NULL) < 0)
         return 0;
-    memcpy(addr.sun_path, path, len + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return 0;
@@ -692,7 +691,7 @@ static int wait_ready(struct vm_process *p, off_t log_from, struct tern_err *err
 {
     int64_t deadline = now_ms() + START_TIMEOUT_MS;
     int delay = 5;
-    struct tern_err last = {""};
+    struct tern_err last = {0};
     for (;;) {
         if (pidfd_wait(p->pidfd, delay)) {
             vm_process_reap(p);

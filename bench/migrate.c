@@ -7,7 +7,9 @@
  * Runs (1 vCPU; issue 4): a 1 GiB guest with 768 MiB filled at dirty 0, 25
  * and 100 MB/s, and a 4 GiB guest with 512 MiB filled, idle. Per run: total
  * seconds, VMM-measured pause, guest-observed pause (the heartbeat gap across
- * the handover), rounds, bytes on the wire and per encoding, and the bytes
+ * the handover), the guest's longest heartbeat gap before the migration and
+ * through its rounds (a stall outside the handover would show there),
+ * rounds, bytes on the wire and per encoding, and the bytes
  * on the wire per total second (connection and handover included) as a
  * ratio to the TLS ceiling.
  *
@@ -113,6 +115,16 @@ static double vmm_cpu_s(pid_t pid)
     return total;
 }
 
+/* heartbeat.max_gap_ms of a running VMM, -1 if it does not answer. */
+static double src_heartbeat_max_gap_ms(const char *sock)
+{
+    json_t *st = call(sock, json_pack("{s:s}", "cmd", "status"));
+    json_t *g = json_object_get(json_object_get(st, "heartbeat"), "max_gap_ms");
+    double v = json_is_number(g) ? json_number_value(g) : -1;
+    json_decref(st);
+    return v;
+}
+
 /* The TLS ceiling between the two hosts right now (MB/s), 0 on failure:
  * measured next to each migration, since the machine's load moves. */
 static double tls_ceiling_now(struct test_hosts *h, const char *tls0, const char *tls1,
@@ -123,7 +135,7 @@ static double tls_ceiling_now(struct test_hosts *h, const char *tls0, const char
                                  .listen_addr = h->addr[1], .streams = streams,
                                  .seconds = seconds};
     struct ceiling_tls_result tr = {0};
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     return ceiling_tls(&o, &tr, &err) == 0 ? tr.MBps : 0;
 }
 
@@ -164,6 +176,9 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
         test_sleep_ms(10);
     test_sleep_ms(100);
     double src_cpu0 = vmm_cpu_s(src.pid), dst_cpu0 = vmm_cpu_s(dst.pid);
+    /* The guest's longest heartbeat gap so far; if it grows before the
+     * pause, the migration stalled the guest outside the handover. */
+    double gap_before = src_heartbeat_max_gap_ms(src_sock);
     json_t *rep = call(src_sock, json_pack("{s:s, s:s, s:s, s:s, s:i, s:f}", "cmd", "migrate", "uri",
                                            uri, "tls_dir", tls0, "token", TOKEN, "streams", streams,
                                            "downtime_ms", BENCH_DOWNTIME_MS));
@@ -188,6 +203,9 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
     if (!result)
         goto out;
     double src_cpu = vmm_cpu_s(src.pid) - src_cpu0; /* it lingers 2 s after the handover */
+    /* The source's heartbeats end at the pause, so its longest gap now
+     * covers the rounds but not the handover. */
+    double gap_after = src_heartbeat_max_gap_ms(src_sock);
     wait_file(dst_sock, 10000);
     test_sleep_ms(300);
     json_t *dst_status = call(dst_sock, json_pack("{s:s}", "cmd", "status"));
@@ -210,6 +228,10 @@ static json_t *one_run(const struct run *r, struct test_hosts *h, const char *di
                     "encodings", json_object_get(result, "encodings"),
                     "streams", json_object_get(result, "streams"));
     json_object_set(out, "first_round_MBps", json_object_get(result, "first_round_MBps"));
+    if (gap_before >= 0 && gap_after >= 0) {
+        json_object_set_new(out, "guest_max_gap_ms_before", json_real(gap_before));
+        json_object_set_new(out, "guest_max_gap_ms_through_rounds", json_real(gap_after));
+    }
     json_object_set(out, "timeline_ms", json_object_get(result, "timeline_ms"));
     /* And just after (the destination guest runs now; the source is gone). */
     double ceiling_after = tls_ceiling_now(h, tls0, tls1, streams, 1.0);
@@ -294,7 +316,7 @@ int main(int argc, char **argv)
                                  .server_netns = h.ns[1], .client_netns = h.ns[0],
                                  .listen_addr = h.addr[1], .streams = streams, .seconds = 2};
     struct ceiling_tls_result tr = {0};
-    struct tern_err terr = {{0}};
+    struct tern_err terr = {0};
     int tls_ok = ceiling_tls(&o, &tr, &terr) == 0;
     /* One core's AEAD for the cipher TLS actually negotiated. */
     const char *cipher = tls_ok ? ceiling_suite_cipher(tr.cipher) : "AES-128-GCM";

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/unix_addr.h"
+
 #define READ_CHUNK 65536
 
 int64_t cli_now_ms(void)
@@ -47,11 +49,9 @@ int cli_conn_open(struct cli_conn *c, const char *path, struct tern_err *err)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path))
-        return tern_err_set(err, "socket path %s is longer than %zu bytes", path,
-                            sizeof(addr.sun_path) - 1);
-    strcpy(addr.sun_path, path);
+    struct sockaddr_un addr;
+    if (unix_addr_fill(&addr, path, "socket", err) < 0)
+        return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return tern_err_errno(err, errno, "creating a unix socket");

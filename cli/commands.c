@@ -39,7 +39,7 @@ static const char *jstr(const json_t *o, const char *key, const char *def)
 
 static int run_cluster(const struct cli_args *a, const struct cli_io *io)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (a->cmd == CLI_CMD_CLUSTER_INIT_CA) {
         if (cli_cluster_init_ca(a->name, a->ca_name, a->days, a->force, &err) < 0)
             return fail(io, CLI_EXIT_FAILED, "%s", err.msg);
@@ -243,7 +243,7 @@ static int show_error(const struct cli_args *a, const struct cli_io *io, const s
 
 static int run_agent(const struct cli_args *a, const struct cli_io *io)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     json_t *req = cli_build_request(a);
     if (!req)
         return fail(io, CLI_EXIT_FAILED, "building the request: out of memory");
@@ -292,7 +292,7 @@ out:
 int cli_main(int argc, char **argv, const struct cli_io *io)
 {
     struct cli_args a;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (cli_parse_args(argc, argv, io->env_socket, &a, &err) < 0) {
         fail(io, CLI_EXIT_USAGE, "%s", err.msg);
         if (a.cmd == CLI_CMD_NONE)

@@ -27,7 +27,32 @@ int tern_err_set(struct tern_err *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     va_end(ap);
+    err->code = TERN_ERR_NONE;
     return -1;
+}
+
+int tern_err_coded(struct tern_err *err, enum tern_err_code code, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    err->code = code;
+    return -1;
+}
+
+const char *tern_err_code_name(int code)
+{
+    switch (code) {
+    case TERN_ERR_INVALID: return "invalid";
+    case TERN_ERR_NOT_FOUND: return "not_found";
+    case TERN_ERR_CONFLICT: return "conflict";
+    case TERN_ERR_NO_CAPACITY: return "no_capacity";
+    case TERN_ERR_INTERNAL: return "internal";
+    default: return "failed";
+    }
 }
 
 int tern_err_errno(struct tern_err *err, int errno_value, const char *fmt, ...)
@@ -40,6 +65,7 @@ int tern_err_errno(struct tern_err *err, int errno_value, const char *fmt, ...)
     vsnprintf(head, sizeof(head), fmt, ap);
     va_end(ap);
     join(err->msg, sizeof(err->msg), head, strerror(errno_value));
+    err->code = TERN_ERR_NONE;
     return -1;
 }
 

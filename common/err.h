@@ -9,14 +9,34 @@
 
 #define TERN_ERR_MAX 1024
 
+/* What kind of failure, for callers that answer differently per kind (the
+ * agent's API error codes). Most errors have none. */
+enum tern_err_code {
+    TERN_ERR_NONE = 0,
+    TERN_ERR_INVALID,     /* malformed or out-of-range input */
+    TERN_ERR_NOT_FOUND,   /* names something that does not exist */
+    TERN_ERR_CONFLICT,    /* not possible in the current state */
+    TERN_ERR_NO_CAPACITY, /* no host can take it */
+    TERN_ERR_INTERNAL,    /* out of memory and the like */
+};
+
 struct tern_err {
     char msg[TERN_ERR_MAX];
+    int code; /* enum tern_err_code; tern_err_prefix keeps it */
 };
 
 /* Sets the message (printf-style). Always returns -1 so callers can write
  * `return tern_err_set(err, ...);`. `err` may be NULL. */
 int tern_err_set(struct tern_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* tern_err_set with a code. */
+int tern_err_coded(struct tern_err *err, enum tern_err_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "invalid", "not_found", "conflict", "no_capacity", "internal"; "failed"
+ * for TERN_ERR_NONE. */
+const char *tern_err_code_name(int code);
 
 /* Like tern_err_set, appending ": strerror(errno_value)". */
 int tern_err_errno(struct tern_err *err, int errno_value, const char *fmt, ...)

@@ -1,4 +1,5 @@
 #include "unix_listen.h"
+#include "unix_addr.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -7,18 +8,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-static int fill(struct sockaddr_un *addr, const char *path, const char *what,
-                struct tern_err *err)
-{
-    memset(addr, 0, sizeof(*addr));
-    addr->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(addr->sun_path))
-        return tern_err_set(err, "%s path '%s' is too long (max %zu bytes)", what, path,
-                            sizeof(addr->sun_path) - 1);
-    memcpy(addr->sun_path, path, strlen(path) + 1);
-    return 0;
-}
 
 /* Whether some process accepts connections on `addr`. */
 static int in_use(const struct sockaddr_un *addr)
@@ -35,7 +24,7 @@ int unix_listen_replace(const char *path, const char *what, int backlog, mode_t 
                         struct tern_err *err)
 {
     struct sockaddr_un addr, tmp;
-    if (fill(&addr, path, what, err) < 0)
+    if (unix_addr_fill(&addr, path, what, err) < 0)
         return -1;
     if (in_use(&addr)) {
         tern_err_set(err, "%s %s is in use by another process", what, path);
@@ -45,7 +34,7 @@ int unix_listen_replace(const char *path, const char *what, int backlog, mode_t 
     if (snprintf(tmp_path, sizeof(tmp_path), "%s.%d", path, (int)getpid()) >=
         (int)sizeof(tmp_path))
         return tern_err_set(err, "%s path '%s' is too long", what, path);
-    if (fill(&tmp, tmp_path, what, err) < 0)
+    if (unix_addr_fill(&tmp, tmp_path, what, err) < 0)
         return -1;
     unlink(tmp_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -276,38 +276,6 @@ bool cl_name_valid(const char *name)
     return true;
 }
 
-/* Appends n bytes of src to dst[TERN_ERR_MAX] at *pos, cut to fit. */
-static void put(char *dst, size_t *pos, const char *src, size_t n)
-{
-    if (n > TERN_ERR_MAX - 1 - *pos)
-        n = TERN_ERR_MAX - 1 - *pos;
-    memcpy(dst + *pos, src, n);
-    *pos += n;
-    dst[*pos] = '\0';
-}
-
-int cl__err_prefix(struct tern_err *err, const char *fmt, ...)
-{
-    if (!err)
-        return -1;
-    char ctx[TERN_ERR_MAX], old[TERN_ERR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ctx, sizeof(ctx), fmt, ap);
-    va_end(ap);
-    memcpy(old, err->msg, sizeof(old));
-    old[sizeof(old) - 1] = '\0';
-    const char *end = old[0] == '[' ? strstr(old, "] ") : NULL;
-    if (!end || end - old > 16)
-        return tern_err_prefix(err, "%s", ctx);
-    size_t code_len = (size_t)(end - old) + 2, pos = 0;
-    put(err->msg, &pos, old, code_len);
-    put(err->msg, &pos, ctx, strlen(ctx));
-    put(err->msg, &pos, ": ", 2);
-    put(err->msg, &pos, old + code_len, strlen(old + code_len));
-    return -1;
-}
-
 void cl__copy_utf8(char *dst, size_t cap, const char *src)
 {
     size_t n = strnlen(src, cap);
@@ -325,14 +293,14 @@ void cl__copy_utf8(char *dst, size_t cap, const char *src)
 json_t *cl__blob_copy(const json_t *j, const char *what, struct tern_err *err)
 {
     if (!json_is_object(j))
-        return tern_err_set(err, "[invalid] %s must be an object", what), NULL;
+        return tern_err_coded(err, TERN_ERR_INVALID, "%s must be an object", what), NULL;
     size_t len = json_dumpb(j, NULL, 0, JSON_COMPACT);
     if (len == 0 || len > CL_BLOB_MAX)
-        return tern_err_set(err, "[invalid] %s is too large (%zu bytes, at most %d)", what, len,
+        return tern_err_coded(err, TERN_ERR_INVALID, "%s is too large (%zu bytes, at most %d)", what, len,
                             CL_BLOB_MAX),
                NULL;
     json_t *c = json_deep_copy(j);
     if (!c)
-        tern_err_set(err, "[internal] out of memory copying %s", what);
+        tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory copying %s", what);
     return c;
 }

@@ -71,11 +71,11 @@ int cl_state_place(const struct cl_state *s, const struct cl_vm_config *vm, cons
     }
     if (!best) {
         if (online_active == 0)
-            return tern_err_set(err, "[no_capacity] no online host in active mode%s%s%s",
+            return tern_err_coded(err, TERN_ERR_NO_CAPACITY, "no online host in active mode%s%s%s",
                                 exclude ? " (besides '" : "", exclude ? exclude : "",
                                 exclude ? "')" : "");
-        return tern_err_set(err,
-                            "[no_capacity] none of the %zu online active hosts has %llu MiB "
+        return tern_err_coded(err, TERN_ERR_NO_CAPACITY,
+                            "none of the %zu online active hosts has %llu MiB "
                             "and %u vCPUs free",
                             online_active, (unsigned long long)vm->mem_mib, vm->vcpus);
     }

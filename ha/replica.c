@@ -139,13 +139,14 @@ static void report(struct replica *r, uint32_t sender, const json_t *msg, int rc
         r->ops.applied(r->opaque, sender, msg, rc, err);
 }
 
-static void report_error(struct replica *r, uint32_t sender, const json_t *msg, const char *fmt,
-                         ...) __attribute__((format(printf, 4, 5)));
+static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
+                         enum tern_err_code code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
-static void report_error(struct replica *r, uint32_t sender, const json_t *msg, const char *fmt,
-                         ...)
+static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
+                         enum tern_err_code code, const char *fmt, ...)
 {
-    struct tern_err err;
+    struct tern_err err = {.code = code};
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err.msg, sizeof(err.msg), fmt, ap);
@@ -155,7 +156,7 @@ static void report_error(struct replica *r, uint32_t sender, const json_t *msg, 
 
 static void apply_one(struct replica *r, uint32_t sender, const json_t *msg)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     int rc = cl_state_apply(r->state, sender, msg, &err);
     report(r, sender, msg, rc, rc < 0 ? &err : NULL);
 }
@@ -265,7 +266,7 @@ static void handle_offer(struct replica *r, uint32_t sender, const json_t *msg)
     const json_t *v = json_object_get(msg, "version");
     const json_t *s = json_object_get(msg, "synced");
     if (i < 0 || !json_is_integer(v) || json_integer_value(v) < 0 || !json_is_boolean(s)) {
-        report_error(r, sender, msg, "[invalid] malformed sync_offer from node %u ignored",
+        report_error(r, sender, msg, TERN_ERR_INVALID, "malformed sync_offer from node %u ignored",
                      sender);
         return;
     }
@@ -281,15 +282,15 @@ static void handle_state(struct replica *r, uint32_t sender, const json_t *msg)
         return;
     ssize_t w = round_winner(r);
     if (w < 0 || r->members[w] != sender) {
-        report_error(r, sender, msg, "[invalid] sync_state from node %u ignored: it is not "
+        report_error(r, sender, msg, TERN_ERR_INVALID, "sync_state from node %u ignored: it is not "
                      "the winner of this sync round", sender);
         return;
     }
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (cl_state_from_json(r->state, json_object_get(msg, "state"), &err) < 0) {
         /* Every member refuses the same document: the round stays open
          * until the next membership change. */
-        cl__err_prefix(&err, "sync_state from node %u refused", sender);
+        tern_err_prefix(&err, "sync_state from node %u refused", sender);
         report(r, sender, msg, -1, &err);
         return;
     }
@@ -308,23 +309,23 @@ void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data
 {
     replica_flush(r);
     if (len > REPLICA_MAX_MSG) {
-        report_error(r, sender_nodeid, NULL,
-                     "[invalid] message of %zu bytes from node %u dropped (at most %u)", len,
+        report_error(r, sender_nodeid, NULL, TERN_ERR_INVALID,
+                     "message of %zu bytes from node %u dropped (at most %u)", len,
                      sender_nodeid, REPLICA_MAX_MSG);
         return;
     }
     json_error_t jerr;
     json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!msg) {
-        report_error(r, sender_nodeid, NULL,
-                     "[invalid] unparsable message from node %u dropped: %s (byte %d)",
+        report_error(r, sender_nodeid, NULL, TERN_ERR_INVALID,
+                     "unparsable message from node %u dropped: %s (byte %d)",
                      sender_nodeid, jerr.text, jerr.position);
         return;
     }
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!json_is_object(msg) || !type) {
-        report_error(r, sender_nodeid, msg,
-                     "[invalid] message from node %u dropped: not an object with a \"type\"",
+        report_error(r, sender_nodeid, msg, TERN_ERR_INVALID,
+                     "message from node %u dropped: not an object with a \"type\"",
                      sender_nodeid);
     } else if (strcmp(type, "sync_offer") == 0) {
         handle_offer(r, sender_nodeid, msg);
@@ -332,7 +333,7 @@ void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data
         handle_state(r, sender_nodeid, msg);
     } else if (r->in_round) {
         if (grow((void **)&r->queue, &r->cap_queue, r->nr_queue, sizeof(*r->queue)) < 0) {
-            report_error(r, sender_nodeid, msg, "[internal] out of memory queueing a message");
+            report_error(r, sender_nodeid, msg, TERN_ERR_INTERNAL, "out of memory queueing a message");
         } else {
             r->queue[r->nr_queue].sender = sender_nodeid;
             r->queue[r->nr_queue].msg = json_incref(msg);
@@ -343,8 +344,8 @@ void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data
     } else {
         /* Only before the first membership change: the snapshot this
          * replica will install already includes whatever this did. */
-        report_error(r, sender_nodeid, msg,
-                     "[conflict] not synced with the cluster yet: message from node %u dropped",
+        report_error(r, sender_nodeid, msg, TERN_ERR_CONFLICT,
+                     "not synced with the cluster yet: message from node %u dropped",
                      sender_nodeid);
     }
     json_decref(msg);
@@ -429,22 +430,22 @@ char *replica_encode(struct replica *r, json_t *msg, uint64_t req, struct tern_e
 {
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!json_is_object(msg) || !type)
-        return tern_err_set(err, "[invalid] a cluster message must be an object with a "
+        return tern_err_coded(err, TERN_ERR_INVALID, "a cluster message must be an object with a "
                             "\"type\""),
                NULL;
     if (strncmp(type, "sync_", 5) == 0)
-        return tern_err_set(err, "[invalid] '%s' is the replica's own message", type), NULL;
+        return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is the replica's own message", type), NULL;
     if (json_object_set_new(msg, "origin", json_pack("{s:I, s:I}", "node",
                                                      (json_int_t)r->local, "req",
                                                      (json_int_t)req)) < 0)
-        return tern_err_set(err, "[internal] out of memory encoding a cluster message"), NULL;
+        return tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory encoding a cluster message"), NULL;
     char *text = json_dumps(msg, JSON_COMPACT);
     if (!text)
-        return tern_err_set(err, "[internal] cannot serialize the '%s' message", type), NULL;
+        return tern_err_coded(err, TERN_ERR_INTERNAL, "cannot serialize the '%s' message", type), NULL;
     if (strlen(text) > REPLICA_MAX_MSG) {
         size_t n = strlen(text);
         free(text);
-        return tern_err_set(err, "[invalid] the '%s' message is %zu bytes; at most %u fit", type,
+        return tern_err_coded(err, TERN_ERR_INVALID, "the '%s' message is %zu bytes; at most %u fit", type,
                             n, REPLICA_MAX_MSG),
                NULL;
     }

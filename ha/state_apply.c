@@ -1,9 +1,9 @@
 /* The state machine's transitions: one handler per message type
  * (docs/cluster-state.md). Each handler first checks everything that can
  * refuse the message and only then changes the state, so a refusal leaves
- * the state exactly as it was. Errors start with a code word the agent maps
- * to its API error codes: [invalid], [not_found], [conflict], [no_capacity]
- * ([internal] only for out-of-memory). */
+ * the state exactly as it was. Errors carry a code (common/err.h) that the
+ * agent hands on as its API error code: invalid, not_found, conflict,
+ * no_capacity (internal only for out-of-memory). */
 #include "state_internal.h"
 
 #include <arpa/inet.h>
@@ -22,7 +22,7 @@ struct msg_ctx {
 
 static int oom(struct tern_err *err)
 {
-    return tern_err_set(err, "[internal] out of memory");
+    return tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory");
 }
 
 /* A name field that must be a valid host or VM name. */
@@ -32,7 +32,7 @@ static int get_name(const json_t *msg, const char *key, char out[CL_NAME_MAX],
     if (cl__get_str(msg, key, NULL, out, CL_NAME_MAX, err) < 0)
         return -1;
     if (!cl_name_valid(out))
-        return tern_err_set(err, "[invalid] \"%s\": '%s' is not a valid name (1 to %d of "
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\": '%s' is not a valid name (1 to %d of "
                             "A-Z a-z 0-9 . _ -, starting with a letter or digit)",
                             key, out, CL_NAME_MAX - 1);
     return 0;
@@ -49,9 +49,9 @@ static int get_text(const json_t *msg, const char *key, const char *def, char *d
         return 0;
     }
     if (!json_is_string(v))
-        return tern_err_set(err, "[invalid] \"%s\" must be a string", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be a string", key);
     if (strlen(json_string_value(v)) != json_string_length(v))
-        return tern_err_set(err, "[invalid] \"%s\" contains a NUL character", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" contains a NUL character", key);
     cl__copy_utf8(dst, cap, json_string_value(v));
     return 0;
 }
@@ -63,7 +63,7 @@ static int find_vm(struct msg_ctx *c, const char *key, struct cl_vm **vm, struct
         return -1;
     *vm = cl__vm(c->s, name, NULL);
     if (!*vm)
-        return tern_err_set(err, "[not_found] VM '%s' is not defined", name);
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "VM '%s' is not defined", name);
     return 0;
 }
 
@@ -74,7 +74,7 @@ static int find_mig(struct msg_ctx *c, struct cl_migration **m, struct tern_err 
         return -1;
     *m = cl__mig(c->s, id, NULL);
     if (!*m)
-        return tern_err_set(err, "[not_found] migration %llu is not in progress",
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "migration %llu is not in progress",
                             (unsigned long long)id);
     return 0;
 }
@@ -84,10 +84,10 @@ static int sender_is(struct msg_ctx *c, const char *name, const char *role,
                      struct tern_err *err)
 {
     if (!c->host)
-        return tern_err_set(err, "[conflict] node %u has not announced itself as a host",
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "node %u has not announced itself as a host",
                             c->sender);
     if (strcmp(c->host->name, name) != 0)
-        return tern_err_set(err, "[conflict] only %s '%s' may send this (sent by '%s')", role,
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "only %s '%s' may send this (sent by '%s')", role,
                             name, c->host->name);
     return 0;
 }
@@ -98,16 +98,16 @@ static int host_can_take(const struct cl_state *s, const char *name,
 {
     const struct cl_host *h = cl_state_host(s, name);
     if (!h)
-        return tern_err_set(err, "[not_found] host '%s' is not known", name);
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "host '%s' is not known", name);
     if (!h->online)
-        return tern_err_set(err, "[conflict] host '%s' is offline", name);
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is offline", name);
     if (h->mode != CL_HOST_ACTIVE)
-        return tern_err_set(err, "[conflict] host '%s' is in maintenance", name);
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is in maintenance", name);
     uint64_t mem;
     uint32_t cpus;
     cl_state_host_free(s, name, &mem, &cpus);
     if (mem < cfg->mem_mib || cpus < cfg->vcpus)
-        return tern_err_set(err, "[no_capacity] host '%s' has %llu MiB and %u vCPUs free; "
+        return tern_err_coded(err, TERN_ERR_NO_CAPACITY, "host '%s' has %llu MiB and %u vCPUs free; "
                             "the VM needs %llu MiB and %u",
                             name, (unsigned long long)mem, cpus,
                             (unsigned long long)cfg->mem_mib, cfg->vcpus);
@@ -133,7 +133,7 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
     char name[CL_NAME_MAX], addr[CL_ADDR_MAX];
     uint64_t mem, vcpus;
     if (c->sender == 0)
-        return tern_err_set(err, "[invalid] node id 0 cannot announce a host");
+        return tern_err_coded(err, TERN_ERR_INVALID, "node id 0 cannot announce a host");
     if (get_name(c->msg, "host", name, err) < 0 ||
         cl__get_uint(c->msg, "mem_mib", false, 0, 0, CL_HOST_MEM_MAX, &mem, err) < 0 ||
         cl__get_uint(c->msg, "vcpus", false, 0, 0, CL_HOST_VCPUS_MAX, &vcpus, err) < 0 ||
@@ -141,19 +141,19 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
         return -1;
     unsigned char bin[16];
     if (inet_pton(AF_INET, addr, bin) != 1 && inet_pton(AF_INET6, addr, bin) != 1)
-        return tern_err_set(err, "[invalid] \"migration_addr\": '%s' is not an IPv4 or IPv6 "
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"migration_addr\": '%s' is not an IPv4 or IPv6 "
                             "address", addr);
     size_t pos;
     struct cl_host *h = cl__host(s, name, &pos);
     if (h && h->nodeid != c->sender && h->nodeid != 0 && h->online)
-        return tern_err_set(err, "[conflict] host name '%s' is in use by node %u, which is "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host name '%s' is in use by node %u, which is "
                             "online", name, h->nodeid);
     /* The node announced another name before (renamed or reinstalled):
      * its old record lets go of the node id, but only if no VM or
      * migration still points at it, so no VM can end up with two hosts. */
     struct cl_host *old = (struct cl_host *)cl_state_host_by_nodeid(s, c->sender);
     if (old && old != h && host_busy(s, old->name))
-        return tern_err_set(err, "[conflict] node %u is host '%s', which still has VMs or "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "node %u is host '%s', which still has VMs or "
                             "migrations; move or stop them before renaming it to '%s'",
                             c->sender, old->name, name);
     if (!h && cl__reserve((void **)&s->hosts, &s->cap_hosts, s->nr_hosts, sizeof(*s->hosts)) < 0)
@@ -189,7 +189,7 @@ static int h_host_mode(struct msg_ctx *c, struct tern_err *err)
         return -1;
     struct cl_host *h = cl__host(c->s, name, NULL);
     if (!h)
-        return tern_err_set(err, "[not_found] host '%s' is not known", name);
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "host '%s' is not known", name);
     h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
     return 0;
 }
@@ -208,11 +208,11 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
     const json_t *prio = json_object_get(c->msg, "priority");
     if (prio && (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
                  json_integer_value(prio) > INT32_MAX))
-        return tern_err_set(err, "[invalid] \"priority\" must be a 32-bit integer");
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"priority\" must be a 32-bit integer");
     vm.priority = prio ? (int32_t)json_integer_value(prio) : 0;
     size_t pos;
     if (cl__vm(s, vm.name, &pos))
-        return tern_err_set(err, "[conflict] VM '%s' is already defined", vm.name);
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already defined", vm.name);
     if (cl__reserve((void **)&s->vms, &s->cap_vms, s->nr_vms, sizeof(*s->vms)) < 0)
         return oom(err);
     vm.desired = CL_VM_STOPPED;
@@ -230,9 +230,9 @@ static int h_vm_undefine(struct msg_ctx *c, struct tern_err *err)
     if (find_vm(c, "name", &vm, err) < 0)
         return -1;
     if (vm->desired != CL_VM_STOPPED)
-        return tern_err_set(err, "[conflict] VM '%s' is meant to run; stop it first", vm->name);
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is meant to run; stop it first", vm->name);
     if ((vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED) || vm->migration_id)
-        return tern_err_set(err, "[conflict] VM '%s' is %s on %s; wait until it has stopped",
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is %s on %s; wait until it has stopped",
                             vm->name, cl_vm_run_name(vm->run), vm->owner);
     size_t pos = (size_t)(vm - s->vms);
     json_decref(vm->last_migration);
@@ -256,12 +256,12 @@ static int h_vm_start(struct msg_ctx *c, struct tern_err *err)
     case CL_RUN_CRASHED:
         break;
     case CL_RUN_STOPPING:
-        return tern_err_set(err, "[conflict] VM '%s' is stopping on %s; start it once it has "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is stopping on %s; start it once it has "
                             "stopped", vm->name, vm->owner);
     case CL_RUN_MIGRATING:
     case CL_RUN_STARTING:
     case CL_RUN_RUNNING:
-        return tern_err_set(err, "[conflict] VM '%s' is already running on %s", vm->name,
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already running on %s", vm->name,
                             vm->owner);
     }
     if (chosen) {
@@ -283,7 +283,7 @@ static int h_vm_stop(struct msg_ctx *c, struct tern_err *err)
     if (find_vm(c, "name", &vm, err) < 0)
         return -1;
     if (vm->run == CL_RUN_MIGRATING)
-        return tern_err_set(err, "[conflict] VM '%s' is being migrated (migration %llu); wait "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is being migrated (migration %llu); wait "
                             "for it to finish or cancel it",
                             vm->name, (unsigned long long)vm->migration_id);
     vm->desired = CL_VM_STOPPED;
@@ -303,10 +303,10 @@ static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
         get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
         return -1;
     if (!c->host)
-        return tern_err_set(err, "[conflict] node %u has not announced itself as a host",
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "node %u has not announced itself as a host",
                             c->sender);
     if (vm->owner[0] == '\0' || strcmp(vm->owner, c->host->name) != 0)
-        return tern_err_set(err, "[conflict] VM '%s' is not %s's (owner: %s)", vm->name,
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is not %s's (owner: %s)", vm->name,
                             c->host->name, vm->owner[0] ? vm->owner : "none");
     if (run == 0) {
         /* Running again is news only for a VM that was starting; a report
@@ -348,16 +348,16 @@ static int h_migration_begin(struct msg_ctx *c, struct tern_err *err)
                      &downtime, err) < 0)
         return -1;
     if (vm->migration_id)
-        return tern_err_set(err, "[conflict] VM '%s' is already being migrated (migration "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already being migrated (migration "
                             "%llu)", vm->name, (unsigned long long)vm->migration_id);
     if (vm->run != CL_RUN_RUNNING)
-        return tern_err_set(err, "[conflict] VM '%s' is %s; only a running VM can migrate",
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is %s; only a running VM can migrate",
                             vm->name, cl_vm_run_name(vm->run));
     if (strcmp(to, vm->owner) == 0)
-        return tern_err_set(err, "[conflict] VM '%s' already runs on %s", vm->name, to);
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' already runs on %s", vm->name, to);
     const struct cl_host *from = cl__host(s, vm->owner, NULL);
     if (!from || !from->online)
-        return tern_err_set(err, "[conflict] VM '%s' runs on %s, which is offline", vm->name,
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' runs on %s, which is offline", vm->name,
                             vm->owner);
     if (host_can_take(s, to, &vm->cfg, err) < 0)
         return -1;
@@ -388,11 +388,11 @@ static int h_migration_listening(struct msg_ctx *c, struct tern_err *err)
         cl__get_str(c->msg, "token", NULL, token, sizeof(token), err) < 0)
         return -1;
     if (token[0] == '\0')
-        return tern_err_set(err, "[invalid] \"token\" is empty");
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"token\" is empty");
     if (sender_is(c, m->to, "the destination", err) < 0)
         return -1;
     if (m->phase != CL_MIG_PREPARING)
-        return tern_err_set(err, "[conflict] migration %llu is %s, not preparing",
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "migration %llu is %s, not preparing",
                             (unsigned long long)m->id, cl_mig_phase_name(m->phase));
     m->phase = CL_MIG_LISTENING;
     m->port = (uint16_t)port;
@@ -419,7 +419,7 @@ static int h_migration_commit(struct msg_ctx *c, struct tern_err *err)
     if (find_mig(c, &m, err) < 0 || sender_is(c, m->from, "the source", err) < 0)
         return -1;
     if (m->phase != CL_MIG_LISTENING)
-        return tern_err_set(err, "[conflict] migration %llu is %s; it can commit only while "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "migration %llu is %s; it can commit only while "
                             "the destination listens",
                             (unsigned long long)m->id, cl_mig_phase_name(m->phase));
     struct cl_vm *vm = cl__vm(c->s, m->vm, NULL);
@@ -435,7 +435,7 @@ static int h_migration_done(struct msg_ctx *c, struct tern_err *err)
     if (find_mig(c, &m, err) < 0 || sender_is(c, m->to, "the destination", err) < 0)
         return -1;
     if (m->phase != CL_MIG_COMMITTED)
-        return tern_err_set(err, "[conflict] migration %llu is %s, not committed",
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "migration %llu is %s, not committed",
                             (unsigned long long)m->id, cl_mig_phase_name(m->phase));
     json_t *r = cl__blob_copy(json_object_get(c->msg, "result"), "\"result\"", err);
     if (!r)
@@ -479,7 +479,7 @@ static int h_migration_abort(struct msg_ctx *c, struct tern_err *err)
         cl__get_enum(c->msg, "outcome", outcomes, &outcome, err) < 0)
         return -1;
     if (m->phase == CL_MIG_COMMITTED)
-        return tern_err_set(err, "[conflict] migration %llu is already committed; the VM now "
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "migration %llu is already committed; the VM now "
                             "belongs to %s",
                             (unsigned long long)m->id, m->to);
     struct cl_vm *vm = cl__vm(c->s, m->vm, NULL);
@@ -517,10 +517,10 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
                    struct tern_err *err)
 {
     if (!json_is_object(msg))
-        return tern_err_set(err, "[invalid] a cluster message must be a JSON object");
+        return tern_err_coded(err, TERN_ERR_INVALID, "a cluster message must be a JSON object");
     char type[32];
     if (cl__get_str(msg, "type", NULL, type, sizeof(type), err) < 0)
-        return cl__err_prefix(err, "cluster message");
+        return tern_err_prefix(err, "cluster message");
     struct msg_ctx c = {
         .s = s,
         .sender = sender_nodeid,
@@ -533,7 +533,7 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
         if (!json_is_object(origin) ||
             cl__get_uint(origin, "node", false, 0, 0, UINT32_MAX, &node, err) < 0 ||
             cl__get_uint(origin, "req", false, 0, 0, INT64_MAX, &req, err) < 0)
-            return tern_err_set(err, "[invalid] %s: \"origin\" must be {\"node\":N,\"req\":N}",
+            return tern_err_coded(err, TERN_ERR_INVALID, "%s: \"origin\" must be {\"node\":N,\"req\":N}",
                                 type);
         c.origin_node = (uint32_t)node;
         c.origin_req = req;
@@ -546,5 +546,5 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
         s->version++;
         return 0;
     }
-    return tern_err_set(err, "[invalid] unknown cluster message type '%s'", type);
+    return tern_err_coded(err, TERN_ERR_INVALID, "unknown cluster message type '%s'", type);
 }

@@ -51,11 +51,6 @@ void cl__mig_end(struct cl_state *s, struct cl_migration *m, const char *outcome
 /* Drops everything the state owns (arrays and JSON blobs); leaves it empty. */
 void cl__state_clear(struct cl_state *s);
 
-/* Like tern_err_prefix, but keeps a leading "[code] " first: "[invalid]
- * ctx: rest". Returns -1. */
-int cl__err_prefix(struct tern_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
 /* Copies `src` into dst[cap], cutting at a UTF-8 character boundary so the
  * result is still valid UTF-8 (and so still serializable). */
 void cl__copy_utf8(char *dst, size_t cap, const char *src);
@@ -65,7 +60,7 @@ void cl__copy_utf8(char *dst, size_t cap, const char *src);
 json_t *cl__blob_copy(const json_t *j, const char *what, struct tern_err *err);
 
 /* Field readers for message and document objects; errors name the field
- * and start with "[invalid]".
+ * and carry TERN_ERR_INVALID.
  * get_str: a string of at most cap-1 bytes without NUL; absent -> `def`,
  *   or an error when def is NULL.
  * get_uint: an integer in [min, max]; absent -> `def` if has_def.

@@ -28,18 +28,18 @@ int cl__get_str(const json_t *obj, const char *key, const char *def, char *dst, 
     const json_t *v = json_object_get(obj, key);
     if (!v) {
         if (!def)
-            return tern_err_set(err, "[invalid] \"%s\" is missing", key);
+            return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" is missing", key);
         cl__copy_utf8(dst, cap, def);
         return 0;
     }
     if (!json_is_string(v))
-        return tern_err_set(err, "[invalid] \"%s\" must be a string", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be a string", key);
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (strlen(s) != n)
-        return tern_err_set(err, "[invalid] \"%s\" contains a NUL character", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" contains a NUL character", key);
     if (n >= cap)
-        return tern_err_set(err, "[invalid] \"%s\" is too long (%zu bytes, at most %zu)", key, n,
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" is too long (%zu bytes, at most %zu)", key, n,
                             cap - 1);
     memcpy(dst, s, n + 1);
     return 0;
@@ -52,15 +52,15 @@ int cl__get_uint(const json_t *obj, const char *key, bool has_def, uint64_t def,
     const json_t *v = json_object_get(obj, key);
     if (!v) {
         if (!has_def)
-            return tern_err_set(err, "[invalid] \"%s\" is missing", key);
+            return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" is missing", key);
         *out = def;
         return 0;
     }
     if (!json_is_integer(v))
-        return tern_err_set(err, "[invalid] \"%s\" must be an integer", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be an integer", key);
     json_int_t x = json_integer_value(v);
     if (x < 0 || (uint64_t)x < min || (uint64_t)x > max)
-        return tern_err_set(err, "[invalid] \"%s\" must be between %llu and %llu (got %lld)", key,
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be between %llu and %llu (got %lld)", key,
                             (unsigned long long)min, (unsigned long long)max, (long long)x);
     *out = (uint64_t)x;
     return 0;
@@ -74,7 +74,7 @@ int cl__get_bool(const json_t *obj, const char *key, bool def, bool *out, struct
         return 0;
     }
     if (!json_is_boolean(v))
-        return tern_err_set(err, "[invalid] \"%s\" must be true or false", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be true or false", key);
     *out = json_is_true(v);
     return 0;
 }
@@ -91,7 +91,7 @@ int cl__get_enum(const json_t *obj, const char *key, const char *const *names, i
             *out = i;
             return 0;
         }
-    return tern_err_set(err, "[invalid] \"%s\" has an unknown value '%s'", key, buf);
+    return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" has an unknown value '%s'", key, buf);
 }
 
 /* An absolute path; when not required, absent or "" is allowed too. */
@@ -103,7 +103,7 @@ static int get_path(const json_t *obj, const char *key, bool required, char *dst
     if (dst[0] == '\0' && !required)
         return 0;
     if (dst[0] != '/')
-        return tern_err_set(err, "[invalid] \"%s\" must be an absolute path (got '%s')", key, dst);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be an absolute path (got '%s')", key, dst);
     return 0;
 }
 
@@ -117,7 +117,7 @@ static int check_keys(const json_t *obj, const char *const *known, const char *w
         for (size_t i = 0; known[i] && !ok; i++)
             ok = strcmp(key, known[i]) == 0;
         if (!ok)
-            return tern_err_set(err, "[invalid] %s has an unknown field \"%s\"", what, key);
+            return tern_err_coded(err, TERN_ERR_INVALID, "%s has an unknown field \"%s\"", what, key);
     }
     return 0;
 }
@@ -129,7 +129,7 @@ int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct ter
     static const char *const keys[] = {"kernel", "initrd", "cmdline", "mem_mib",
                                        "vcpus",  "disks",  NULL};
     if (!json_is_object(j))
-        return tern_err_set(err, "[invalid] config must be an object");
+        return tern_err_coded(err, TERN_ERR_INVALID, "config must be an object");
     struct cl_vm_config c;
     memset(&c, 0, sizeof(c));
     uint64_t mem, vcpus;
@@ -139,25 +139,25 @@ int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct ter
         cl__get_str(j, "cmdline", "", c.cmdline, sizeof(c.cmdline), err) < 0 ||
         cl__get_uint(j, "mem_mib", false, 0, CL_VM_MEM_MIN, CL_VM_MEM_MAX, &mem, err) < 0 ||
         cl__get_uint(j, "vcpus", true, 1, 1, CL_VM_VCPUS_MAX, &vcpus, err) < 0)
-        return cl__err_prefix(err, "config");
+        return tern_err_prefix(err, "config");
     c.mem_mib = mem;
     c.vcpus = (uint32_t)vcpus;
     const json_t *disks = json_object_get(j, "disks");
     if (disks) {
         if (!json_is_array(disks))
-            return tern_err_set(err, "[invalid] config: \"disks\" must be an array");
+            return tern_err_coded(err, TERN_ERR_INVALID, "config: \"disks\" must be an array");
         if (json_array_size(disks) > CL_MAX_DISKS)
-            return tern_err_set(err, "[invalid] config: at most %d disks (got %zu)", CL_MAX_DISKS,
+            return tern_err_coded(err, TERN_ERR_INVALID, "config: at most %d disks (got %zu)", CL_MAX_DISKS,
                                 json_array_size(disks));
         static const char *const dkeys[] = {"path", "ro", NULL};
         for (size_t i = 0; i < json_array_size(disks); i++) {
             const json_t *d = json_array_get(disks, i);
             if (!json_is_object(d))
-                return tern_err_set(err, "[invalid] config: disks[%zu] must be an object", i);
+                return tern_err_coded(err, TERN_ERR_INVALID, "config: disks[%zu] must be an object", i);
             if (check_keys(d, dkeys, "disk", err) < 0 ||
                 get_path(d, "path", true, c.disks[i].path, err) < 0 ||
                 cl__get_bool(d, "ro", false, &c.disks[i].ro, err) < 0)
-                return cl__err_prefix(err, "config: disks[%zu]", i);
+                return tern_err_prefix(err, "config: disks[%zu]", i);
         }
         c.nr_disks = (unsigned)json_array_size(disks);
     }
@@ -262,7 +262,7 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
     uint64_t nodeid, mem, vcpus;
     int mode;
     if (!json_is_object(j))
-        return tern_err_set(err, "[invalid] must be an object");
+        return tern_err_coded(err, TERN_ERR_INVALID, "must be an object");
     if (cl__get_str(j, "name", NULL, h->name, sizeof(h->name), err) < 0 ||
         cl__get_uint(j, "nodeid", false, 0, 0, UINT32_MAX, &nodeid, err) < 0 ||
         cl__get_bool(j, "online", false, &h->online, err) < 0 ||
@@ -273,7 +273,7 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
             0)
         return -1;
     if (!cl_name_valid(h->name))
-        return tern_err_set(err, "[invalid] '%s' is not a valid host name", h->name);
+        return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid host name", h->name);
     h->nodeid = (uint32_t)nodeid;
     h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
     h->mem_mib = mem;
@@ -290,11 +290,11 @@ static int vm_from_json(const json_t *j, struct cl_vm *vm, struct tern_err *err)
     int desired, run;
     uint64_t mig_id;
     if (!json_is_object(j))
-        return tern_err_set(err, "[invalid] must be an object");
+        return tern_err_coded(err, TERN_ERR_INVALID, "must be an object");
     const json_t *prio = json_object_get(j, "priority");
     if (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
         json_integer_value(prio) > INT32_MAX)
-        return tern_err_set(err, "[invalid] \"priority\" must be a 32-bit integer");
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"priority\" must be a 32-bit integer");
     if (cl__get_str(j, "name", NULL, vm->name, sizeof(vm->name), err) < 0 ||
         cl__get_str(j, "owner", NULL, vm->owner, sizeof(vm->owner), err) < 0 ||
         cl__get_enum(j, "desired", desired_names, &desired, err) < 0 ||
@@ -304,7 +304,7 @@ static int vm_from_json(const json_t *j, struct cl_vm *vm, struct tern_err *err)
         cl__get_uint(j, "migration_id", true, 0, 0, INT64_MAX, &mig_id, err) < 0)
         return -1;
     if (!cl_name_valid(vm->name))
-        return tern_err_set(err, "[invalid] '%s' is not a valid VM name", vm->name);
+        return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid VM name", vm->name);
     if (cl_vm_config_from_json(json_object_get(j, "config"), &vm->cfg, err) < 0)
         return -1;
     vm->priority = (int32_t)json_integer_value(prio);
@@ -320,7 +320,7 @@ static int mig_from_json(const json_t *j, struct cl_migration *m, struct tern_er
     uint64_t id, downtime, port, onode = 0, oreq = 0;
     int phase;
     if (!json_is_object(j))
-        return tern_err_set(err, "[invalid] must be an object");
+        return tern_err_coded(err, TERN_ERR_INVALID, "must be an object");
     if (cl__get_uint(j, "id", false, 0, 1, INT64_MAX, &id, err) < 0 ||
         cl__get_str(j, "vm", NULL, m->vm, sizeof(m->vm), err) < 0 ||
         cl__get_str(j, "from", NULL, m->from, sizeof(m->from), err) < 0 ||
@@ -334,7 +334,7 @@ static int mig_from_json(const json_t *j, struct cl_migration *m, struct tern_er
     if (origin && (!json_is_object(origin) ||
                    cl__get_uint(origin, "node", true, 0, 0, UINT32_MAX, &onode, err) < 0 ||
                    cl__get_uint(origin, "req", true, 0, 0, INT64_MAX, &oreq, err) < 0))
-        return cl__err_prefix(err, "origin");
+        return tern_err_prefix(err, "origin");
     m->id = id;
     m->phase = (enum cl_mig_phase)phase;
     m->downtime_ms = (uint32_t)downtime;
@@ -365,32 +365,32 @@ static int check_consistency(struct cl_state *s, struct tern_err *err)
 {
     for (size_t i = 0; i < s->nr_hosts; i++) {
         if (i > 0 && strcmp(s->hosts[i - 1].name, s->hosts[i].name) == 0)
-            return tern_err_set(err, "[invalid] host '%s' appears twice", s->hosts[i].name);
+            return tern_err_coded(err, TERN_ERR_INVALID, "host '%s' appears twice", s->hosts[i].name);
         for (size_t k = 0; k < i && s->hosts[i].nodeid; k++)
             if (s->hosts[k].nodeid == s->hosts[i].nodeid)
-                return tern_err_set(err, "[invalid] hosts '%s' and '%s' share node id %u",
+                return tern_err_coded(err, TERN_ERR_INVALID, "hosts '%s' and '%s' share node id %u",
                                     s->hosts[k].name, s->hosts[i].name, s->hosts[i].nodeid);
     }
     for (size_t i = 0; i < s->nr_migs; i++) {
         struct cl_migration *m = &s->migs[i];
         if (i > 0 && s->migs[i - 1].id == m->id)
-            return tern_err_set(err, "[invalid] migration %llu appears twice",
+            return tern_err_coded(err, TERN_ERR_INVALID, "migration %llu appears twice",
                                 (unsigned long long)m->id);
         if (m->id > s->mig_counter)
-            return tern_err_set(err, "[invalid] migration %llu is above the counter %llu",
+            return tern_err_coded(err, TERN_ERR_INVALID, "migration %llu is above the counter %llu",
                                 (unsigned long long)m->id, (unsigned long long)s->mig_counter);
         struct cl_vm *vm = cl__vm(s, m->vm, NULL);
         if (!vm || vm->migration_id != m->id)
-            return tern_err_set(err, "[invalid] migration %llu is for VM '%s', which does not "
+            return tern_err_coded(err, TERN_ERR_INVALID, "migration %llu is for VM '%s', which does not "
                                 "refer to it",
                                 (unsigned long long)m->id, m->vm);
         if (!cl__host(s, m->from, NULL) || !cl__host(s, m->to, NULL) ||
             strcmp(m->from, m->to) == 0)
-            return tern_err_set(err, "[invalid] migration %llu goes from '%s' to '%s'",
+            return tern_err_coded(err, TERN_ERR_INVALID, "migration %llu goes from '%s' to '%s'",
                                 (unsigned long long)m->id, m->from, m->to);
         const char *owner = m->phase == CL_MIG_COMMITTED ? m->to : m->from;
         if (strcmp(vm->owner, owner) != 0)
-            return tern_err_set(err, "[invalid] migration %llu is %s but VM '%s' is owned by "
+            return tern_err_coded(err, TERN_ERR_INVALID, "migration %llu is %s but VM '%s' is owned by "
                                 "'%s'",
                                 (unsigned long long)m->id, cl_mig_phase_name(m->phase), m->vm,
                                 vm->owner);
@@ -398,21 +398,21 @@ static int check_consistency(struct cl_state *s, struct tern_err *err)
     for (size_t i = 0; i < s->nr_vms; i++) {
         struct cl_vm *vm = &s->vms[i];
         if (i > 0 && strcmp(s->vms[i - 1].name, vm->name) == 0)
-            return tern_err_set(err, "[invalid] VM '%s' appears twice", vm->name);
+            return tern_err_coded(err, TERN_ERR_INVALID, "VM '%s' appears twice", vm->name);
         bool placed = vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED;
         if (placed != (vm->owner[0] != '\0'))
-            return tern_err_set(err, "[invalid] VM '%s' is %s with owner '%s'", vm->name,
+            return tern_err_coded(err, TERN_ERR_INVALID, "VM '%s' is %s with owner '%s'", vm->name,
                                 cl_vm_run_name(vm->run), vm->owner);
         if (placed && !cl__host(s, vm->owner, NULL))
-            return tern_err_set(err, "[invalid] VM '%s' is owned by unknown host '%s'",
+            return tern_err_coded(err, TERN_ERR_INVALID, "VM '%s' is owned by unknown host '%s'",
                                 vm->name, vm->owner);
         if ((vm->run == CL_RUN_MIGRATING) != (vm->migration_id != 0))
-            return tern_err_set(err, "[invalid] VM '%s' is %s with migration id %llu", vm->name,
+            return tern_err_coded(err, TERN_ERR_INVALID, "VM '%s' is %s with migration id %llu", vm->name,
                                 cl_vm_run_name(vm->run), (unsigned long long)vm->migration_id);
         if (vm->migration_id) {
             struct cl_migration *m = cl__mig(s, vm->migration_id, NULL);
             if (!m || strcmp(m->vm, vm->name) != 0)
-                return tern_err_set(err, "[invalid] VM '%s' refers to migration %llu, which is "
+                return tern_err_coded(err, TERN_ERR_INVALID, "VM '%s' refers to migration %llu, which is "
                                     "not its own",
                                     vm->name, (unsigned long long)vm->migration_id);
         }
@@ -425,26 +425,26 @@ static int parse_array(const json_t *doc, const char *key, struct tern_err *err,
 {
     *out = json_object_get(doc, key);
     if (!json_is_array(*out))
-        return tern_err_set(err, "[invalid] cluster state: \"%s\" must be an array", key);
+        return tern_err_coded(err, TERN_ERR_INVALID, "cluster state: \"%s\" must be an array", key);
     return 0;
 }
 
 int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *err)
 {
     if (!json_is_object(doc))
-        return tern_err_set(err, "[invalid] cluster state must be a JSON object");
+        return tern_err_coded(err, TERN_ERR_INVALID, "cluster state must be a JSON object");
     char format[32];
     uint64_t fv, version, counter;
     if (cl__get_str(doc, "format", NULL, format, sizeof(format), err) < 0 ||
         cl__get_uint(doc, "format_version", false, 0, 0, INT32_MAX, &fv, err) < 0 ||
         cl__get_uint(doc, "version", false, 0, 0, INT64_MAX, &version, err) < 0 ||
         cl__get_uint(doc, "migration_counter", false, 0, 0, INT64_MAX, &counter, err) < 0)
-        return cl__err_prefix(err, "cluster state");
+        return tern_err_prefix(err, "cluster state");
     if (strcmp(format, STATE_FORMAT) != 0)
-        return tern_err_set(err, "[invalid] not a cluster state (format '%s', expected '%s')",
+        return tern_err_coded(err, TERN_ERR_INVALID, "not a cluster state (format '%s', expected '%s')",
                             format, STATE_FORMAT);
     if (fv != STATE_FORMAT_VERSION)
-        return tern_err_set(err, "[invalid] cluster state format version %llu is not supported "
+        return tern_err_coded(err, TERN_ERR_INVALID, "cluster state format version %llu is not supported "
                             "(this build reads version %d)",
                             (unsigned long long)fv, STATE_FORMAT_VERSION);
     const json_t *hosts, *vms, *migs;
@@ -465,18 +465,18 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
     n.cap_migs = nm ? nm : 1;
     if (!n.hosts || !n.vms || !n.migs) {
         cl__state_clear(&n);
-        return tern_err_set(err, "[internal] out of memory loading the cluster state");
+        return tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory loading the cluster state");
     }
     for (size_t i = 0; i < nh; i++, n.nr_hosts++)
         if (host_from_json(json_array_get(hosts, i), &n.hosts[i], err) < 0) {
             cl__state_clear(&n);
-            return cl__err_prefix(err, "cluster state: hosts[%zu]", i);
+            return tern_err_prefix(err, "cluster state: hosts[%zu]", i);
         }
     for (size_t i = 0; i < nv; i++) {
         if (vm_from_json(json_array_get(vms, i), &n.vms[i], err) < 0) {
             json_decref(n.vms[i].last_migration);
             cl__state_clear(&n);
-            return cl__err_prefix(err, "cluster state: vms[%zu]", i);
+            return tern_err_prefix(err, "cluster state: vms[%zu]", i);
         }
         n.nr_vms++;
     }
@@ -484,7 +484,7 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
         if (mig_from_json(json_array_get(migs, i), &n.migs[i], err) < 0) {
             json_decref(n.migs[i].progress);
             cl__state_clear(&n);
-            return cl__err_prefix(err, "cluster state: migrations[%zu]", i);
+            return tern_err_prefix(err, "cluster state: migrations[%zu]", i);
         }
         n.nr_migs++;
     }
@@ -493,7 +493,7 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
     qsort(n.migs, n.nr_migs, sizeof(*n.migs), cmp_mig);
     if (check_consistency(&n, err) < 0) {
         cl__state_clear(&n);
-        return cl__err_prefix(err, "cluster state");
+        return tern_err_prefix(err, "cluster state");
     }
     cl__state_clear(s);
     *s = n;
@@ -590,7 +590,7 @@ int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err)
     uint8_t *buf;
     size_t len;
     if (tern_read_file(path, STATE_FILE_MAX, &buf, &len, err) < 0)
-        return cl__err_prefix(err, "loading the cluster state");
+        return tern_err_prefix(err, "loading the cluster state");
     json_error_t jerr;
     json_t *doc = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
     free(buf);
@@ -602,6 +602,6 @@ int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err)
     int rc = cl_state_from_json(s, doc, err);
     json_decref(doc);
     if (rc < 0)
-        return cl__err_prefix(err, "loading the cluster state from %s", path);
+        return tern_err_prefix(err, "loading the cluster state from %s", path);
     return 0;
 }

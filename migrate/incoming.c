@@ -252,7 +252,7 @@ static void *stream_thread(void *arg)
     pthread_setname_np(pthread_self(), name);
     struct mig_channel *ch = mig_session_channel(in->session, (int)c->index);
     struct mig_rxbuf rx = {0};
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     for (;;) {
         pthread_mutex_lock(&in->lock);
         bool done = in->final_round >= 0 && in->last_round[c->index] >= in->final_round;
@@ -495,7 +495,7 @@ static int await_commit(struct mig_incoming *in, struct mig_rxbuf *rx, struct te
                 send_error(ch0, MIG_ERR_CANCELLED, why);
             return tern_err_set(err, "%s", why);
         }
-        struct tern_err e = {{0}};
+        struct tern_err e = {0};
         int r = 2;
         if (link) {
             int left = -1;
@@ -567,7 +567,7 @@ static void *receive_thread(void *arg)
     struct mig_rxbuf rx = {0};
     uint8_t *state = NULL;
     size_t state_len = 0;
-    struct tern_err e = {{0}};
+    struct tern_err e = {0};
     struct tern_err *err = &e;
     int rc = -1;
 

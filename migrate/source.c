@@ -562,7 +562,7 @@ static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s
         pthread_mutex_unlock(&m->lock);
         if (d != GATE_NONE)
             return d;
-        struct tern_err e = {{0}};
+        struct tern_err e = {0};
         int r = 2;
         if (link)
             r = mig_channel_wait_readable_or(s0->ch, m->wake_fd, -1, &e);
@@ -610,7 +610,7 @@ static void *source_thread(void *arg)
     struct mig_source *m = arg;
     struct vm *vm = m->vm;
     pthread_setname_np(pthread_self(), "mig-source");
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     unsigned n = m->p.streams;
     struct mig_stream st[MIG_MAX_STREAMS];
     memset(st, 0, sizeof(st));

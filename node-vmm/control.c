@@ -1,5 +1,6 @@
 #include "control.h"
 
+#include "../common/unix_addr.h"
 #include "../common/unix_listen.h"
 
 #include <errno.h>
@@ -9,17 +10,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-static int fill_sockaddr(struct sockaddr_un *addr, const char *path, struct tern_err *err)
-{
-    memset(addr, 0, sizeof(*addr));
-    addr->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(addr->sun_path))
-        return tern_err_set(err, "control socket path '%s' is too long (max %zu bytes)", path,
-                            sizeof(addr->sun_path) - 1);
-    strcpy(addr->sun_path, path);
-    return 0;
-}
 
 int control_server_open(struct control_server *cs, const char *path,
                         const struct control_command *commands, size_t nr_commands,
@@ -108,7 +98,7 @@ char *control_dispatch_line(struct control_server *cs, const char *line, size_t 
         json_decref(req);
         return error_reply(msg);
     }
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     json_t *result = found->handler(cs->opaque, req, &err);
     json_decref(req);
     if (!result)
@@ -221,7 +211,7 @@ int control_call(const char *path, json_t *request, int timeout_ms, json_t **rep
                  struct tern_err *err)
 {
     struct sockaddr_un addr;
-    if (fill_sockaddr(&addr, path, err) < 0)
+    if (unix_addr_fill(&addr, path, "control socket", err) < 0)
         return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)

@@ -11,6 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../common/unix_addr.h"
+
 /* Moves ring bytes into the UART FIFO. Caller holds the lock. */
 static void serial_refill(struct dev_serial *s)
 {
@@ -89,11 +91,9 @@ static const struct pio_device_ops serial_pio_ops = {
 
 static int serial_open_unix(struct dev_serial *s, const char *path, struct tern_err *err)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path))
-        return tern_err_set(err, "serial socket path '%s' is too long (max %zu bytes)", path,
-                            sizeof(addr.sun_path) - 1);
-    strcpy(addr.sun_path, path);
+    struct sockaddr_un addr;
+    if (unix_addr_fill(&addr, path, "serial socket", err) < 0)
+        return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tern_err_errno(err, errno, "serial: creating unix socket");

@@ -159,7 +159,7 @@ static enum mig_incoming_outcome incoming_loop(struct mig_incoming *in, struct c
 static int cmd_run(int argc, char **argv)
 {
     struct run_options opts;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (parse_run_options(argc, argv, &opts, &err) < 0) {
         fprintf(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_USAGE;
@@ -333,7 +333,7 @@ static int follow_migration(const char *path)
     for (;;) {
         json_t *req = json_pack("{s:s}", "cmd", "status");
         json_t *reply = NULL;
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         int rc = control_call(path, req, CTL_TIMEOUT_MS, &reply, &err);
         json_decref(req);
         if (rc < 0) {
@@ -417,7 +417,7 @@ static int cmd_ctl(int argc, char **argv)
         req = json_pack("{s:s}", "cmd", cmd);
     }
     json_t *reply = NULL;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     int rc = control_call(path, req, timeout_ms, &reply, &err);
     json_decref(req);
     if (rc < 0) {

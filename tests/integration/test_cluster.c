@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/unix_addr.h"
 #include "migrate/certs.h"
 #include "tests/support/cluster.h"
 #include "tests/support/proc.h"
@@ -45,10 +46,9 @@ static double now_s(void)
 /* A connected unix stream socket, or -1. */
 static int connect_unix(const char *path)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
+    struct sockaddr_un sa;
+    if (unix_addr_fill(&sa, path, "ternd API socket", NULL) < 0)
         return -1;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         close(fd);

@@ -125,7 +125,7 @@ static uint8_t *make_bzimage(const uint8_t *payload, size_t plen, uint8_t setup_
 
 static void expect_extract_error(const uint8_t *img, size_t len, const char *needle)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     uint8_t *out = NULL;
     size_t out_len = 0;
     int rc = bzimage_extract_vmlinux(img, len, &out, &out_len, &err);
@@ -144,7 +144,7 @@ static void roundtrip(size_t body, size_t block, unsigned frame_blocks, uint8_t 
     uint8_t *elf = make_pvh_elf(body, &elf_len);
     uint8_t *lz = lz4_legacy(elf, elf_len, block, frame_blocks, &lz_len);
     uint8_t *bz = make_bzimage(lz, lz_len, setup_sects, 0x020f, &bz_len);
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     uint8_t *out = NULL;
     if (bzimage_extract_vmlinux(bz, bz_len, &out, &out_len, &err) < 0)
         fail_msg("extract failed: %s", err.msg);
@@ -182,7 +182,7 @@ static void test_parse_good(void **state)
     size_t len;
     uint8_t *bz = make_bzimage(payload, sizeof(payload), 0, 0x020f, &len);
     struct bzimage_header h;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     assert_int_equal(bzimage_parse_header(bz, len, &h, &err), 0);
     assert_int_equal(h.protocol, 0x020f);
     assert_int_equal(h.setup_bytes, 5 * 512); /* setup_sects 0 means 4 */
@@ -206,7 +206,7 @@ static void test_parse_good(void **state)
 static void expect_parse_error(const uint8_t *img, size_t len, const char *needle)
 {
     struct bzimage_header h;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     int rc = bzimage_parse_header(img, len, &h, &err);
     if (rc != -1 || !strstr(err.msg, needle)) {
         print_error("expected an error containing \"%s\", got rc %d, \"%s\"\n", needle, rc,
@@ -428,7 +428,7 @@ static void test_lz4_mutations(void **state)
             seed = seed * 1103515245u + 12345u;
             img[pos] ^= (uint8_t)(1u << ((seed >> 16) % 8));
         }
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         uint8_t *out = NULL;
         size_t out_len;
         int rc = bzimage_extract_vmlinux(img, b.len, &out, &out_len, &err);
@@ -455,7 +455,7 @@ static void test_real_kernel(void **state)
     }
     uint8_t *bz, *vmlinux;
     size_t len, vlen;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (tern_read_file(REAL_KERNEL, BOOT_MAX_KERNEL_BYTES, &bz, &len, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(bzimage_detect(bz, len), 1);

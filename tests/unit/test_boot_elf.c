@@ -207,7 +207,7 @@ static void set_eh64(uint8_t *img, Elf64_Ehdr eh)
 
 static void expect_error(const uint8_t *img, size_t len, const char *needle)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     struct elf_pvh_image out;
     int rc = elf_pvh_inspect(img, len, &out, &err);
     if (rc != -1 || !strstr(err.msg, needle)) {
@@ -263,7 +263,7 @@ static void load_good(struct guest_memory *gm, const struct elf_spec *s, uint64_
 {
     struct elf_layout l;
     uint8_t *img = build_elf(s, &l);
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     struct elf_pvh_image out;
     /* Garbage where the zero-filled tail goes proves the loader clears it. */
     memset(guest_memory_ptr(gm, MIB, 8 * MIB), 0xcc, 8 * MIB);
@@ -336,7 +336,7 @@ static void test_note_align8(void **state)
     ph.p_filesz = ph.p_memsz = 28;
     ph.p_align = 8;
     memcpy(img + l.phoff + sizeof(ph), &ph, sizeof(ph));
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     struct elf_pvh_image out;
     if (elf_pvh_load(img, l.len, *state, &out, &err) < 0)
         fail_msg("load failed: %s", err.msg);
@@ -518,7 +518,7 @@ static void test_segment_outside_ram(void **state)
     uint8_t *img = build_elf(&s, &l);
     uint8_t *seg0 = guest_memory_ptr(gm, MIB, 0x1000);
     memset(seg0, 0xcc, 0x1000);
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     struct elf_pvh_image out;
     assert_int_equal(elf_pvh_inspect(img, l.len, &out, &err), 0); /* RAM-independent */
     assert_int_equal(elf_pvh_load(img, l.len, gm, &out, &err), -1);
@@ -646,7 +646,7 @@ static void test_mutations(void **state)
                 seed = seed * 1103515245u + 12345u;
                 img[pos] ^= (uint8_t)(1u << ((seed >> 16) % 8));
             }
-            struct tern_err err = {{0}};
+            struct tern_err err = {0};
             struct elf_pvh_image out;
             int rc = elf_pvh_load(img, l.len, gm, &out, &err);
             assert_true(rc == 0 || (rc == -1 && err.msg[0] != '\0'));

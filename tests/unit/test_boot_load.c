@@ -160,7 +160,7 @@ static void expect_load_error(struct fx *f, const char *kernel, const char *init
                               const char *needle2)
 {
     struct boot_info bi;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     int rc = boot_load(&f->gm, kernel, initrd, cmdline, vcpus, &bi, &err);
     if (rc != -1 || !strstr(err.msg, needle1) || (needle2 && !strstr(err.msg, needle2))) {
         print_error("expected an error containing \"%s\" and \"%s\", got rc %d, \"%s\"\n",
@@ -194,7 +194,7 @@ static void test_elf_with_initrd(void **state)
     write_pattern_file(f->path[1], 100001);
 
     struct boot_info bi;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (boot_load(&f->gm, f->path[0], f->path[1], "console=ttyS0", 2, &bi, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(bi.entry_gpa, ENTRY);
@@ -223,7 +223,7 @@ static void test_bzimage_no_initrd(void **state)
     write_file(f->path[0], bz, bz_len);
 
     struct boot_info bi;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (boot_load(&f->gm, f->path[0], NULL, NULL, 1, &bi, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(bi.from_bzimage, 1);
@@ -315,7 +315,7 @@ static void test_initrd_errors(void **state)
     /* One byte less fits exactly, right after the kernel. */
     write_pattern_file(f->path[1], 4 * MIB - 0x102000);
     struct boot_info bi;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (boot_load(&f->gm, f->path[0], f->path[1], "", 1, &bi, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(bi.initrd_gpa, 0x102000);
@@ -331,7 +331,7 @@ static void test_real_kernel(void **state)
     }
     write_pattern_file(f->path[1], MIB);
     struct boot_info bi;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (boot_load(&f->gm, REAL_KERNEL, f->path[1], "console=ttyS0", 2, &bi, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(bi.from_bzimage, 1);

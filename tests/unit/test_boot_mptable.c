@@ -137,7 +137,7 @@ static struct mp_seen parse_mp(struct guest_memory *gm)
 static void check_vcpus(unsigned n)
 {
     struct guest_memory gm;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (guest_memory_create(&gm, 16 * MIB, &err) < 0)
         fail_msg("%s", err.msg);
     if (mptable_write(&gm, n, &err) < 0)
@@ -186,7 +186,7 @@ static void test_vcpu_bounds(void **state)
 {
     (void)state;
     struct guest_memory gm;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (guest_memory_create(&gm, 16 * MIB, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(mptable_write(&gm, 0, &err), -1);

@@ -59,7 +59,7 @@ static void expect_entry(struct guest_memory *gm, const struct pvh_start_info *s
 static struct pvh_start_info write_and_check(struct guest_memory *gm, const char *cmdline)
 {
     uint64_t gpa = 0;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (pvh_write_start_info(gm, cmdline, 0, 0, &gpa, &err) < 0)
         fail_msg("%s", err.msg);
     assert_int_equal(gpa, TERN_BOOT_DATA_START);
@@ -119,7 +119,7 @@ static void test_initrd_module(void **state)
     (void)state;
     struct guest_memory *gm = make_gm(64 * MIB);
     uint64_t gpa;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     assert_int_equal(pvh_write_start_info(gm, "root=/dev/ram0", 60 * MIB, 0x12345, &gpa, &err),
                      0);
     struct pvh_start_info si = read_si(gm, gpa);
@@ -157,7 +157,7 @@ static void test_cmdline_limits(void **state)
     longest[BOOT_MAX_CMDLINE] = 'y';
     longest[BOOT_MAX_CMDLINE + 1] = '\0';
     uint64_t gpa;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     assert_int_equal(pvh_write_start_info(gm, longest, 0, 0, &gpa, &err), -1);
     assert_non_null(strstr(err.msg, "command line is 4096 bytes; the limit is 4095"));
 

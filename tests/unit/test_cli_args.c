@@ -68,7 +68,7 @@ static void test_size(void **state)
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         uint64_t v = 0;
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         if (cli_parse_size_mib(good[i].in, &v, &err) != 0)
             fail_msg("'%s' refused: %s", good[i].in, err.msg);
         assert_int_equal(v, good[i].mib);
@@ -84,7 +84,7 @@ static void test_size(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 7;
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         if (cli_parse_size_mib(bad[i].in, &v, &err) == 0)
             fail_msg("'%s' accepted as %llu", bad[i].in, (unsigned long long)v);
         if (!strstr(err.msg, bad[i].needle))
@@ -343,7 +343,7 @@ static void test_resolve_paths(void **state)
     assert_int_equal(chdir(dir), 0);
 
     struct cli_args a;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     parse_ok("vm|define|w|--kernel|vmlinux|--initrd|./initrd|--disk|a.img,ro|--disk|/elsewhere/b.img|"
              "--mem|1G|--vcpus|1",
              &a);

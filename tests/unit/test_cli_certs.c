@@ -85,7 +85,7 @@ static void test_init_and_issue(void **state)
     assert_non_null(dir);
     char ca_dir[512];
     snprintf(ca_dir, sizeof(ca_dir), "%s/ca", dir); /* created by init-ca */
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (cli_cluster_init_ca(ca_dir, "test-ca", 30, false, &err) != 0)
         fail_msg("init-ca: %s", err.msg);
     assert_int_equal(mode_of(path_of(ca_dir, "ca-key.pem")), 0600);
@@ -190,7 +190,7 @@ static void test_issue_errors(void **state)
     (void)state;
     char *dir = test_make_tmpdir("cli-certs");
     assert_non_null(dir);
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     char out[4096];
     assert_int_equal(cli_cluster_issue_cert(dir, "host-a", 10, out, sizeof(out), &err), -1);
     assert_non_null(strstr(err.msg, "has no CA key"));

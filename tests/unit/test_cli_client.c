@@ -23,7 +23,7 @@
 
 static void parse_good(const char *line, enum cli_reply_kind kind, struct cli_reply *r)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (cli_reply_parse(line, strlen(line), r, &err) != 0)
         fail_msg("'%s' refused: %s", line, err.msg);
     assert_int_equal(r->kind, kind);
@@ -33,7 +33,7 @@ static void parse_good(const char *line, enum cli_reply_kind kind, struct cli_re
 static void parse_bad(const char *line, const char *needle)
 {
     struct cli_reply r;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (cli_reply_parse(line, strlen(line), &r, &err) == 0)
         fail_msg("'%s' accepted", line);
     if (!strstr(err.msg, needle))
@@ -86,7 +86,7 @@ static void test_reply_parse(void **state)
     char junk[300];
     memset(junk, 'z', sizeof(junk));
     junk[0] = '\x01';
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     assert_int_equal(cli_reply_parse(junk, sizeof(junk), &r, &err), -1);
     assert_non_null(strstr(err.msg, ": ?zzz"));
     assert_non_null(strstr(err.msg, "z..."));
@@ -96,7 +96,7 @@ static void test_reply_parse(void **state)
 static int exit_for(enum cli_cmd cmd, const char *line)
 {
     struct cli_reply r;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (cli_reply_parse(line, strlen(line), &r, &err) != 0)
         fail_msg("'%s': %s", line, err.msg);
     int rc = cli_exit_for_error(cmd, &r);
@@ -148,7 +148,7 @@ static void test_read_lines(void **state)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     struct cli_conn c;
     cli_conn_init_fd(&c, sv[0]);
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     char *line;
     size_t len;
     int64_t dl = cli_now_ms() + 2000;
@@ -198,7 +198,7 @@ static void test_line_limit(void **state)
     (void)state;
     int sv[2];
     char big[300];
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     char *line;
     size_t len;
     int64_t dl = cli_now_ms() + 2000;

@@ -110,7 +110,7 @@ static const struct cpuid_config cfg_1 = {.vcpu_index = 0, .nr_vcpus = 1, .tsc_k
 /* Filters `in` into `out`, expecting success. */
 static void filter_ok(const struct table *in, struct table *out, const struct cpuid_config *cfg)
 {
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     memset(out, 0, sizeof(*out));
     int rc = cpuid_filter(in->e, in->n, out->e, MAX_ENTRIES, &out->n, cfg, &err);
     if (rc != 0)
@@ -450,7 +450,7 @@ static void test_error_output_too_small(void **state)
     filter_ok(&in, &out, &cfg);
     unsigned needed = out.n;
     for (unsigned max = 0; max < needed; max++) {
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         struct kvm_cpuid_entry2 small[MAX_ENTRIES];
         unsigned n = 12345;
         assert_int_equal(cpuid_filter(in.e, in.n, small, max, &n, &cfg, &err), -1);
@@ -488,7 +488,7 @@ static void test_error_missing_leaves(void **state)
     struct table in;
     struct kvm_cpuid_entry2 out[MAX_ENTRIES];
     unsigned n = 7;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
 
     assert_int_equal(cpuid_filter(NULL, 0, out, MAX_ENTRIES, &n, &cfg_1, &err), -1);
     assert_non_null(strstr(err.msg, "leaf 0"));
@@ -521,7 +521,7 @@ static void test_error_bad_config(void **state)
     };
     for (unsigned i = 0; i < N(bad); i++) {
         struct cpuid_config cfg = {.vcpu_index = bad[i].idx, .nr_vcpus = bad[i].nr};
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         unsigned n = 7;
         assert_int_equal(cpuid_filter(in.e, in.n, out, MAX_ENTRIES, &n, &cfg, &err), -1);
         assert_non_null(strstr(err.msg, bad[i].msg));
@@ -727,7 +727,7 @@ static void test_live_kvm_accepts_filtered_table(void **state)
                                    .tsc_deadline = deadline};
         unsigned max = sup->nent + CPUID_FILTER_EXTRA;
         struct kvm_cpuid2 *c = cpuid2_alloc(max);
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         unsigned n = 0;
         if (cpuid_filter(sup->entries, sup->nent, c->entries, max, &n, &cfg, &err) < 0)
             fail_msg("cpuid_filter on the live table: %s", err.msg);

@@ -31,7 +31,7 @@ struct node {
     int synced_calls, membership_calls, applied_ok, applied_err;
     uint64_t applied_reqs[4096]; /* origin node << 32 | req of applied messages */
     size_t nr_applied_reqs;
-    char last_err[TERN_ERR_MAX];
+    char last_err[TERN_ERR_MAX + 16]; /* "[code] " and the message */
     bool saw_null_msg;
 };
 
@@ -176,7 +176,9 @@ static void op_applied(void *opaque, uint32_t sender, const json_t *msg, int rc,
     if (rc < 0) {
         n->applied_err++;
         assert_non_null(err);
-        snprintf(n->last_err, sizeof(n->last_err), "%s", err->msg);
+        /* "[code] message", as the agent logs it. */
+        snprintf(n->last_err, sizeof(n->last_err), "[%s] %s", tern_err_code_name(err->code),
+                 err->msg);
         return;
     }
     n->applied_ok++;
@@ -780,7 +782,7 @@ static void test_encode(void **unused)
     json_decref(m);
     m = json_pack("{s:s}", "type", "sync_state");
     assert_null(replica_encode(s->nodes[6].r, m, 1, &err));
-    assert_non_null(strstr(err.msg, "[invalid]"));
+    assert_int_equal(err.code, TERN_ERR_INVALID);
     json_decref(m);
     m = json_pack("[i]", 1);
     assert_null(replica_encode(s->nodes[6].r, m, 1, &err));

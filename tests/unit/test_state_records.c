@@ -183,7 +183,7 @@ static int decode_vcpu(const uint8_t *p, size_t len, uint16_t version, struct vc
 static void expect_vcpu_error(const uint8_t *p, size_t len, const char *needle)
 {
     struct vcpu_state out;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     int rc = decode_vcpu(p, len, VCPU_STATE_VERSION, &out, &err);
     vcpu_state_free(&out);
     if (rc == 0)
@@ -283,7 +283,7 @@ static void test_vcpu_truncated(void **state)
     /* Every proper prefix fails, with a message. */
     for (size_t len = 0; len < x.len; len++) {
         struct vcpu_state d;
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         int rc = decode_vcpu(x.p, len, 1, &d, &err);
         vcpu_state_free(&d);
         if (rc == 0)
@@ -520,7 +520,7 @@ static int decode_platform(const uint8_t *p, size_t len, struct platform_state *
 static void expect_platform_error(const uint8_t *p, size_t len, const char *needle)
 {
     struct platform_state out;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     if (decode_platform(p, len, &out, &err) == 0)
         fail_msg("decode accepted a record that should fail with \"%s\"", needle);
     expect_msg(&err, needle);
@@ -1019,7 +1019,7 @@ static void test_crc_catches_flips(void **state)
     for (size_t i = 0; i < b.len; i++) {
         for (int bit = 0; bit < 8; bit += 3) {
             b.data[i] ^= (uint8_t)(1u << bit);
-            struct tern_err err = {{0}};
+            struct tern_err err = {0};
             int n = walk_stream(b.data, b.len, &err);
             if (n >= 0)
                 fail_msg("flipping bit %d of byte %zu went unnoticed", bit, i);

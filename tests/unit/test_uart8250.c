@@ -638,7 +638,7 @@ static void test_restore_round_trip(void **state)
     struct fixture g;
     memset(&g, 0, sizeof(g));
     uart8250_init(&g.u, &probe_ops, &g.p);
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     assert_int_equal(uart8250_restore(&g.u, &saved, &err), 0);
     assert_memory_equal(&g.u.s, &saved, sizeof(saved));
     assert_int_equal(g.p.nirq, 1); /* the fresh line learns it is high */
@@ -655,7 +655,7 @@ static void expect_rejected(const struct uart8250_state *bad)
     memset(&p, 0, sizeof(p));
     uart8250_init(&u, &probe_ops, &p);
     struct uart8250_state before = u.s;
-    struct tern_err err = {{0}};
+    struct tern_err err = {0};
     assert_int_equal(uart8250_restore(&u, bad, &err), -1);
     assert_true(strncmp(err.msg, "uart8250: ", 10) == 0);
     assert_memory_equal(&before, &u.s, sizeof(before));
@@ -730,7 +730,7 @@ static void test_random_traffic_keeps_invariants(void **state)
         }
         f->p.ntx = 0;
         f->p.nirq = 0; /* keep the level: probe_irq checks changes */
-        struct tern_err err = {{0}};
+        struct tern_err err = {0};
         if (uart8250_state_check(&u->s, &err) < 0)
             fail_msg("after %u operations: %s", i, err.msg);
         assert_int_equal(u->s.irq_level, f->p.level);
