@@ -342,8 +342,8 @@ int agent_run(struct agent *a, struct tern_err *err)
     double next_tick = agent_now();
     int rc = 0;
     while (!a->stop_requested) {
-        struct pollfd fds[1 + CS_LINK_NFDS + 1 + AGENT_MAX_CLIENTS + AGENT_MAX_VMS];
-        int slots[AGENT_MAX_VMS];
+        struct pollfd fds[1 + CS_LINK_NFDS + 1 + AGENT_MAX_CLIENTS + 2 * AGENT_MAX_VMS];
+        int slots[2 * AGENT_MAX_VMS];
         int n = 0;
         fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         int link_first = n;
@@ -356,7 +356,7 @@ int agent_run(struct agent *a, struct tern_err *err)
         int api_n = api_pollfds(a, &fds[n], 1 + AGENT_MAX_CLIENTS);
         n += api_n;
         int vm_first = n;
-        int vm_n = local_pollfds(a, &fds[n], AGENT_MAX_VMS, slots);
+        int vm_n = local_pollfds(a, &fds[n], 2 * AGENT_MAX_VMS, slots);
         n += vm_n;
 
         double now = agent_now();
@@ -386,6 +386,10 @@ int agent_run(struct agent *a, struct tern_err *err)
         /* A migration that just began must not wait for a slow tick. */
         if (local_migrating(a) && next_tick > agent_now() + AGENT_MIGRATION_TICK_MS / 1000.0)
             next_tick = agent_now() + AGENT_MIGRATION_TICK_MS / 1000.0;
+        if (a->tick_now) {
+            a->tick_now = false;
+            next_tick = agent_now();
+        }
 
         if (agent_now() >= next_tick) {
             int next_ms = AGENT_TICK_MS;

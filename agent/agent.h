@@ -58,6 +58,10 @@ struct local_vm {
     char last_phase[32];    /* phase in the last progress broadcast */
     char vmm_phase[32];     /* phase the VMM last reported */
     bool mig_near_end;      /* stop-and-copy is near or running: poll fast */
+    /* A {"cmd":"watch"} connection to the VMM while a migration runs: a
+     * line on it (a phase change, the guest running) makes the agent
+     * look at once instead of at its next tick; -1 without one. */
+    int watch_fd;
 };
 
 enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE };
@@ -110,6 +114,7 @@ struct agent {
     uint64_t next_req;
     bool state_dirty;
     double last_save;
+    bool tick_now; /* a VMM announced a change: tick at once */
 };
 
 /* agent.c: set-up (config, corosync, persisted state, control socket,
@@ -155,6 +160,8 @@ void local_on_applied(struct agent *a, const json_t *msg);
 int local_tick(struct agent *a);
 void local_reattach(struct agent *a);  /* at start, before the first sync */
 void local_reconcile(struct agent *a); /* once synced */
+/* Each VM process's pidfd (slot i) and watch connection (slot
+ * AGENT_MAX_VMS + i): at most 2 * AGENT_MAX_VMS fds. */
 int local_pollfds(struct agent *a, struct pollfd *fds, int max, int *slots);
 void local_handle(struct agent *a, const struct pollfd *fds, int n, const int *slots);
 struct local_vm *local_find(struct agent *a, const char *name);

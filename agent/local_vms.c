@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../common/unix_addr.h"
+
 #define VMM_CALL_TIMEOUT_MS 3000
 #define PROGRESS_INTERVAL_S 0.5
 #define HANDOVER_KILL_AFTER_S 15.0
@@ -47,16 +49,47 @@ static struct local_vm *local_new(struct agent *a)
             memset(&a->vms[i], 0, sizeof(a->vms[i]));
             a->vms[i].used = true;
             a->vms[i].proc.pidfd = -1;
+            a->vms[i].watch_fd = -1;
             return &a->vms[i];
         }
     return NULL;
+}
+
+static void watch_close(struct local_vm *lv)
+{
+    if (lv->watch_fd >= 0)
+        close(lv->watch_fd);
+    lv->watch_fd = -1;
+}
+
+/* Subscribes to the VMM's events for the migration under way. Without it
+ * (an older VMM, a full control socket) the ticks still find everything,
+ * only later. */
+static void watch_open(struct local_vm *lv)
+{
+    watch_close(lv);
+    struct sockaddr_un addr;
+    if (unix_addr_fill(&addr, lv->proc.control, "control socket", NULL) < 0)
+        return;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return;
+    static const char req[] = "{\"cmd\":\"watch\"}\n";
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) {
+        close(fd);
+        return;
+    }
+    lv->watch_fd = fd;
 }
 
 static void local_free(struct local_vm *lv)
 {
     if (lv->proc.pidfd >= 0)
         close(lv->proc.pidfd);
+    watch_close(lv);
     memset(lv, 0, sizeof(*lv));
+    lv->watch_fd = -1;
 }
 
 static void send_msg(struct agent *a, json_t *msg)
@@ -249,6 +282,7 @@ static void begin_incoming(struct agent *a, const struct cl_migration *m)
     lv->role = LOCAL_INCOMING;
     lv->mig_id = m->id;
     lv->port = port;
+    watch_open(lv); /* tells when the guest runs here */
     send_msg(a, json_pack("{s:s, s:I, s:i, s:s}", "type", "migration_listening", "id",
                           (json_int_t)m->id, "port", (int)port, "token", token));
 }
@@ -288,6 +322,7 @@ static void start_sending(struct agent *a, const struct cl_migration *m)
     }
     lv->mig_started = true;
     lv->last_progress = 0;
+    watch_open(lv); /* tells when the VMM reaches "ready" */
 }
 
 static void on_commit(struct agent *a, const struct cl_migration *m)
@@ -333,6 +368,7 @@ static void on_abort(struct agent *a, const json_t *msg)
                         (unsigned long long)id, err.msg);
             lv->mig_id = 0;
             lv->mig_started = false;
+            watch_close(lv);
         }
     }
 }
@@ -436,6 +472,7 @@ static void destination_tick(struct agent *a, struct local_vm *lv, const struct 
     if (!strcmp(mstr(st, "state"), "running") && !lv->mig_done_sent) {
         lv->mig_done_sent = true;
         lv->role = LOCAL_RUNNING;
+        watch_close(lv); /* it holds one of the VMM's few control slots */
         json_t *hb = json_object_get(st, "heartbeat");
         json_t *pr = m->progress;
         json_t *res = json_pack("{s:I, s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "id",
@@ -485,7 +522,7 @@ int local_tick(struct agent *a)
             /* The guest is paused from stop-and-copy until the commit: notice
              * "ready" within milliseconds, not a whole tick later. */
             if (!lv->mig_commit_sent)
-                next_ms = lv->mig_near_end
+                next_ms = lv->mig_near_end && lv->watch_fd < 0
                               ? AGENT_FAST_TICK_MS
                               : (next_ms < AGENT_MIGRATION_TICK_MS ? next_ms
                                                                    : AGENT_MIGRATION_TICK_MS);
@@ -510,12 +547,33 @@ bool local_migrating(struct agent *a)
 int local_pollfds(struct agent *a, struct pollfd *fds, int max, int *slots)
 {
     int n = 0;
-    for (int i = 0; i < AGENT_MAX_VMS && n < max; i++)
-        if (a->vms[i].used && a->vms[i].proc.pidfd >= 0) {
+    for (int i = 0; i < AGENT_MAX_VMS && n < max; i++) {
+        if (!a->vms[i].used)
+            continue;
+        if (a->vms[i].proc.pidfd >= 0) {
             fds[n] = (struct pollfd){.fd = a->vms[i].proc.pidfd, .events = POLLIN};
             slots[n++] = i;
         }
+        if (a->vms[i].watch_fd >= 0 && n < max) {
+            fds[n] = (struct pollfd){.fd = a->vms[i].watch_fd, .events = POLLIN};
+            slots[n++] = AGENT_MAX_VMS + i;
+        }
+    }
     return n;
+}
+
+/* Lines from a watch connection are only a nudge: the tick reads the
+ * VMM's status itself. EOF or an error ends the watch (ticks go on). */
+static void watch_readable(struct agent *a, struct local_vm *lv)
+{
+    char buf[4096];
+    ssize_t r;
+    do
+        r = recv(lv->watch_fd, buf, sizeof(buf), MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    if (r == 0 || (r < 0 && errno != EAGAIN))
+        watch_close(lv);
+    a->tick_now = true;
 }
 
 static void process_ended(struct agent *a, struct local_vm *lv)
@@ -569,8 +627,15 @@ static void process_ended(struct agent *a, struct local_vm *lv)
 
 void local_handle(struct agent *a, const struct pollfd *fds, int n, const int *slots)
 {
+    /* Watches first: a process that ended frees its slot. */
     for (int i = 0; i < n; i++)
-        if (fds[i].revents)
+        if (fds[i].revents && slots[i] >= AGENT_MAX_VMS) {
+            struct local_vm *lv = &a->vms[slots[i] - AGENT_MAX_VMS];
+            if (lv->used && lv->watch_fd == fds[i].fd)
+                watch_readable(a, lv);
+        }
+    for (int i = 0; i < n; i++)
+        if (fds[i].revents && slots[i] < AGENT_MAX_VMS)
             process_ended(a, &a->vms[slots[i]]);
 }
 
@@ -621,6 +686,7 @@ void local_reconcile(struct agent *a)
                 continue;
             }
             lv->mig_id = m->id;
+            watch_open(lv);
             if (m->phase == CL_MIG_COMMITTED)
                 on_commit(a, m);
             continue;

@@ -47,6 +47,11 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
  * total time, pause, rounds, bytes per encoding). NULL when none ran. */
 json_t *mig_source_status(struct mig_source *m);
 
+/* Readable when the migration's phase or outcome changed since the last
+ * mig_source_event_drain (-1 for NULL): the VMM's loop tells watchers. */
+int mig_source_event_fd(struct mig_source *m);
+void mig_source_event_drain(struct mig_source *m);
+
 /* True while m's migration thread works (NULL: false). */
 bool mig_source_running(struct mig_source *m);
 

@@ -112,7 +112,8 @@ struct mig_source {
     bool thread_started;
     atomic_bool cancel;
     struct mig_session *session;
-    int wake_fd; /* eventfd: a gate decision was made */
+    int wake_fd;  /* eventfd: a gate decision was made */
+    int event_fd; /* eventfd: the phase or outcome changed (mig_source_event_fd) */
 
     pthread_mutex_t lock; /* guards everything below */
     bool running;
@@ -155,13 +156,6 @@ static void mark(struct mig_source *m, const char *what, double t0)
     pthread_mutex_unlock(&m->lock);
 }
 
-static void set_phase(struct mig_source *m, const char *phase)
-{
-    pthread_mutex_lock(&m->lock);
-    snprintf(m->phase, sizeof(m->phase), "%s", phase);
-    pthread_mutex_unlock(&m->lock);
-}
-
 static void wake(int fd)
 {
     uint64_t one = 1;
@@ -176,6 +170,14 @@ static void drain(int fd)
     if (read(fd, &v, sizeof(v)) < 0) {
         /* EAGAIN: nothing pending; the decision is read under the lock anyway. */
     }
+}
+
+static void set_phase(struct mig_source *m, const char *phase)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->phase, sizeof(m->phase), "%s", phase);
+    pthread_mutex_unlock(&m->lock);
+    wake(m->event_fd);
 }
 
 /* Blocks until fd is readable (no timeout). */
@@ -532,6 +534,7 @@ static void finish(struct mig_source *m, const char *outcome, const char *reason
     snprintf(m->phase, sizeof(m->phase), "done");
     m->running = false;
     pthread_mutex_unlock(&m->lock);
+    wake(m->event_fd);
 }
 
 static void send_error(struct mig_stream *s0, uint32_t code, const char *msg)
@@ -582,6 +585,7 @@ static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s
                     pthread_mutex_lock(&m->lock);
                     m->decision = GATE_COMMIT;
                     snprintf(m->phase, sizeof(m->phase), "committing");
+                    wake(m->event_fd); /* an eventfd write never blocks */
                     pthread_mutex_unlock(&m->lock);
                     *running_seen = true;
                     return GATE_COMMIT;
@@ -869,6 +873,29 @@ out:
     return NULL;
 }
 
+/* Frees m once its thread has ended (or never started). */
+static void source_free(struct mig_source *m)
+{
+    mig_session_free(m->session);
+    if (m->wake_fd >= 0)
+        close(m->wake_fd);
+    if (m->event_fd >= 0)
+        close(m->event_fd);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+int mig_source_event_fd(struct mig_source *m)
+{
+    return m ? m->event_fd : -1;
+}
+
+void mig_source_event_drain(struct mig_source *m)
+{
+    if (m)
+        drain(m->event_fd);
+}
+
 bool mig_source_running(struct mig_source *m)
 {
     if (!m)
@@ -892,10 +919,7 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
         if (!strcmp(m->outcome, "unknown") || !strcmp(m->outcome, "succeeded"))
             return tern_err_set(err, "this VM was handed over (%s); it cannot migrate again", m->outcome);
         pthread_join(m->thread, NULL);
-        mig_session_free(m->session);
-        close(m->wake_fd);
-        pthread_mutex_destroy(&m->lock);
-        free(m);
+        source_free(m);
         *slot = NULL;
     }
     m = calloc(1, sizeof(*m));
@@ -903,27 +927,24 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
         return tern_err_set(err, "out of memory");
     m->vm = vm;
     m->p = *p;
+    pthread_mutex_init(&m->lock, NULL);
     m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (m->wake_fd < 0) {
+    m->event_fd = m->wake_fd < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->event_fd < 0) {
         int e = errno;
-        free(m);
-        return tern_err_errno(err, e, "creating the migration's eventfd");
+        source_free(m);
+        return tern_err_errno(err, e, "creating the migration's eventfds");
     }
     m->session = mig_session_new();
     if (!m->session) {
-        close(m->wake_fd);
-        free(m);
+        source_free(m);
         return tern_err_set(err, "out of memory");
     }
-    pthread_mutex_init(&m->lock, NULL);
     m->running = true;
     snprintf(m->phase, sizeof(m->phase), "starting");
     int e = pthread_create(&m->thread, NULL, source_thread, m);
     if (e) {
-        mig_session_free(m->session);
-        close(m->wake_fd);
-        pthread_mutex_destroy(&m->lock);
-        free(m);
+        source_free(m);
         return tern_err_errno(err, e, "starting the migration thread");
     }
     m->thread_started = true;
@@ -1046,10 +1067,7 @@ void mig_source_destroy(struct mig_source *m)
         (void)mig_source_cancel(m, &ignored);
     if (m->thread_started)
         pthread_join(m->thread, NULL);
-    mig_session_free(m->session);
-    close(m->wake_fd);
-    pthread_mutex_destroy(&m->lock);
-    free(m);
+    source_free(m);
 }
 
 int mig_params_from_json(json_t *req, struct mig_params *p, struct tern_err *err)

@@ -42,6 +42,7 @@ static void client_drop(struct control_client *c)
     c->buf = NULL;
     c->fd = -1;
     c->len = 0;
+    c->watching = false;
 }
 
 void control_server_close(struct control_server *cs)
@@ -140,6 +141,40 @@ static void send_line(struct control_client *c, const char *s)
     }
 }
 
+/* {"cmd":"watch"} is the server's own: it concerns the connection, not
+ * the VM. */
+static bool is_watch(const char *line, size_t len)
+{
+    json_t *req = json_loadb(line, len, 0, NULL);
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    bool watch = cmd && !strcmp(cmd, "watch");
+    json_decref(req);
+    return watch;
+}
+
+void control_server_notify(struct control_server *cs, json_t *event)
+{
+    if (!cs)
+        return;
+    char *s = json_dumps(event, JSON_COMPACT);
+    if (!s)
+        return;
+    size_t len = strlen(s);
+    s[len] = '\n'; /* json_dumps' NUL becomes the line end; len + 1 bytes go out */
+    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+        struct control_client *c = &cs->clients[i];
+        if (c->fd < 0 || !c->watching)
+            continue;
+        ssize_t w;
+        do
+            w = send(c->fd, s, len + 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (w < 0 && errno == EINTR);
+        if (w != (ssize_t)(len + 1))
+            client_drop(c);
+    }
+    free(s);
+}
+
 static void client_read(struct control_server *cs, struct control_client *c)
 {
     ssize_t r = recv(c->fd, c->buf + c->len, CONTROL_MAX_LINE - c->len, 0);
@@ -155,9 +190,14 @@ static void client_read(struct control_server *cs, struct control_client *c)
         if (!nl)
             break;
         size_t line_len = (size_t)(nl - c->buf);
-        char *reply = control_dispatch_line(cs, c->buf, line_len);
-        send_line(c, reply);
-        free(reply);
+        if (is_watch(c->buf, line_len)) {
+            c->watching = true;
+            send_line(c, "{\"watching\":true,\"ok\":true}");
+        } else {
+            char *reply = control_dispatch_line(cs, c->buf, line_len);
+            send_line(c, reply);
+            free(reply);
+        }
         if (c->fd < 0)
             return;
         memmove(c->buf, nl + 1, c->len - line_len - 1);

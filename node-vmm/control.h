@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../common/err.h"
@@ -28,7 +29,8 @@ struct control_command {
 struct control_client {
     int fd;
     size_t len;
-    char *buf; /* CONTROL_MAX_LINE bytes */
+    char *buf;     /* CONTROL_MAX_LINE bytes */
+    bool watching; /* sent {"cmd":"watch"}: gets control_server_notify's events */
 };
 
 struct control_server {
@@ -50,6 +52,12 @@ void control_server_close(struct control_server *cs);
 /* Fills at most 1 + CONTROL_MAX_CLIENTS pollfds; returns the count. */
 int control_server_pollfds(struct control_server *cs, struct pollfd *fds);
 void control_server_handle(struct control_server *cs, const struct pollfd *fds, int n);
+
+/* Sends `event` (an object with "event") as one line to every client that
+ * asked to watch ({"cmd":"watch"}). A watcher whose socket is full is
+ * dropped, never waited for: events must not stall the VMM's loop, and a
+ * dropped watcher sees EOF and can reconnect. */
+void control_server_notify(struct control_server *cs, json_t *event);
 
 /* Turns one request line into one reply line (without the newline);
  * exposed for tests. The result is malloc'd. */

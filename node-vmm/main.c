@@ -82,10 +82,13 @@ static int signalfd_for_termination(struct tern_err *err)
 static void main_loop(struct vm *vm, struct control_server *cs, int sig_fd)
 {
     for (;;) {
-        struct pollfd fds[2 + 1 + CONTROL_MAX_CLIENTS + SERIAL_MAX_POLLFDS];
+        struct pollfd fds[3 + 1 + CONTROL_MAX_CLIENTS + SERIAL_MAX_POLLFDS];
         int n = 0;
         fds[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
         fds[n++] = (struct pollfd){.fd = vm->end_eventfd, .events = POLLIN};
+        /* A migration's phase changes go out to watchers (ternd). */
+        struct mig_source *mig = vm->migration;
+        fds[n++] = (struct pollfd){.fd = mig_source_event_fd(mig), .events = POLLIN};
         int cs_first = n;
         int cs_n = cs ? control_server_pollfds(cs, &fds[n]) : 0;
         n += cs_n;
@@ -105,6 +108,14 @@ static void main_loop(struct vm *vm, struct control_server *cs, int sig_fd)
         }
         if (fds[1].revents)
             return;
+        /* Before the control clients: a new migrate command may free mig. */
+        if (fds[2].revents) {
+            mig_source_event_drain(mig);
+            json_t *ev = json_pack("{s:s, s:o*}", "event", "migration", "migration",
+                                   mig_source_status(mig));
+            control_server_notify(cs, ev);
+            json_decref(ev);
+        }
         if (cs)
             control_server_handle(cs, &fds[cs_first], cs_n);
         dev_serial_handle(&vm->serial, &fds[serial_first], serial_n);
@@ -237,6 +248,9 @@ static int cmd_run(int argc, char **argv)
         ctl.incoming = NULL;
         ctl.received = true;
         fprintf(stderr, "tern-vmm: migration received; the guest runs here\n");
+        json_t *ev = json_pack("{s:s}", "event", "running");
+        control_server_notify(csp, ev);
+        json_decref(ev);
         if (ctl.stop_after_start)
             vm_request_end(&vm, VMM_EXIT_OK, "stopped through the control socket");
     }

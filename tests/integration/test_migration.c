@@ -11,9 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "common/unix_addr.h"
 #include "migrate/certs.h"
 #include "node-vmm/control.h"
 #include "node-vmm/vm.h"
@@ -720,7 +724,51 @@ static void test_gate_source_dies_agent_commits(void **state)
     expect_reply(dst, "migrate-commit", NULL); /* repeated: harmless */
 }
 
-/* migrate-commit on the source at phase ready: COMMIT, RUNNING, done. */
+/* A {"cmd":"watch"} connection: the reply, then event lines. */
+static int watch(struct vmm *v)
+{
+    struct sockaddr_un sa;
+    struct tern_err err;
+    if (unix_addr_fill(&sa, v->sock, "control socket", &err) < 0)
+        fail_msg("%s", err.msg);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    static const char req[] = "{\"cmd\":\"watch\"}\n";
+    assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(req) - 1));
+    return fd;
+}
+
+/* Reads a watch connection until a line containing `needle` (true) or
+ * EOF / 10 s of silence (false). */
+static bool watch_until(int fd, const char *needle)
+{
+    static char buf[1 << 16];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0)
+            return false;
+        ssize_t r = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (r <= 0)
+            return false;
+        len += (size_t)r;
+        buf[len] = 0;
+        if (strstr(buf, needle))
+            return true;
+        char *nl = strrchr(buf, '\n'); /* keep only an unfinished line */
+        if (nl) {
+            len = strlen(nl + 1);
+            memmove(buf, nl + 1, len + 1);
+        }
+        if (len >= sizeof(buf) - 1)
+            len = 0;
+    }
+}
+
+/* migrate-commit on the source at phase ready: COMMIT, RUNNING, done.
+ * Watchers hear of it without asking: the source's phases up to ready,
+ * the destination's guest running. */
 static void test_gate_commit_on_source(void **state)
 {
     struct fixture *f = *state;
@@ -729,8 +777,15 @@ static void test_gate_commit_on_source(void **state)
     struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
     wait_socket(dst);
     expect_reply(dst, "migrate-commit", "has not received the complete state yet");
+    int src_watch = watch(src), dst_watch = watch(dst);
+    assert_true(watch_until(src_watch, "\"watching\":true"));
+    assert_true(watch_until(dst_watch, "\"watching\":true"));
     gated_to_ready(f, src, dst);
+    assert_true(watch_until(src_watch, "\"phase\":\"ready\""));
+    close(src_watch);
     expect_reply(src, "migrate-commit", NULL);
+    assert_true(watch_until(dst_watch, "\"event\":\"running\""));
+    close(dst_watch);
     assert_outcome(wait_migration(src, NULL), "succeeded", NULL);
     assert_true(test_proc_wait(&src->p, 10000));
     assert_int_equal(src->p.status, 0);
