@@ -19,27 +19,30 @@ static void join(char *dst, size_t cap, const char *a, const char *b)
     dst[pos + lb] = '\0';
 }
 
-int tern_err_set(struct tern_err *err, const char *fmt, ...)
+static int set_v(struct tern_err *err, int code, const char *fmt, va_list ap)
 {
     if (!err)
         return -1;
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    err->code = code;
+    return -1;
+}
+
+int tern_err_set(struct tern_err *err, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    set_v(err, TERN_ERR_NONE, fmt, ap);
     va_end(ap);
-    err->code = TERN_ERR_NONE;
     return -1;
 }
 
 int tern_err_coded(struct tern_err *err, enum tern_err_code code, const char *fmt, ...)
 {
-    if (!err)
-        return -1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    set_v(err, code, fmt, ap);
     va_end(ap);
-    err->code = code;
     return -1;
 }
 
