@@ -62,6 +62,7 @@ struct local_vm {
      * line on it (a phase change, the guest running) makes the agent
      * look at once instead of at its next tick; -1 without one. */
     int watch_fd;
+    double running_since;   /* destination: when its guest was first seen running */
 };
 
 enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE };

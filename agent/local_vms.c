@@ -22,6 +22,9 @@
 #define PROGRESS_INTERVAL_S 0.5
 #define HANDOVER_KILL_AFTER_S 15.0
 #define STOP_GRACE_MS 10000
+/* How long the destination waits for the guest's first heartbeat after the
+ * handover, so that migration_done carries the guest-observed pause. */
+#define HANDOVER_GAP_WAIT_S 1.0
 
 static const char *mstr(const json_t *msg, const char *key)
 {
@@ -469,11 +472,22 @@ static void destination_tick(struct agent *a, struct local_vm *lv, const struct 
     struct tern_err err;
     if (vmm_call(lv, "status", NULL, &st, &err) < 0)
         return;
+    json_t *hb = json_object_get(st, "heartbeat");
     if (!strcmp(mstr(st, "state"), "running") && !lv->mig_done_sent) {
+        /* A guest that sends heartbeats shows the pause it saw with its
+         * first one here: wait for it (a tick or two), not forever. */
+        double now = agent_now();
+        if (!lv->running_since)
+            lv->running_since = now;
+        if (json_integer_value(json_object_get(hb, "count")) > 0 &&
+            !json_object_get(hb, "handover_gap_ms") &&
+            now - lv->running_since < HANDOVER_GAP_WAIT_S) {
+            json_decref(st);
+            return;
+        }
         lv->mig_done_sent = true;
         lv->role = LOCAL_RUNNING;
         watch_close(lv); /* it holds one of the VMM's few control slots */
-        json_t *hb = json_object_get(st, "heartbeat");
         json_t *pr = m->progress;
         json_t *res = json_pack("{s:I, s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "id",
                                 (json_int_t)m->id, "vm", m->vm, "from", m->from, "to", m->to,
