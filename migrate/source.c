@@ -911,10 +911,7 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
 {
     struct mig_source *m = *slot;
     if (m) {
-        pthread_mutex_lock(&m->lock);
-        bool running = m->running;
-        pthread_mutex_unlock(&m->lock);
-        if (running)
+        if (mig_source_running(m))
             return tern_err_set(err, "a migration is already running; cancel it first");
         if (!strcmp(m->outcome, "unknown") || !strcmp(m->outcome, "succeeded"))
             return tern_err_set(err, "this VM was handed over (%s); it cannot migrate again", m->outcome);

@@ -399,23 +399,25 @@ int vm_resume(struct vm *vm, unsigned hold, struct tern_err *err)
     return (int)left;
 }
 
-unsigned vm_holds(struct vm *vm)
+const char *vm_hold_name(unsigned hold)
 {
-    pthread_mutex_lock(&vm->lock);
-    unsigned h = vm->holds;
-    pthread_mutex_unlock(&vm->lock);
-    return h;
+    switch (hold) {
+    case VM_HOLD_OPERATOR: return "operator";
+    case VM_HOLD_MIGRATION: return "migration";
+    case VM_HOLD_THROTTLE: return "auto-converge";
+    case VM_HOLD_SAVE: return "snapshot";
+    default: return NULL;
+    }
 }
 
 const char *vm_hold_names(unsigned holds, char *buf, size_t len)
 {
-    static const char *const names[] = {"operator", "migration", "auto-converge", "snapshot"};
     size_t off = 0;
     buf[0] = 0;
-    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (!(holds & (1u << i)))
+    for (unsigned bit = VM_HOLD_OPERATOR; bit <= VM_HOLD_SAVE; bit <<= 1) {
+        if (!(holds & bit))
             continue;
-        int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", names[i]);
+        int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", vm_hold_name(bit));
         if (n < 0 || (size_t)n >= len - off)
             break;
         off += (size_t)n;

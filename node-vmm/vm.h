@@ -133,9 +133,10 @@ int vm_pause(struct vm *vm, unsigned hold, struct tern_err *err);
  * holds still in place (0: running), or -1 if the VM is not running or
  * paused. */
 int vm_resume(struct vm *vm, unsigned hold, struct tern_err *err);
-/* The holds in place now. */
-unsigned vm_holds(struct vm *vm);
-/* "operator", "migration", ... for each bit of `holds`, joined by ", ". */
+/* "operator", "migration", "auto-converge" or "snapshot" for one hold
+ * bit, NULL for anything else. */
+const char *vm_hold_name(unsigned hold);
+/* vm_hold_name of each bit of `holds`, joined by ", ". */
 const char *vm_hold_names(unsigned holds, char *buf, size_t len);
 
 /* Asks the VM to end with `status`; the first request wins. Safe from any

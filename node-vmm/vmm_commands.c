@@ -47,11 +47,9 @@ json_t *vmm_status_json(struct vm *vm)
     unsigned holds = vm->holds;
     pthread_mutex_unlock(&vm->lock);
     json_t *held = json_array();
-    for (unsigned bit = 1; bit && bit <= VM_HOLD_SAVE; bit <<= 1) {
-        char name[32];
+    for (unsigned bit = VM_HOLD_OPERATOR; bit <= VM_HOLD_SAVE; bit <<= 1)
         if (holds & bit)
-            json_array_append_new(held, json_string(vm_hold_names(bit, name, sizeof(name))));
-    }
+            json_array_append_new(held, json_string(vm_hold_name(bit)));
     return json_pack("{s:s, s:o, s:i, s:I, s:f, s:i, s:o, s:o, s:{s:I, s:I}}",
                      "state", state,
                      "held_by", held,
