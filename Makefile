@@ -31,7 +31,9 @@ PROGRAMS := $(BUILD)/tern-vmm $(if $(wildcard agent/main.c),$(BUILD)/ternd) \
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
-TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
+# kvm_skip.c uses cmocka: only the test programs link it.
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out tests/support/kvm_skip.c,$(wildcard tests/support/*.c)))
+TEST_CMOCKA_OBJS := $(BUILD)/obj/tests/support/kvm_skip.o
 
 all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
 
@@ -57,11 +59,11 @@ $(BUILD)/ternctl: $(BUILD)/obj/cli/main.o $(LIB)
 $(BUILD)/tern-testhosts: $(BUILD)/obj/tests/tools/tern-testhosts.o $(TEST_SUPPORT_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT_OBJS) $(LIB)
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
 
-$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_SUPPORT_OBJS) $(LIB)
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
 
@@ -89,7 +91,9 @@ test-slow: deps
 
 # The main job: a three-host demo cluster on this machine (README).
 # KEEP=1 leaves it running; `make demo-down` removes it.
-demo: deps
+demo:
+	@scripts/require-kvm.sh "make demo"
+	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all
 	@KEEP=$(KEEP) scripts/demo.sh $(BUILD)
 
@@ -99,13 +103,19 @@ demo-down:
 asan:
 	@$(MAKE) --no-print-directory SAN=1 test
 
-bench-boot: all
+bench-boot:
+	@scripts/require-kvm.sh "make bench-boot"
+	@$(MAKE) --no-print-directory all
 	@$(BUILD)/bench/boot $(BUILD)
 
-bench-snapshot: all
+bench-snapshot:
+	@scripts/require-kvm.sh "make bench-snapshot"
+	@$(MAKE) --no-print-directory all
 	@$(BUILD)/bench/snapshot $(BUILD)
 
-bench-migrate: all
+bench-migrate:
+	@scripts/require-kvm.sh "make bench-migrate"
+	@$(MAKE) --no-print-directory all
 	@$(BUILD)/bench/migrate $(BUILD)
 
 bench-agent: all
@@ -114,11 +124,20 @@ bench-agent: all
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
-FUZZ_SRCS := $(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRCS) $(CLI_SRCS)
+# The library is compiled once into its own archive (fuzzer-instrumented),
+# and each harness links against it.
+FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -I. -g -O1 -MMD -MP
+FUZZ_LIB := build-fuzz/libtern-fuzz.a
+FUZZ_OBJS := $(patsubst %.c,build-fuzz/obj/%.o,$(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRCS) $(CLI_SRCS))
 FUZZERS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
-	@mkdir -p build-fuzz
-	clang -std=gnu11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_SRCS) $(LIBS)
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(LIBS)
 fuzz: deps
 	@command -v clang >/dev/null || apt-get install -y -qq clang >/dev/null
 	@$(MAKE) --no-print-directory $(FUZZERS)
@@ -132,4 +151,4 @@ clean:
 
 .PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj build-fuzz/obj -name '*.d' 2>/dev/null)

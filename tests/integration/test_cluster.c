@@ -3,7 +3,9 @@
  * processes running the test guest. Requests go to different hosts; the
  * replicated state must agree everywhere; VMs survive agent restarts;
  * migrations and evacuations move them; a migration whose final message on
- * the wire is lost still ends with exactly one owner. */
+ * the wire is lost still ends with exactly one owner. The tests that start
+ * VMs need KVM and skip without it; formation, agreement on defines, a host
+ * leaving and rejoining, maintenance and clear errors run everywhere. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +28,7 @@
 #include "common/unix_addr.h"
 #include "migrate/certs.h"
 #include "tests/support/cluster.h"
+#include "tests/support/kvm.h"
 #include "tests/support/proc.h"
 
 #define HOSTS 3
@@ -465,9 +468,51 @@ static int teardown(void **state)
 
 /* --- tests --- */
 
+/* Defines, an undefine and an evacuation of an empty host, asked at
+ * different hosts: every replica agrees (no VM runs, so no KVM needed). */
+static void agree_on_defines_and_maintenance(void **state)
+{
+    (void)state;
+    define_vm(1, "d1", 64, GUEST_ARGS);
+    define_vm(2, "d2", 128, "fill=8");
+    define_vm(3, "d3", 32, GUEST_ARGS);
+    json_t *reply;
+    api_ok(1, json_pack("{s:s, s:s}", "cmd", "vm.undefine", "name", "d2"), &reply);
+    json_decref(reply);
+    wait_agreed(0xe, 3, 5000);
+    assert_same_everywhere();
+    json_t *vm = vm_show(3, "d1");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(vm, "config"), "mem_mib")),
+                     64);
+    json_decref(vm);
+    json_t *r = api(2, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", "d2"), NULL, 5000);
+    assert_string_equal(err_code(r), "not_found");
+    json_decref(r);
+    /* An evacuation with nothing to move puts the host in maintenance at
+     * once; placement then avoids it until it is activated. */
+    json_t *res = api_ok(3, json_pack("{s:s, s:s}", "cmd", "host.evacuate", "host", "h2"), &reply);
+    assert_int_equal(json_array_size(json_object_get(res, "moved")), 0);
+    json_decref(reply);
+    r = api(1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "d1", "host", "h2"), NULL,
+            10000);
+    assert_false(json_is_true(json_object_get(r, "ok")));
+    json_decref(r);
+    wait_agreed(0xe, 3, 5000);
+    assert_same_everywhere();
+    api_ok(1, json_pack("{s:s, s:s}", "cmd", "host.activate", "host", "h2"), &reply);
+    json_decref(reply);
+    api_ok(2, json_pack("{s:s, s:s}", "cmd", "vm.undefine", "name", "d1"), &reply);
+    json_decref(reply);
+    api_ok(3, json_pack("{s:s, s:s}", "cmd", "vm.undefine", "name", "d3"), &reply);
+    json_decref(reply);
+    wait_agreed(0xe, 3, 5000);
+    assert_same_everywhere();
+}
+
 static void agree_after_requests_at_different_hosts(void **state)
 {
     (void)state;
+    test_require_kvm();
     define_vm(1, "a1", 64, GUEST_ARGS);
     define_vm(2, "a2", 64, GUEST_ARGS);
     start_vm(3, "a1", "h1");
@@ -517,7 +562,22 @@ static void clear_errors(void **state)
     r = api(1, json_pack("{s:s, s:i}", "cmd", "vm.show", "name", 5), NULL, 5000);
     assert_string_equal(err_code(r), "malformed");
     json_decref(r);
-    /* Capacity: hosts offer 1 GiB each. */
+    r = api(3, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", "bad",
+                         "config", json_pack("{s:s, s:i, s:i}", "kernel", "relative/k", "mem_mib",
+                                             64, "vcpus", 1)),
+            NULL, 10000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
+    /* Every agent still answers after all that. */
+    wait_agreed(0xe, 3, 5000);
+}
+
+/* Capacity refusals need VMs that run (hosts offer 1 GiB each). */
+static void capacity_errors(void **state)
+{
+    (void)state;
+    test_require_kvm();
+    json_t *r;
     define_vm(1, "big", 900, GUEST_ARGS);
     define_vm(1, "big2", 900, GUEST_ARGS);
     start_vm(2, "big", "h1");
@@ -534,12 +594,6 @@ static void clear_errors(void **state)
             10000);
     assert_false(json_is_true(json_object_get(r, "ok")));
     json_decref(r);
-    r = api(3, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", "bad",
-                         "config", json_pack("{s:s, s:i, s:i}", "kernel", "relative/k", "mem_mib",
-                                             64, "vcpus", 1)),
-            NULL, 10000);
-    assert_string_equal(err_code(r), "invalid");
-    json_decref(r);
     stop_and_undefine(1, "big");
     stop_and_undefine(1, "big2");
     /* Every agent still answers after all that. */
@@ -549,6 +603,7 @@ static void clear_errors(void **state)
 static void ternd_restart_keeps_vms(void **state)
 {
     (void)state;
+    test_require_kvm();
     define_vm(1, "r1", 64, GUEST_ARGS);
     start_vm(1, "r1", "h2");
     json_t *before = vmm_status(2, "r1");
@@ -579,21 +634,33 @@ static void host_leaves_and_rejoins(void **state)
     assert_int_equal(test_cluster_stop_corosync(&cl, 3, err, sizeof(err)), 0);
     wait_agreed(0x6, 2, 20000);
     define_vm(1, "while-away", 64, GUEST_ARGS);
-    start_vm(2, "while-away", "h1");
+    bool run = test_kvm_part("a VM started while the host is away");
+    if (run)
+        start_vm(2, "while-away", "h1");
     assert_int_equal(test_cluster_start_corosync(&cl, 3, err, sizeof(err)), 0);
     assert_int_equal(test_cluster_wait_quorate(&cl, 20000, err, sizeof(err)), 0);
     assert_int_equal(ternd_start(3, NULL), 0);
     wait_agreed(0xe, 3, 20000);
     json_t *vm = vm_show(3, "while-away");
-    assert_string_equal(json_string_value(json_object_get(vm, "owner")), "h1");
+    if (run)
+        assert_string_equal(json_string_value(json_object_get(vm, "owner")), "h1");
+    else
+        assert_string_equal(json_string_value(json_object_get(vm, "state")), "stopped");
     json_decref(vm);
     assert_same_everywhere();
-    stop_and_undefine(3, "while-away");
+    if (run)
+        stop_and_undefine(3, "while-away");
+    else {
+        json_t *reply;
+        api_ok(3, json_pack("{s:s, s:s}", "cmd", "vm.undefine", "name", "while-away"), &reply);
+        json_decref(reply);
+    }
 }
 
 static void evacuate_four(void **state)
 {
     (void)state;
+    test_require_kvm();
     const char *names[] = {"e1", "e2", "e3", "e4"};
     for (int i = 0; i < 4; i++) {
         define_vm(1 + i % 3, names[i], 64, GUEST_ARGS);
@@ -640,6 +707,7 @@ static void evacuate_four(void **state)
 static void lost_commit_still_one_owner(void **state)
 {
     (void)state;
+    test_require_kvm();
     test_proc_kill(&ternd[1]);
     assert_int_equal(ternd_start(1, "src-exit-at-commit"), 0);
     wait_agreed(0xe, 3, 20000);
@@ -667,8 +735,10 @@ static void lost_commit_still_one_owner(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(agree_on_defines_and_maintenance),
         cmocka_unit_test(agree_after_requests_at_different_hosts),
         cmocka_unit_test(clear_errors),
+        cmocka_unit_test(capacity_errors),
         cmocka_unit_test(ternd_restart_keeps_vms),
         cmocka_unit_test(host_leaves_and_rejoins),
         cmocka_unit_test(evacuate_four),

@@ -23,6 +23,7 @@
 #include "node-vmm/vm.h"
 #include "proto/record.h"
 #include "tests/support/proc.h"
+#include "tests/support/kvm.h"
 
 #define GUEST_CMDLINE "fill=8 dirty=5 hb=1000 check=200 status=250"
 #define LAPIC_TMCCT 0x390
@@ -360,11 +361,13 @@ static void save_restore_run(void **state, unsigned vcpus)
 
 static void test_save_restore_one_vcpu(void **state)
 {
+    test_require_kvm();
     save_restore_run(state, 1);
 }
 
 static void test_save_restore_two_vcpus(void **state)
 {
+    test_require_kvm();
     save_restore_run(state, 2);
 }
 
@@ -372,6 +375,7 @@ static void test_save_restore_two_vcpus(void **state)
  * MSRs; the same for a second VM. */
 static void test_msr_list(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct tern_err err;
     make_vm(&f->a, &f->a_made, test_build_path("testguest.elf"), GUEST_CMDLINE, 1, f->serial_a);
@@ -402,6 +406,7 @@ static void test_msr_list(void **state)
 /* What a load refuses on real KVM, with the message it gives. */
 static void test_load_errors(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct tern_err err;
     const char *kernel = test_build_path("testguest.elf");
@@ -489,6 +494,7 @@ static void test_load_errors(void **state)
  * data (it then ends itself with status 99). */
 static void test_pause_mid_io(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct tern_err err;
     static const unsigned char code[] = {

@@ -23,6 +23,7 @@
 #include "node-vmm/vm.h"
 #include "tests/support/netns.h"
 #include "tests/support/proc.h"
+#include "tests/support/kvm.h"
 
 #include <stdbool.h>
 
@@ -252,6 +253,7 @@ static void assert_guest_healthy(struct vmm *v, long min_checks)
 
 static void test_back_and_forth(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     const char *cmdline = "fill=32 dirty=25 hb=1000 check=300 status=200 disk=1 disk_rate=50";
     struct vmm *src = start_source(f, 0, "2", cmdline);
@@ -299,6 +301,7 @@ static void test_back_and_forth(void **state)
  * and self-checks come through each. */
 static void test_dirty_rates_and_vcpus(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     static const char *const rates[] = {"0", "25", "100"};
     static const char *const vcpus[] = {"1", "2"};
@@ -351,6 +354,7 @@ static void expect_failure_then_success(struct fixture *f, struct vmm *src, cons
 
 static void test_refusals_keep_source_running(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=10 hb=1000 check=300 status=200");
     expect_failure_then_success(f, src, f->tls[0], f->tls[1], "another-token-0123456789abcdef",
@@ -367,6 +371,7 @@ static void test_refusals_keep_source_running(void **state)
 
 static void test_config_mismatch_refused(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
     long checks = test_last_value(src->serial, "checks=");
@@ -382,6 +387,7 @@ static void test_config_mismatch_refused(void **state)
 
 static void test_corrupt_stream_refused(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     setenv("TERN_TEST_FAULT", "src-corrupt-pages", 1);
     struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
@@ -399,6 +405,7 @@ static void test_corrupt_stream_refused(void **state)
 
 static void test_destination_dies_mid_round(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1", "fill=32 dirty=10 hb=1000 check=300 status=200");
     long checks = test_last_value(src->serial, "checks=");
@@ -435,11 +442,13 @@ static void destination_dies_at(void **state, const char *fault)
 
 static void test_destination_dies_after_hello(void **state)
 {
+    test_require_kvm();
     destination_dies_at(state, "dst-exit-after-hello");
 }
 
 static void test_destination_dies_before_ready(void **state)
 {
+    test_require_kvm();
     destination_dies_at(state, "dst-exit-before-ready");
 }
 
@@ -447,6 +456,7 @@ static void test_destination_dies_before_ready(void **state)
  * destination may be running the guest); it stays paused, outcome unknown. */
 static void test_unconfirmed_commit_keeps_source_paused(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
     setenv("TERN_TEST_FAULT", "dst-exit-after-commit", 1);
@@ -479,6 +489,7 @@ static void test_unconfirmed_commit_keeps_source_paused(void **state)
  * here and the destination gives up without running it. */
 static void test_cancel_mid_migration(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     /* Dirtying faster than one throttled core sends keeps it in rounds. */
     struct vmm *src = start_source(f, 0, "1", "fill=96 dirty=400 hb=1000 check=300 status=200");
@@ -526,6 +537,7 @@ static void test_cancel_mid_migration(void **state)
 
 static void test_source_dies_before_commit(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     setenv("TERN_TEST_FAULT", "src-exit-before-commit", 1);
     struct vmm *src = start_source(f, 0, "1", "fill=16 hb=1000 check=300 status=200");
@@ -643,6 +655,7 @@ static void assert_never_ran(struct vmm *dst)
  * the same VM succeeds. */
 static void test_gate_abort(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=10 hb=1000 check=300 status=200");
     expect_reply(src, "migrate-commit", "no migration has run");
@@ -696,6 +709,7 @@ static void test_gate_abort(void **state)
  * where it stopped (heartbeat sequence, disk journal, self-checks). */
 static void test_gate_source_dies_agent_commits(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1",
                                    "fill=16 dirty=10 hb=1000 check=300 status=200 disk=1 disk_rate=50");
@@ -771,6 +785,7 @@ static bool watch_until(int fd, const char *needle)
  * the destination's guest running. */
 static void test_gate_commit_on_source(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *src = start_source(f, 0, "1", "fill=16 dirty=25 hb=1000 check=300 status=200");
     long checks = test_last_value(src->serial, "checks=");
@@ -803,6 +818,7 @@ static void test_gate_commit_on_source(void **state)
  * destination do not agree. */
 static void test_incoming_status(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     struct vmm *dst = start_dest_gate(f, 1, "1", f->tls[1], TOKEN, true);
     wait_socket(dst);
@@ -854,6 +870,7 @@ static void test_incoming_status(void **state)
  * migrates it once the link is back. */
 static void test_link_cut_mid_round(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     /* Dirtying faster than it can be sent keeps it in rounds (as in
      * test_cancel_mid_migration). */

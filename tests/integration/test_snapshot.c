@@ -18,6 +18,7 @@
 #include "node-vmm/control.h"
 #include "node-vmm/vm.h"
 #include "tests/support/proc.h"
+#include "tests/support/kvm.h"
 
 #define GUEST_MEM "64M"
 
@@ -221,11 +222,13 @@ static void save_restore_cycles(void **state, const char *vcpus)
 
 static void test_cycles_one_vcpu(void **state)
 {
+    test_require_kvm();
     save_restore_cycles(state, "1");
 }
 
 static void test_cycles_two_vcpus(void **state)
 {
+    test_require_kvm();
     save_restore_cycles(state, "2");
 }
 
@@ -271,6 +274,7 @@ static void expect_restore_refused(struct fixture *f, const char *const *extra, 
 
 static void test_config_mismatch_refused(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     make_snapshot(f);
     const char *mem[] = {"--mem", "128M", NULL};
@@ -323,6 +327,7 @@ static void flip_byte(const char *path, long offset)
 
 static void test_truncated_and_corrupt_refused(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     make_snapshot(f);
     struct stat st;
@@ -363,6 +368,7 @@ static void test_truncated_and_corrupt_refused(void **state)
 
 static void test_sigkill_loses_only_unflushed(void **state)
 {
+    test_require_kvm();
     struct fixture *f = *state;
     const char *boot[] = {"--kernel", test_build_path("testguest.elf"), "--mem", GUEST_MEM,
                           "--disk", f->disk, "--cmdline",

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Slow test: Debian's cloud kernel, booted by tern-vmm with
-# --cmdline "console=ttyS0", prints its "Linux version" banner through our
-# UART. The kernel package is fetched with `apt-get download` once and kept
-# in $TERN_CACHE (default ~/.cache/tern).
+# Slow tests with Debian's cloud kernel, fetched with `apt-get download` once
+# and kept in $TERN_CACHE (default ~/.cache/tern):
+#  - the bzImage/ELF loaders' unit tests that read a real kernel
+#    (test_boot_bzimage, test_boot_load with TERN_REAL_KERNEL; no KVM needed);
+#  - booted by tern-vmm with --cmdline "console=ttyS0", it prints its
+#    "Linux version" banner through our UART (needs KVM; skipped without).
 set -u
 build=${1:-build}
 vmm="$build/tern-vmm"
 cache=${TERN_CACHE:-$HOME/.cache/tern}/kernel
 timeout_s=${TERN_BANNER_TIMEOUT:-240}
+passed=0
+failed=0
+skipped=0
 mkdir -p "$cache"
 
 fail() {
     echo "linux-banner: $*" >&2
-    echo "0 passed, 1 failed"
+    echo "$passed passed, $((failed + 1)) failed, $skipped skipped"
     exit 1
 }
 
@@ -29,6 +34,24 @@ if [ -z "$kernel" ]; then
     rm -f "$cache"/*.deb
     kernel=$(ls "$cache"/boot/vmlinuz-* 2>/dev/null | head -n1)
     [ -n "$kernel" ] || fail "no vmlinuz in $pkg"
+fi
+
+for t in test_boot_bzimage test_boot_load; do
+    if TERN_REAL_KERNEL=$kernel "$build/tests/unit/$t" 2>&1 | grep -q '^\[  FAILED  \]'; then
+        echo "linux-banner: $t failed on $(basename "$kernel"):" >&2
+        TERN_REAL_KERNEL=$kernel "$build/tests/unit/$t" >&2
+        failed=$((failed + 1))
+    else
+        echo "linux-banner: $t passed on $(basename "$kernel")"
+        passed=$((passed + 1))
+    fi
+done
+
+if ! why=$("$(dirname "$0")/../../scripts/require-kvm.sh" "the boot test" 2>&1); then
+    echo "skip: needs KVM; $why"
+    echo "$passed passed, $failed failed, 1 skipped"
+    [ "$failed" -eq 0 ]
+    exit
 fi
 
 work=$(mktemp -d /tmp/tern-banner-XXXXXX)
@@ -62,4 +85,5 @@ if [ "$found" -ne 1 ]; then
 fi
 echo "linux-banner: $(grep -m1 'Linux version' "$serial" | cut -c1-100)"
 echo "linux-banner: banner after ${elapsed_ms} ms"
-echo "1 passed, 0 failed"
+echo "$((passed + 1)) passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

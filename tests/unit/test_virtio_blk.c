@@ -28,6 +28,7 @@
 #include "node-vmm/virtio_mmio.h"
 #include "node-vmm/virtqueue.h"
 #include "proto/record.h"
+#include "tests/support/kvm.h"
 
 #define RAM_SIZE (16u << 20)
 #define IMAGE_SECTORS 2048u /* 1 MiB */
@@ -390,16 +391,12 @@ static void test_create_errors(void **state)
 static void test_kvm_registration(void **state)
 {
     struct fx *f = *state;
+    test_require_kvm();
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (kvm < 0)
-        skip();
+    assert_true(kvm >= 0);
     int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-    if (vm < 0 || ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0) {
-        if (vm >= 0)
-            close(vm);
-        close(kvm);
-        skip();
-    }
+    if (vm < 0 || ioctl(vm, KVM_CREATE_IRQCHIP, 0) < 0)
+        fail_msg("KVM_CREATE_VM / KVM_CREATE_IRQCHIP: %s", strerror(errno));
     struct tern_err err;
     struct virtio_blk *a = NULL, *b = NULL;
     struct virtio_blk_config cfg = blk_cfg(f, false);
