@@ -4,12 +4,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,16 +44,25 @@ struct cl_state *agent_state(struct agent *a)
     return replica_state(a->replica);
 }
 
+bool agent_is_host(struct agent *a)
+{
+    const struct cl_host *h = cl_state_host(agent_state(a), a->host);
+    return h && h->nodeid == a->nodeid;
+}
+
 bool agent_can_change(struct agent *a, struct tern_err *err)
 {
-    if (!a->quorate) {
-        tern_err_set(err, "this host (%s) is not in a quorate partition of the cluster; changes "
-                          "are refused until quorum returns", a->host);
+    struct cl_state *s = agent_state(a);
+    if (!replica_ready(a->replica)) {
+        tern_err_coded(err, TERN_ERR_NO_QUORUM, "this host (%s) is not in step with the cluster "
+                       "yet (it is receiving the cluster state); try again in a moment", a->host);
         return false;
     }
-    if (!replica_synced(a->replica)) {
-        tern_err_set(err, "this host (%s) has not yet received the cluster state; try again in a "
-                          "moment", a->host);
+    if (!cl_state_quorate(s) || !a->quorate) {
+        tern_err_coded(err, TERN_ERR_NO_QUORUM, "this host (%s) is not in a quorate partition of "
+                       "the cluster (%zu of %u expected votes present); changes are refused "
+                       "until quorum returns",
+                       a->host, cl_state_nr_members(s), cl_state_expected_votes(s));
         return false;
     }
     return true;
@@ -74,15 +85,11 @@ uint64_t agent_send(struct agent *a, json_t *msg, struct tern_err *err)
 
 /* --- replica callbacks --- */
 
-static int on_replica_send(void *opaque, const json_t *msg)
+static int on_replica_send(void *opaque, const void *data, size_t len)
 {
     struct agent *a = opaque;
-    char *text = json_dumps(msg, JSON_COMPACT);
-    if (!text)
-        return -1;
     struct tern_err err;
-    int rc = cs_link_send(a->link, text, strlen(text), &err);
-    free(text);
+    int rc = cs_link_send(a->link, data, len, &err);
     if (rc < 0)
         agent_log("%s (will retry)\n", err.msg);
     return rc;
@@ -94,10 +101,30 @@ static const char *msg_type(const json_t *msg)
     return t ? t : "?";
 }
 
+/* Our own announce came back: applied, this node is that host; refused,
+ * it must not act as any host. */
+static void on_own_announce(struct agent *a, int rc, const struct tern_err *err)
+{
+    if (rc < 0) {
+        agent_log("this node (%u) cannot be host '%s': %s. It does not act as any host and "
+                  "stops: fix 'host =' in %s (or corosync's node name) and start it again\n",
+                  a->nodeid, a->host, err ? err->msg : "refused", a->config_path);
+        a->exit_status = 78;
+        a->stop_requested = true;
+        return;
+    }
+    if (!a->reconciled && agent_is_host(a)) {
+        a->reconciled = true;
+        local_reconcile(a, true);
+    }
+}
+
 static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg, int rc,
                                const struct tern_err *err)
 {
     struct agent *a = opaque;
+    const json_t *o = msg ? json_object_get(msg, "origin") : NULL;
+    bool ours = o && (uint32_t)json_integer_value(json_object_get(o, "node")) == a->nodeid;
     if (rc < 0 && !strcmp(msg_type(msg), "migration_progress")) {
         /* Progress that crossed the migration's end: nothing to say. */
     } else if (rc < 0) {
@@ -106,8 +133,11 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
         const struct cl_host *h = cl_state_host_by_nodeid(agent_state(a), sender);
         agent_log("refused %s from %s: [%s] %s\n", msg_type(msg), h ? h->name : "?",
                   tern_err_code_name(err ? err->code : 0), err ? err->msg : "?");
-    } else if (strcmp(msg_type(msg), "migration_progress") != 0) {
-        a->state_dirty = true;
+    }
+    if (ours && a->announce_req &&
+        (uint64_t)json_integer_value(json_object_get(o, "req")) == a->announce_req) {
+        a->announce_req = 0;
+        on_own_announce(a, rc, err);
     }
     if (rc == 0 && msg)
         local_on_applied(a, msg);
@@ -117,24 +147,29 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
 
 static void announce(struct agent *a)
 {
-    json_t *m = json_pack("{s:s, s:s, s:I, s:I, s:s}", "type", "host_announce", "host", a->host,
-                          "mem_mib", (json_int_t)a->cfg.mem_mib, "vcpus",
-                          (json_int_t)a->cfg.vcpus, "migration_addr", a->cfg.migration_addr);
+    uint32_t expected = cs_link_expected_votes(a->link);
+    if (expected == 0)
+        expected = (uint32_t)a->nr_nodes; /* votequorum did not say: one vote per node */
+    json_t *m = json_pack("{s:s, s:s, s:I, s:I, s:s, s:I}", "type", "host_announce", "host",
+                          a->host, "mem_mib", (json_int_t)a->cfg.mem_mib, "vcpus",
+                          (json_int_t)a->cfg.vcpus, "migration_addr", a->cfg.migration_addr,
+                          "expected_votes", (json_int_t)expected);
     struct tern_err err;
-    if (agent_send(a, m, &err))
+    uint64_t req = agent_send(a, m, &err);
+    if (req) {
         a->announced = true;
-    else
+        a->announce_req = req;
+    } else {
         agent_log("announcing this host: %s (will retry)\n", err.msg);
+    }
     json_decref(m);
 }
 
 static void on_replica_membership(void *opaque)
 {
     struct agent *a = opaque;
-    a->state_dirty = true;
-    /* Hosts are online while their agent is in the group. Re-announce
-     * after every change so our own entry (capacity, address) is right
-     * after merges too. */
+    /* Re-announce after every change so our own entry (capacity, address,
+     * expected votes) is right after merges too. */
     if (replica_synced(a->replica))
         a->announced = false;
     requests_poll(a);
@@ -143,18 +178,43 @@ static void on_replica_membership(void *opaque)
 static void on_replica_synced(void *opaque)
 {
     struct agent *a = opaque;
-    agent_log("%s has the cluster state (version %llu)\n", a->host,
-            (unsigned long long)cl_state_version(agent_state(a)));
+    agent_log("%s has the cluster state (version %llu, quorum epoch %llu)\n", a->host,
+              (unsigned long long)cl_state_version(agent_state(a)),
+              (unsigned long long)cl_state_quorum_epoch(agent_state(a)));
     a->announced = false;
-    a->state_dirty = true;
-    /* Settle the re-attached VMs against the agreed state now, before the
-     * replica applies the messages queued behind the snapshot: those (a
-     * migration to this host, say) are acted on as they apply, and must
-     * not be mistaken for leftovers of an earlier life. */
-    if (!a->reconciled) {
-        a->reconciled = true;
-        local_reconcile(a);
+}
+
+static void on_replica_installed(void *opaque, bool replaced)
+{
+    struct agent *a = opaque;
+    if (!replaced)
+        return;
+    a->lineage++;
+    agent_log("installed the cluster state of another host (version %llu, quorum epoch %llu); "
+              "settling what runs here against it\n",
+              (unsigned long long)cl_state_version(agent_state(a)),
+              (unsigned long long)cl_state_quorum_epoch(agent_state(a)));
+    requests_on_replaced(a, false);
+    if (a->reconciled) {
+        if (agent_is_host(a))
+            local_reconcile(a, false);
+        else
+            a->reconciled = false; /* our identity must be confirmed again */
     }
+}
+
+static void on_replica_journal(void *opaque, const struct replica_event *ev)
+{
+    struct agent *a = opaque;
+    state_store_event(a->store, ev, agent_state(a));
+}
+
+static void on_replica_fatal(void *opaque, const char *why)
+{
+    struct agent *a = opaque;
+    agent_log("the cluster state here can no longer be trusted: %s; leaving the group to "
+              "reload it from disk and sync again (VMs keep running)\n", why);
+    a->rejoin = true;
 }
 
 static const struct replica_ops replica_ops = {
@@ -162,6 +222,9 @@ static const struct replica_ops replica_ops = {
     .applied = on_replica_applied,
     .membership = on_replica_membership,
     .synced = on_replica_synced,
+    .installed = on_replica_installed,
+    .journal = on_replica_journal,
+    .fatal = on_replica_fatal,
 };
 
 /* --- corosync callbacks --- */
@@ -173,20 +236,33 @@ static void on_deliver(void *opaque, uint32_t nodeid, const void *msg, size_t le
 }
 
 static void on_confchg(void *opaque, const uint32_t *members, size_t nr_members,
-                       const uint32_t *left, size_t nr_left, const uint32_t *joined,
-                       size_t nr_joined)
+                       const uint32_t *left, const bool *left_node_down, size_t nr_left,
+                       const uint32_t *joined, size_t nr_joined)
 {
     struct agent *a = opaque;
-    agent_log("membership: %zu members (%zu joined, %zu left)\n", nr_members,
-            nr_joined, nr_left);
-    replica_confchg(a->replica, members, nr_members, left, nr_left, joined, nr_joined);
+    enum cl_leave_reason small[64];
+    enum cl_leave_reason *why = nr_left <= 64 ? small : malloc(nr_left * sizeof(*why));
+    if (!why) {
+        on_replica_fatal(a, "out of memory passing on a membership change");
+        return;
+    }
+    size_t down = 0;
+    for (size_t i = 0; i < nr_left; i++) {
+        why[i] = left_node_down[i] ? CL_LEFT_NODE : CL_LEFT_PROCESS;
+        down += left_node_down[i];
+    }
+    agent_log("membership: %zu members (%zu joined, %zu left, %zu of them with their node)\n",
+              nr_members, nr_joined, nr_left, down);
+    replica_confchg(a->replica, members, nr_members, left, why, nr_left, joined, nr_joined);
+    if (why != small)
+        free(why);
 }
 
 static void on_quorum(void *opaque, bool quorate)
 {
     struct agent *a = opaque;
     if (a->quorate != quorate)
-        agent_log("quorum %s\n", quorate ? "gained" : "lost");
+        agent_log("quorum %s (votequorum)\n", quorate ? "gained" : "lost");
     a->quorate = quorate;
 }
 
@@ -236,13 +312,58 @@ static int find_host_name(struct agent *a, size_t *nr_nodes, struct tern_err *er
     return 0;
 }
 
+/* One ternd per node: locks on the state and run directories, taken before
+ * anything else (before joining CPG), so a second one stops at once. */
+static int take_lock(struct agent *a, int slot, const char *dir, struct tern_err *err)
+{
+    char path[PATH_MAX + 16];
+    if ((size_t)snprintf(path, sizeof(path), "%s/ternd.lock", dir) >= sizeof(path))
+        return tern_err_set(err, "%s is too long", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return tern_err_errno(err, errno, "cannot open the lock file %s", path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return tern_err_set(err, "another ternd already runs with %s (it holds %s); stop it "
+                                "first", dir, path);
+        return tern_err_errno(err, e, "cannot lock %s", path);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) == 0 && write(fd, pid, (size_t)n) != n) {
+        /* the pid is a courtesy for the operator; the lock is what counts */
+    }
+    a->lock_fds[slot] = fd;
+    return 0;
+}
+
+static int open_replica(struct agent *a, struct cl_state *st, struct tern_err *err)
+{
+    a->replica = replica_new(a->nodeid, st, &replica_ops, a);
+    if (!a->replica) {
+        cl_state_free(st);
+        return tern_err_set(err, "out of memory");
+    }
+    /* After a whole-cluster restart, wait for a majority before choosing
+     * whose persisted copy wins: any majority includes a host that saw the
+     * last acknowledged change. */
+    replica_set_bootstrap_quorum(a->replica, a->nr_nodes / 2 + 1);
+    return 0;
+}
+
 int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
 {
     memset(a, 0, sizeof(*a));
     a->listen_fd = -1;
+    a->lock_fds[0] = a->lock_fds[1] = -1;
+    snprintf(a->config_path, sizeof(a->config_path), "%s", config_path);
     for (int i = 0; i < AGENT_MAX_CLIENTS; i++)
         a->clients[i].fd = -1;
     if (ternd_config_load(&a->cfg, config_path, err) < 0)
+        return -1;
+    if (take_lock(a, 0, a->cfg.state_dir, err) < 0 || take_lock(a, 1, a->cfg.run_dir, err) < 0)
         return -1;
     snprintf(a->env.vmm_path, sizeof(a->env.vmm_path), "%s", a->cfg.vmm_path);
     snprintf(a->env.run_dir, sizeof(a->env.run_dir), "%s", a->cfg.run_dir);
@@ -252,18 +373,19 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
         if (cgroup_of_pid(0, a->env.cgroup_dir, sizeof(a->env.cgroup_dir), err) < 0)
             return tern_err_prefix(err, "finding ternd's cgroup (or set cgroups = no)");
     }
-    if (snprintf(a->state_path, sizeof(a->state_path), "%s/cluster-state.json",
-                 a->cfg.state_dir) >= (int)sizeof(a->state_path))
-        return tern_err_set(err, "state_dir is too long");
+    /* Request ids must never repeat, also across restarts: the state keeps
+     * the last one applied from each node. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    a->next_req = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 
     struct cl_state *st = cl_state_new();
     if (!st)
         return tern_err_set(err, "out of memory");
-    int lr = cl_state_load(st, a->state_path, err);
-    if (lr < 0) {
+    int loaded = 0;
+    if (state_store_open(&a->store, a->cfg.state_dir, st, &loaded, err) < 0) {
         cl_state_free(st);
-        return tern_err_prefix(err, "loading the persisted cluster state (move the file away to "
-                                    "start from what the other hosts have)");
+        return tern_err_prefix(err, "loading the persisted cluster state");
     }
     if (cs_link_open(&a->link, a->cfg.cpg_group, &link_callbacks, a, err) < 0) {
         cl_state_free(st);
@@ -271,26 +393,17 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     }
     a->nodeid = cs_link_local_nodeid(a->link);
     a->quorate = cs_link_quorate(a->link);
-    size_t nr_nodes = 0;
-    if (find_host_name(a, &nr_nodes, err) < 0) {
+    if (find_host_name(a, &a->nr_nodes, err) < 0) {
         cl_state_free(st);
         return -1;
     }
-    a->replica = replica_new(a->nodeid, st, &replica_ops, a);
-    if (!a->replica) {
-        cl_state_free(st);
-        return tern_err_set(err, "out of memory");
-    }
-    /* After a whole-cluster restart, wait for a majority before choosing
-     * whose persisted copy wins: any majority includes a host that saw the
-     * last change. */
-    replica_set_bootstrap_quorum(a->replica, nr_nodes / 2 + 1);
+    if (open_replica(a, st, err) < 0)
+        return -1;
     if (api_open(a, err) < 0)
         return -1;
     local_reattach(a);
-    agent_log("%s (node %u) up; control socket %s; state %s (%s)\n", a->host,
-            a->nodeid, a->cfg.control_socket, a->state_path,
-            lr == 1 ? "new" : "loaded");
+    agent_log("%s (node %u) up; control socket %s; state in %s (%s)\n", a->host, a->nodeid,
+              a->cfg.control_socket, a->cfg.state_dir, loaded ? "loaded" : "new");
     return 0;
 }
 
@@ -298,32 +411,79 @@ void agent_destroy(struct agent *a)
 {
     api_close(a);
     local_stop_all_tracking(a);
-    if (a->replica)
-        replica_free(a->replica);
     if (a->link)
         cs_link_close(a->link);
+    if (a->replica)
+        replica_free(a->replica);
+    state_store_close(a->store); /* writes what is queued */
+    for (int i = 0; i < 2; i++)
+        if (a->lock_fds[i] >= 0)
+            close(a->lock_fds[i]);
 }
 
-/* Persists the replica when it changed, at most every STATE_SAVE_INTERVAL_S
- * (each save writes the whole state and fsyncs: per message that would be
- * quadratic in the number of VMs), and always when `now` is set (exit). A
- * host that restarts takes the current state from the members anyway; the
- * file matters when the whole cluster restarts. */
-#define STATE_SAVE_INTERVAL_S 0.1
-
-static void save_state(struct agent *a, bool now)
+/* The replica cannot be trusted any more: leave the group, reload the
+ * persisted copy and join again as an unsynced member (the others' state
+ * wins). VMs keep running; what runs here is settled once synced. */
+static int rejoin(struct agent *a, struct tern_err *err)
 {
-    if (!a->state_dirty || !replica_synced(a->replica))
+    a->rejoin = false;
+    cs_link_close(a->link);
+    a->link = NULL;
+    replica_free(a->replica);
+    a->replica = NULL;
+    struct cl_state *st = cl_state_new();
+    if (!st)
+        return tern_err_set(err, "out of memory");
+    if (state_store_reload(a->store, st, err) < 0) {
+        cl_state_free(st);
+        return tern_err_prefix(err, "reloading the persisted cluster state to rejoin");
+    }
+    if (open_replica(a, st, err) < 0)
+        return -1;
+    a->lineage++;
+    requests_on_replaced(a, true);
+    a->reconciled = false;
+    a->announced = false;
+    a->announce_req = 0;
+    if (cs_link_open(&a->link, a->cfg.cpg_group, &link_callbacks, a, err) < 0)
+        return tern_err_prefix(err, "rejoining the cluster");
+    a->quorate = cs_link_quorate(a->link);
+    agent_log("rejoined the cluster group; waiting for the cluster state\n");
+    return 0;
+}
+
+/* What the worker made durable goes to the replica (which tells the
+ * others); a disk that fails is logged (acknowledgements wait). */
+static void store_progress(struct agent *a)
+{
+    uint64_t version;
+    char failure[TERN_ERR_MAX];
+    if (state_store_durable(a->store, &version, failure, sizeof(failure)))
+        replica_persisted(a->replica, version);
+    if (failure[0])
+        agent_log("persisting the cluster state failed: %s; changes are not acknowledged until "
+                  "it works again (retrying with a full snapshot)\n", failure);
+}
+
+/* A sync round that does not end (an offer or the state never came): give
+ * up on it, as the replica does when its queue overflows. */
+static void check_round(struct agent *a)
+{
+    if (!replica_round_open(a->replica)) {
+        a->round_seq = 0;
         return;
-    double t = agent_now();
-    if (!now && t - a->last_save < STATE_SAVE_INTERVAL_S)
-        return;
-    a->last_save = t;
-    struct tern_err err;
-    if (cl_state_save(agent_state(a), a->state_path, &err) < 0)
-        agent_log("persisting the cluster state: %s\n", err.msg);
-    else
-        a->state_dirty = false;
+    }
+    uint64_t seq = replica_round_seq(a->replica);
+    double now = agent_now();
+    if (seq != a->round_seq) {
+        a->round_seq = seq;
+        a->round_since = now;
+    } else if (now - a->round_since > AGENT_SYNC_ROUND_TIMEOUT_S) {
+        agent_log("the sync round has been open for %.0f s; leaving the group to start over\n",
+                  now - a->round_since);
+        a->rejoin = true;
+        a->round_seq = 0;
+    }
 }
 
 int agent_run(struct agent *a, struct tern_err *err)
@@ -342,10 +502,15 @@ int agent_run(struct agent *a, struct tern_err *err)
     double next_tick = agent_now();
     int rc = 0;
     while (!a->stop_requested) {
-        struct pollfd fds[1 + CS_LINK_NFDS + 1 + AGENT_MAX_CLIENTS + 2 * AGENT_MAX_VMS];
+        if (a->rejoin && rejoin(a, err) < 0) {
+            rc = -1;
+            break;
+        }
+        struct pollfd fds[2 + CS_LINK_NFDS + 1 + AGENT_MAX_CLIENTS + 2 * AGENT_MAX_VMS];
         int slots[2 * AGENT_MAX_VMS];
         int n = 0;
         fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = state_store_fd(a->store), .events = POLLIN};
         int link_first = n;
         if (cs_link_pollfds(a->link, &fds[n]) < 0) {
             rc = tern_err_set(err, "corosync connection lost; ternd stops (VMs keep running)");
@@ -377,10 +542,14 @@ int agent_run(struct agent *a, struct tern_err *err)
                 a->stop_requested = true;
             }
         }
+        if (fds[1].revents & POLLIN)
+            store_progress(a);
         if (cs_link_dispatch(a->link, &fds[link_first], err) < 0) {
             rc = tern_err_prefix(err, "corosync connection lost; ternd stops (VMs keep running)");
             break;
         }
+        if (a->rejoin)
+            continue;
         api_handle(a, &fds[api_first], api_n);
         local_handle(a, &fds[vm_first], vm_n, slots);
         /* A migration that just began must not wait for a slow tick. */
@@ -390,19 +559,21 @@ int agent_run(struct agent *a, struct tern_err *err)
             a->tick_now = false;
             next_tick = agent_now();
         }
+        requests_poll(a); /* acknowledgements follow the others' reports */
 
         if (agent_now() >= next_tick) {
             int next_ms = AGENT_TICK_MS;
-            if (replica_synced(a->replica) && !a->announced)
+            if (replica_ready(a->replica) && !a->announced)
                 announce(a);
             replica_flush(a->replica);
+            check_round(a);
             next_ms = local_tick(a);
             requests_poll(a);
             next_tick = agent_now() + next_ms / 1000.0;
         }
-        save_state(a, false);
     }
-    save_state(a, true);
     close(sfd);
+    if (rc == 0 && a->exit_status)
+        rc = tern_err_set(err, "stopped: this node cannot act as host '%s'", a->host);
     return rc;
 }

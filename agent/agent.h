@@ -15,9 +15,10 @@
 #include <stdint.h>
 
 #include "../ha/cluster_state.h"
-#include "../ha/corosync_link.h"
 #include "../ha/replica.h"
 #include "config.h"
+#include "corosync_link.h"
+#include "state_store.h"
 #include "vm_process.h"
 
 #define AGENT_MAX_CLIENTS 64
@@ -83,6 +84,9 @@ struct pending {
     uint64_t client_gen;
     uint64_t req;           /* request id of the message awaited */
     bool applied;           /* that message was applied */
+    uint64_t applied_version; /* the state's version right after it */
+    uint64_t lineage;       /* agent's lineage when it was applied */
+    char type[32];          /* its message type */
     char vm[CL_NAME_MAX];
     char host[CL_NAME_MAX];
     uint64_t mig_id;
@@ -97,26 +101,36 @@ struct pending {
 
 struct agent {
     struct ternd_config cfg;
+    char config_path[PATH_MAX];
     struct vm_process_env env;
-    char state_path[PATH_MAX];
     char host[CL_NAME_MAX];
     uint32_t nodeid;
-    bool quorate;
+    size_t nr_nodes;         /* corosync's nodelist */
+    bool quorate;            /* votequorum, as this node sees it */
     bool announced;
-    bool reconciled;
+    uint64_t announce_req;
+    bool reconciled;         /* this host's identity is confirmed and what runs here settled */
     bool stop_requested;
+    int exit_status;         /* when stopping on its own: 0, or why */
+    int lock_fds[2];         /* state_dir and run_dir locks */
     struct cs_link *link;
     struct replica *replica;
+    struct state_store *store;
+    uint64_t lineage;        /* changes whenever the local state was replaced */
+    bool rejoin;             /* the replica failed: leave, reload, rejoin */
+    uint64_t round_seq;      /* the sync round being timed */
+    double round_since;
     int listen_fd;
     struct agent_client clients[AGENT_MAX_CLIENTS];
     uint64_t next_gen;
     struct local_vm vms[AGENT_MAX_VMS];
     struct pending pend[AGENT_MAX_PENDING];
     uint64_t next_req;
-    bool state_dirty;
-    double last_save;
     bool tick_now; /* a VMM announced a change: tick at once */
 };
+
+/* A sync round open longer than this is given up: leave and rejoin. */
+#define AGENT_SYNC_ROUND_TIMEOUT_S 60.0
 
 /* agent.c: set-up (config, corosync, persisted state, control socket,
  * re-attaching VM processes), the loop, and tear-down (VMs keep running). */
@@ -131,9 +145,12 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Broadcasts a state message (adds the origin). Returns the request id, or
  * 0 with err set. */
 uint64_t agent_send(struct agent *a, json_t *msg, struct tern_err *err);
-/* True when this host may originate changes (quorate and synced). */
+/* True when this host may originate changes (synced, the cluster's
+ * configuration quorate, and corosync quorate here too). */
 bool agent_can_change(struct agent *a, struct tern_err *err);
 struct cl_state *agent_state(struct agent *a);
+/* The state names this node as host `a->host` (its announce was applied). */
+bool agent_is_host(struct agent *a);
 
 /* api.c: the control socket. */
 int api_open(struct agent *a, struct tern_err *err);
@@ -154,13 +171,20 @@ void requests_on_applied(struct agent *a, uint32_t sender, const json_t *msg, in
 /* Called after every applied message and each tick: pending requests whose
  * condition holds now (VM running, migration finished...) complete. */
 void requests_poll(struct agent *a);
+/* The local state was replaced (merge, or `rejoined` after the replica
+ * failed): pending changes that it no longer holds are answered as not
+ * acknowledged; after a rejoin, so are those whose fate is unknown. */
+void requests_on_replaced(struct agent *a, bool rejoined);
 
 /* local_vms.c: what this host does about the cluster state. */
 void local_on_applied(struct agent *a, const json_t *msg);
 /* Returns when it wants to run next, in ms. */
 int local_tick(struct agent *a);
 void local_reattach(struct agent *a);  /* at start, before the first sync */
-void local_reconcile(struct agent *a); /* once synced */
+/* Settles what runs here against the state: at start (`at_start`: also
+ * ends this host's migrations that its restart interrupted) and whenever
+ * the state was replaced by another host's in a sync round. */
+void local_reconcile(struct agent *a, bool at_start);
 /* Each VM process's pidfd (slot i) and watch connection (slot
  * AGENT_MAX_VMS + i): at most 2 * AGENT_MAX_VMS fds. */
 int local_pollfds(struct agent *a, struct pollfd *fds, int max, int *slots);

@@ -680,7 +680,23 @@ void local_reattach(struct agent *a)
     json_decref(names);
 }
 
-void local_reconcile(struct agent *a)
+/* The migration a source VMM was running is gone from the state (aborted
+ * elsewhere, or lost in a merge): the guest stays here, running. */
+static void resume_source(struct agent *a, struct local_vm *lv)
+{
+    struct tern_err err;
+    if (lv->mig_started && vmm_call(lv, "migrate-abort", NULL, NULL, &err) < 0 &&
+        vmm_call(lv, "migrate-cancel", NULL, NULL, &err) < 0)
+        agent_log("VM %s: its migration is gone; the source VMM says: %s\n", lv->proc.name,
+                  err.msg);
+    lv->mig_id = 0;
+    lv->mig_started = false;
+    lv->mig_commit_sent = false;
+    watch_close(lv);
+    (void)a;
+}
+
+void local_reconcile(struct agent *a, bool at_start)
 {
     struct cl_state *s = agent_state(a);
     for (int i = 0; i < AGENT_MAX_VMS; i++) {
@@ -692,7 +708,29 @@ void local_reconcile(struct agent *a)
                                            ? cl_state_migration(s, vm->migration_id)
                                            : NULL;
         if (lv->role == LOCAL_INCOMING) {
-            if (!m || strcmp(m->to, a->host) != 0) {
+            struct tern_err err;
+            if (vm && !m && !strcmp(vm->owner, a->host) && cl_state_quorate(s) &&
+                vm->run != CL_RUN_STARTING) {
+                /* The VM is this host's and no migration is left: the
+                 * handover committed and its record ended while this agent
+                 * was away (its end was lost). The incoming VMM holds the
+                 * guest: it runs here, the only copy. */
+                if (vmm_call(lv, "migrate-commit", NULL, NULL, &err) == 0) {
+                    agent_log("VM %s: its handover to this host committed; running the incoming "
+                              "VMM\n", lv->proc.name);
+                    lv->role = LOCAL_RUNNING;
+                    lv->mig_id = 0;
+                    watch_close(lv);
+                    report(a, vm->name, "running", "");
+                    continue;
+                }
+                agent_log("VM %s: the incoming VMM cannot run (%s); removing it\n",
+                          lv->proc.name, err.msg);
+                lv->stopping = true;
+                kill_local(a, lv);
+                continue;
+            }
+            if (!m || strcmp(m->to, a->host) != 0 || (lv->mig_id && lv->mig_id != m->id)) {
                 agent_log("VM %s: incoming VMM without a migration to this host; "
                                 "removing it\n", lv->proc.name);
                 lv->stopping = true;
@@ -700,11 +738,14 @@ void local_reconcile(struct agent *a)
                 continue;
             }
             lv->mig_id = m->id;
-            watch_open(lv);
+            if (lv->watch_fd < 0)
+                watch_open(lv);
             if (m->phase == CL_MIG_COMMITTED)
                 on_commit(a, m);
             continue;
         }
+        if (lv->handed_over)
+            continue;
         if (!vm || strcmp(vm->owner, a->host) != 0) {
             /* The cluster says this VM runs elsewhere (or nowhere): this copy
              * must not run. */
@@ -715,13 +756,22 @@ void local_reconcile(struct agent *a)
             continue;
         }
         if (m && !strcmp(m->from, a->host)) {
-            lv->mig_id = m->id;
-            lv->mig_started = true;
-            send_abort(a, lv, m->id, "the source host's agent restarted during the migration");
-        } else if (vm->run == CL_RUN_STARTING || vm->run == CL_RUN_CRASHED) {
+            if (at_start || lv->mig_id != m->id) {
+                lv->mig_id = m->id;
+                lv->mig_started = true;
+                send_abort(a, lv, m->id, at_start ? "the source host's agent restarted during "
+                                                    "the migration"
+                                                  : "the source host does not run this migration");
+            }
+            continue;
+        }
+        if (lv->mig_id)
+            resume_source(a, lv);
+        if (vm->run == CL_RUN_STARTING || vm->run == CL_RUN_CRASHED || vm->run == CL_RUN_LOST) {
             report(a, vm->name, "running", "");
         } else if (vm->run == CL_RUN_STOPPING) {
-            stop_vm(a, vm->name);
+            if (!lv->stopping)
+                stop_vm(a, vm->name);
         }
     }
     for (size_t i = 0; i < cl_state_nr_vms(s); i++) {
@@ -732,13 +782,15 @@ void local_reconcile(struct agent *a)
             start_vm(a, vm);
         else if (vm->run == CL_RUN_STOPPING)
             report(a, vm->name, "stopped", "");
-        else if (vm->run == CL_RUN_RUNNING || vm->run == CL_RUN_MIGRATING)
-            report(a, vm->name, "crashed", "its process was not found when ternd started");
+        else if (vm->run == CL_RUN_RUNNING || vm->run == CL_RUN_MIGRATING || vm->run == CL_RUN_LOST)
+            report(a, vm->name, "crashed", at_start ? "its process was not found when ternd started"
+                                                    : "its process is not running on its host");
     }
     for (size_t i = 0; i < cl_state_nr_migrations(s); i++) {
         const struct cl_migration *m = cl_state_migration_at(s, i);
         if (!strcmp(m->to, a->host) && m->phase != CL_MIG_COMMITTED && !local_find(a, m->vm))
-            send_abort(a, NULL, m->id, "the destination host's agent restarted");
+            send_abort(a, NULL, m->id, at_start ? "the destination host's agent restarted"
+                                                : "the destination host has no incoming VMM");
     }
 }
 

@@ -12,8 +12,9 @@ static void usage(FILE *f)
                "  Runs the Tern node agent in the foreground: joins the corosync cluster,\n"
                "  serves the control API (ternctl) and supervises this host's VMs.\n"
                "  --config PATH   configuration file (default %s)\n"
-               "Exit status: 0 stopped by a signal, 1 runtime failure, 2 usage, 78 bad config\n"
-               "or corosync not reachable at start.\n",
+               "Exit status: 0 stopped by a signal, 1 runtime failure, 2 usage, 78 bad config,\n"
+               "state refused, another ternd running, corosync not reachable at start, or this\n"
+               "node cannot be the host its config names.\n",
             TERND_DEFAULT_CONFIG);
 }
 
@@ -54,6 +55,7 @@ int main(int argc, char **argv)
     int rc = agent_run(&a, &err);
     if (rc < 0)
         fprintf(stderr, "ternd: %s\n", err.msg);
+    int status = a.exit_status ? a.exit_status : rc < 0 ? 1 : 0;
     agent_destroy(&a);
-    return rc < 0 ? 1 : 0;
+    return status;
 }

@@ -17,10 +17,17 @@ static json_t *cluster_json(struct agent *a)
     size_t members = 0;
     for (size_t i = 0; i < cl_state_nr_hosts(s); i++)
         members += cl_state_host_at(s, i)->online;
-    return json_pack("{s:s, s:I, s:b, s:b, s:I, s:I}", "local_host", a->host, "nodeid",
-                     (json_int_t)a->nodeid, "quorate", a->quorate, "synced",
-                     replica_synced(a->replica), "members", (json_int_t)members, "version",
-                     (json_int_t)cl_state_version(s));
+    /* quorate: the configuration the state was applied in is quorate and
+     * corosync here agrees; what changes need. */
+    return json_pack("{s:s, s:I, s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "local_host",
+                     a->host, "nodeid", (json_int_t)a->nodeid, "quorate",
+                     cl_state_quorate(s) && a->quorate, "synced", replica_synced(a->replica),
+                     "ready", replica_ready(a->replica), "members", (json_int_t)members,
+                     "config_members", (json_int_t)cl_state_nr_members(s), "expected_votes",
+                     (json_int_t)cl_state_expected_votes(s), "quorum_epoch",
+                     (json_int_t)cl_state_quorum_epoch(s), "version",
+                     (json_int_t)cl_state_version(s), "stable_version",
+                     (json_int_t)replica_stable_version(a->replica));
 }
 
 static json_t *hosts_json(struct agent *a)
@@ -101,6 +108,8 @@ static struct pending *send_change(struct agent *a, int client, uint64_t gen,
         json_decref(msg);
         return NULL;
     }
+    char type[32];
+    snprintf(type, sizeof(type), "%s", json_string_value(json_object_get(msg, "type")));
     struct pending *p = pending_new(a, kind, client, gen);
     if (!p) {
         api_reply_err(a, client, gen, "unavailable", "too many requests in progress; try again");
@@ -115,6 +124,7 @@ static struct pending *send_change(struct agent *a, int client, uint64_t gen,
         return NULL;
     }
     p->req = req;
+    snprintf(p->type, sizeof(p->type), "%s", type);
     p->deadline = agent_now() + (kind == PEND_SIMPLE ? SIMPLE_TIMEOUT_S : START_STOP_TIMEOUT_S);
     return p;
 }
@@ -271,6 +281,15 @@ void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req)
         handle_host_mode(a, client, gen, req, "active", PEND_SIMPLE);
     } else if (!strcmp(cmd, "host.evacuate")) {
         handle_host_mode(a, client, gen, req, "maintenance", PEND_EVACUATE);
+    } else if (!strcmp(cmd, "host.remove")) {
+        const char *host;
+        if (!require_name(a, client, gen, req, "host", &host))
+            return;
+        struct pending *p = send_change(a, client, gen, PEND_SIMPLE,
+                                        json_pack("{s:s, s:s}", "type", "host_remove", "host",
+                                                  host));
+        if (p)
+            snprintf(p->host, sizeof(p->host), "%s", host);
     } else {
         api_reply_err(a, client, gen, "unknown_command",
                       "unknown command '%s' (see docs/agent-api.md)", cmd);
@@ -292,12 +311,11 @@ static void reply_refused(struct agent *a, struct pending *p, const struct tern_
                   err ? err->msg : "refused");
 }
 
-static void reply_simple(struct agent *a, struct pending *p, const json_t *msg)
+static void reply_simple(struct agent *a, struct pending *p)
 {
     struct cl_state *s = agent_state(a);
-    const char *type = json_string_value(json_object_get(msg, "type"));
     json_t *res = json_object();
-    if (p->vm[0] && cl_state_vm(s, p->vm) && strcmp(type, "vm_undefine") != 0)
+    if (p->vm[0] && cl_state_vm(s, p->vm) && strcmp(p->type, "vm_undefine") != 0)
         json_object_set_new(res, "vm", cl_vm_to_json(cl_state_vm(s, p->vm)));
     if (p->host[0] && cl_state_host(s, p->host))
         json_object_set_new(res, "host", cl_host_to_json(s, cl_state_host(s, p->host)));
@@ -531,22 +549,16 @@ void requests_on_applied(struct agent *a, uint32_t sender, const json_t *msg, in
             continue;
         }
         p->applied = true;
+        p->applied_version = cl_state_version(s);
+        p->lineage = a->lineage;
         switch (p->kind) {
         case PEND_SIMPLE:
-            reply_simple(a, p, msg);
-            pending_free(p);
-            break;
         case PEND_START:
         case PEND_STOP:
-            break; /* requests_poll completes it */
+            break; /* requests_poll completes it, once durable */
         case PEND_MIGRATE: {
             const struct cl_vm *vm = cl_state_vm(s, p->vm);
             p->mig_id = vm ? vm->migration_id : 0;
-            if (!p->wait || !p->mig_id) {
-                api_reply_ok(a, p->client, p->client_gen,
-                             json_pack("{s:I}", "migration_id", (json_int_t)p->mig_id));
-                pending_free(p);
-            }
             break;
         }
         case PEND_EVACUATE:
@@ -561,6 +573,39 @@ void requests_on_applied(struct agent *a, uint32_t sender, const json_t *msg, in
     }
 }
 
+/* The change p's message made is on a majority's disks. */
+static bool durable(struct agent *a, const struct pending *p)
+{
+    return p->applied && p->lineage == a->lineage &&
+           replica_stable_version(a->replica) >= p->applied_version;
+}
+
+void requests_on_replaced(struct agent *a, bool rejoined)
+{
+    struct cl_state *s = agent_state(a);
+    uint64_t mine = cl_state_origin_req(s, a->nodeid);
+    for (int i = 0; i < AGENT_MAX_PENDING; i++) {
+        struct pending *p = &a->pend[i];
+        if (!p->used || !p->req || (p->kind == PEND_EVACUATE && p->applied))
+            continue;
+        if (p->applied || rejoined) {
+            if (p->req <= mine) {
+                /* The state that won holds it: durable once that state is. */
+                p->applied = true;
+                p->applied_version = cl_state_version(s);
+                p->lineage = a->lineage;
+                continue;
+            }
+            api_reply_err(a, p->client, p->client_gen, "not_acknowledged",
+                          "the cluster's state changed before a majority of hosts had stored "
+                          "this change (%s), and the state that holds now does not have it: it "
+                          "did not take effect; check `ternctl status` and try again",
+                          p->type);
+            pending_free(p);
+        }
+    }
+}
+
 void requests_poll(struct agent *a)
 {
     struct cl_state *s = agent_state(a);
@@ -569,7 +614,18 @@ void requests_poll(struct agent *a)
         struct pending *p = &a->pend[i];
         if (!p->used)
             continue;
-        if (p->applied && (p->kind == PEND_START || p->kind == PEND_STOP)) {
+        if (p->kind == PEND_SIMPLE && durable(a, p)) {
+            reply_simple(a, p);
+            pending_free(p);
+            continue;
+        }
+        if (p->kind == PEND_MIGRATE && durable(a, p) && (!p->wait || !p->mig_id)) {
+            api_reply_ok(a, p->client, p->client_gen,
+                         json_pack("{s:I}", "migration_id", (json_int_t)p->mig_id));
+            pending_free(p);
+            continue;
+        }
+        if (durable(a, p) && (p->kind == PEND_START || p->kind == PEND_STOP)) {
             const struct cl_vm *vm = cl_state_vm(s, p->vm);
             if (!vm) {
                 api_reply_err(a, p->client, p->client_gen, "not_found",

@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ha/corosync_link.h"
+#include "agent/corosync_link.h"
 #include "migrate/certs.h"
 #include "cli/cli.h"
 #include "tests/support/cluster.h"

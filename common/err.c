@@ -54,6 +54,7 @@ const char *tern_err_code_name(int code)
     case TERN_ERR_CONFLICT: return "conflict";
     case TERN_ERR_NO_CAPACITY: return "no_capacity";
     case TERN_ERR_INTERNAL: return "internal";
+    case TERN_ERR_NO_QUORUM: return "no_quorum";
     default: return "failed";
     }
 }

@@ -18,6 +18,7 @@ enum tern_err_code {
     TERN_ERR_CONFLICT,    /* not possible in the current state */
     TERN_ERR_NO_CAPACITY, /* no host can take it */
     TERN_ERR_INTERNAL,    /* out of memory and the like */
+    TERN_ERR_NO_QUORUM,   /* needs a quorate configuration of the cluster */
 };
 
 struct tern_err {
@@ -34,8 +35,8 @@ int tern_err_set(struct tern_err *err, const char *fmt, ...)
 int tern_err_coded(struct tern_err *err, enum tern_err_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* "invalid", "not_found", "conflict", "no_capacity", "internal"; "failed"
- * for TERN_ERR_NONE. */
+/* "invalid", "not_found", "conflict", "no_capacity", "internal",
+ * "no_quorum"; "failed" for TERN_ERR_NONE. */
 const char *tern_err_code_name(int code);
 
 /* Like tern_err_set, appending ": strerror(errno_value)". */

@@ -23,6 +23,7 @@ void cl__state_clear(struct cl_state *s)
     free(s->hosts);
     free(s->vms);
     free(s->migs);
+    free(s->origins);
     memset(s, 0, sizeof(*s));
 }
 
@@ -37,6 +38,78 @@ void cl_state_free(struct cl_state *s)
 uint64_t cl_state_version(const struct cl_state *s)
 {
     return s->version;
+}
+
+uint64_t cl_state_quorum_epoch(const struct cl_state *s)
+{
+    return s->q_epoch;
+}
+
+uint64_t cl_state_quorate_version(const struct cl_state *s)
+{
+    return s->q_version;
+}
+
+bool cl_state_quorate(const struct cl_state *s)
+{
+    return s->quorate;
+}
+
+uint32_t cl_state_expected_votes(const struct cl_state *s)
+{
+    return s->expected_votes;
+}
+
+uint64_t cl_state_config_epoch(const struct cl_state *s)
+{
+    return s->config_epoch;
+}
+
+size_t cl_state_nr_members(const struct cl_state *s)
+{
+    return s->nr_members;
+}
+
+uint64_t cl_state_origin_req(const struct cl_state *s, uint32_t nodeid)
+{
+    for (size_t i = 0; i < s->nr_origins; i++)
+        if (s->origins[i].nodeid == nodeid)
+            return s->origins[i].req;
+    return 0;
+}
+
+int cl__origin_note(struct cl_state *s, uint32_t nodeid, uint64_t req)
+{
+    size_t i = 0;
+    while (i < s->nr_origins && s->origins[i].nodeid < nodeid)
+        i++;
+    if (i < s->nr_origins && s->origins[i].nodeid == nodeid) {
+        if (req > s->origins[i].req)
+            s->origins[i].req = req;
+        return 0;
+    }
+    if (s->nr_origins >= CL_MAX_ORIGINS ||
+        cl__reserve((void **)&s->origins, &s->cap_origins, s->nr_origins, sizeof(*s->origins)) < 0)
+        return -1;
+    memmove(&s->origins[i + 1], &s->origins[i], (s->nr_origins - i) * sizeof(*s->origins));
+    s->origins[i] = (struct cl_origin){.nodeid = nodeid, .req = req};
+    s->nr_origins++;
+    return 0;
+}
+
+uint64_t cl__vm_charge(const struct cl_vm_config *cfg)
+{
+    uint64_t n = CL_CHARGE_VM + strlen(cfg->kernel) + strlen(cfg->initrd) + strlen(cfg->cmdline);
+    for (unsigned i = 0; i < cfg->nr_disks && i < CL_MAX_DISKS; i++)
+        n += strlen(cfg->disks[i].path) + 32;
+    return n;
+}
+
+uint64_t cl_state_charged_bytes(const struct cl_state *s)
+{
+    return 4096 + (uint64_t)s->nr_hosts * CL_CHARGE_HOST +
+           (uint64_t)s->nr_migs * CL_CHARGE_MIGRATION + (uint64_t)s->nr_origins * 64 +
+           s->vm_charge;
 }
 
 int cl__reserve(void **arr, size_t *cap, size_t nr, size_t elem)
@@ -197,41 +270,136 @@ static bool is_member(uint32_t nodeid, const uint32_t *members, size_t n)
     return false;
 }
 
-void cl_state_set_members(struct cl_state *s, const uint32_t *members, size_t n)
+static int cmp_u32(const void *a, const void *b)
 {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void cl__update_quorum(struct cl_state *s)
+{
+    uint32_t expected = 0;
+    for (size_t i = 0; i < s->nr_hosts; i++)
+        if (s->hosts[i].online && s->hosts[i].expected_votes > expected)
+            expected = s->hosts[i].expected_votes;
+    bool was = s->quorate;
+    s->expected_votes = expected;
+    s->quorate = expected > 0 && s->nr_members >= (size_t)expected / 2 + 1;
+    if (s->quorate && !was)
+        s->q_epoch++;
+}
+
+/* Ends migration m without success. Its VM (if any) runs on the source
+ * again, or is lost there when the source host is lost. */
+static void end_failed(struct cl_state *s, struct cl_migration *m, const char *reason)
+{
+    struct cl_vm *vm = cl__vm(s, m->vm, NULL);
+    if (vm) {
+        const struct cl_host *from = cl__host(s, m->from, NULL);
+        if (vm->run == CL_RUN_MIGRATING)
+            vm->run = from && from->lost ? CL_RUN_LOST : CL_RUN_RUNNING;
+        cl__copy_utf8(vm->detail, sizeof(vm->detail), reason);
+    }
+    cl__mig_end(s, m, "failed", reason);
+}
+
+void cl__end_migrations_of(struct cl_state *s, const char *name, const char *reason)
+{
+    for (size_t i = 0; i < s->nr_migs;) {
+        struct cl_migration *m = &s->migs[i];
+        if (m->phase != CL_MIG_COMMITTED && (!strcmp(m->from, name) || !strcmp(m->to, name)))
+            end_failed(s, m, reason); /* removes s->migs[i] */
+        else
+            i++;
+    }
+}
+
+/* The VM's host left: what it runs is unknown until the host returns (and
+ * reports) or is fenced. Stopped and crashed VMs have no host. */
+static void mark_lost(struct cl_vm *vm, const char *host)
+{
+    if (vm->run == CL_RUN_STOPPED || vm->run == CL_RUN_CRASHED || vm->run == CL_RUN_LOST)
+        return;
+    vm->run = CL_RUN_LOST;
+    char d[CL_REASON_MAX];
+    snprintf(d, sizeof(d), "host %s left the cluster (node down): the VM may still run there; "
+             "its state is unknown until the host returns or is fenced", host);
+    cl__copy_utf8(vm->detail, sizeof(vm->detail), d);
+}
+
+void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
+{
+    /* Sorted and distinct; more members than corosync allows are cut
+     * (every host cuts the same). */
+    uint32_t m[CL_MAX_MEMBERS];
+    size_t n = 0;
+    for (size_t i = 0; i < c->nr_members; i++) {
+        if (is_member(c->members[i], m, n))
+            continue;
+        if (n == CL_MAX_MEMBERS)
+            break;
+        m[n++] = c->members[i];
+    }
+    qsort(m, n, sizeof(*m), cmp_u32);
+    memcpy(s->members, m, n * sizeof(*m));
+    s->nr_members = n;
+    s->config_epoch++;
     for (size_t i = 0; i < s->nr_hosts; i++) {
         struct cl_host *h = &s->hosts[i];
-        h->online = h->nodeid != 0 && is_member(h->nodeid, members, n);
+        h->online = h->nodeid != 0 && is_member(h->nodeid, c->members, c->nr_members);
+        if (h->online)
+            h->lost = false;
+        for (size_t k = 0; k < c->nr_left && h->nodeid; k++)
+            if (c->left[k] == h->nodeid && c->left_reason[k] == CL_LEFT_NODE)
+                h->lost = true;
     }
     /* A migration that has not committed needs both ends; once committed
      * the VM belongs to the destination and the migration only waits for
-     * its "done". Ids ascend, so every host aborts in the same order. */
+     * its "done", unless the destination's node is gone. Ids ascend, so
+     * every host ends them in the same order. */
     for (size_t i = 0; i < s->nr_migs;) {
-        struct cl_migration *m = &s->migs[i];
-        const struct cl_host *from = cl__host(s, m->from, NULL);
-        const struct cl_host *to = cl__host(s, m->to, NULL);
+        struct cl_migration *mg = &s->migs[i];
+        const struct cl_host *from = cl__host(s, mg->from, NULL);
+        const struct cl_host *to = cl__host(s, mg->to, NULL);
         const char *gone = NULL;
-        if (m->phase != CL_MIG_COMMITTED) {
+        if (mg->phase != CL_MIG_COMMITTED) {
             if (!from || !from->online)
-                gone = m->from;
+                gone = mg->from;
             else if (!to || !to->online)
-                gone = m->to;
+                gone = mg->to;
+        } else if (!to || to->lost) {
+            gone = mg->to;
         }
         if (!gone) {
             i++;
             continue;
         }
         char reason[CL_REASON_MAX];
-        snprintf(reason, sizeof(reason), "host %s left the cluster", gone);
-        struct cl_vm *vm = cl__vm(s, m->vm, NULL);
-        if (vm) {
-            if (vm->run == CL_RUN_MIGRATING)
-                vm->run = CL_RUN_RUNNING;
-            cl__copy_utf8(vm->detail, sizeof(vm->detail), reason);
+        if (mg->phase == CL_MIG_COMMITTED) {
+            snprintf(reason, sizeof(reason), "host %s left the cluster after the migration "
+                     "committed", gone);
+            struct cl_vm *vm = cl__vm(s, mg->vm, NULL);
+            cl__mig_end(s, mg, "failed", reason); /* the VM stays owned by `to` */
+            if (vm) {
+                vm->run = CL_RUN_RUNNING; /* for mark_lost below */
+                mark_lost(vm, vm->owner);
+            }
+            continue;
         }
-        cl__mig_end(s, m, "failed", reason); /* removes s->migs[i] */
+        snprintf(reason, sizeof(reason), "host %s left the cluster", gone);
+        end_failed(s, mg, reason); /* removes s->migs[i] */
     }
+    for (size_t i = 0; i < s->nr_vms; i++) {
+        struct cl_vm *vm = &s->vms[i];
+        const struct cl_host *h = vm->owner[0] ? cl__host(s, vm->owner, NULL) : NULL;
+        if (h && h->lost && !vm->migration_id)
+            mark_lost(vm, h->name);
+    }
+    s->quorate = false; /* a new configuration: if quorate, a new epoch */
+    cl__update_quorum(s);
     s->version++;
+    if (s->quorate)
+        s->q_version++;
 }
 
 const char *cl_vm_run_name(enum cl_vm_run r)
@@ -243,6 +411,7 @@ const char *cl_vm_run_name(enum cl_vm_run r)
     case CL_RUN_MIGRATING: return "migrating";
     case CL_RUN_STOPPING: return "stopping";
     case CL_RUN_CRASHED: return "crashed";
+    case CL_RUN_LOST: return "lost";
     }
     return "unknown";
 }

@@ -1,10 +1,13 @@
 /* The replicated cluster state (design.md "Cluster"): hosts, VMs, owners,
- * desired states and migrations in flight. A deterministic state machine:
- * every host applies the same CPG messages in the same (agreed) order and
- * so holds the same state. Messages are JSON objects (docs/cluster-state.md
- * lists them); apply either changes the state or refuses the message with
- * the same error on every host, so the host that sent it can tell its
- * client why. Nothing here does I/O except save/load. */
+ * desired states and migrations in flight, and the configuration (members,
+ * quorum) they were applied in. A deterministic state machine: every host
+ * applies the same CPG messages and configuration changes in the same
+ * (agreed) order and so holds the same state. Messages are JSON objects
+ * (docs/cluster-state.md lists them); apply either changes the state or
+ * refuses the message with the same error on every host, so the host that
+ * sent it can tell its client why. Changes that cannot be undone (starting
+ * a VM, committing a migration) are refused in a configuration that is not
+ * quorate. Nothing here does I/O except the file functions at the end. */
 #ifndef TERN_HA_CLUSTER_STATE_H
 #define TERN_HA_CLUSTER_STATE_H
 
@@ -25,13 +28,21 @@
 
 enum cl_host_mode { CL_HOST_ACTIVE, CL_HOST_MAINTENANCE };
 
+/* Bounds on what the state holds, so that it always fits what the cluster
+ * can carry (a joining host gets all of it) and what clients can read. */
+#define CL_MAX_HOSTS 256
+#define CL_STATE_MAX_BYTES (64u << 20) /* the state's size as charged by define */
+
 struct cl_host {
     char name[CL_NAME_MAX];
-    uint32_t nodeid;              /* corosync node id */
+    uint32_t nodeid;              /* corosync node id; the name stays bound to it */
     uint64_t mem_mib;             /* capacity offered to VMs */
     uint32_t vcpus;
     char migration_addr[CL_ADDR_MAX]; /* where its incoming migrations listen */
-    bool online;                  /* in the current CPG membership */
+    bool online;                  /* its ternd is in the current CPG membership */
+    bool lost;                    /* its node left the membership (node down, not just its
+                                     ternd): its VMs' state is unknown until it returns */
+    uint32_t expected_votes;      /* votequorum's expected votes, as it last announced */
     enum cl_host_mode mode;
 };
 
@@ -60,6 +71,7 @@ enum cl_vm_run {
     CL_RUN_MIGRATING, /* running on owner, a migration in flight */
     CL_RUN_STOPPING,
     CL_RUN_CRASHED,   /* the process died without being asked to */
+    CL_RUN_LOST,      /* its owner's node left the cluster: it may still run there */
 };
 
 struct cl_vm {
@@ -95,6 +107,21 @@ struct cl_migration {
     uint64_t origin_req;
 };
 
+/* Why a member left a CPG configuration (corosync's cpg_reason). */
+enum cl_leave_reason {
+    CL_LEFT_PROCESS, /* its ternd left or died; the node is still in the membership */
+    CL_LEFT_NODE,    /* the node itself left the membership (down, or cut off) */
+};
+
+/* One CPG configuration change, as delivered in agreed order. */
+struct cl_config {
+    const uint32_t *members;      /* node ids, any order, duplicates allowed */
+    size_t nr_members;
+    const uint32_t *left;         /* node ids that left, with reasons */
+    const enum cl_leave_reason *left_reason;
+    size_t nr_left;
+};
+
 struct cl_state;
 
 struct cl_state *cl_state_new(void);
@@ -107,12 +134,40 @@ void cl_state_free(struct cl_state *s);
 int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg,
                    struct tern_err *err);
 
-/* Membership as CPG delivered it (in order with the messages): hosts whose
- * nodeid is in `members` are online, all others offline. */
-void cl_state_set_members(struct cl_state *s, const uint32_t *members, size_t n);
+/* A configuration change (in order with the messages): hosts whose node id
+ * is a member are online, the others offline; a host whose node left
+ * (CL_LEFT_NODE) is lost and so are its VMs' states; migrations missing an
+ * end end. The configuration is quorate when its distinct members are a
+ * majority of the expected votes (the highest that an online host
+ * announced; none known: not quorate); each quorate configuration gets a
+ * new quorum epoch, the counter that decides which side wins a merge.
+ * Counts as one version. Never refused. */
+void cl_state_apply_config(struct cl_state *s, const struct cl_config *c);
 
-/* Counts every applied message; equal on hosts with equal state. */
+/* Counts every applied message and configuration; equal on hosts with
+ * equal state. */
 uint64_t cl_state_version(const struct cl_state *s);
+/* Quorum epoch: incremented when a quorate configuration is applied (or a
+ * configuration becomes quorate). Of two copies of the state, the one with
+ * the higher quorum epoch held quorum last. */
+uint64_t cl_state_quorum_epoch(const struct cl_state *s);
+/* Events (messages and configurations) applied while the configuration
+ * was quorate. Of two copies with the same quorum epoch, the one with more
+ * of those holds more of the quorate history: a copy that only went on
+ * without quorum (a minority whose membership flapped) does not count as
+ * newer for it. */
+uint64_t cl_state_quorate_version(const struct cl_state *s);
+/* The configuration the state was last applied in. */
+bool cl_state_quorate(const struct cl_state *s);
+uint32_t cl_state_expected_votes(const struct cl_state *s);
+uint64_t cl_state_config_epoch(const struct cl_state *s);
+size_t cl_state_nr_members(const struct cl_state *s);
+/* The highest request id applied from origin node `nodeid` (0: none).
+ * Requests from one node are delivered in the order they were sent, so a
+ * request of that node is in the state iff its id is <= this. */
+uint64_t cl_state_origin_req(const struct cl_state *s, uint32_t nodeid);
+/* What the state is charged against CL_STATE_MAX_BYTES. */
+uint64_t cl_state_charged_bytes(const struct cl_state *s);
 
 /* Lookups; pointers stay valid until the next apply/load. NULL if absent. */
 const struct cl_host *cl_state_host(const struct cl_state *s, const char *name);
@@ -145,8 +200,21 @@ json_t *cl_vm_to_json(const struct cl_vm *vm);
 json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h); /* with free capacity */
 json_t *cl_migration_to_json(const struct cl_migration *m);
 
-/* Persists atomically (temp file, fsync, rename, fsync dir) / reloads. A
- * missing file loads as an empty state (returns 1). */
+/* The configuration part of the JSON document ("config"). */
+json_t *cl_state_config_to_json(const struct cl_state *s);
+
+/* The persisted form: the JSON document wrapped with its CRC-32 and length
+ * ({"checksum":"crc32:..","bytes":N,"state":DOC}), so that a damaged file
+ * is refused rather than believed (docs/cluster-state.md "Persistence").
+ * file_text returns a malloc'd buffer of *len bytes; file_parse replaces the
+ * state only if checksum and document are good (a file of format 1, from
+ * before checksums, is read without one). */
+char *cl_state_file_text(const struct cl_state *s, size_t *len, struct tern_err *err);
+int cl_state_file_parse(struct cl_state *s, const char *buf, size_t len, const char *path,
+                        struct tern_err *err);
+
+/* Persists atomically (temp file, fsync, rename, fsync dir) / reloads, in
+ * that form. A missing file loads as an empty state (returns 1). */
 int cl_state_save(const struct cl_state *s, const char *path, struct tern_err *err);
 int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err);
 

@@ -1,16 +1,17 @@
 /* One host's replica of the cluster state and the sync protocol that keeps
- * replicas equal across membership changes (docs/cluster-state.md, "Sync").
+ * replicas equal across configuration changes (docs/cluster-state.md,
+ * "Sync").
  *
- * In short: a membership change that brings new members (or finds this
+ * In short: a configuration change that brings new members (or finds this
  * replica not synced, or interrupts a sync) opens a sync round for that
- * member list. Every member broadcasts an offer (its version and whether
- * it is synced) and queues the state messages delivered meanwhile. Once
- * all offers are in, every member knows the same winner (synced first,
- * then highest version, then lowest node id); the winner broadcasts its
- * state, which is still the state at the membership change because
- * nothing was applied since. Everyone installs it, marks the membership,
- * and applies the queue. CPG's agreed order makes every step happen at the
- * same point on every member. */
+ * member list. Every member broadcasts an offer (its quorum epoch, version
+ * and whether it is synced) and queues the state messages delivered
+ * meanwhile. Once all offers are in, every member knows the same winner
+ * (highest quorum epoch, then version, then lowest node id); the winner
+ * broadcasts its state in chunks, which is still its state at the
+ * configuration change because nothing was applied since. Everyone
+ * installs it and applies the queue. CPG's agreed order makes every step
+ * happen at the same point on every member. */
 #include "replica.h"
 
 #include "state_internal.h"
@@ -21,17 +22,34 @@
 #include <string.h>
 #include <sys/types.h>
 
-#define REPLICA_MAX_MSG (4u << 20) /* what corosync_link delivers at most */
+#include "../proto/crc32.h"
+
+#define REPLICA_MAX_MSG (4u << 20) /* what the corosync link delivers at most */
+#define CHUNK_PREFIX "{\"type\":\"sync_chunk\""
 
 struct offer {
     bool got;
     bool synced;
+    bool excluded; /* its state could not be installed: next best */
+    uint64_t q_epoch;
+    uint64_t q_version;
     uint64_t version;
 };
 
 struct pending {
     uint32_t sender;
     json_t *msg;
+    size_t bytes;
+};
+
+struct outmsg {
+    char *data;
+    size_t len;
+};
+
+struct report {
+    uint32_t nodeid;
+    uint64_t version;
 };
 
 struct replica {
@@ -40,21 +58,38 @@ struct replica {
     struct replica_ops ops;
     void *opaque;
     bool synced;
+    bool failed;
     size_t bootstrap_min;
 
-    /* The current membership, sorted: it names the sync round. */
+    /* The current configuration, sorted: it names the sync round. */
     uint32_t *members;
     size_t nr_members;
 
     bool in_round;
+    uint64_t round_seq;
     struct offer *offers;   /* parallel to members */
+    ssize_t winner;         /* index of the member whose state is installed, or -1 */
+    bool keep_own;          /* unsynced, and the own copy is better than that state */
     bool state_sent;
+    /* The winner's state as it arrives. */
+    char *chunks;
+    size_t chunks_len, chunks_total, chunks_next;
+    uint32_t chunks_crc;
+    uint32_t chunks_from;
 
     struct pending *queue;  /* state messages delivered during the round */
-    size_t nr_queue, cap_queue;
+    size_t nr_queue, cap_queue, queue_bytes;
+    size_t max_queue, max_queue_bytes;
+    bool inject_refusal;
 
-    json_t **outbox;        /* sync messages ops->send refused, in order */
+    struct outmsg *outbox;  /* sync messages ops->send refused, in order */
     size_t nr_outbox, cap_outbox;
+
+    /* Persisted versions the members reported in this configuration. */
+    struct report *reports;
+    size_t nr_reports, cap_reports;
+    uint64_t reported;      /* what this host last reported */
+    uint64_t persisted;     /* what this host has on disk */
 };
 
 static int grow(void **arr, size_t *cap, size_t nr, size_t elem)
@@ -77,11 +112,25 @@ struct replica *replica_new(uint32_t local_nodeid, struct cl_state *state,
     if (!r)
         return NULL;
     r->local = local_nodeid;
+    r->winner = -1;
     r->state = state;
     r->ops = *ops;
     r->opaque = opaque;
     r->bootstrap_min = 1;
+    r->max_queue = REPLICA_MAX_QUEUE;
+    r->max_queue_bytes = REPLICA_MAX_QUEUE_BYTES;
     return r;
+}
+
+void replica_set_queue_limits(struct replica *r, size_t max_messages, size_t max_bytes)
+{
+    r->max_queue = max_messages;
+    r->max_queue_bytes = max_bytes;
+}
+
+void replica_inject_local_refusal(struct replica *r)
+{
+    r->inject_refusal = true;
 }
 
 static void drop_queue(struct replica *r)
@@ -89,13 +138,21 @@ static void drop_queue(struct replica *r)
     for (size_t i = 0; i < r->nr_queue; i++)
         json_decref(r->queue[i].msg);
     r->nr_queue = 0;
+    r->queue_bytes = 0;
 }
 
 static void drop_outbox(struct replica *r)
 {
     for (size_t i = 0; i < r->nr_outbox; i++)
-        json_decref(r->outbox[i]);
+        free(r->outbox[i].data);
     r->nr_outbox = 0;
+}
+
+static void drop_chunks(struct replica *r)
+{
+    free(r->chunks);
+    r->chunks = NULL;
+    r->chunks_len = r->chunks_total = r->chunks_next = 0;
 }
 
 void replica_free(struct replica *r)
@@ -104,10 +161,12 @@ void replica_free(struct replica *r)
         return;
     drop_queue(r);
     drop_outbox(r);
+    drop_chunks(r);
     free(r->queue);
     free(r->outbox);
     free(r->members);
     free(r->offers);
+    free(r->reports);
     cl_state_free(r->state);
     free(r);
 }
@@ -119,7 +178,27 @@ struct cl_state *replica_state(struct replica *r)
 
 bool replica_synced(const struct replica *r)
 {
-    return r->synced;
+    return r->synced && !r->failed;
+}
+
+bool replica_ready(const struct replica *r)
+{
+    return r->synced && !r->in_round && !r->failed;
+}
+
+bool replica_round_open(const struct replica *r)
+{
+    return r->in_round;
+}
+
+uint64_t replica_round_seq(const struct replica *r)
+{
+    return r->round_seq;
+}
+
+bool replica_failed(const struct replica *r)
+{
+    return r->failed;
 }
 
 uint32_t replica_local_nodeid(const struct replica *r)
@@ -154,27 +233,87 @@ static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
     report(r, sender, msg, -1, &err);
 }
 
+/* From now on nothing is applied: the caller rejoins from disk. */
+static void go_fatal(struct replica *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void go_fatal(struct replica *r, const char *fmt, ...)
+{
+    if (r->failed)
+        return;
+    char why[TERN_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    r->failed = true;
+    r->synced = false;
+    r->in_round = false;
+    drop_queue(r);
+    drop_outbox(r);
+    drop_chunks(r);
+    if (r->ops.fatal)
+        r->ops.fatal(r->opaque, why);
+}
+
+static void journal(struct replica *r, enum replica_event_kind kind, uint32_t sender,
+                    const json_t *msg, const struct cl_config *cfg)
+{
+    if (!r->ops.journal)
+        return;
+    struct replica_event ev = {.kind = kind, .sender = sender, .msg = msg, .config = cfg,
+                               .version = cl_state_version(r->state)};
+    r->ops.journal(r->opaque, &ev);
+}
+
 static void apply_one(struct replica *r, uint32_t sender, const json_t *msg)
 {
+    if (r->failed)
+        return;
     struct tern_err err = {0};
-    int rc = cl_state_apply(r->state, sender, msg, &err);
+    int rc;
+    if (r->inject_refusal) {
+        r->inject_refusal = false;
+        rc = tern_err_coded(&err, TERN_ERR_INTERNAL, "out of memory (injected for a test)");
+    } else {
+        rc = cl_state_apply(r->state, sender, msg, &err);
+    }
+    if (rc == 0)
+        journal(r, REPLICA_EV_MESSAGE, sender, msg, NULL);
     report(r, sender, msg, rc, rc < 0 ? &err : NULL);
+    /* Every other refusal is the same on every replica; running out of
+     * memory is this host's alone, and its state would now differ. */
+    if (rc < 0 && err.code == TERN_ERR_INTERNAL)
+        go_fatal(r, "a message from node %u was refused on this host only (%s): this replica "
+                    "may now differ from the others",
+                 sender, err.msg);
 }
 
 static void apply_queue(struct replica *r)
 {
-    for (size_t i = 0; i < r->nr_queue; i++) {
-        apply_one(r, r->queue[i].sender, r->queue[i].msg);
-        json_decref(r->queue[i].msg);
+    size_t n = r->nr_queue;
+    struct pending *q = r->queue;
+    r->queue = NULL;
+    r->nr_queue = r->cap_queue = 0;
+    r->queue_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        apply_one(r, q[i].sender, q[i].msg);
+        json_decref(q[i].msg);
     }
-    r->nr_queue = 0;
+    free(q);
+}
+
+static void apply_config(struct replica *r, const struct cl_config *cfg)
+{
+    cl_state_apply_config(r->state, cfg);
+    journal(r, REPLICA_EV_CONFIG, 0, NULL, cfg);
 }
 
 bool replica_flush(struct replica *r)
 {
     size_t done = 0;
-    while (done < r->nr_outbox && r->ops.send(r->opaque, r->outbox[done]) == 0)
-        json_decref(r->outbox[done++]);
+    while (done < r->nr_outbox &&
+           r->ops.send(r->opaque, r->outbox[done].data, r->outbox[done].len) == 0)
+        free(r->outbox[done++].data);
     if (done) {
         memmove(r->outbox, r->outbox + done, (r->nr_outbox - done) * sizeof(*r->outbox));
         r->nr_outbox -= done;
@@ -182,17 +321,34 @@ bool replica_flush(struct replica *r)
     return r->nr_outbox == 0;
 }
 
-/* Queues `msg` (a new reference) behind anything unsent and tries to send. */
-static void post(struct replica *r, json_t *msg)
+/* Queues `data` (malloc'd, taken over) behind anything unsent and tries to send. */
+static void post_bytes(struct replica *r, char *data, size_t len)
 {
-    if (!msg)
+    if (!data)
         return;
     if (grow((void **)&r->outbox, &r->cap_outbox, r->nr_outbox, sizeof(*r->outbox)) < 0) {
-        json_decref(msg);
+        free(data);
+        go_fatal(r, "out of memory queueing a sync message");
         return;
     }
-    r->outbox[r->nr_outbox++] = msg;
+    r->outbox[r->nr_outbox++] = (struct outmsg){.data = data, .len = len};
     replica_flush(r);
+}
+
+/* Posts `msg` (a new reference, consumed) as JSON text. */
+static void post(struct replica *r, json_t *msg)
+{
+    if (!msg) {
+        go_fatal(r, "out of memory building a sync message");
+        return;
+    }
+    char *t = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!t) {
+        go_fatal(r, "out of memory serializing a sync message");
+        return;
+    }
+    post_bytes(r, t, strlen(t));
 }
 
 static json_t *members_json(const struct replica *r)
@@ -225,79 +381,212 @@ static ssize_t member_index(const struct replica *r, uint32_t nodeid)
     return -1;
 }
 
-/* The winner once every offer is in, or -1. */
+/* Is offer a better than offer b? The copy that held quorum last, then
+ * the one with more history applied while quorate, then the longer
+ * history; on a tie the earlier member (lower node id) stays. */
+static bool better(const struct offer *a, const struct offer *b)
+{
+    if (a->q_epoch != b->q_epoch)
+        return a->q_epoch > b->q_epoch;
+    if (a->q_version != b->q_version)
+        return a->q_version > b->q_version;
+    return a->version > b->version;
+}
+
+/* The winner once every offer is in: its index, -1 while offers are
+ * missing, -2 when there is none (every member excluded). */
 static ssize_t round_winner(const struct replica *r)
 {
-    ssize_t best = -1;
+    ssize_t best = -2;
     for (size_t i = 0; i < r->nr_members; i++) {
         const struct offer *o = &r->offers[i];
         if (!o->got)
             return -1;
-        if (best < 0)
-            best = (ssize_t)i;
-        const struct offer *b = &r->offers[best];
-        /* Members are sorted, so on a tie the earlier (lower id) stays. */
-        if ((o->synced && !b->synced) || (o->synced == b->synced && o->version > b->version))
+        if (o->excluded)
+            continue;
+        if (best < 0 || better(o, &r->offers[best]))
             best = (ssize_t)i;
     }
     return best;
 }
 
-static void maybe_send_state(struct replica *r)
+/* The round is over. Applies what was queued if this replica holds the
+ * agreed state, drops it otherwise. */
+static void close_round(struct replica *r)
 {
+    r->in_round = false;
+    r->state_sent = false;
+    drop_chunks(r);
+    if (r->synced)
+        apply_queue(r);
+    else
+        drop_queue(r);
+}
+
+static void send_state(struct replica *r)
+{
+    json_t *doc = cl_state_to_json(r->state);
+    char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!body) {
+        go_fatal(r, "out of memory serializing the state for a joining member");
+        return;
+    }
+    size_t blen = strlen(body);
+    uint32_t crc = tern_crc32(0, body, blen);
+    size_t total = blen ? (blen + REPLICA_CHUNK_BYTES - 1) / REPLICA_CHUNK_BYTES : 1;
+    json_t *members = members_json(r);
+    char *mtext = members ? json_dumps(members, JSON_COMPACT) : NULL;
+    json_decref(members);
+    if (!mtext) {
+        free(body);
+        go_fatal(r, "out of memory serializing the state for a joining member");
+        return;
+    }
+    for (size_t i = 0; i < total && !r->failed; i++) {
+        size_t off = i * REPLICA_CHUNK_BYTES;
+        size_t n = blen - off < REPLICA_CHUNK_BYTES ? blen - off : REPLICA_CHUNK_BYTES;
+        if (off > blen)
+            n = 0;
+        char head[512 + 64];
+        int hl = snprintf(head, sizeof(head),
+                          CHUNK_PREFIX ",\"members\":%s,\"seq\":%zu,\"total\":%zu,\"bytes\":%zu,"
+                                       "\"crc\":%u}\n",
+                          mtext, i, total, blen, crc);
+        char *m = (hl > 0 && (size_t)hl < sizeof(head)) ? malloc((size_t)hl + n) : NULL;
+        if (!m) {
+            go_fatal(r, "out of memory sending the state to a joining member");
+            break;
+        }
+        memcpy(m, head, (size_t)hl);
+        memcpy(m + hl, body + off, n);
+        post_bytes(r, m, (size_t)hl + n);
+    }
+    free(mtext);
+    free(body);
+}
+
+/* The best synced offer, or -1. */
+static ssize_t best_synced(const struct replica *r)
+{
+    ssize_t best = -1;
+    for (size_t i = 0; i < r->nr_members; i++) {
+        const struct offer *o = &r->offers[i];
+        if (o->synced && !o->excluded && (best < 0 || better(o, &r->offers[best])))
+            best = (ssize_t)i;
+    }
+    return best;
+}
+
+static void maybe_finish_offers(struct replica *r)
+{
+    if (!r->in_round || r->failed)
+        return;
     ssize_t w = round_winner(r);
-    if (w < 0 || r->members[w] != r->local || r->state_sent)
+    if (w == -1)
         return;
-    /* With no synced member anywhere, the highest persisted copy among too
-     * few members might be older than one a missing member holds: wait for
-     * enough members (replica_set_bootstrap_quorum). */
-    if (!r->offers[w].synced && r->nr_members < r->bootstrap_min)
+    if (w == -2) {
+        close_round(r); /* every offer excluded: nothing to install */
         return;
-    r->state_sent = true;
-    post(r, json_pack("{s:s, s:o*, s:o*}", "type", "sync_state", "members", members_json(r),
-                      "state", cl_state_to_json(r->state)));
+    }
+    r->keep_own = false;
+    /* The best is a persisted copy, with too few members present to know
+     * it is the newest: synced members (if any) converge on the best of
+     * theirs, and an unsynced member whose own copy is better than that
+     * keeps it, unsynced, for a later round with more members. */
+    if (!r->offers[w].synced && r->nr_members < r->bootstrap_min) {
+        ssize_t ws = best_synced(r);
+        if (ws < 0) {
+            close_round(r);
+            return;
+        }
+        ssize_t me = member_index(r, r->local);
+        r->keep_own = !r->synced && me >= 0 && better(&r->offers[me], &r->offers[ws]);
+        w = ws;
+    }
+    r->winner = w;
+    if (r->members[w] == r->local && !r->state_sent) {
+        r->state_sent = true;
+        send_state(r);
+    }
 }
 
 static void handle_offer(struct replica *r, uint32_t sender, const json_t *msg)
 {
     if (!r->in_round || !same_members(r, msg))
-        return; /* from an earlier round: a later membership change restarted it */
+        return; /* from an earlier round: a later configuration change restarted it */
     ssize_t i = member_index(r, sender);
     const json_t *v = json_object_get(msg, "version");
+    const json_t *q = json_object_get(msg, "quorum_epoch");
+    const json_t *qv = json_object_get(msg, "quorate_version");
     const json_t *s = json_object_get(msg, "synced");
-    if (i < 0 || !json_is_integer(v) || json_integer_value(v) < 0 || !json_is_boolean(s)) {
+    if (i < 0 || !json_is_integer(v) || json_integer_value(v) < 0 || !json_is_integer(q) ||
+        json_integer_value(q) < 0 || !json_is_integer(qv) || json_integer_value(qv) < 0 ||
+        !json_is_boolean(s)) {
         report_error(r, sender, msg, TERN_ERR_INVALID, "malformed sync_offer from node %u ignored",
                      sender);
         return;
     }
+    if (r->offers[i].got)
+        return;
     r->offers[i].got = true;
     r->offers[i].synced = json_is_true(s);
     r->offers[i].version = (uint64_t)json_integer_value(v);
-    maybe_send_state(r);
+    r->offers[i].q_epoch = (uint64_t)json_integer_value(q);
+    r->offers[i].q_version = (uint64_t)json_integer_value(qv);
+    maybe_finish_offers(r);
 }
 
-static void handle_state(struct replica *r, uint32_t sender, const json_t *msg)
+static void install(struct replica *r, ssize_t w, const char *doc_text, size_t len)
 {
-    if (!r->in_round || !same_members(r, msg))
-        return;
-    ssize_t w = round_winner(r);
-    if (w < 0 || r->members[w] != sender) {
-        report_error(r, sender, msg, TERN_ERR_INVALID, "sync_state from node %u ignored: it is not "
-                     "the winner of this sync round", sender);
+    uint32_t winner = r->members[w];
+    if (r->keep_own) {
+        close_round(r); /* stays unsynced with its better copy */
         return;
     }
+    json_error_t jerr;
+    json_t *doc = json_loadb(doc_text, len, JSON_REJECT_DUPLICATES, &jerr);
     struct tern_err err = {0};
-    if (cl_state_from_json(r->state, json_object_get(msg, "state"), &err) < 0) {
-        /* Every member refuses the same document: the round stays open
-         * until the next membership change. */
-        tern_err_prefix(&err, "sync_state from node %u refused", sender);
-        report(r, sender, msg, -1, &err);
+    int rc = doc ? cl_state_from_json(r->state, doc, &err) : -1;
+    json_decref(doc);
+    if (rc < 0 && err.code == TERN_ERR_INTERNAL) {
+        go_fatal(r, "out of memory installing the cluster state from node %u", winner);
         return;
     }
-    cl_state_set_members(r->state, r->members, r->nr_members);
+    if (rc < 0) {
+        /* Every member refuses the same bytes the same way: all pass on
+         * to the next best offer. */
+        if (!doc)
+            snprintf(err.msg, sizeof(err.msg), "not JSON: %s", jerr.text);
+        report_error(r, winner, NULL, TERN_ERR_INVALID,
+                     "the state node %u sent in the sync round was refused (%s); taking the "
+                     "next best offer", winner, err.msg);
+        r->offers[w].excluded = true;
+        r->winner = -1;
+        drop_chunks(r);
+        maybe_finish_offers(r);
+        return;
+    }
+    /* A synced winner's state had this configuration applied already; a
+     * persisted copy gets it now, the same on every member. */
+    bool winner_synced = r->offers[w].synced;
     r->in_round = false;
+    r->state_sent = false;
+    drop_chunks(r);
+    if (!winner_synced) {
+        /* The configuration as a list of members only: who left it is
+         * already recorded in the state (or long gone). */
+        struct cl_config cfg = {.members = r->members, .nr_members = r->nr_members};
+        cl_state_apply_config(r->state, &cfg);
+    }
+    journal(r, REPLICA_EV_INSTALL, winner, NULL, NULL);
     bool was_synced = r->synced;
     r->synced = true;
+    r->nr_reports = 0;
+    r->reported = 0;
+    r->persisted = 0;
+    if (r->ops.installed)
+        r->ops.installed(r->opaque, winner != r->local);
     if (r->ops.membership)
         r->ops.membership(r->opaque);
     if (!was_synced && r->ops.synced)
@@ -305,8 +594,161 @@ static void handle_state(struct replica *r, uint32_t sender, const json_t *msg)
     apply_queue(r);
 }
 
+/* {"type":"sync_chunk","members":[..],"seq":i,"total":n,"bytes":b,"crc":c}\n<bytes> */
+static void handle_chunk(struct replica *r, uint32_t sender, const json_t *head,
+                         const char *payload, size_t plen)
+{
+    if (!r->in_round || !same_members(r, head))
+        return;
+    ssize_t w = r->winner;
+    if (w < 0 || round_winner(r) == -1 || r->members[w] != sender) {
+        report_error(r, sender, head, TERN_ERR_INVALID, "sync_chunk from node %u ignored: it is "
+                     "not the winner of this sync round", sender);
+        return;
+    }
+    const json_t *jseq = json_object_get(head, "seq"), *jtot = json_object_get(head, "total");
+    const json_t *jbytes = json_object_get(head, "bytes"), *jcrc = json_object_get(head, "crc");
+    if (!json_is_integer(jseq) || !json_is_integer(jtot) || !json_is_integer(jbytes) ||
+        !json_is_integer(jcrc) || json_integer_value(jbytes) < 0 ||
+        json_integer_value(jbytes) > (json_int_t)REPLICA_MAX_STATE_BYTES ||
+        json_integer_value(jtot) < 1 || json_integer_value(jseq) < 0 ||
+        json_integer_value(jcrc) < 0 || json_integer_value(jcrc) > UINT32_MAX) {
+        report_error(r, sender, head, TERN_ERR_INVALID, "malformed sync_chunk from node %u",
+                     sender);
+        goto refuse;
+    }
+    size_t seq = (size_t)json_integer_value(jseq), total = (size_t)json_integer_value(jtot);
+    size_t bytes = (size_t)json_integer_value(jbytes);
+    if (seq == 0) {
+        drop_chunks(r);
+        r->chunks_total = total;
+        r->chunks_len = bytes;
+        r->chunks_crc = (uint32_t)json_integer_value(jcrc);
+        r->chunks_from = sender;
+    }
+    size_t off = seq * REPLICA_CHUNK_BYTES;
+    if (seq != r->chunks_next || total != r->chunks_total || bytes != r->chunks_len ||
+        off > bytes || plen > bytes - off ||
+        (seq + 1 < total && plen != REPLICA_CHUNK_BYTES) ||
+        (seq + 1 == total && off + plen != bytes)) {
+        report_error(r, sender, head, TERN_ERR_INVALID, "sync_chunk %zu of %zu from node %u does "
+                     "not fit the ones before", seq, total, sender);
+        goto refuse;
+    }
+    /* Grown as the chunks come, not by what the first one announces. */
+    char *grown = realloc(r->chunks, off + plen ? off + plen : 1);
+    if (!grown) {
+        go_fatal(r, "out of memory receiving the cluster state (%zu bytes)", bytes);
+        return;
+    }
+    r->chunks = grown;
+    memcpy(r->chunks + off, payload, plen);
+    r->chunks_next++;
+    if (r->chunks_next < r->chunks_total)
+        return;
+    if (tern_crc32(0, r->chunks, r->chunks_len) != r->chunks_crc) {
+        report_error(r, sender, head, TERN_ERR_INVALID, "the state from node %u fails its "
+                     "checksum", sender);
+        goto refuse;
+    }
+    char *text = r->chunks;
+    size_t len = r->chunks_len;
+    r->chunks = NULL;
+    install(r, w, text, len);
+    free(text);
+    return;
+refuse:
+    /* Every member saw the same bytes: all exclude the sender's offer. */
+    r->offers[w].excluded = true;
+    r->winner = -1;
+    drop_chunks(r);
+    maybe_finish_offers(r);
+}
+
+static void handle_persisted(struct replica *r, uint32_t sender, const json_t *msg)
+{
+    const json_t *e = json_object_get(msg, "config_epoch"), *v = json_object_get(msg, "version");
+    if (!json_is_integer(e) || !json_is_integer(v) || json_integer_value(v) < 0) {
+        report_error(r, sender, msg, TERN_ERR_INVALID, "malformed sync_persisted from node %u",
+                     sender);
+        return;
+    }
+    /* Only reports about this very configuration of this very history
+     * count: after a change every member reports again. */
+    if (!r->synced || r->in_round || member_index(r, sender) < 0 ||
+        (uint64_t)json_integer_value(e) != cl_state_config_epoch(r->state))
+        return;
+    uint64_t ver = (uint64_t)json_integer_value(v);
+    for (size_t i = 0; i < r->nr_reports; i++)
+        if (r->reports[i].nodeid == sender) {
+            if (ver > r->reports[i].version)
+                r->reports[i].version = ver;
+            return;
+        }
+    if (grow((void **)&r->reports, &r->cap_reports, r->nr_reports, sizeof(*r->reports)) < 0)
+        return; /* a missing report only delays acknowledgements */
+    r->reports[r->nr_reports++] = (struct report){.nodeid = sender, .version = ver};
+}
+
+static void report_persisted(struct replica *r)
+{
+    if (!r->synced || r->in_round || r->failed || r->persisted <= r->reported)
+        return;
+    r->reported = r->persisted;
+    post(r, json_pack("{s:s, s:I, s:I}", "type", "sync_persisted", "config_epoch",
+                      (json_int_t)cl_state_config_epoch(r->state), "version",
+                      (json_int_t)r->persisted));
+}
+
+void replica_persisted(struct replica *r, uint64_t version)
+{
+    if (version > r->persisted)
+        r->persisted = version;
+    report_persisted(r);
+}
+
+static int cmp_desc_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+uint64_t replica_stable_version(const struct replica *r)
+{
+    if (!r->synced || r->in_round || r->failed)
+        return 0;
+    uint32_t expected = cl_state_expected_votes(r->state);
+    size_t need = (size_t)expected / 2 + 1;
+    if (expected == 0 || r->nr_reports < need)
+        return 0;
+    uint64_t v[CL_MAX_MEMBERS];
+    size_t n = 0;
+    for (size_t i = 0; i < r->nr_reports && n < CL_MAX_MEMBERS; i++)
+        v[n++] = r->reports[i].version;
+    qsort(v, n, sizeof(v[0]), cmp_desc_u64);
+    return v[need - 1];
+}
+
+static void queue_message(struct replica *r, uint32_t sender, json_t *msg, size_t len)
+{
+    if (r->nr_queue >= r->max_queue || r->queue_bytes + len > r->max_queue_bytes) {
+        go_fatal(r, "the sync round has queued %zu messages (%zu bytes) and is still open",
+                 r->nr_queue, r->queue_bytes);
+        return;
+    }
+    if (grow((void **)&r->queue, &r->cap_queue, r->nr_queue, sizeof(*r->queue)) < 0) {
+        go_fatal(r, "out of memory queueing a message during a sync round");
+        return;
+    }
+    r->queue[r->nr_queue++] = (struct pending){.sender = sender, .msg = json_incref(msg),
+                                               .bytes = len};
+    r->queue_bytes += len;
+}
+
 void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data, size_t len)
 {
+    if (r->failed)
+        return;
     replica_flush(r);
     if (len > REPLICA_MAX_MSG) {
         report_error(r, sender_nodeid, NULL, TERN_ERR_INVALID,
@@ -314,8 +756,18 @@ void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data
                      sender_nodeid, REPLICA_MAX_MSG);
         return;
     }
+    /* A state chunk: a JSON header line, then raw bytes. */
+    size_t jlen = len;
+    const char *payload = NULL;
+    if (len >= sizeof(CHUNK_PREFIX) - 1 && !memcmp(data, CHUNK_PREFIX, sizeof(CHUNK_PREFIX) - 1)) {
+        const char *nl = memchr(data, '\n', len);
+        if (nl) {
+            jlen = (size_t)(nl - (const char *)data);
+            payload = nl + 1;
+        }
+    }
     json_error_t jerr;
-    json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *msg = json_loadb(data, jlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!msg) {
         report_error(r, sender_nodeid, NULL, TERN_ERR_INVALID,
                      "unparsable message from node %u dropped: %s (byte %d)",
@@ -329,23 +781,27 @@ void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data
                      sender_nodeid);
     } else if (strcmp(type, "sync_offer") == 0) {
         handle_offer(r, sender_nodeid, msg);
-    } else if (strcmp(type, "sync_state") == 0) {
-        handle_state(r, sender_nodeid, msg);
+    } else if (strcmp(type, "sync_chunk") == 0) {
+        if (payload)
+            handle_chunk(r, sender_nodeid, msg, payload,
+                         len - (size_t)(payload - (const char *)data));
+        else
+            report_error(r, sender_nodeid, msg, TERN_ERR_INVALID,
+                         "sync_chunk from node %u without its bytes", sender_nodeid);
+    } else if (strcmp(type, "sync_persisted") == 0) {
+        handle_persisted(r, sender_nodeid, msg);
+    } else if (strncmp(type, "sync_", 5) == 0) {
+        report_error(r, sender_nodeid, msg, TERN_ERR_INVALID,
+                     "unknown sync message '%s' from node %u dropped", type, sender_nodeid);
     } else if (r->in_round) {
-        if (grow((void **)&r->queue, &r->cap_queue, r->nr_queue, sizeof(*r->queue)) < 0) {
-            report_error(r, sender_nodeid, msg, TERN_ERR_INTERNAL, "out of memory queueing a message");
-        } else {
-            r->queue[r->nr_queue].sender = sender_nodeid;
-            r->queue[r->nr_queue].msg = json_incref(msg);
-            r->nr_queue++;
-        }
+        queue_message(r, sender_nodeid, msg, len);
     } else if (r->synced) {
         apply_one(r, sender_nodeid, msg);
     } else {
-        /* Only before the first membership change: the snapshot this
-         * replica will install already includes whatever this did. */
+        /* Not part of the agreed state (yet): the state this replica
+         * installs at its next sync already includes whatever this did. */
         report_error(r, sender_nodeid, msg, TERN_ERR_CONFLICT,
-                     "not synced with the cluster yet: message from node %u dropped",
+                     "not synced with the cluster: message from node %u dropped",
                      sender_nodeid);
     }
     json_decref(msg);
@@ -358,23 +814,18 @@ static int cmp_u32(const void *a, const void *b)
 }
 
 void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_members,
-                     const uint32_t *left, size_t nr_left, const uint32_t *joined,
-                     size_t nr_joined)
+                     const uint32_t *left, const enum cl_leave_reason *left_reason,
+                     size_t nr_left, const uint32_t *joined, size_t nr_joined)
 {
-    (void)left;
-    (void)nr_left;
     (void)joined;
+    if (r->failed)
+        return;
     uint32_t *m = malloc((nr_members ? nr_members : 1) * sizeof(*m));
     struct offer *offers = calloc(nr_members ? nr_members : 1, sizeof(*offers));
     if (!m || !offers) {
-        /* Without memory to track the round, the only safe answer is to
-         * stop claiming the agreed state. */
         free(m);
         free(offers);
-        r->synced = false;
-        r->in_round = false;
-        drop_queue(r);
-        drop_outbox(r);
+        go_fatal(r, "out of memory tracking a configuration change");
         return;
     }
     if (nr_members)
@@ -390,19 +841,19 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
     r->offers = offers;
     r->nr_members = n;
 
-    /* Sync messages still unsent belong to the previous round. */
+    /* Sync messages still unsent belong to the previous configuration. */
     drop_outbox(r);
+    r->nr_reports = 0;
+    r->reported = 0;
     bool interrupted = r->in_round;
     if (interrupted) {
         /* The messages of the interrupted round were delivered to every
-         * member of the old membership: a synced replica applies them (as
-         * it would have after the snapshot); an unsynced one will receive a
-         * state that already has them. */
-        if (r->synced)
-            apply_queue(r);
-        else
-            drop_queue(r);
-        r->in_round = false;
+         * member of the old configuration: a synced replica applies them
+         * (as it would have after the snapshot); an unsynced one will
+         * receive a state that already has them. */
+        close_round(r);
+        if (r->failed)
+            return;
     }
     if (member_index(r, r->local) < 0) {
         /* This host left the group: its copy is no longer the agreed one. */
@@ -411,19 +862,35 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
             r->ops.membership(r->opaque);
         return;
     }
-    if (r->synced)
-        cl_state_set_members(r->state, r->members, r->nr_members);
+    /* What this replica offers if a round opens: its history before this
+     * configuration. A configuration with members whose copies are not yet
+     * merged must not count as quorate history against theirs. */
+    uint64_t offer_q = cl_state_quorum_epoch(r->state);
+    uint64_t offer_qv = cl_state_quorate_version(r->state);
+    uint64_t offer_v = cl_state_version(r->state);
+    if (r->synced) {
+        struct cl_config cfg = {.members = members, .nr_members = nr_members, .left = left,
+                                .left_reason = left_reason, .nr_left = nr_left};
+        apply_config(r, &cfg);
+    }
     if (r->ops.membership)
         r->ops.membership(r->opaque);
-    /* Every member of the new membership reaches the same answer here: a
-     * member that is not synced either joined now (so the others see it in
-     * `joined`) or was in an unfinished round with all of them. */
-    if (r->synced && nr_joined == 0 && !interrupted)
+    /* Every member of the new configuration reaches the same answer here:
+     * a member that is not synced either joined now (so the others see it
+     * in `joined`) or was in an unfinished round with all of them. */
+    if (r->synced && nr_joined == 0 && !interrupted) {
+        report_persisted(r);
         return;
+    }
     r->in_round = true;
+    r->round_seq++;
     r->state_sent = false;
-    post(r, json_pack("{s:s, s:o*, s:I, s:b}", "type", "sync_offer", "members", members_json(r),
-                      "version", (json_int_t)cl_state_version(r->state), "synced", r->synced));
+    r->winner = -1;
+    r->keep_own = false;
+    post(r, json_pack("{s:s, s:o*, s:I, s:I, s:I, s:b}", "type", "sync_offer", "members",
+                      members_json(r), "quorum_epoch", (json_int_t)offer_q, "quorate_version",
+                      (json_int_t)offer_qv, "version", (json_int_t)offer_v, "synced",
+                      r->synced));
 }
 
 char *replica_encode(struct replica *r, json_t *msg, uint64_t req, struct tern_err *err)

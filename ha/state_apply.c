@@ -131,12 +131,13 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
 {
     struct cl_state *s = c->s;
     char name[CL_NAME_MAX], addr[CL_ADDR_MAX];
-    uint64_t mem, vcpus;
+    uint64_t mem, vcpus, expected;
     if (c->sender == 0)
         return tern_err_coded(err, TERN_ERR_INVALID, "node id 0 cannot announce a host");
     if (get_name(c->msg, "host", name, err) < 0 ||
         cl__get_uint(c->msg, "mem_mib", false, 0, 0, CL_HOST_MEM_MAX, &mem, err) < 0 ||
         cl__get_uint(c->msg, "vcpus", false, 0, 0, CL_HOST_VCPUS_MAX, &vcpus, err) < 0 ||
+        cl__get_uint(c->msg, "expected_votes", true, 0, 0, CL_MAX_MEMBERS, &expected, err) < 0 ||
         cl__get_str(c->msg, "migration_addr", NULL, addr, sizeof(addr), err) < 0)
         return -1;
     unsigned char bin[16];
@@ -145,9 +146,14 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
                             "address", addr);
     size_t pos;
     struct cl_host *h = cl__host(s, name, &pos);
-    if (h && h->nodeid != c->sender && h->nodeid != 0 && h->online)
-        return tern_err_coded(err, TERN_ERR_CONFLICT, "host name '%s' is in use by node %u, which is "
-                            "online", name, h->nodeid);
+    /* A name stays bound to its node, online or not, until the operator
+     * removes the host (or, later, it is fenced): a second node announcing
+     * it would otherwise take over its VMs. */
+    if (h && h->nodeid != c->sender && h->nodeid != 0)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host name '%s' belongs to node %u (%s); a node "
+                            "cannot take another's name. If node %u is gone for good, remove it "
+                            "first: ternctl host remove %s",
+                            name, h->nodeid, h->online ? "online" : "offline", h->nodeid, name);
     /* The node announced another name before (renamed or reinstalled):
      * its old record lets go of the node id, but only if no VM or
      * migration still points at it, so no VM can end up with two hosts. */
@@ -156,6 +162,9 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
         return tern_err_coded(err, TERN_ERR_CONFLICT, "node %u is host '%s', which still has VMs or "
                             "migrations; move or stop them before renaming it to '%s'",
                             c->sender, old->name, name);
+    if (!h && s->nr_hosts >= CL_MAX_HOSTS)
+        return tern_err_coded(err, TERN_ERR_NO_CAPACITY, "the cluster has %d hosts, the most it "
+                            "keeps; remove one first (ternctl host remove)", CL_MAX_HOSTS);
     if (!h && cl__reserve((void **)&s->hosts, &s->cap_hosts, s->nr_hosts, sizeof(*s->hosts)) < 0)
         return oom(err);
 
@@ -174,8 +183,65 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
     h->nodeid = c->sender;
     h->mem_mib = mem;
     h->vcpus = (uint32_t)vcpus;
+    h->expected_votes = (uint32_t)expected;
     memcpy(h->migration_addr, addr, sizeof(h->migration_addr));
-    h->online = true;
+    /* Announced by a member of this configuration: online (and back). */
+    h->online = false;
+    for (size_t i = 0; i < s->nr_members; i++)
+        if (s->members[i] == c->sender)
+            h->online = true;
+    if (h->online)
+        h->lost = false;
+    cl__update_quorum(s);
+    return 0;
+}
+
+/* The operator vouches that a host is gone for good: its name is free, its
+ * VMs have no host any more (crashed, "host removed"), migrations to or
+ * from it end. Only for a host that is not online. */
+static int h_host_remove(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_state *s = c->s;
+    char name[CL_NAME_MAX];
+    if (get_name(c->msg, "host", name, err) < 0)
+        return -1;
+    size_t pos;
+    struct cl_host *h = cl__host(s, name, &pos);
+    if (!h)
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "host '%s' is not known", name);
+    if (h->online)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is online (its ternd is in the "
+                            "cluster); stop its ternd and corosync before removing it", name);
+    /* A committed migration from it: the VM already belongs to the
+     * destination, which only has to report it running. */
+    for (size_t i = 0; i < s->nr_migs; i++)
+        if (s->migs[i].phase == CL_MIG_COMMITTED && !strcmp(s->migs[i].from, name))
+            return tern_err_coded(err, TERN_ERR_CONFLICT, "migration %llu from '%s' to '%s' has "
+                                "committed and is finishing; remove the host once it has",
+                                (unsigned long long)s->migs[i].id, name, s->migs[i].to);
+    char reason[CL_REASON_MAX];
+    snprintf(reason, sizeof(reason), "host %s was removed from the cluster by the operator", name);
+    cl__end_migrations_of(s, name, reason);
+    /* Committed migrations to it: the VM was its. */
+    for (size_t i = 0; i < s->nr_migs;) {
+        struct cl_migration *m = &s->migs[i];
+        if (!strcmp(m->to, name))
+            cl__mig_end(s, m, "failed", reason);
+        else
+            i++;
+    }
+    for (size_t i = 0; i < s->nr_vms; i++) {
+        struct cl_vm *vm = &s->vms[i];
+        if (strcmp(vm->owner, name) != 0 || vm->migration_id)
+            continue;
+        vm->owner[0] = '\0';
+        if (vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED)
+            vm->run = CL_RUN_CRASHED;
+        cl__copy_utf8(vm->detail, sizeof(vm->detail), reason);
+    }
+    memmove(&s->hosts[pos], &s->hosts[pos + 1], (s->nr_hosts - pos - 1) * sizeof(*s->hosts));
+    s->nr_hosts--;
+    cl__update_quorum(s);
     return 0;
 }
 
@@ -213,6 +279,13 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
     size_t pos;
     if (cl__vm(s, vm.name, &pos))
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already defined", vm.name);
+    uint64_t charged = cl_state_charged_bytes(s), more = cl__vm_charge(&vm.cfg);
+    if (charged + more > CL_STATE_MAX_BYTES)
+        return tern_err_coded(err, TERN_ERR_NO_CAPACITY, "the cluster state would grow beyond %u "
+                            "MiB with VM '%s' (%zu VMs defined, %llu bytes charged): every host "
+                            "keeps all of it; undefine VMs that are no longer needed",
+                            CL_STATE_MAX_BYTES >> 20, vm.name, s->nr_vms,
+                            (unsigned long long)charged);
     if (cl__reserve((void **)&s->vms, &s->cap_vms, s->nr_vms, sizeof(*s->vms)) < 0)
         return oom(err);
     vm.desired = CL_VM_STOPPED;
@@ -220,6 +293,7 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
     memmove(&s->vms[pos + 1], &s->vms[pos], (s->nr_vms - pos) * sizeof(*s->vms));
     s->vms[pos] = vm;
     s->nr_vms++;
+    s->vm_charge += more;
     return 0;
 }
 
@@ -235,6 +309,7 @@ static int h_vm_undefine(struct msg_ctx *c, struct tern_err *err)
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is %s on %s; wait until it has stopped",
                             vm->name, cl_vm_run_name(vm->run), vm->owner);
     size_t pos = (size_t)(vm - s->vms);
+    s->vm_charge -= cl__vm_charge(&vm->cfg);
     json_decref(vm->last_migration);
     memmove(&s->vms[pos], &s->vms[pos + 1], (s->nr_vms - pos - 1) * sizeof(*s->vms));
     s->nr_vms--;
@@ -263,6 +338,11 @@ static int h_vm_start(struct msg_ctx *c, struct tern_err *err)
     case CL_RUN_RUNNING:
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already running on %s", vm->name,
                             vm->owner);
+    case CL_RUN_LOST:
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' may still run on %s, whose node left "
+                            "the cluster; it can start elsewhere only once %s is back, fenced or "
+                            "removed (ternctl host remove %s)",
+                            vm->name, vm->owner, vm->owner, vm->owner);
     }
     if (chosen) {
         if (host_can_take(c->s, host, &vm->cfg, err) < 0)
@@ -309,10 +389,13 @@ static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is not %s's (owner: %s)", vm->name,
                             c->host->name, vm->owner[0] ? vm->owner : "none");
     if (run == 0) {
-        /* Running again is news only for a VM that was starting; a report
-         * racing with a stop or a migration does not undo them. */
-        if (vm->run == CL_RUN_STARTING)
+        /* Running again is news only for a VM that was starting, or whose
+         * host was lost and is back; a report racing with a stop or a
+         * migration does not undo them. */
+        if (vm->run == CL_RUN_STARTING || vm->run == CL_RUN_LOST)
             vm->run = CL_RUN_RUNNING;
+        if (vm->run == CL_RUN_RUNNING && !jd)
+            vm->detail[0] = '\0';
     } else {
         /* The process is gone: so is any migration it was part of. */
         if (vm->migration_id) {
@@ -440,6 +523,11 @@ static int h_migration_done(struct msg_ctx *c, struct tern_err *err)
     json_t *r = cl__blob_copy(json_object_get(c->msg, "result"), "\"result\"", err);
     if (!r)
         return -1;
+    if (json_dumpb(r, NULL, 0, JSON_COMPACT) > CL_RESULT_MAX - 256) {
+        json_decref(r);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"result\" is too large (at most %d bytes)",
+                              CL_RESULT_MAX - 256);
+    }
     /* The record names the migration as the state knows it, whatever the
      * sender wrote. */
     if (json_object_set_new(r, "id", json_integer((json_int_t)m->id)) < 0 ||
@@ -494,23 +582,31 @@ static int h_migration_abort(struct msg_ctx *c, struct tern_err *err)
 
 /* ---- dispatch ---- */
 
+/* What only a quorate configuration may do: every change a client asks
+ * for, and committing a migration (it moves ownership). What hosts report
+ * about themselves (announce, VM reports, migration steps before and after
+ * the commit, aborts) goes on without quorum. */
+enum { ANY_CONFIG, QUORATE_ONLY };
+
 static const struct {
     const char *type;
     int (*fn)(struct msg_ctx *c, struct tern_err *err);
+    int quorum;
 } handlers[] = {
-    {"host_announce", h_host_announce},
-    {"host_mode", h_host_mode},
-    {"vm_define", h_vm_define},
-    {"vm_undefine", h_vm_undefine},
-    {"vm_start", h_vm_start},
-    {"vm_stop", h_vm_stop},
-    {"vm_report", h_vm_report},
-    {"migration_begin", h_migration_begin},
-    {"migration_listening", h_migration_listening},
-    {"migration_progress", h_migration_progress},
-    {"migration_commit", h_migration_commit},
-    {"migration_done", h_migration_done},
-    {"migration_abort", h_migration_abort},
+    {"host_announce", h_host_announce, ANY_CONFIG},
+    {"host_mode", h_host_mode, QUORATE_ONLY},
+    {"host_remove", h_host_remove, QUORATE_ONLY},
+    {"vm_define", h_vm_define, QUORATE_ONLY},
+    {"vm_undefine", h_vm_undefine, QUORATE_ONLY},
+    {"vm_start", h_vm_start, QUORATE_ONLY},
+    {"vm_stop", h_vm_stop, QUORATE_ONLY},
+    {"vm_report", h_vm_report, ANY_CONFIG},
+    {"migration_begin", h_migration_begin, QUORATE_ONLY},
+    {"migration_listening", h_migration_listening, ANY_CONFIG},
+    {"migration_progress", h_migration_progress, ANY_CONFIG},
+    {"migration_commit", h_migration_commit, QUORATE_ONLY},
+    {"migration_done", h_migration_done, ANY_CONFIG},
+    {"migration_abort", h_migration_abort, ANY_CONFIG},
 };
 
 int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg,
@@ -535,15 +631,35 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
             cl__get_uint(origin, "req", false, 0, 0, INT64_MAX, &req, err) < 0)
             return tern_err_coded(err, TERN_ERR_INVALID, "%s: \"origin\" must be {\"node\":N,\"req\":N}",
                                 type);
+        if (node != sender_nodeid)
+            return tern_err_coded(err, TERN_ERR_INVALID, "%s: \"origin\" names node %llu but node %u "
+                                  "sent it", type, (unsigned long long)node, sender_nodeid);
         c.origin_node = (uint32_t)node;
         c.origin_req = req;
+        /* Room to remember it, before anything changes. */
+        if (cl_state_origin_req(s, c.origin_node) == 0 &&
+            (s->nr_origins >= CL_MAX_ORIGINS ||
+             cl__reserve((void **)&s->origins, &s->cap_origins, s->nr_origins,
+                         sizeof(*s->origins)) < 0))
+            return tern_err_coded(err, s->nr_origins >= CL_MAX_ORIGINS ? TERN_ERR_NO_CAPACITY
+                                                                        : TERN_ERR_INTERNAL,
+                                  "%s: no room to remember node %u's requests", type,
+                                  c.origin_node);
     }
     for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
         if (strcmp(type, handlers[i].type) != 0)
             continue;
+        if (handlers[i].quorum == QUORATE_ONLY && !s->quorate)
+            return tern_err_coded(err, TERN_ERR_NO_QUORUM, "%s refused: the cluster configuration "
+                                  "it arrived in is not quorate (%zu of %u expected votes)",
+                                  type, s->nr_members, s->expected_votes);
         if (handlers[i].fn(&c, err) < 0)
             return -1;
+        if (origin)
+            cl__origin_note(s, c.origin_node, c.origin_req); /* room reserved above */
         s->version++;
+        if (s->quorate)
+            s->q_version++;
         return 0;
     }
     return tern_err_coded(err, TERN_ERR_INVALID, "unknown cluster message type '%s'", type);

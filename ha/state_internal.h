@@ -14,7 +14,21 @@
 #define CL_VM_VCPUS_MAX 64u
 #define CL_DOWNTIME_DEFAULT 50u
 #define CL_DOWNTIME_MAX 60000u
-#define CL_BLOB_MAX 8192                 /* progress / result objects, serialized */
+#define CL_BLOB_MAX 8192                 /* progress objects, serialized */
+#define CL_RESULT_MAX 2048               /* a migration's result record, serialized */
+#define CL_MAX_ORIGINS 1024              /* nodes whose last request id is kept */
+#define CL_MAX_MEMBERS 512               /* corosync allows 384 nodes */
+/* What define charges per VM (besides its paths and command line), per
+ * host and per migration against CL_STATE_MAX_BYTES: room for every other
+ * field at its largest. */
+#define CL_CHARGE_VM (1024u + CL_REASON_MAX + CL_RESULT_MAX)
+#define CL_CHARGE_HOST 1024u
+#define CL_CHARGE_MIGRATION (1024u + CL_BLOB_MAX)
+
+struct cl_origin {
+    uint32_t nodeid;
+    uint64_t req;
+};
 
 /* Arrays, each sorted: hosts and VMs by name, migrations by id (ids only
  * grow, so appending keeps them sorted). Sorted arrays make every
@@ -29,6 +43,17 @@ struct cl_state {
     size_t nr_migs, cap_migs;
     uint64_t version;       /* messages applied (and membership changes) */
     uint64_t mig_counter;   /* last migration id handed out */
+    /* The configuration last applied (cl_state_apply_config). */
+    uint64_t config_epoch;  /* configurations applied */
+    uint64_t q_epoch;       /* quorum epoch (cl_state_quorum_epoch) */
+    uint64_t q_version;     /* events applied while quorate (cl_state_quorate_version) */
+    uint32_t members[CL_MAX_MEMBERS]; /* sorted, distinct node ids */
+    size_t nr_members;
+    uint32_t expected_votes;
+    bool quorate;
+    uint64_t vm_charge;     /* sum of cl__vm_charge over the VMs */
+    struct cl_origin *origins; /* sorted by node id */
+    size_t nr_origins, cap_origins;
 };
 
 /* Mutable lookups (NULL if absent) and their insertion points. */
@@ -50,6 +75,22 @@ void cl__mig_end(struct cl_state *s, struct cl_migration *m, const char *outcome
 
 /* Drops everything the state owns (arrays and JSON blobs); leaves it empty. */
 void cl__state_clear(struct cl_state *s);
+
+/* Recomputes expected votes and quorum from the members and the online
+ * hosts' announcements; a change to quorate starts a new quorum epoch. */
+void cl__update_quorum(struct cl_state *s);
+
+/* Records that origin `nodeid` had request `req` applied. -1 when the
+ * table is full (the message is then refused) or out of memory. */
+int cl__origin_note(struct cl_state *s, uint32_t nodeid, uint64_t req);
+
+/* Ends every uncommitted migration that involves host `name` (failed,
+ * `reason`), and with it the VM's "migrating": it is running again on the
+ * source, or lost if the source is a lost host. */
+void cl__end_migrations_of(struct cl_state *s, const char *name, const char *reason);
+
+/* What a VM is charged against CL_STATE_MAX_BYTES. */
+uint64_t cl__vm_charge(const struct cl_vm_config *cfg);
 
 /* Copies `src` into dst[cap], cutting at a UTF-8 character boundary so the
  * result is still valid UTF-8 (and so still serializable). */

@@ -13,9 +13,10 @@
 #include <unistd.h>
 
 #include "../common/fileio.h"
+#include "../proto/crc32.h"
 
 #define STATE_FORMAT "tern-cluster-state"
-#define STATE_FORMAT_VERSION 1
+#define STATE_FORMAT_VERSION 2 /* 1: before the configuration and origins */
 #define STATE_FILE_MAX (256u << 20)
 
 /* ---- field readers: each names the field in its error ---- */
@@ -181,7 +182,7 @@ json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg)
 static const char *const mode_names[] = {"active", "maintenance", NULL};
 static const char *const desired_names[] = {"stopped", "running", NULL};
 static const char *const run_names[] = {"stopped",  "starting", "running", "migrating",
-                                        "stopping", "crashed",  NULL};
+                                        "stopping", "crashed",  "lost",    NULL};
 static const char *const phase_names[] = {"preparing", "listening", "committed", NULL};
 
 json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
@@ -193,12 +194,13 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
     for (size_t i = 0; i < s->nr_vms; i++)
         if (strcmp(s->vms[i].owner, h->name) == 0)
             nr_vms++;
-    return json_pack("{s:s, s:I, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "name", h->name,
-                     "nodeid", (json_int_t)h->nodeid, "online", h->online, "mode",
-                     mode_names[h->mode == CL_HOST_MAINTENANCE], "mem_mib",
+    return json_pack("{s:s, s:I, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "name",
+                     h->name, "nodeid", (json_int_t)h->nodeid, "online", h->online, "lost",
+                     h->lost, "mode", mode_names[h->mode == CL_HOST_MAINTENANCE], "mem_mib",
                      (json_int_t)h->mem_mib, "vcpus", (json_int_t)h->vcpus, "free_mem_mib",
                      (json_int_t)free_mem, "free_vcpus", (json_int_t)free_vcpus, "vms", nr_vms,
-                     "migration_addr", h->migration_addr);
+                     "migration_addr", h->migration_addr, "expected_votes",
+                     (json_int_t)h->expected_votes);
 }
 
 json_t *cl_vm_to_json(const struct cl_vm *vm)
@@ -221,24 +223,47 @@ json_t *cl_migration_to_json(const struct cl_migration *m)
                      (json_int_t)m->origin_req);
 }
 
+json_t *cl_state_config_to_json(const struct cl_state *s)
+{
+    json_t *members = json_array();
+    for (size_t i = 0; members && i < s->nr_members; i++)
+        json_array_append_new(members, json_integer(s->members[i]));
+    json_t *c = json_pack("{s:I, s:I, s:I, s:o*, s:I, s:b}", "config_epoch",
+                          (json_int_t)s->config_epoch, "quorum_epoch", (json_int_t)s->q_epoch,
+                          "quorate_version", (json_int_t)s->q_version, "members", members,
+                          "expected_votes", (json_int_t)s->expected_votes, "quorate",
+                          s->quorate);
+    if (c && json_array_size(members) != s->nr_members) {
+        json_decref(c);
+        return NULL;
+    }
+    return c;
+}
+
 json_t *cl_state_to_json(const struct cl_state *s)
 {
     json_t *hosts = json_array(), *vms = json_array(), *migs = json_array();
+    json_t *origins = json_array();
     for (size_t i = 0; hosts && i < s->nr_hosts; i++)
         json_array_append_new(hosts, cl_host_to_json(s, &s->hosts[i]));
     for (size_t i = 0; vms && i < s->nr_vms; i++)
         json_array_append_new(vms, cl_vm_to_json(&s->vms[i]));
     for (size_t i = 0; migs && i < s->nr_migs; i++)
         json_array_append_new(migs, cl_migration_to_json(&s->migs[i]));
-    json_t *doc = json_pack("{s:s, s:i, s:I, s:I, s:o*, s:o*, s:o*}", "format", STATE_FORMAT,
-                            "format_version", STATE_FORMAT_VERSION, "version",
+    for (size_t i = 0; origins && i < s->nr_origins; i++)
+        json_array_append_new(origins, json_pack("{s:I, s:I}", "node",
+                                                 (json_int_t)s->origins[i].nodeid, "req",
+                                                 (json_int_t)s->origins[i].req));
+    json_t *doc = json_pack("{s:s, s:i, s:I, s:I, s:o*, s:o*, s:o*, s:o*, s:o*}", "format",
+                            STATE_FORMAT, "format_version", STATE_FORMAT_VERSION, "version",
                             (json_int_t)s->version, "migration_counter",
-                            (json_int_t)s->mig_counter, "hosts", hosts, "vms", vms, "migrations",
-                            migs);
+                            (json_int_t)s->mig_counter, "config", cl_state_config_to_json(s),
+                            "origins", origins, "hosts", hosts, "vms", vms, "migrations", migs);
     /* A member that failed to append (out of memory) must not pass for a
      * smaller state. */
     if (doc && (json_array_size(hosts) != s->nr_hosts || json_array_size(vms) != s->nr_vms ||
-                json_array_size(migs) != s->nr_migs)) {
+                json_array_size(migs) != s->nr_migs ||
+                json_array_size(origins) != s->nr_origins || !json_object_get(doc, "config"))) {
         json_decref(doc);
         return NULL;
     }
@@ -263,9 +288,12 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
     int mode;
     if (!json_is_object(j))
         return tern_err_coded(err, TERN_ERR_INVALID, "must be an object");
+    uint64_t expected;
     if (cl__get_str(j, "name", NULL, h->name, sizeof(h->name), err) < 0 ||
         cl__get_uint(j, "nodeid", false, 0, 0, UINT32_MAX, &nodeid, err) < 0 ||
         cl__get_bool(j, "online", false, &h->online, err) < 0 ||
+        cl__get_bool(j, "lost", false, &h->lost, err) < 0 ||
+        cl__get_uint(j, "expected_votes", true, 0, 0, CL_MAX_MEMBERS, &expected, err) < 0 ||
         cl__get_enum(j, "mode", mode_names, &mode, err) < 0 ||
         cl__get_uint(j, "mem_mib", false, 0, 0, CL_HOST_MEM_MAX, &mem, err) < 0 ||
         cl__get_uint(j, "vcpus", false, 0, 0, CL_HOST_VCPUS_MAX, &vcpus, err) < 0 ||
@@ -275,6 +303,7 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
     if (!cl_name_valid(h->name))
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid host name", h->name);
     h->nodeid = (uint32_t)nodeid;
+    h->expected_votes = (uint32_t)expected;
     h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
     h->mem_mib = mem;
     h->vcpus = (uint32_t)vcpus;
@@ -363,7 +392,13 @@ static int cmp_mig(const void *a, const void *b)
 /* The invariants apply keeps, checked on a freshly parsed state. */
 static int check_consistency(struct cl_state *s, struct tern_err *err)
 {
+    if (s->nr_hosts > CL_MAX_HOSTS)
+        return tern_err_coded(err, TERN_ERR_INVALID, "%zu hosts, more than %d", s->nr_hosts,
+                              CL_MAX_HOSTS);
     for (size_t i = 0; i < s->nr_hosts; i++) {
+        if (s->hosts[i].online && s->hosts[i].lost)
+            return tern_err_coded(err, TERN_ERR_INVALID, "host '%s' is both online and lost",
+                                  s->hosts[i].name);
         if (i > 0 && strcmp(s->hosts[i - 1].name, s->hosts[i].name) == 0)
             return tern_err_coded(err, TERN_ERR_INVALID, "host '%s' appears twice", s->hosts[i].name);
         for (size_t k = 0; k < i && s->hosts[i].nodeid; k++)
@@ -420,6 +455,63 @@ static int check_consistency(struct cl_state *s, struct tern_err *err)
     return 0;
 }
 
+static int parse_config(const json_t *c, struct cl_state *n, struct tern_err *err)
+{
+    uint64_t ce, qe, qv, ev;
+    if (!json_is_object(c))
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"config\" must be an object");
+    const json_t *members = json_object_get(c, "members");
+    if (cl__get_uint(c, "config_epoch", false, 0, 0, INT64_MAX, &ce, err) < 0 ||
+        cl__get_uint(c, "quorum_epoch", false, 0, 0, INT64_MAX, &qe, err) < 0 ||
+        cl__get_uint(c, "quorate_version", false, 0, 0, INT64_MAX, &qv, err) < 0 ||
+        cl__get_uint(c, "expected_votes", false, 0, 0, CL_MAX_MEMBERS, &ev, err) < 0 ||
+        cl__get_bool(c, "quorate", false, &n->quorate, err) < 0)
+        return tern_err_prefix(err, "config");
+    if (!json_is_array(members) || json_array_size(members) > CL_MAX_MEMBERS)
+        return tern_err_coded(err, TERN_ERR_INVALID, "config: \"members\" must be an array of at "
+                              "most %d node ids", CL_MAX_MEMBERS);
+    for (size_t i = 0; i < json_array_size(members); i++) {
+        const json_t *v = json_array_get(members, i);
+        if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
+            json_integer_value(v) > UINT32_MAX ||
+            (i > 0 && json_integer_value(v) <= (json_int_t)n->members[i - 1]))
+            return tern_err_coded(err, TERN_ERR_INVALID, "config: \"members\" must be ascending "
+                                  "node ids");
+        n->members[i] = (uint32_t)json_integer_value(v);
+    }
+    n->nr_members = json_array_size(members);
+    n->config_epoch = ce;
+    n->q_epoch = qe;
+    n->q_version = qv;
+    n->expected_votes = (uint32_t)ev;
+    return 0;
+}
+
+static int parse_origins(const json_t *o, struct cl_state *n, struct tern_err *err)
+{
+    if (!json_is_array(o) || json_array_size(o) > CL_MAX_ORIGINS)
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"origins\" must be an array of at most %d "
+                              "entries", CL_MAX_ORIGINS);
+    size_t nr = json_array_size(o);
+    n->origins = calloc(nr ? nr : 1, sizeof(*n->origins));
+    if (!n->origins)
+        return tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory");
+    n->cap_origins = nr ? nr : 1;
+    for (size_t i = 0; i < nr; i++) {
+        const json_t *e = json_array_get(o, i);
+        uint64_t node, req;
+        if (!json_is_object(e) ||
+            cl__get_uint(e, "node", false, 0, 1, UINT32_MAX, &node, err) < 0 ||
+            cl__get_uint(e, "req", false, 0, 0, INT64_MAX, &req, err) < 0)
+            return tern_err_prefix(err, "origins[%zu]", i);
+        if (i > 0 && node <= n->origins[i - 1].nodeid)
+            return tern_err_coded(err, TERN_ERR_INVALID, "\"origins\" must be ascending by node");
+        n->origins[i] = (struct cl_origin){.nodeid = (uint32_t)node, .req = req};
+        n->nr_origins++;
+    }
+    return 0;
+}
+
 static int parse_array(const json_t *doc, const char *key, struct tern_err *err,
                        const json_t **out)
 {
@@ -443,9 +535,9 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
     if (strcmp(format, STATE_FORMAT) != 0)
         return tern_err_coded(err, TERN_ERR_INVALID, "not a cluster state (format '%s', expected '%s')",
                             format, STATE_FORMAT);
-    if (fv != STATE_FORMAT_VERSION)
+    if (fv != STATE_FORMAT_VERSION && fv != 1)
         return tern_err_coded(err, TERN_ERR_INVALID, "cluster state format version %llu is not supported "
-                            "(this build reads version %d)",
+                            "(this build reads versions 1 and %d)",
                             (unsigned long long)fv, STATE_FORMAT_VERSION);
     const json_t *hosts, *vms, *migs;
     if (parse_array(doc, "hosts", err, &hosts) < 0 || parse_array(doc, "vms", err, &vms) < 0 ||
@@ -456,6 +548,12 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
     memset(&n, 0, sizeof(n));
     n.version = version;
     n.mig_counter = counter;
+    /* Format 1 had no configuration: it reads as "no quorum seen". */
+    if (fv >= 2 && (parse_config(json_object_get(doc, "config"), &n, err) < 0 ||
+                    parse_origins(json_object_get(doc, "origins"), &n, err) < 0)) {
+        cl__state_clear(&n);
+        return tern_err_prefix(err, "cluster state");
+    }
     size_t nh = json_array_size(hosts), nv = json_array_size(vms), nm = json_array_size(migs);
     n.hosts = calloc(nh ? nh : 1, sizeof(*n.hosts));
     n.vms = calloc(nv ? nv : 1, sizeof(*n.vms));
@@ -488,6 +586,8 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
         }
         n.nr_migs++;
     }
+    for (size_t i = 0; i < n.nr_vms; i++)
+        n.vm_charge += cl__vm_charge(&n.vms[i].cfg);
     qsort(n.hosts, n.nr_hosts, sizeof(*n.hosts), cmp_host);
     qsort(n.vms, n.nr_vms, sizeof(*n.vms), cmp_vm);
     qsort(n.migs, n.nr_migs, sizeof(*n.migs), cmp_mig);
@@ -502,79 +602,102 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
 
 /* ---- files ---- */
 
-static int write_all(int fd, const char *buf, size_t len)
+/* {"checksum":"crc32:XXXXXXXX","bytes":N,"state":DOC}\n: the checksum and
+ * length cover DOC's bytes exactly as written, so a flipped bit anywhere in
+ * the document is found before it is believed. */
+#define FILE_HEAD "{\"checksum\":\"crc32:"
+#define FILE_MID_FMT "\",\"bytes\":%zu,\"state\":"
+
+char *cl_state_file_text(const struct cl_state *s, size_t *len, struct tern_err *err)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
+    json_t *doc = cl_state_to_json(s);
+    char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!body)
+        return tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory serializing the cluster "
+                              "state"), NULL;
+    size_t blen = strlen(body);
+    char head[128];
+    int hl = snprintf(head, sizeof(head), FILE_HEAD "%08x" FILE_MID_FMT,
+                      tern_crc32(0, body, blen), blen);
+    char *out = malloc((size_t)hl + blen + 3);
+    if (!out) {
+        free(body);
+        return tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory serializing the cluster "
+                              "state"), NULL;
     }
+    memcpy(out, head, (size_t)hl);
+    memcpy(out + hl, body, blen);
+    memcpy(out + hl + blen, "}\n", 3);
+    free(body);
+    *len = (size_t)hl + blen + 2;
+    return out;
+}
+
+int cl_state_file_parse(struct cl_state *s, const char *buf, size_t len, const char *path,
+                        struct tern_err *err)
+{
+    const char *doc_start = buf;
+    size_t doc_len = len;
+    unsigned crc = 0;
+    size_t bytes = 0;
+    int used = 0;
+    bool wrapped = len >= sizeof(FILE_HEAD) - 1 && !memcmp(buf, FILE_HEAD, sizeof(FILE_HEAD) - 1);
+    if (wrapped) {
+        char head[128];
+        size_t hl = len < sizeof(head) - 1 ? len : sizeof(head) - 1;
+        memcpy(head, buf, hl);
+        head[hl] = '\0';
+        if (sscanf(head, FILE_HEAD "%8x\",\"bytes\":%zu,\"state\":%n", &crc, &bytes, &used) != 2 ||
+            used == 0)
+            return tern_err_coded(err, TERN_ERR_INVALID, "%s: the checksum header is damaged; "
+                                  "the file cannot be trusted (move it away: this host then "
+                                  "takes the state from the other hosts)", path);
+        doc_start = buf + used;
+        if (bytes > len - (size_t)used || len - (size_t)used - bytes < 1 ||
+            doc_start[bytes] != '}')
+            return tern_err_coded(err, TERN_ERR_INVALID, "%s is truncated or damaged (%zu bytes "
+                                  "of state announced, %zu present); move it away: this host "
+                                  "then takes the state from the other hosts",
+                                  path, bytes, len - (size_t)used);
+        doc_len = bytes;
+        uint32_t have = tern_crc32(0, doc_start, doc_len);
+        if (have != crc)
+            return tern_err_coded(err, TERN_ERR_INVALID, "%s fails its checksum (crc32 %08x, "
+                                  "file says %08x): the file is damaged and is not used; move "
+                                  "it away: this host then takes the state from the other hosts",
+                                  path, have, crc);
+    }
+    json_error_t jerr;
+    json_t *doc = json_loadb(doc_start, doc_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!doc)
+        return tern_err_coded(err, TERN_ERR_INVALID, "%s is not valid JSON (line %d, column %d: "
+                              "%s); move it away to start empty or to take the cluster's copy",
+                              path, jerr.line, jerr.column, jerr.text);
+    /* Without the wrapper only format 1 (before checksums) is believed. */
+    const json_t *fv = json_object_get(doc, "format_version");
+    if (!wrapped && !(json_is_integer(fv) && json_integer_value(fv) == 1)) {
+        json_decref(doc);
+        return tern_err_coded(err, TERN_ERR_INVALID, "%s has no checksum; it cannot be "
+                              "trusted (move it away: this host then takes the state from the "
+                              "other hosts)", path);
+    }
+    int rc = cl_state_from_json(s, doc, err);
+    json_decref(doc);
+    if (rc < 0)
+        return tern_err_prefix(err, "%s", path);
     return 0;
 }
 
 int cl_state_save(const struct cl_state *s, const char *path, struct tern_err *err)
 {
-    json_t *doc = cl_state_to_json(s);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(doc);
+    size_t len;
+    char *text = cl_state_file_text(s, &len, err);
     if (!text)
-        return tern_err_set(err, "saving the cluster state to %s: out of memory", path);
-    size_t len = strlen(text);
-
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-        free(text);
-        return tern_err_set(err, "saving the cluster state: path %s is too long", path);
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        free(text);
-        return tern_err_errno(err, errno, "saving the cluster state: cannot create %s", tmp);
-    }
-    if (write_all(fd, text, len) < 0 || write_all(fd, "\n", 1) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(text);
-        return tern_err_errno(err, e, "saving the cluster state: cannot write %s", tmp);
-    }
+        return tern_err_prefix(err, "saving the cluster state to %s", path);
+    int rc = tern_write_file_atomic(path, text, len, 0600, err);
     free(text);
-    if (close(fd) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return tern_err_errno(err, e, "saving the cluster state: cannot close %s", tmp);
-    }
-    if (rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return tern_err_errno(err, e, "saving the cluster state: cannot rename %s to %s", tmp,
-                              path);
-    }
-    /* The rename is durable only once the directory is. */
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof(dir), ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return tern_err_errno(err, errno, "saving the cluster state: cannot open directory %s",
-                              dir);
-    if (fsync(dfd) < 0) {
-        int e = errno;
-        close(dfd);
-        return tern_err_errno(err, e, "saving the cluster state: cannot sync directory %s", dir);
-    }
-    close(dfd);
-    return 0;
+    return rc < 0 ? tern_err_prefix(err, "saving the cluster state") : 0;
 }
 
 int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err)
@@ -591,17 +714,7 @@ int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err)
     size_t len;
     if (tern_read_file(path, STATE_FILE_MAX, &buf, &len, err) < 0)
         return tern_err_prefix(err, "loading the cluster state");
-    json_error_t jerr;
-    json_t *doc = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = cl_state_file_parse(s, (const char *)buf, len, path, err);
     free(buf);
-    if (!doc)
-        return tern_err_set(err, "loading the cluster state: %s is not valid JSON (line %d, "
-                            "column %d: %s); move it away to start empty or to take the "
-                            "cluster's copy",
-                            path, jerr.line, jerr.column, jerr.text);
-    int rc = cl_state_from_json(s, doc, err);
-    json_decref(doc);
-    if (rc < 0)
-        return tern_err_prefix(err, "loading the cluster state from %s", path);
-    return 0;
+    return rc < 0 ? tern_err_prefix(err, "loading the cluster state") : 0;
 }

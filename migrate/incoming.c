@@ -2,7 +2,9 @@
  * accept the one connection set bearing our token, check the peer's HELLO
  * against this VM, write pages straight into guest RAM, apply the VM state,
  * answer READY and wait for the decision (COMMIT, or with the commit gate
- * the agent's migrate-commit). Only then may the caller run the guest. Any
+ * only the agent's migrate-commit: a COMMIT from the source is then noted,
+ * not obeyed, since the source's side may have applied the commit in a
+ * partition this host's agent never saw). Only then may the caller run the guest. Any
  * failure before that leaves nothing running: the caller exits.
  *
  * One thread (receive_thread) does all of that and drives stream 0; streams
@@ -60,6 +62,7 @@ struct mig_incoming {
     enum in_phase phase;
     enum in_decision decision;
     char decided_by[16];        /* "source" or "agent" */
+    bool source_committed;      /* COMMIT came from the source (with the gate: noted only) */
     char abort_why[TERN_ERR_MAX];
     enum mig_incoming_outcome outcome;
     char from[80];              /* the source's address */
@@ -527,12 +530,21 @@ static int await_commit(struct mig_incoming *in, struct mig_rxbuf *rx, struct te
                     if (mig_fault("dst-exit-after-commit"))
                         _exit(95);
                     pthread_mutex_lock(&in->lock);
-                    if (in->decision == DEC_NONE) {
+                    if (!in->gate && in->decision == DEC_NONE) {
                         in->decision = DEC_COMMIT;
                         snprintf(in->decided_by, sizeof(in->decided_by), "source");
                     }
+                    /* With the gate, the source's word is not enough: the
+                     * commit may have been applied on its side of a
+                     * partition only. This host's agent decides, once it
+                     * has applied the commit in a quorate configuration. */
+                    bool noted = in->gate && !in->source_committed;
+                    in->source_committed = true;
                     pthread_mutex_unlock(&in->lock);
-                    continue; /* the decision, whoever made it first, is read above */
+                    if (noted)
+                        fprintf(stderr, "tern-vmm: migration: the source committed; waiting for "
+                                        "this host's agent to confirm the commit\n");
+                    continue; /* the decision, whoever made it, is read above */
                 }
                 if (h.type == REC_TYPE_MIG_ERROR) {
                     struct mig_error me;
@@ -729,10 +741,11 @@ enum mig_incoming_outcome mig_incoming_outcome(struct mig_incoming *in, struct t
 json_t *mig_incoming_status(struct mig_incoming *in)
 {
     pthread_mutex_lock(&in->lock);
-    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:i, s:b}", "phase", phase_names[in->phase],
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:i, s:b, s:b}", "phase", phase_names[in->phase],
                           "bytes_received", (json_int_t)in->bytes, "pages_received",
                           (json_int_t)in->pages, "round", (json_int_t)in->round, "streams",
-                          (int)in->n, "commit_gate", in->gate);
+                          (int)in->n, "commit_gate", in->gate, "source_committed",
+                          in->source_committed);
     if (j && in->from[0])
         json_object_set_new(j, "from", json_string(in->from));
     if (j && in->link_error[0])

@@ -19,7 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "ha/corosync_link.h"
+#include "agent/corosync_link.h"
 #include "tests/support/cluster.h"
 #include "tests/support/proc.h"
 
@@ -100,8 +100,8 @@ static void on_deliver(void *opaque, uint32_t nodeid, const void *msg, size_t le
 }
 
 static void on_confchg(void *opaque, const uint32_t *members, size_t nr_members,
-                       const uint32_t *left, size_t nr_left, const uint32_t *joined,
-                       size_t nr_joined)
+                       const uint32_t *left, const bool *left_node_down, size_t nr_left,
+                       const uint32_t *joined, size_t nr_joined)
 {
     struct member_ctx *m = opaque;
     uint32_t sorted[64];
@@ -112,7 +112,14 @@ static void on_confchg(void *opaque, const uint32_t *members, size_t nr_members,
     ids(a, sizeof(a), sorted, n);
     ids(b, sizeof(b), left, nr_left);
     ids(c, sizeof(c), joined, nr_joined);
-    report(m->sock, "C %lld m=%s l=%s j=%s", now_us(), a, b, c);
+    /* Why each left: d (its node left corosync's membership) or p (only
+     * its process). */
+    char r[64];
+    size_t k = 0;
+    for (size_t i = 0; i < nr_left && k + 1 < sizeof(r); i++)
+        r[k++] = left_node_down[i] ? 'd' : 'p';
+    r[k] = '\0';
+    report(m->sock, "C %lld m=%s l=%s j=%s r=%s", now_us(), a, b, c, r);
 }
 
 static void on_quorum(void *opaque, bool quorate)
@@ -707,6 +714,7 @@ static void test_killed_host_leaves(void **state)
         int i = rest[k];
         int c = wait_event(f, i, from[i], "C ", "l=3 ", 0);
         assert_true(c >= 0);
+        assert_non_null(strstr(f->m[i].ev[c], " r=d")); /* its node went down */
         long long tc;
         assert_int_equal(sscanf(f->m[i].ev[c], "C %lld", &tc), 1);
         print_message("h%d saw h3 leave %.0f ms after the kill\n", i, (double)(tc - t0) / 1e3);
@@ -739,13 +747,29 @@ static void test_restart_then_corosync_stops(void **state)
     print_message("h3 restarted and back in the group after %.2f s\n",
                   (double)(now_us() - t0) / 1e6);
 
+    /* Only its member process dies: the others see a process leave, not a
+     * node (corosync on h3 is still up). */
+    int from1 = f->m[1].nev;
+    int ws;
+    kill(f->m[3].pid, SIGKILL);
+    assert_int_equal(waitpid(f->m[3].pid, &ws, 0), f->m[3].pid);
+    f->m[3].pid = 0;
+    const int rest12[] = {1, 2};
+    assert_true(all_see_members(f, rest12, 2, "m=1,2", 10000));
+    int c = wait_event(f, 1, from1, "C ", "l=3 ", 0);
+    assert_true(c >= 0);
+    assert_non_null(strstr(f->m[1].ev[c], " r=p"));
+    free_member(&f->m[3]);
+    f->m[3].gone = false;
+    assert_int_equal(start_member(f, 3), 0);
+    assert_true(all_see_members(f, all, NR, "m=1,2,3", 10000));
+
     int from3 = f->m[3].nev;
     assert_int_equal(test_cluster_stop_corosync(&f->c, 3, err, sizeof(err)), 0);
     int e = wait_event(f, 3, from3, "E ", NULL, 5000);
     assert_true(e >= 0);
     print_message("h3's link, corosync stopped: %s\n", f->m[3].ev[e] + 2);
     assert_non_null(strstr(f->m[3].ev[e], "lost the connection to corosync"));
-    int ws;
     assert_int_equal(waitpid(f->m[3].pid, &ws, 0), f->m[3].pid);
     f->m[3].pid = 0;
     const int rest[] = {1, 2};

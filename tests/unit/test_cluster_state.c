@@ -76,13 +76,22 @@ static void expect_refused_at(struct cl_state *s, uint32_t node, const char *tex
 #define expect_refused(s, node, text, code, needle)                                             \
     expect_refused_at(s, node, text, code, needle, __LINE__)
 
+/* A configuration change with these members; those that left, left with
+ * their process only (their node is still in corosync's membership). */
+static void set_members(struct cl_state *s, const uint32_t *members, size_t n)
+{
+    struct cl_config c = {.members = members, .nr_members = n};
+    cl_state_apply_config(s, &c);
+}
+
+/* Announces with 3 expected votes (a three-node corosync cluster). */
 static void announce(struct cl_state *s, uint32_t node, const char *name, unsigned mem,
                      unsigned vcpus)
 {
     char m[256];
     snprintf(m, sizeof(m),
              "{\"type\":\"host_announce\",\"host\":\"%s\",\"mem_mib\":%u,\"vcpus\":%u,"
-             "\"migration_addr\":\"10.77.0.%u\"}",
+             "\"migration_addr\":\"10.77.0.%u\",\"expected_votes\":3}",
              name, mem, vcpus, node);
     expect_ok(s, node, m);
 }
@@ -97,7 +106,7 @@ static struct cl_state *three_hosts(void)
     announce(s, 2, "h2", 4096, 4);
     announce(s, 3, "h3", 16384, 16);
     uint32_t members[] = {1, 2, 3};
-    cl_state_set_members(s, members, 3);
+    set_members(s, members, 3);
     return s;
 }
 
@@ -289,7 +298,7 @@ static void test_host_announce(void **unused)
                       "\"migration_addr\":\"%s\"}";
     char m[256];
     snprintf(m, sizeof(m), fmt, "h1", "1024", "10.0.0.9");
-    expect_refused(s, 9, m, "[conflict]", "in use by node 1");
+    expect_refused(s, 9, m, "[conflict]", "belongs to node 1 (online)");
     snprintf(m, sizeof(m), fmt, "bad/name", "1024", "10.0.0.9");
     expect_refused(s, 9, m, "[invalid]", "not a valid name");
     snprintf(m, sizeof(m), fmt, "h9", "1024", "10.0.0.256");
@@ -303,13 +312,24 @@ static void test_host_announce(void **unused)
     expect_refused(s, 9, "{\"type\":\"host_announce\",\"host\":\"h9\",\"mem_mib\":1}",
                    "[invalid]", "\"vcpus\" is missing");
 
-    /* A host that went offline gives its name to a new node (reinstalled). */
+    /* A host that went offline keeps its name (it may come back, and its
+     * VMs may still run there) until the operator removes it; then a new
+     * node (reinstalled) may take it. */
     uint32_t without3[] = {1, 2, 4};
-    cl_state_set_members(s, without3, 3);
+    set_members(s, without3, 3);
     assert_false(cl_state_host(s, "h3")->online);
     snprintf(m, sizeof(m), fmt, "h3", "4096", "10.0.0.33");
+    expect_refused(s, 33, m, "[conflict]", "belongs to node 3 (offline)");
+    expect_refused(s, 1, "{\"type\":\"host_remove\",\"host\":\"h1\"}", "[conflict]",
+                   "'h1' is online");
+    expect_refused(s, 1, "{\"type\":\"host_remove\",\"host\":\"h7\"}", "[not_found]", "h7");
+    expect_ok(s, 1, "{\"type\":\"host_remove\",\"host\":\"h3\"}");
+    assert_null(cl_state_host(s, "h3"));
     expect_ok(s, 33, m);
     assert_int_equal(cl_state_host(s, "h3")->nodeid, 33);
+    assert_false(cl_state_host(s, "h3")->online); /* node 33 is not a member yet */
+    uint32_t with33[] = {1, 2, 4, 33};
+    set_members(s, with33, 4);
     assert_true(cl_state_host(s, "h3")->online);
 
     /* A node renaming itself: allowed when its old host holds nothing... */
@@ -427,7 +447,7 @@ static void test_vm_start_stop(void **unused)
     expect_refused(s, 2, "{\"type\":\"vm_start\",\"name\":\"b\",\"host\":\"h2\"}", "[conflict]",
                    "host 'h2' is in maintenance");
     uint32_t m13[] = {1, 3};
-    cl_state_set_members(s, m13, 2);
+    set_members(s, m13, 2);
     expect_refused(s, 1, "{\"type\":\"vm_start\",\"name\":\"b\",\"host\":\"h2\"}", "[conflict]",
                    "host 'h2' is offline");
     expect_refused(s, 1, "{\"type\":\"vm_start\",\"name\":\"big\",\"host\":\"h3\"}",
@@ -451,6 +471,8 @@ static void test_vm_start_stop(void **unused)
     json_t *jb = json_loads(before, 0, NULL), *ja = json_loads(after, 0, NULL);
     json_object_del(jb, "version");
     json_object_del(ja, "version");
+    json_object_del(json_object_get(jb, "config"), "quorate_version");
+    json_object_del(json_object_get(ja, "config"), "quorate_version");
     assert_true(json_equal(jb, ja));
     json_decref(jb);
     json_decref(ja);
@@ -667,10 +689,10 @@ static void test_migration_refusals_and_abort(void **unused)
     expect_refused(s, 1, BEGIN("a", "h2", ""), "[conflict]", "in maintenance");
     expect_ok(s, 1, "{\"type\":\"host_mode\",\"host\":\"h2\",\"mode\":\"active\"}");
     uint32_t m13[] = {1, 3};
-    cl_state_set_members(s, m13, 2);
+    set_members(s, m13, 2);
     expect_refused(s, 1, BEGIN("a", "h2", ""), "[conflict]", "offline");
     uint32_t all[] = {1, 2, 3};
-    cl_state_set_members(s, all, 3);
+    set_members(s, all, 3);
 
     expect_ok(s, 1, BEGIN("a", "h2", ""));
     assert_int_equal(cl_state_migration(s, 1)->downtime_ms, 50);
@@ -777,19 +799,19 @@ static void test_capacity_and_placement(void **unused)
     assert_string_equal(out, "h2"); /* h1 has more memory but too few vCPUs */
     announce(s, 4, "h0", 16384, 16); /* equal to h3: the name decides */
     uint32_t all[] = {1, 2, 3, 4};
-    cl_state_set_members(s, all, 4);
+    set_members(s, all, 4);
     assert_int_equal(cl_state_place(s, &cl_state_vm(s, "d")->cfg, NULL, out, &err), 0);
     assert_string_equal(out, "h0");
     expect_ok(s, 1, "{\"type\":\"host_mode\",\"host\":\"h0\",\"mode\":\"maintenance\"}");
     assert_int_equal(cl_state_place(s, &cl_state_vm(s, "d")->cfg, NULL, out, &err), 0);
     assert_string_equal(out, "h3");
     uint32_t only4[] = {4};
-    cl_state_set_members(s, only4, 1);
+    set_members(s, only4, 1);
     assert_int_equal(cl_state_place(s, &cl_state_vm(s, "d")->cfg, NULL, out, &err), -1);
     assert_int_equal(err.code, TERN_ERR_NO_CAPACITY);
     assert_non_null(strstr(err.msg, "no online host in active mode"));
     /* A host announcing less than it runs has no room, not a wrapped number. */
-    cl_state_set_members(s, all, 4);
+    set_members(s, all, 4);
     announce(s, 1, "h1", 1000, 1);
     cl_state_host_free(s, "h1", &mem, &cpus);
     assert_int_equal(mem, 0);
@@ -821,7 +843,7 @@ static void test_set_members(void **unused)
     begin(s, "c", "h2");                                                    /* 3: preparing */
     uint64_t v = cl_state_version(s);
     uint32_t m13[] = {3, 1}; /* any order */
-    cl_state_set_members(s, m13, 2);
+    set_members(s, m13, 2);
     assert_int_equal(cl_state_version(s), v + 1);
     assert_true(cl_state_host(s, "h1")->online);
     assert_false(cl_state_host(s, "h2")->online);
@@ -839,14 +861,14 @@ static void test_set_members(void **unused)
     assert_int_equal(cl_state_vm(s, "b")->run, CL_RUN_MIGRATING);
     /* The committed one survives its source leaving too. */
     uint32_t m3[] = {3};
-    cl_state_set_members(s, m3, 1);
+    set_members(s, m3, 1);
     assert_non_null(cl_state_migration(s, 2));
     assert_false(cl_state_host(s, "h1")->online);
     /* And a preparing migration loses its source. */
     uint32_t all[] = {1, 2, 3};
-    cl_state_set_members(s, all, 3);
+    set_members(s, all, 3);
     begin(s, "c", "h1");
-    cl_state_set_members(s, m3 /* h3 is the source */, 0);
+    set_members(s, m3 /* h3 is the source */, 0);
     assert_null(cl_state_migration(s, 4));
     assert_string_equal(cl_state_vm(s, "c")->detail, "host h3 left the cluster");
     for (size_t i = 0; i < cl_state_nr_hosts(s); i++)
@@ -861,18 +883,19 @@ static void test_version_counting(void **unused)
     assert_int_equal(cl_state_version(s), 0);
     announce(s, 1, "h1", 1024, 1);
     assert_int_equal(cl_state_version(s), 1);
-    expect_refused(s, 1, "{\"type\":\"vm_stop\",\"name\":\"x\"}", "[not_found]", "'x'");
+    /* Before any configuration: nothing is quorate. */
+    expect_refused(s, 1, "{\"type\":\"vm_stop\",\"name\":\"x\"}", "[no_quorum]", "not quorate");
     assert_int_equal(cl_state_version(s), 1);
     uint32_t m[] = {1};
-    cl_state_set_members(s, m, 1);
-    cl_state_set_members(s, m, 1);
+    set_members(s, m, 1);
+    set_members(s, m, 1);
     assert_int_equal(cl_state_version(s), 3);
     /* Two states fed the same sequence agree, refusals included. */
     struct cl_state *t = cl_state_new();
     announce(t, 1, "h1", 1024, 1);
-    expect_refused(t, 1, "{\"type\":\"vm_stop\",\"name\":\"x\"}", "[not_found]", "'x'");
-    cl_state_set_members(t, m, 1);
-    cl_state_set_members(t, m, 1);
+    expect_refused(t, 1, "{\"type\":\"vm_stop\",\"name\":\"x\"}", "[no_quorum]", "not quorate");
+    set_members(t, m, 1);
+    set_members(t, m, 1);
     char *a = dump(s), *b = dump(t);
     assert_string_equal(a, b);
     free(a);
@@ -888,7 +911,7 @@ static struct cl_state *busy_state(void)
     struct cl_state *s = three_hosts();
     announce(s, 4, "h4", 32768, 32);
     uint32_t all[] = {1, 2, 3, 4};
-    cl_state_set_members(s, all, 4);
+    set_members(s, all, 4);
     expect_ok(s, 1,
               "{\"type\":\"vm_define\",\"name\":\"full\",\"ha\":true,\"priority\":7,\"config\":"
               "{\"kernel\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"quiet \\\"x\\\" \\u00e9\","
@@ -918,7 +941,7 @@ static struct cl_state *busy_state(void)
     expect_ok(s, 2, "{\"type\":\"migration_abort\",\"id\":4,\"reason\":\"test\"}");
     expect_ok(s, 2, "{\"type\":\"host_mode\",\"host\":\"h2\",\"mode\":\"maintenance\"}");
     announce(s, 5, "h5", 1024, 1); /* offline after the next membership */
-    cl_state_set_members(s, all, 4);
+    set_members(s, all, 4);
     return s;
 }
 
@@ -984,9 +1007,9 @@ static void test_json_round_trip(void **unused)
         json_decref(d);
     }
     json_t *d = json_deep_copy(doc);
-    json_object_set_new(d, "format_version", json_integer(2));
+    json_object_set_new(d, "format_version", json_integer(3));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
-    assert_non_null(strstr(err.msg, "format version 2 is not supported"));
+    assert_non_null(strstr(err.msg, "format version 3 is not supported"));
     json_object_set_new(d, "format", json_string("other"));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
     json_decref(d);
@@ -1090,6 +1113,45 @@ static void test_save_load(void **unused)
     b = dump(t);
     assert_string_equal(a, b);
     free(b);
+    /* One flipped bit anywhere in the document (its version, say) is found
+     * by the checksum; a cut file by its length; a document of this format
+     * without the wrapper is not believed. */
+    assert_int_equal(cl_state_save(s, path, &err), 0);
+    {
+        uint8_t *buf;
+        size_t len;
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        buf = malloc(1 << 20);
+        len = fread(buf, 1, 1 << 20, f);
+        fclose(f);
+        char *vpos = strstr((char *)buf, "\"version\":");
+        assert_non_null(vpos);
+        vpos[10] ^= 0x01; /* a digit of the version becomes another digit */
+        f = fopen(path, "wb");
+        fwrite(buf, 1, len, f);
+        fclose(f);
+        assert_int_equal(cl_state_load(t, path, &err), -1);
+        assert_non_null(strstr(err.msg, "fails its checksum"));
+        assert_non_null(strstr(err.msg, "move it away"));
+        vpos[10] ^= 0x01;
+        f = fopen(path, "wb");
+        fwrite(buf, 1, len / 2, f);
+        fclose(f);
+        assert_int_equal(cl_state_load(t, path, &err), -1);
+        assert_non_null(strstr(err.msg, "truncated or damaged"));
+        json_t *plain = cl_state_to_json(s);
+        char *ptext = json_dumps(plain, JSON_COMPACT);
+        write_text(path, ptext);
+        free(ptext);
+        json_decref(plain);
+        assert_int_equal(cl_state_load(t, path, &err), -1);
+        assert_non_null(strstr(err.msg, "has no checksum"));
+        free(buf);
+        b = dump(t);
+        assert_string_equal(a, b); /* nothing was half-loaded */
+        free(b);
+    }
     /* Saving again replaces the bad file. */
     assert_int_equal(cl_state_save(s, path, &err), 0);
     assert_int_equal(cl_state_load(t, path, &err), 0);
@@ -1107,6 +1169,199 @@ static void test_save_load(void **unused)
     free(dir);
     cl_state_free(s);
     cl_state_free(t);
+}
+
+static double now_ms(void);
+
+/* Quorum is part of the ordered state: client changes and commits are
+ * refused in a configuration that is not quorate; hosts' own reports go on.
+ * Every quorate configuration starts a new quorum epoch. */
+static void test_quorum_rules(void **unused)
+{
+    (void)unused;
+    struct cl_state *s = three_hosts();
+    assert_true(cl_state_quorate(s));
+    assert_int_equal(cl_state_expected_votes(s), 3);
+    uint64_t q = cl_state_quorum_epoch(s);
+    define(s, "v", 256, 1);
+    define(s, "w", 256, 1);
+    start_on(s, "v", "h1");
+    report_running(s, "v");
+    start_on(s, "w", "h1");
+    report_running(s, "w");
+    begin(s, "w", "h2");
+    expect_ok(s, 2, "{\"type\":\"migration_listening\",\"id\":1,\"port\":1,\"token\":\"t\"}");
+    uint32_t m1[] = {1};
+    set_members(s, m1, 1);
+    assert_false(cl_state_quorate(s));
+    assert_int_equal(cl_state_quorum_epoch(s), q); /* no new epoch without quorum */
+    const char *refused[] = {
+        "{\"type\":\"vm_define\",\"name\":\"x\",\"config\":" CFG1G "}",
+        "{\"type\":\"vm_undefine\",\"name\":\"v\"}",
+        "{\"type\":\"vm_start\",\"name\":\"v\"}",
+        "{\"type\":\"vm_stop\",\"name\":\"v\"}",
+        "{\"type\":\"host_mode\",\"host\":\"h1\",\"mode\":\"maintenance\"}",
+        "{\"type\":\"host_remove\",\"host\":\"h3\"}",
+        "{\"type\":\"migration_begin\",\"vm\":\"v\",\"to\":\"h2\"}",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        expect_refused(s, 1, refused[i], "[no_quorum]", "not quorate (1 of 3 expected votes)");
+    /* The migration to h2 ended when h2 left; a host reports on. */
+    assert_int_equal(cl_state_nr_migrations(s), 0);
+    expect_ok(s, 1, "{\"type\":\"vm_report\",\"name\":\"v\",\"run\":\"crashed\"}");
+    announce(s, 1, "h1", 8192, 8);
+    /* Quorate again: a new epoch; a raised expected vote count is obeyed. */
+    uint32_t m12[] = {1, 2};
+    set_members(s, m12, 2);
+    assert_true(cl_state_quorate(s));
+    assert_int_equal(cl_state_quorum_epoch(s), q + 1);
+    expect_ok(s, 2, "{\"type\":\"host_announce\",\"host\":\"h2\",\"mem_mib\":4096,\"vcpus\":4,"
+                    "\"migration_addr\":\"10.77.0.2\",\"expected_votes\":5}");
+    assert_false(cl_state_quorate(s)); /* 2 of 5 */
+    expect_refused(s, 1, refused[0], "[no_quorum]", "2 of 5 expected votes");
+    uint32_t m123[] = {1, 2, 3};
+    set_members(s, m123, 3);
+    assert_true(cl_state_quorate(s));
+    assert_int_equal(cl_state_quorum_epoch(s), q + 2);
+    /* A commit needs quorum too (a fresh migration, committed in a
+     * minority: refused). */
+    start_on(s, "v", "h1");
+    report_running(s, "v");
+    begin(s, "v", "h3");
+    expect_ok(s, 3, "{\"type\":\"migration_listening\",\"id\":2,\"port\":1,\"token\":\"t\"}");
+    set_members(s, m123, 3);
+    expect_ok(s, 2, "{\"type\":\"host_announce\",\"host\":\"h2\",\"mem_mib\":4096,\"vcpus\":4,"
+                    "\"migration_addr\":\"10.77.0.2\",\"expected_votes\":7}");
+    expect_refused(s, 1, "{\"type\":\"migration_commit\",\"id\":2}", "[no_quorum]",
+                   "migration_commit refused");
+    cl_state_free(s);
+}
+
+/* A host whose node left (node down) is lost, and so is what its VMs run:
+ * never silently "running". A host whose ternd alone left is not. */
+static void test_lost_hosts(void **unused)
+{
+    (void)unused;
+    struct cl_state *s = three_hosts();
+    define(s, "a", 256, 1);
+    define(s, "b", 256, 1);
+    define(s, "c", 256, 1);
+    start_on(s, "a", "h2");
+    report_running(s, "a");
+    start_on(s, "b", "h1");
+    report_running(s, "b");
+    begin(s, "b", "h2"); /* 1: committed to h2, then h2 is lost */
+    expect_ok(s, 2, "{\"type\":\"migration_listening\",\"id\":1,\"port\":1,\"token\":\"t\"}");
+    expect_ok(s, 1, "{\"type\":\"migration_commit\",\"id\":1}");
+    start_on(s, "c", "h3");
+    report_running(s, "c");
+    /* h3's ternd stops (its node stays): its VMs keep running. */
+    uint32_t m12[] = {1, 2}, gone3[] = {3};
+    enum cl_leave_reason proc[] = {CL_LEFT_PROCESS}, node[] = {CL_LEFT_NODE};
+    struct cl_config c = {.members = m12, .nr_members = 2, .left = gone3, .left_reason = proc,
+                          .nr_left = 1};
+    cl_state_apply_config(s, &c);
+    assert_false(cl_state_host(s, "h3")->online);
+    assert_false(cl_state_host(s, "h3")->lost);
+    assert_int_equal(cl_state_vm(s, "c")->run, CL_RUN_RUNNING);
+    /* h2's node goes down: its VMs, and the one just handed to it, are lost. */
+    uint32_t m1[] = {1}, gone2[] = {2};
+    c = (struct cl_config){.members = m1, .nr_members = 1, .left = gone2, .left_reason = node,
+                           .nr_left = 1};
+    cl_state_apply_config(s, &c);
+    assert_true(cl_state_host(s, "h2")->lost);
+    const struct cl_vm *a = cl_state_vm(s, "a"), *b = cl_state_vm(s, "b");
+    assert_int_equal(a->run, CL_RUN_LOST);
+    assert_string_equal(a->owner, "h2");
+    assert_non_null(strstr(a->detail, "host h2 left the cluster (node down)"));
+    assert_int_equal(b->run, CL_RUN_LOST);
+    assert_string_equal(b->owner, "h2");
+    assert_int_equal(b->migration_id, 0);
+    assert_int_equal(cl_state_nr_migrations(s), 0);
+    assert_string_equal(json_string_value(json_object_get(b->last_migration, "reason")),
+                        "host h2 left the cluster after the migration committed");
+    /* Back with quorum: a lost VM cannot be started elsewhere or undefined,
+     * but may be asked to stop (done when its host returns). */
+    uint32_t m13[] = {1, 3};
+    set_members(s, m13, 2);
+    expect_refused(s, 1, "{\"type\":\"vm_start\",\"name\":\"a\",\"host\":\"h1\"}", "[conflict]",
+                   "may still run on h2");
+    expect_refused(s, 1, "{\"type\":\"migration_begin\",\"vm\":\"a\",\"to\":\"h1\"}",
+                   "[conflict]", "lost");
+    expect_ok(s, 1, "{\"type\":\"vm_stop\",\"name\":\"a\"}");
+    assert_int_equal(cl_state_vm(s, "a")->run, CL_RUN_LOST);
+    expect_refused(s, 1, "{\"type\":\"vm_undefine\",\"name\":\"a\"}", "[conflict]", "lost");
+    uint64_t mem;
+    uint32_t cpus;
+    cl_state_host_free(s, "h2", &mem, &cpus);
+    assert_int_equal(mem, 4096 - 512); /* a lost VM still holds its room */
+    /* h2 returns and reports: b runs there; a had stopped. */
+    set_members(s, (uint32_t[]){1, 2, 3}, 3);
+    assert_false(cl_state_host(s, "h2")->lost);
+    expect_ok(s, 2, "{\"type\":\"vm_report\",\"name\":\"b\",\"run\":\"running\"}");
+    assert_int_equal(cl_state_vm(s, "b")->run, CL_RUN_RUNNING);
+    assert_string_equal(cl_state_vm(s, "b")->detail, "");
+    expect_ok(s, 2, "{\"type\":\"vm_report\",\"name\":\"a\",\"run\":\"stopped\"}");
+    assert_int_equal(cl_state_vm(s, "a")->run, CL_RUN_STOPPED);
+    /* Removing a host that still owns VMs: they have no host any more. */
+    set_members(s, m13, 2);
+    expect_ok(s, 1, "{\"type\":\"host_remove\",\"host\":\"h2\"}");
+    assert_int_equal(cl_state_vm(s, "b")->run, CL_RUN_CRASHED);
+    assert_string_equal(cl_state_vm(s, "b")->owner, "");
+    assert_non_null(strstr(cl_state_vm(s, "b")->detail, "removed from the cluster"));
+    char *d = dump(s);
+    struct cl_state *t = cl_state_new();
+    json_t *doc = cl_state_to_json(s);
+    struct tern_err err;
+    assert_int_equal(cl_state_from_json(t, doc, &err), 0); /* consistent */
+    json_decref(doc);
+    free(d);
+    cl_state_free(t);
+    cl_state_free(s);
+}
+
+/* Defect 9: the state is bounded by what the cluster can carry: a define
+ * that would pass the limit is refused, clearly. */
+static void test_state_size_bound(void **unused)
+{
+    (void)unused;
+    struct cl_state *s = three_hosts();
+    char cmd[CL_CMDLINE_MAX];
+    memset(cmd, 'x', sizeof(cmd) - 1);
+    cmd[sizeof(cmd) - 1] = '\0';
+    char *m = malloc(4096);
+    struct tern_err err;
+    size_t n = 0;
+    double t0 = now_ms();
+    for (;; n++) {
+        snprintf(m, 4096, "{\"type\":\"vm_define\",\"name\":\"v%06zu\",\"config\":{\"kernel\":"
+                 "\"/k\",\"mem_mib\":64,\"cmdline\":\"%s\"}}", n, cmd);
+        json_t *j = json_loads(m, 0, NULL);
+        int rc = cl_state_apply(s, 1, j, &err);
+        json_decref(j);
+        if (rc < 0)
+            break;
+        assert_true(n < 100000);
+    }
+    assert_int_equal(err.code, TERN_ERR_NO_CAPACITY);
+    assert_non_null(strstr(err.msg, "would grow beyond 64 MiB"));
+    assert_true(cl_state_charged_bytes(s) <= CL_STATE_MAX_BYTES);
+    json_t *doc = cl_state_to_json(s);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    size_t bytes = strlen(text);
+    printf("# the state holds %zu VMs with the longest command line (%zu bytes as JSON, %llu "
+           "charged) in %.0f ms of applies\n",
+           n, bytes, (unsigned long long)cl_state_charged_bytes(s), now_ms() - t0);
+    assert_true(bytes <= CL_STATE_MAX_BYTES);
+    /* Undefining makes room again. */
+    expect_ok(s, 1, "{\"type\":\"vm_undefine\",\"name\":\"v000000\"}");
+    snprintf(m, 4096, "{\"type\":\"vm_define\",\"name\":\"again\",\"config\":{\"kernel\":"
+             "\"/k\",\"mem_mib\":64,\"cmdline\":\"%s\"}}", cmd);
+    expect_ok(s, 1, m);
+    free(text);
+    json_decref(doc);
+    free(m);
+    cl_state_free(s);
 }
 
 static double now_ms(void)
@@ -1127,7 +1382,7 @@ static void test_thousand_vms(void **unused)
         announce(s, i + 1, name, 262144, 512);
         members[i] = i + 1;
     }
-    cl_state_set_members(s, members, 16);
+    set_members(s, members, 16);
     double t0 = now_ms();
     for (unsigned i = 0; i < 1000; i++) {
         char m[512];
@@ -1197,6 +1452,9 @@ int main(void)
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_thousand_vms),
+        cmocka_unit_test(test_quorum_rules),
+        cmocka_unit_test(test_lost_hosts),
+        cmocka_unit_test(test_state_size_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

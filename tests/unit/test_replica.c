@@ -28,11 +28,18 @@ struct node {
     size_t nview;
     int fail_sends;        /* refuse this many sends */
     uint64_t next_req;
-    int synced_calls, membership_calls, applied_ok, applied_err;
+    int synced_calls, membership_calls, applied_ok, applied_err, installed_calls, replaced_calls;
+    int fatal_calls;
     uint64_t applied_reqs[4096]; /* origin node << 32 | req of applied messages */
     size_t nr_applied_reqs;
     char last_err[TERN_ERR_MAX + 16]; /* "[code] " and the message */
+    char fatal_why[TERN_ERR_MAX];
     bool saw_null_msg;
+    /* Its disk: the state as of the last journal event (unless frozen:
+     * then what it held when frozen), and what is durable to report. */
+    json_t *disk;
+    bool disk_frozen;
+    uint64_t persist_pending;
 };
 
 enum ev_kind { EV_MSG, EV_CONFCHG };
@@ -44,12 +51,14 @@ struct event {
     size_t len;
     uint32_t members[MAXN];
     size_t nr_members;
+    bool process_only; /* those who left, left with their process only */
 };
 
 struct sim {
     struct node nodes[MAXN + 1]; /* by node id, 1..MAXN */
     struct event *ev;
     size_t nr_ev, cap_ev;
+    bool auto_persist;           /* nodes report what their disk holds */
 };
 
 static void sim_insert(struct sim *s, size_t pos, struct event e)
@@ -74,7 +83,8 @@ static void sim_bcast(struct sim *s, uint32_t sender, const char *data, size_t l
 }
 
 /* A membership change for the nodes in `members` (the others do not see
- * it: that is how partitions are made), at queue position `pos`. */
+ * it: that is how partitions are made), at queue position `pos`. Those who
+ * left did so with their node (down, or cut off). */
 static void sim_confchg_at(struct sim *s, size_t pos, const uint32_t *members, size_t n)
 {
     struct event e = {.kind = EV_CONFCHG, .nr_members = n};
@@ -85,6 +95,14 @@ static void sim_confchg_at(struct sim *s, size_t pos, const uint32_t *members, s
 static void sim_confchg(struct sim *s, const uint32_t *members, size_t n)
 {
     sim_confchg_at(s, s->nr_ev, members, n);
+}
+
+/* The same, but those who left stopped their ternd only. */
+static void sim_confchg_process(struct sim *s, const uint32_t *members, size_t n)
+{
+    struct event e = {.kind = EV_CONFCHG, .nr_members = n, .process_only = true};
+    memcpy(e.members, members, n * sizeof(*members));
+    sim_insert(s, s->nr_ev, e);
 }
 
 /* Drops the queued broadcasts of `sender` (it died before they were
@@ -109,6 +127,19 @@ static bool in_list(uint32_t x, const uint32_t *l, size_t n)
     return false;
 }
 
+/* What the disks made durable is reported (outside the replica's calls). */
+static void sim_persist(struct sim *s)
+{
+    for (uint32_t id = 1; id <= MAXN; id++) {
+        struct node *n = &s->nodes[id];
+        if (n->r && s->auto_persist && n->persist_pending && !n->disk_frozen) {
+            uint64_t v = n->persist_pending;
+            n->persist_pending = 0;
+            replica_persisted(n->r, v);
+        }
+    }
+}
+
 static bool sim_step(struct sim *s)
 {
     if (s->nr_ev == 0)
@@ -123,6 +154,7 @@ static bool sim_step(struct sim *s)
                 replica_deliver(n->r, e.sender, e.data, e.len);
         }
         free(e.data);
+        sim_persist(s);
         return true;
     }
     for (size_t i = 0; i < e.nr_members; i++) {
@@ -130,17 +162,21 @@ static bool sim_step(struct sim *s)
         if (!n->r)
             continue;
         uint32_t left[MAXN], joined[MAXN];
+        enum cl_leave_reason why[MAXN];
         size_t nl = 0, nj = 0;
         for (size_t k = 0; k < n->nview; k++)
-            if (!in_list(n->view[k], e.members, e.nr_members))
+            if (!in_list(n->view[k], e.members, e.nr_members)) {
+                why[nl] = e.process_only ? CL_LEFT_PROCESS : CL_LEFT_NODE;
                 left[nl++] = n->view[k];
+            }
         for (size_t k = 0; k < e.nr_members; k++)
             if (!in_list(e.members[k], n->view, n->nview))
                 joined[nj++] = e.members[k];
         memcpy(n->view, e.members, e.nr_members * sizeof(*e.members));
         n->nview = e.nr_members;
-        replica_confchg(n->r, e.members, e.nr_members, left, nl, joined, nj);
+        replica_confchg(n->r, e.members, e.nr_members, left, why, nl, joined, nj);
     }
+    sim_persist(s);
     return true;
 }
 
@@ -152,17 +188,14 @@ static void sim_run(struct sim *s)
 
 /* ---- the agent's side of each node ---- */
 
-static int op_send(void *opaque, const json_t *msg)
+static int op_send(void *opaque, const void *data, size_t len)
 {
     struct node *n = opaque;
     if (n->fail_sends > 0) {
         n->fail_sends--;
         return -1;
     }
-    char *t = json_dumps(msg, JSON_COMPACT);
-    assert_non_null(t);
-    sim_bcast(n->sim, n->id, t, strlen(t));
-    free(t);
+    sim_bcast(n->sim, n->id, data, len);
     return 0;
 }
 
@@ -199,7 +232,36 @@ static void op_synced(void *opaque)
     ((struct node *)opaque)->synced_calls++;
 }
 
-static const struct replica_ops ops = {op_send, op_applied, op_membership, op_synced};
+static void op_installed(void *opaque, bool replaced)
+{
+    struct node *n = opaque;
+    n->installed_calls++;
+    n->replaced_calls += replaced;
+}
+
+/* The journal: the disk holds the state after every event (as the agent's
+ * store does once its worker synced). */
+static void op_journal(void *opaque, const struct replica_event *ev)
+{
+    struct node *n = opaque;
+    if (n->disk_frozen)
+        return;
+    json_decref(n->disk);
+    n->disk = cl_state_to_json(replica_state(n->r));
+    assert_non_null(n->disk);
+    assert_int_equal(ev->version, cl_state_version(replica_state(n->r)));
+    n->persist_pending = ev->version;
+}
+
+static void op_fatal(void *opaque, const char *why)
+{
+    struct node *n = opaque;
+    n->fatal_calls++;
+    snprintf(n->fatal_why, sizeof(n->fatal_why), "%s", why);
+}
+
+static const struct replica_ops ops = {op_send,      op_applied, op_membership, op_synced,
+                                       op_installed, op_journal, op_fatal};
 
 /* Starts node `id` with `state` (NULL: empty), as a fresh process would. */
 static struct node *node_start(struct sim *s, uint32_t id, struct cl_state *state)
@@ -216,16 +278,17 @@ static struct node *node_start(struct sim *s, uint32_t id, struct cl_state *stat
     return n;
 }
 
-/* Kills node `id` and returns its last persisted state (the agent saves
- * after every change, so that is its state as it died). */
+/* Kills node `id` and returns its last persisted state (what its disk
+ * held; NULL-free: an empty state if it never wrote one). */
 static struct cl_state *node_crash(struct sim *s, uint32_t id)
 {
     struct node *n = &s->nodes[id];
-    json_t *doc = cl_state_to_json(replica_state(n->r));
     struct cl_state *persisted = cl_state_new();
     struct tern_err err;
-    assert_int_equal(cl_state_from_json(persisted, doc, &err), 0);
-    json_decref(doc);
+    if (n->disk)
+        assert_int_equal(cl_state_from_json(persisted, n->disk, &err), 0);
+    json_decref(n->disk);
+    n->disk = NULL;
     replica_free(n->r);
     n->r = NULL;
     n->nview = 0;
@@ -264,13 +327,16 @@ static uint64_t node_send(struct sim *s, uint32_t id, const char *text)
     return (uint64_t)id << 32 | req;
 }
 
+/* Every host's corosync counts this many votes (the nodes of the test). */
+static unsigned expected_votes = 3;
+
 static void announce(struct sim *s, uint32_t id)
 {
     char m[256];
     snprintf(m, sizeof(m),
              "{\"type\":\"host_announce\",\"host\":\"h%u\",\"mem_mib\":65536,\"vcpus\":64,"
-             "\"migration_addr\":\"10.77.0.%u\"}",
-             id, id);
+             "\"migration_addr\":\"10.77.0.%u\",\"expected_votes\":%u}",
+             id, id, expected_votes);
     node_send(s, id, m);
 }
 
@@ -313,8 +379,10 @@ static size_t times_applied(const struct node *n, uint64_t key)
 
 static void sim_free(struct sim *s)
 {
-    for (uint32_t id = 1; id <= MAXN; id++)
+    for (uint32_t id = 1; id <= MAXN; id++) {
         replica_free(s->nodes[id].r);
+        json_decref(s->nodes[id].disk);
+    }
     for (size_t i = 0; i < s->nr_ev; i++)
         free(s->ev[i].data);
     free(s->ev);
@@ -482,10 +550,12 @@ static struct cl_state *history(unsigned nvms)
     struct cl_state *st = cl_state_new();
     struct tern_err err;
     char m[256];
+    struct cl_config c = {.members = ALL3, .nr_members = 3};
+    cl_state_apply_config(st, &c);
     for (unsigned id = 1; id <= 3; id++) {
         snprintf(m, sizeof(m),
                  "{\"type\":\"host_announce\",\"host\":\"h%u\",\"mem_mib\":65536,\"vcpus\":64,"
-                 "\"migration_addr\":\"10.0.0.%u\"}",
+                 "\"migration_addr\":\"10.0.0.%u\",\"expected_votes\":3}",
                  id, id);
         json_t *j = json_loads(m, 0, NULL);
         assert_int_equal(cl_state_apply(st, id, j, &err), 0);
@@ -529,18 +599,23 @@ static void test_whole_cluster_restart(void **unused)
     sim_free(s);
 
     /* Same copies, but the nodes come up one at a time. Without a bootstrap
-     * quorum the first one alone crowns its own (older) copy... */
+     * quorum the first one alone crowns its own (older) copy; alone it is
+     * not quorate, so when node 2 joins, node 2's copy (more quorate
+     * history) still wins... */
     s = sim_new();
     node_start(s, 1, history(2));
     sim_confchg(s, ALL3, 1);
     sim_run(s);
+    assert_true(replica_synced(s->nodes[1].r));
+    assert_false(cl_state_quorate(replica_state(s->nodes[1].r)));
     node_start(s, 2, history(5));
     sim_confchg(s, ALL3, 2);
     sim_run(s);
-    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[2].r)), 2);
+    expect_equal(s, ALL3, 2);
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[2].r)), 5);
     sim_free(s);
 
-    /* ...with a quorum of 2, node 1 waits and node 2's copy wins. */
+    /* ...and with a quorum of 2, node 1 waits (unsynced) for it. */
     s = sim_new();
     node_start(s, 1, history(2));
     replica_set_bootstrap_quorum(s->nodes[1].r, 2);
@@ -676,7 +751,8 @@ static void test_garbage(void **unused)
         "{\"type\":\"vm_start\",\"name\":{\"deep\":[[[[[]]]]]}}",
         "{\"type\":\"sync_offer\",\"members\":[1,2,3],\"version\":\"x\",\"synced\":true}",
         "{\"type\":\"sync_offer\",\"members\":\"all\"}",
-        "{\"type\":\"sync_state\",\"members\":[1,2,3],\"state\":{}}",
+        "{\"type\":\"sync_chunk\",\"members\":[1,2,3]}",
+        "{\"type\":\"sync_persisted\",\"version\":\"x\"}",
         "{\"type\":\"sync_state\"}",
     };
     size_t nbad = sizeof(bad) / sizeof(bad[0]);
@@ -692,34 +768,37 @@ static void test_garbage(void **unused)
     char *after = dump(s, 1);
     assert_string_equal(before, after);
     expect_equal(s, ALL3, 3);
-    /* Each bad state message is reported; sync messages outside a round
+    /* Each bad message is reported; well-formed sync offers outside a round
      * (or of another membership) are dropped quietly. */
-    assert_int_equal(s->nodes[2].applied_err, errs + 11);
+    assert_int_equal(s->nodes[2].applied_err, errs + 14);
     assert_true(s->nodes[2].saw_null_msg);
     assert_non_null(strstr(s->nodes[1].last_err, "[invalid]"));
     free(before);
     free(after);
 
-    /* During a round, a forged snapshot from the winner's node id that does
-     * not parse is refused by all; the real one still completes the round. */
+    /* During a round, a forged chunk from the winner's node id that fails
+     * its checksum is refused by all, who take the next best offer (node 2,
+     * with the same state); one from a node that did not win is ignored. */
     cl_state_free(node_leave(s, 3, ALL3, 3));
     node_start(s, 3, NULL);
     sim_confchg(s, ALL3, 3);
     for (int i = 0; i < 4; i++) /* confchg and the three offers */
         sim_step(s);
-    const char *forged = "{\"type\":\"sync_state\",\"members\":[1,2,3],\"state\":"
-                         "{\"format\":\"tern-cluster-state\",\"format_version\":1}}";
-    struct event fe = {.kind = EV_MSG, .sender = 1, .len = strlen(forged)};
-    fe.data = strdup(forged);
-    sim_insert(s, 0, fe); /* before node 1's real snapshot */
-    struct event fe2 = {.kind = EV_MSG, .sender = 2, .len = strlen(forged)};
-    fe2.data = strdup(forged);
+    const char forged[] = "{\"type\":\"sync_chunk\",\"members\":[1,2,3],\"seq\":0,\"total\":1,"
+                          "\"bytes\":10,\"crc\":12345}\n0123456789";
+    struct event fe = {.kind = EV_MSG, .sender = 1, .len = sizeof(forged) - 1};
+    fe.data = malloc(fe.len);
+    memcpy(fe.data, forged, fe.len);
+    sim_insert(s, 0, fe); /* before node 1's real chunk */
+    struct event fe2 = {.kind = EV_MSG, .sender = 2, .len = sizeof(forged) - 1};
+    fe2.data = malloc(fe2.len);
+    memcpy(fe2.data, forged, fe2.len);
     sim_insert(s, 0, fe2); /* and one from a node that did not win */
     errs = s->nodes[3].applied_err;
     sim_run(s);
     expect_equal(s, ALL3, 3);
-    assert_int_equal(s->nodes[3].applied_err, errs + 2);
-    assert_non_null(strstr(s->nodes[3].last_err, "[invalid] sync_state from node 1 refused"));
+    /* node 2's forgery, node 1's forgery, node 1's real (now ignored) chunk */
+    assert_int_equal(s->nodes[3].applied_err, errs + 3);
     assert_non_null(cl_state_vm(replica_state(s->nodes[3].r), "a"));
     sim_free(s);
 }
@@ -873,6 +952,311 @@ static void test_random_schedules(void **unused)
     }
 }
 
+static const char *define_msg(const char *name)
+{
+    static char m[256];
+    snprintf(m, sizeof(m),
+             "{\"type\":\"vm_define\",\"name\":\"%s\",\"config\":{\"kernel\":\"/k\","
+             "\"mem_mib\":64}}",
+             name);
+    return m;
+}
+
+/* Defect 1: a minority that was cut off and flapped (its version grew with
+ * every configuration change) must not erase, at the merge, what the
+ * quorate majority did meanwhile: the side that held quorum last wins. */
+static void test_minority_flaps_majority_wins(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    const uint32_t m12[] = {1, 2}, m3[] = {3};
+    sim_confchg(s, m12, 2);
+    sim_confchg(s, m3, 1);
+    sim_run(s);
+    /* The minority: not quorate, so a client change is refused there. */
+    assert_false(cl_state_quorate(replica_state(s->nodes[3].r)));
+    node_send(s, 3, define_msg("minority"));
+    sim_run(s);
+    assert_non_null(strstr(s->nodes[3].last_err, "[no_quorum]"));
+    for (int i = 0; i < 8; i++) { /* ternd and corosync restarted a few times */
+        sim_confchg(s, m3, 1);
+        sim_run(s);
+    }
+    /* The majority goes on and acknowledges a change. */
+    assert_true(cl_state_quorate(replica_state(s->nodes[1].r)));
+    uint64_t k = node_send(s, 1, define_msg("acked"));
+    sim_run(s);
+    assert_int_equal(times_applied(&s->nodes[2], k), 1);
+    const struct cl_state *maj = replica_state(s->nodes[1].r), *min = replica_state(s->nodes[3].r);
+    assert_true(cl_state_version(min) > cl_state_version(maj)); /* the old rule's winner */
+    assert_true(cl_state_quorum_epoch(maj) > cl_state_quorum_epoch(min));
+    int replaced3 = s->nodes[3].replaced_calls;
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_non_null(cl_state_vm(replica_state(s->nodes[3].r), "acked"));
+    assert_null(cl_state_vm(replica_state(s->nodes[3].r), "minority"));
+    assert_int_equal(s->nodes[3].replaced_calls, replaced3 + 1); /* the minority's copy went */
+    assert_int_equal(s->nodes[1].replaced_calls, 0);
+    sim_free(s);
+}
+
+/* Defect 2: whether a configuration is quorate is part of the ordered
+ * state, so every replica that applies a message agrees on it. A start sent
+ * while quorate but delivered after the partition is refused by every
+ * replica of the minority, with the same error. */
+static void test_quorum_is_ordered(void **unused)
+{
+    (void)unused;
+    expected_votes = 5;
+    struct sim *s = sim_new();
+    const uint32_t all5[] = {1, 2, 3, 4, 5}, m12[] = {1, 2}, m345[] = {3, 4, 5};
+    for (uint32_t id = 1; id <= 5; id++)
+        node_start(s, id, NULL);
+    sim_confchg(s, all5, 5);
+    sim_run(s);
+    for (uint32_t id = 1; id <= 5; id++)
+        announce(s, id);
+    sim_run(s);
+    node_send(s, 1, define_msg("v"));
+    sim_run(s);
+    expect_equal(s, all5, 5);
+    node_send(s, 1, "{\"type\":\"vm_start\",\"name\":\"v\",\"host\":\"h1\"}");
+    /* The partition comes before the start in both sides' order. */
+    sim_confchg_at(s, 0, m345, 3);
+    sim_confchg_at(s, 0, m12, 2);
+    sim_run(s);
+    expect_equal(s, m12, 2);
+    expect_equal(s, m345, 3);
+    for (uint32_t id = 1; id <= 2; id++) {
+        assert_non_null(strstr(s->nodes[id].last_err, "[no_quorum] vm_start refused"));
+        assert_int_equal(cl_state_vm(replica_state(s->nodes[id].r), "v")->run, CL_RUN_STOPPED);
+    }
+    assert_true(cl_state_quorate(replica_state(s->nodes[3].r)));
+    /* Hosts 1 and 2 are lost to the majority (their nodes left). */
+    assert_true(cl_state_host(replica_state(s->nodes[3].r), "h1")->lost);
+    sim_confchg(s, all5, 5);
+    sim_run(s);
+    expect_equal(s, all5, 5);
+    assert_false(cl_state_host(replica_state(s->nodes[3].r), "h1")->lost);
+    sim_free(s);
+    expected_votes = 3;
+}
+
+/* Acknowledgements: a change is stable once a majority of the expected
+ * votes has reported it persisted, in the current configuration. */
+static void test_stable_acks(void **unused)
+{
+    (void)unused;
+    struct sim *s = sim_new();
+    s->auto_persist = true;
+    for (uint32_t id = 1; id <= 3; id++) {
+        node_start(s, id, NULL);
+        sim_confchg(s, ALL3, id);
+        sim_run(s);
+        announce(s, id);
+        sim_run(s);
+    }
+    expect_equal(s, ALL3, 3);
+    node_send(s, 1, define_msg("a"));
+    sim_run(s);
+    uint64_t v = cl_state_version(replica_state(s->nodes[1].r));
+    for (uint32_t id = 1; id <= 3; id++)
+        assert_true(replica_stable_version(s->nodes[id].r) >= v);
+    /* Two disks stall: one report is not a majority. */
+    s->nodes[2].disk_frozen = s->nodes[3].disk_frozen = true;
+    node_send(s, 1, define_msg("b"));
+    sim_run(s);
+    uint64_t vb = cl_state_version(replica_state(s->nodes[1].r));
+    assert_true(replica_stable_version(s->nodes[1].r) < vb);
+    assert_true(replica_stable_version(s->nodes[1].r) >= v);
+    /* One catches up: stable. */
+    s->nodes[2].disk_frozen = false;
+    replica_persisted(s->nodes[2].r, cl_state_version(replica_state(s->nodes[2].r)));
+    sim_run(s);
+    assert_true(replica_stable_version(s->nodes[1].r) >= vb);
+    /* A configuration change starts the count again: node 3 leaves (its
+     * ternd only); the two left report again. */
+    struct cl_state *st3 = node_crash(s, 3);
+    const uint32_t m12[] = {1, 2};
+    sim_confchg_process(s, m12, 2);
+    sim_step(s);
+    assert_int_equal(replica_stable_version(s->nodes[1].r), 0);
+    sim_run(s);
+    assert_true(replica_stable_version(s->nodes[1].r) >= vb);
+    /* h3 left with its process only: not lost. */
+    assert_false(cl_state_host(replica_state(s->nodes[1].r), "h3")->lost);
+    assert_false(cl_state_host(replica_state(s->nodes[1].r), "h3")->online);
+    cl_state_free(st3);
+    sim_free(s);
+}
+
+/* A whole-cluster power loss: what was acknowledged (persisted on a
+ * majority) survives the restart, whoever comes back first; what only one
+ * disk held, and was never acknowledged, may go. */
+static void test_restart_keeps_acknowledged(void **unused)
+{
+    (void)unused;
+    struct sim *s = sim_new();
+    s->auto_persist = true;
+    for (uint32_t id = 1; id <= 3; id++) {
+        node_start(s, id, NULL);
+        sim_confchg(s, ALL3, id);
+        sim_run(s);
+        announce(s, id);
+        sim_run(s);
+    }
+    node_send(s, 1, define_msg("acked"));
+    sim_run(s);
+    assert_true(replica_stable_version(s->nodes[1].r) >=
+                cl_state_version(replica_state(s->nodes[1].r)));
+    s->nodes[2].disk_frozen = s->nodes[3].disk_frozen = true;
+    node_send(s, 1, define_msg("only-on-h1"));
+    sim_run(s);
+    struct cl_state *d[4];
+    for (uint32_t id = 1; id <= 3; id++)
+        d[id] = node_crash(s, id);
+    assert_non_null(cl_state_vm(d[1], "only-on-h1"));
+    assert_null(cl_state_vm(d[2], "only-on-h1"));
+    /* Nodes 2 and 3 come back first (a majority), then node 1. */
+    for (uint32_t id = 2; id <= 3; id++) {
+        node_start(s, id, d[id]);
+        replica_set_bootstrap_quorum(s->nodes[id].r, 2);
+    }
+    const uint32_t m23[] = {2, 3};
+    sim_confchg(s, m23, 2);
+    sim_run(s);
+    expect_equal(s, m23, 2);
+    assert_non_null(cl_state_vm(replica_state(s->nodes[2].r), "acked"));
+    node_start(s, 1, d[1]);
+    replica_set_bootstrap_quorum(s->nodes[1].r, 2);
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    /* The majority's restarted configuration held quorum last. */
+    assert_non_null(cl_state_vm(replica_state(s->nodes[1].r), "acked"));
+    assert_null(cl_state_vm(replica_state(s->nodes[1].r), "only-on-h1"));
+    sim_free(s);
+}
+
+/* Defect 6: a refusal on one host only (out of memory) would make its
+ * replica differ: it stops applying at once and says so; reloaded from its
+ * disk and rejoined, it takes the others' state. */
+static void test_local_refusal_is_fatal(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    replica_inject_local_refusal(s->nodes[2].r);
+    node_send(s, 1, define_msg("x"));
+    node_send(s, 1, define_msg("y"));
+    sim_run(s);
+    assert_int_equal(s->nodes[2].fatal_calls, 1);
+    assert_non_null(strstr(s->nodes[2].fatal_why, "refused on this host only"));
+    assert_true(replica_failed(s->nodes[2].r));
+    assert_false(replica_synced(s->nodes[2].r));
+    assert_null(cl_state_vm(replica_state(s->nodes[2].r), "y")); /* applies nothing more */
+    const uint32_t m13[] = {1, 3};
+    expect_equal(s, m13, 2);
+    /* The agent leaves the group, reloads its disk and joins again. */
+    struct cl_state *d = node_crash(s, 2);
+    sim_confchg(s, m13, 2);
+    sim_run(s);
+    node_start(s, 2, d);
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_non_null(cl_state_vm(replica_state(s->nodes[2].r), "y"));
+    sim_free(s);
+}
+
+/* Defect 7: a sync round that cannot finish (a member's offer never comes)
+ * must not queue forever: past the limit the replica is fatal. */
+static void test_round_queue_bounded(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    struct cl_state *d = node_crash(s, 3);
+    const uint32_t m12[] = {1, 2};
+    sim_confchg(s, m12, 2);
+    sim_run(s);
+    node_start(s, 3, d);
+    s->nodes[3].fail_sends = 1000000; /* its offer never goes out */
+    for (uint32_t id = 1; id <= 2; id++)
+        replica_set_queue_limits(s->nodes[id].r, 20, 1u << 20);
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    assert_true(replica_round_open(s->nodes[1].r));
+    assert_false(replica_ready(s->nodes[1].r));
+    for (int i = 0; i < 25; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "q%d", i);
+        node_send(s, 1, define_msg(name));
+    }
+    sim_run(s);
+    for (uint32_t id = 1; id <= 2; id++) {
+        assert_int_equal(s->nodes[id].fatal_calls, 1);
+        assert_non_null(strstr(s->nodes[id].fatal_why, "still open"));
+    }
+    sim_free(s);
+}
+
+/* Defect 9: a state larger than one CPG message travels in chunks; a chunk
+ * that arrives damaged is refused by every member alike and the next best
+ * offer is taken. */
+static void test_large_state_in_chunks(void **unused)
+{
+    (void)unused;
+    struct cl_state *st = history(0);
+    struct tern_err err;
+    char cmd[1001];
+    memset(cmd, 'c', 1000);
+    cmd[1000] = '\0';
+    for (int i = 0; i < 3000; i++) {
+        char m[1400];
+        snprintf(m, sizeof(m), "{\"type\":\"vm_define\",\"name\":\"big%d\",\"config\":{"
+                 "\"kernel\":\"/k\",\"mem_mib\":64,\"cmdline\":\"%s\"}}", i, cmd);
+        json_t *j = json_loads(m, 0, NULL);
+        assert_int_equal(cl_state_apply(st, 1, j, &err), 0);
+        json_decref(j);
+    }
+    json_t *doc = cl_state_to_json(st);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    size_t bytes = strlen(text);
+    free(text);
+    assert_true(bytes > 3 * REPLICA_CHUNK_BYTES);
+    struct sim *s = sim_new();
+    struct cl_state *copy = cl_state_new();
+    assert_int_equal(cl_state_from_json(copy, doc, &err), 0);
+    json_decref(doc);
+    node_start(s, 1, st);
+    node_start(s, 2, copy);
+    const uint32_t m12[] = {1, 2};
+    sim_confchg(s, m12, 2);
+    sim_run(s);
+    expect_equal(s, m12, 2);
+    /* Node 3 joins; node 1's first chunk is damaged on the way. */
+    node_start(s, 3, NULL);
+    sim_confchg(s, ALL3, 3);
+    for (int i = 0; i < 4; i++)
+        sim_step(s); /* the configuration change and the three offers */
+    bool damaged = false;
+    for (size_t i = 0; i < s->nr_ev && !damaged; i++) {
+        struct event *e = &s->ev[i];
+        if (e->kind == EV_MSG && e->sender == 1 && strstr(e->data, "sync_chunk")) {
+            e->data[e->len - 10] ^= 0x20;
+            damaged = true;
+        }
+    }
+    assert_true(damaged);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_int_equal(cl_state_nr_vms(replica_state(s->nodes[3].r)), 3000);
+    assert_non_null(strstr(s->nodes[3].last_err, "fails its checksum"));
+    printf("# a %zu-byte state went to a joining replica in %zu chunks\n", bytes,
+           (bytes + REPLICA_CHUNK_BYTES - 1) / REPLICA_CHUNK_BYTES);
+    sim_free(s);
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -913,6 +1297,13 @@ int main(void)
         cmocka_unit_test(test_send_failures),
         cmocka_unit_test(test_encode),
         cmocka_unit_test(test_random_schedules),
+        cmocka_unit_test(test_minority_flaps_majority_wins),
+        cmocka_unit_test(test_quorum_is_ordered),
+        cmocka_unit_test(test_stable_acks),
+        cmocka_unit_test(test_restart_keeps_acknowledged),
+        cmocka_unit_test(test_local_refusal_is_fatal),
+        cmocka_unit_test(test_round_queue_bounded),
+        cmocka_unit_test(test_large_state_in_chunks),
         cmocka_unit_test(test_thousand_vm_join),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,6 +29,7 @@ struct cs_link {
     struct cpg_name group;
     uint32_t nodeid;
     bool quorate;
+    uint32_t expected_votes;
     struct cs_link_callbacks cb;
     void *opaque;
     bool oom; /* a callback could not allocate; dispatch reports it */
@@ -158,11 +159,16 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
     if (!l->cb.confchg)
         return;
     uint32_t sm[CPG_MEMBERS_MAX], sl[CPG_MEMBERS_MAX], sj[CPG_MEMBERS_MAX];
+    bool sdown[CPG_MEMBERS_MAX];
     uint32_t *m = nodeids(members, nr_members, sm, CPG_MEMBERS_MAX);
     uint32_t *lf = nodeids(left, nr_left, sl, CPG_MEMBERS_MAX);
     uint32_t *j = nodeids(joined, nr_joined, sj, CPG_MEMBERS_MAX);
-    if (m && lf && j)
-        l->cb.confchg(l->opaque, m, nr_members, lf, nr_left, j, nr_joined);
+    bool *down = nr_left <= CPG_MEMBERS_MAX ? sdown : malloc(nr_left * sizeof(*down));
+    if (down)
+        for (size_t i = 0; i < nr_left; i++)
+            down[i] = left[i].reason == CPG_REASON_NODEDOWN;
+    if (m && lf && j && down)
+        l->cb.confchg(l->opaque, m, nr_members, lf, down, nr_left, j, nr_joined);
     else
         l->oom = true;
     if (m != sm)
@@ -171,6 +177,16 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
         free(lf);
     if (j != sj)
         free(j);
+    if (down != sdown)
+        free(down);
+}
+
+static void on_expected(votequorum_handle_t handle, uint64_t context, uint32_t expected)
+{
+    (void)handle;
+    struct cs_link *l = (struct cs_link *)(uintptr_t)context;
+    if (l)
+        l->expected_votes = expected;
 }
 
 static void on_quorum(votequorum_handle_t handle, uint64_t context, uint32_t quorate,
@@ -224,7 +240,8 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
     }
     l->nodeid = local;
 
-    votequorum_callbacks_t vcb = {.votequorum_quorum_notify_fn = on_quorum};
+    votequorum_callbacks_t vcb = {.votequorum_quorum_notify_fn = on_quorum,
+                                  .votequorum_expectedvotes_notify_fn = on_expected};
     CS_RETRY(rc, votequorum_initialize(&l->vq, &vcb));
     if (rc != CS_OK) {
         /* CPG answered, so corosync runs: votequorum itself is missing. */
@@ -254,6 +271,7 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
         goto fail;
     }
     l->quorate = (info.flags & VOTEQUORUM_INFO_QUORATE) != 0;
+    l->expected_votes = info.node_expected_votes;
 
     CS_RETRY(rc, cpg_join(l->cpg, &l->group));
     if (rc != CS_OK) {
@@ -288,6 +306,11 @@ uint32_t cs_link_local_nodeid(const struct cs_link *l)
 bool cs_link_quorate(const struct cs_link *l)
 {
     return l->quorate;
+}
+
+uint32_t cs_link_expected_votes(const struct cs_link *l)
+{
+    return l->expected_votes;
 }
 
 int cs_link_pollfds(struct cs_link *l, struct pollfd *fds)

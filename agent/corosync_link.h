@@ -2,8 +2,8 @@
  * agreed-order messages, votequorum's quorate flag, and the node list from
  * cmap. Non-blocking: the agent's event loop polls the fds and calls
  * cs_link_dispatch, which runs the callbacks. */
-#ifndef TERN_HA_COROSYNC_LINK_H
-#define TERN_HA_COROSYNC_LINK_H
+#ifndef TERN_AGENT_COROSYNC_LINK_H
+#define TERN_AGENT_COROSYNC_LINK_H
 
 #include <poll.h>
 #include <stdbool.h>
@@ -28,10 +28,12 @@ struct cs_link_callbacks {
     void (*deliver)(void *opaque, uint32_t nodeid, const void *msg, size_t len);
     /* The group's membership changed. One entry per member process (a
      * host with two processes in the group appears twice), in corosync's
-     * order. The first call after cs_link_open has this node in `joined`. */
+     * order. The first call after cs_link_open has this node in `joined`.
+     * left_node_down[i]: left[i]'s node itself left corosync's membership
+     * (CPG_REASON_NODEDOWN), not just its process. */
     void (*confchg)(void *opaque, const uint32_t *members, size_t nr_members,
-                    const uint32_t *left, size_t nr_left, const uint32_t *joined,
-                    size_t nr_joined);
+                    const uint32_t *left, const bool *left_node_down, size_t nr_left,
+                    const uint32_t *joined, size_t nr_joined);
     /* The quorate flag changed (not called for the state at open time:
      * see cs_link_quorate). */
     void (*quorum)(void *opaque, bool quorate);
@@ -55,6 +57,8 @@ void cs_link_close(struct cs_link *l);
 
 uint32_t cs_link_local_nodeid(const struct cs_link *l);
 bool cs_link_quorate(const struct cs_link *l);
+/* votequorum's expected votes for this node (kept up to date). */
+uint32_t cs_link_expected_votes(const struct cs_link *l);
 
 /* Fills CS_LINK_NFDS pollfds (POLLIN). */
 int cs_link_pollfds(struct cs_link *l, struct pollfd *fds);
