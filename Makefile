@@ -31,9 +31,10 @@ PROGRAMS := $(BUILD)/tern-vmm $(if $(wildcard agent/main.c),$(BUILD)/ternd) \
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
-# kvm_skip.c uses cmocka: only the test programs link it.
-TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out tests/support/kvm_skip.c,$(wildcard tests/support/*.c)))
-TEST_CMOCKA_OBJS := $(BUILD)/obj/tests/support/kvm_skip.o
+# kvm_skip.c and ternd_assert.c use cmocka: only the test programs link them.
+TEST_CMOCKA_SRCS := tests/support/kvm_skip.c tests/support/ternd_assert.c
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_CMOCKA_SRCS),$(wildcard tests/support/*.c)))
+TEST_CMOCKA_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_CMOCKA_SRCS))
 
 all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
 

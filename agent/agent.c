@@ -175,9 +175,23 @@ static void on_replica_membership(void *opaque)
     requests_poll(a);
 }
 
+/* TERN_TEST_FAULT=replica-local-refusal (tests): once synced, the next
+ * message is refused here alone, as if memory ran out. */
+static void maybe_inject_fault(struct agent *a)
+{
+    static bool injected;
+    const char *f = getenv("TERN_TEST_FAULT");
+    if (!injected && f && strstr(f, "replica-local-refusal")) {
+        injected = true;
+        agent_log("test fault: the next cluster message will be refused on this host only\n");
+        replica_inject_local_refusal(a->replica);
+    }
+}
+
 static void on_replica_synced(void *opaque)
 {
     struct agent *a = opaque;
+    maybe_inject_fault(a);
     agent_log("%s has the cluster state (version %llu, quorum epoch %llu)\n", a->host,
               (unsigned long long)cl_state_version(agent_state(a)),
               (unsigned long long)cl_state_quorum_epoch(agent_state(a)));
@@ -353,6 +367,29 @@ static int open_replica(struct agent *a, struct cl_state *st, struct tern_err *e
     return 0;
 }
 
+/* corosync may still be starting (a host boot, a corosync restart): wait
+ * for it, up to corosync_wait seconds, saying so now and then. */
+static int open_link(struct agent *a, struct tern_err *err)
+{
+    double start = agent_now(), said = 0;
+    for (;;) {
+        int rc = cs_link_open(&a->link, a->cfg.cpg_group, &link_callbacks, a, err);
+        if (rc != CS_LINK_NOT_RUNNING)
+            return rc;
+        double waited = agent_now() - start;
+        if (waited >= a->cfg.corosync_wait_s)
+            return tern_err_prefix(err, "corosync did not answer within %u s (corosync_wait)",
+                                   a->cfg.corosync_wait_s);
+        if (said == 0 || agent_now() - said >= 10) {
+            agent_log("waiting for corosync (%s); up to %u s\n", err->msg,
+                      a->cfg.corosync_wait_s);
+            said = agent_now();
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 250 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
 {
     memset(a, 0, sizeof(*a));
@@ -387,7 +424,7 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
         cl_state_free(st);
         return tern_err_prefix(err, "loading the persisted cluster state");
     }
-    if (cs_link_open(&a->link, a->cfg.cpg_group, &link_callbacks, a, err) < 0) {
+    if (open_link(a, err) < 0) {
         cl_state_free(st);
         return -1;
     }
@@ -445,7 +482,7 @@ static int rejoin(struct agent *a, struct tern_err *err)
     a->reconciled = false;
     a->announced = false;
     a->announce_req = 0;
-    if (cs_link_open(&a->link, a->cfg.cpg_group, &link_callbacks, a, err) < 0)
+    if (open_link(a, err) < 0)
         return tern_err_prefix(err, "rejoining the cluster");
     a->quorate = cs_link_quorate(a->link);
     agent_log("rejoined the cluster group; waiting for the cluster state\n");

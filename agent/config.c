@@ -23,6 +23,7 @@ void ternd_config_defaults(struct ternd_config *c)
     c->migration_port_min = 7400;
     c->migration_port_max = 7499;
     c->use_cgroups = true;
+    c->corosync_wait_s = 60;
 }
 
 static int copy_str(char *dst, size_t cap, const char *v, const char *key, const char *where,
@@ -142,6 +143,14 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
         if (!cl_name_valid(v))
             return tern_err_set(err, "%s: cpg_group '%s' is not a valid name", where, v);
         return copy_str(c->cpg_group, sizeof(c->cpg_group), v, key, where, err);
+    }
+    if (!strcmp(key, "corosync_wait")) {
+        uint64_t n;
+        if (parse_u64(v, 0, 3600, &n) < 0)
+            return tern_err_set(err, "%s: corosync_wait must be 0..3600 (seconds), got '%s'",
+                                where, v);
+        c->corosync_wait_s = (unsigned)n;
+        return 0;
     }
     if (!strcmp(key, "cgroups")) {
         if (parse_bool(v, &c->use_cgroups) < 0)

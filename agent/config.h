@@ -27,6 +27,7 @@ struct ternd_config {
     uint32_t vcpus;
     char cpg_group[64];
     bool use_cgroups;
+    unsigned corosync_wait_s;        /* how long to wait at start for corosync to answer */
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or

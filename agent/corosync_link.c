@@ -229,7 +229,8 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
     CS_RETRY(rc, cpg_model_initialize(&l->cpg, CPG_MODEL_V1, (cpg_model_data_t *)&model, l));
     if (rc != CS_OK) {
         cs_fail(err, "cpg_model_initialize", rc);
-        goto fail;
+        cs_link_close(l);
+        return cs_not_running(rc) ? CS_LINK_NOT_RUNNING : -1;
     }
     l->have_cpg = true;
     unsigned int local = 0;

@@ -49,8 +49,10 @@ struct cs_link;
 
 /* Connects to corosync, joins CPG group `group`, tracks quorum. Fails with
  * a clear error when corosync is not running ("is corosync running on
- * this host?"). Blocks while corosync answers (IPC round trips; retries
- * CS_ERR_TRY_AGAIN for up to 2 s). */
+ * this host?"): then it returns CS_LINK_NOT_RUNNING, so a caller may wait
+ * and try again; other failures return -1. Blocks while corosync answers
+ * (IPC round trips; retries CS_ERR_TRY_AGAIN for up to 2 s). */
+#define CS_LINK_NOT_RUNNING (-2)
 int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_callbacks *cb,
                  void *opaque, struct tern_err *err);
 void cs_link_close(struct cs_link *l);

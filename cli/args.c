@@ -46,6 +46,10 @@ static const struct cmd_spec commands[] = {
      "exit code 4 if some VMs could not be moved"},
     {CLI_CMD_HOST_ACTIVATE, "host", "activate", 1, "host activate HOST",
      "takes HOST out of maintenance: VMs may be placed on it again"},
+    {CLI_CMD_HOST_REMOVE, "host", "remove", 1, "host remove HOST",
+     "forgets HOST for good (only while it is not in the cluster): its name is\n"
+     "free for another node, and VMs it still owned are marked crashed. Only for\n"
+     "a host that is truly gone (powered off, reinstalled): its VMs must not run"},
     {CLI_CMD_CLUSTER_INIT_CA, "cluster", "init-ca", 1, "cluster init-ca DIR [--name CN] [--days N] [--force]",
      "local, no agent: creates the cluster CA, DIR/ca.pem and DIR/ca-key.pem\n"
      "(default 3650 days); refuses to replace an existing CA unless --force\n"
@@ -430,7 +434,9 @@ static int check_required(struct cli_args *a, const char **pos, int npos, struct
     if (npos < s->positionals) {
         const char *missing;
         switch (a->cmd) {
-        case CLI_CMD_HOST_EVACUATE: case CLI_CMD_HOST_ACTIVATE: missing = "a HOST"; break;
+        case CLI_CMD_HOST_EVACUATE: case CLI_CMD_HOST_ACTIVATE: case CLI_CMD_HOST_REMOVE:
+            missing = "a HOST";
+            break;
         case CLI_CMD_CLUSTER_INIT_CA: missing = "a DIR"; break;
         case CLI_CMD_CLUSTER_ISSUE_CERT: missing = npos == 0 ? "a DIR and a HOST" : "a HOST"; break;
         default: missing = "a VM NAME"; break;
@@ -461,7 +467,7 @@ static int check_required(struct cli_args *a, const char **pos, int npos, struct
         if (!a->host)
             return tern_err_set(err, "vm migrate needs --to HOST");
         return check_name("VM", a->name, err);
-    case CLI_CMD_HOST_EVACUATE: case CLI_CMD_HOST_ACTIVATE:
+    case CLI_CMD_HOST_EVACUATE: case CLI_CMD_HOST_ACTIVATE: case CLI_CMD_HOST_REMOVE:
         return check_name("host", a->name, err);
     case CLI_CMD_CLUSTER_INIT_CA: case CLI_CMD_CLUSTER_ISSUE_CERT:
         if (!*a->name)

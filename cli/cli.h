@@ -27,7 +27,10 @@
 #define CLI_DEFAULT_SOCKET "/run/tern/ternd.sock"
 #define CLI_DEFAULT_TIMEOUT_S 30
 #define CLI_MAX_TIMEOUT_S 86400
-#define CLI_MAX_LINE (1024 * 1024) /* longest request/reply line, without its newline */
+#define CLI_MAX_LINE (1024 * 1024) /* longest request line, without its newline */
+/* Longest reply line: `status` of a cluster whose state is at its limit
+ * (CL_STATE_MAX_BYTES charged) fits with room to spare. */
+#define CLI_MAX_REPLY (256u << 20)
 #define CLI_SOCKET_MAX 108         /* sizeof(sun_path) */
 #define CLI_DEFAULT_CA_DAYS 3650
 #define CLI_DEFAULT_CERT_DAYS 825
@@ -55,6 +58,7 @@ enum cli_cmd {
     CLI_CMD_HOST_LIST,
     CLI_CMD_HOST_EVACUATE,
     CLI_CMD_HOST_ACTIVATE,
+    CLI_CMD_HOST_REMOVE,
     CLI_CMD_CLUSTER_INIT_CA,
     CLI_CMD_CLUSTER_ISSUE_CERT,
 };
@@ -153,7 +157,7 @@ struct cli_conn {
     size_t cap;
     size_t drop;    /* dropped before the next line is looked for */
     size_t scanned; /* buf[drop..scanned) holds no newline */
-    size_t max_line; /* CLI_MAX_LINE unless a test lowers it */
+    size_t max_line; /* longest reply: CLI_MAX_REPLY unless a test lowers it */
     char path[CLI_SOCKET_MAX];
 };
 

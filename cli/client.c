@@ -39,7 +39,7 @@ void cli_conn_init_fd(struct cli_conn *c, int fd)
 {
     memset(c, 0, sizeof(*c));
     c->fd = fd;
-    c->max_line = CLI_MAX_LINE;
+    c->max_line = CLI_MAX_REPLY;
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0)
         (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK); /* without it, poll still guards every read */

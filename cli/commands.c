@@ -217,6 +217,9 @@ static int show_result(const struct cli_args *a, const struct cli_io *io, const 
         fprintf(out, "host %s is %s\n", a->name, jstr(h, "mode", "active"));
         break;
     }
+    case CLI_CMD_HOST_REMOVE:
+        fprintf(out, "host %s removed from the cluster\n", a->name);
+        break;
     default:
         break;
     }

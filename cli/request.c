@@ -52,6 +52,8 @@ json_t *cli_build_request(const struct cli_args *a)
         return r;
     case CLI_CMD_HOST_ACTIVATE:
         return json_pack("{s:s, s:s}", "cmd", "host.activate", "host", a->name);
+    case CLI_CMD_HOST_REMOVE:
+        return json_pack("{s:s, s:s}", "cmd", "host.remove", "host", a->name);
     default:
         return NULL; /* local commands, or none */
     }

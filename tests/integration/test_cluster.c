@@ -25,224 +25,52 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/unix_addr.h"
-#include "migrate/certs.h"
-#include "tests/support/cluster.h"
+#include "node-vmm/control.h"
 #include "tests/support/kvm.h"
 #include "tests/support/proc.h"
+#include "tests/support/ternd_assert.h"
 
 #define HOSTS 3
 #define GUEST_ARGS "fill=16 dirty=5 hb=10000 check=1000"
 
-static struct test_cluster cl;
-static struct test_proc ternd[HOSTS + 1];
-static char dir[256];
-static char guest[512];
+static struct ternd_hosts T;
+static const char *dir = T.dir;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* A connected unix stream socket, or -1. */
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa;
-    if (unix_addr_fill(&sa, path, "ternd API socket", NULL) < 0)
-        return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-static void sock_path(int h, char *out, size_t len)
-{
-    snprintf(out, len, "%s/h%d/run/tern/ternd.sock", dir, h);
-}
-
-/* One request to host h's ternd; returns the final reply (with "ok") and
- * counts progress lines. NULL if the agent could not be reached. */
 static json_t *api_raw(int h, const char *line, int *progress, int timeout_ms)
 {
-    char path[300];
-    sock_path(h, path, sizeof(path));
-    int fd = connect_unix(path);
-    if (fd < 0)
-        return NULL;
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    size_t len = strlen(line);
-    if (write(fd, line, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
-        close(fd);
-        return NULL;
-    }
-    static char buf[1 << 20];
-    size_t have = 0;
-    json_t *final = NULL;
-    if (progress)
-        *progress = 0;
-    while (!final) {
-        char *nl;
-        while (!(nl = memchr(buf, '\n', have))) {
-            if (have == sizeof(buf))
-                goto out;
-            ssize_t r = read(fd, buf + have, sizeof(buf) - have);
-            if (r <= 0)
-                goto out;
-            have += (size_t)r;
-        }
-        json_t *j = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
-        memmove(buf, nl + 1, have - (size_t)(nl - buf) - 1);
-        have -= (size_t)(nl - buf) + 1;
-        if (j && json_object_get(j, "ok"))
-            final = j;
-        else {
-            if (j && progress && json_object_get(j, "progress"))
-                (*progress)++;
-            json_decref(j);
-        }
-    }
-out:
-    close(fd);
-    return final;
+    return ternd_api_line(&T, h, line, progress, timeout_ms);
 }
 
 static json_t *api(int h, json_t *req, int *progress, int timeout_ms)
 {
-    char *line = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    json_t *r = api_raw(h, line, progress, timeout_ms);
-    free(line);
-    return r;
+    return ternd_api(&T, h, req, progress, timeout_ms);
 }
 
-/* Expects ok:true; returns the result (caller decrefs the reply it came in). */
 static json_t *api_ok(int h, json_t *req, json_t **reply)
 {
-    *reply = api(h, req, NULL, 120000);
-    assert_non_null(*reply);
-    if (!json_is_true(json_object_get(*reply, "ok"))) {
-        char *s = json_dumps(*reply, 0);
-        fprintf(stderr, "host h%d refused: %s\n", h, s);
-        free(s);
-        fail();
-    }
-    return json_object_get(*reply, "result");
+    return tapi_ok(&T, h, req, reply);
 }
 
-static const char *err_code(json_t *reply)
-{
-    return json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
-}
+#define err_code ternd_err_code
 
 static int ternd_start(int h, const char *fault)
 {
-    char conf[300];
-    snprintf(conf, sizeof(conf), "%s/h%d/ternd.conf", dir, h);
-    if (fault)
-        setenv("TERN_TEST_FAULT", fault, 1);
-    char *argv[] = {(char *)test_build_path("ternd"), "--config", conf, NULL};
-    char err[512];
-    char out[300];
-    snprintf(out, sizeof(out), "%s/h%d", dir, h);
-    int rc = test_cluster_spawn(&cl, h, argv, out, &ternd[h], err, sizeof(err));
-    unsetenv("TERN_TEST_FAULT");
-    if (rc < 0)
-        fprintf(stderr, "starting ternd on h%d: %s\n", h, err);
-    return rc;
+    return ternd_hosts_start(&T, h, fault);
 }
 
-static json_t *status_of(int h)
-{
-    json_t *r = api(h, json_pack("{s:s}", "cmd", "status"), NULL, 5000);
-    if (!r)
-        return NULL;
-    json_t *res = json_incref(json_object_get(r, "result"));
-    json_decref(r);
-    return res;
-}
-
-/* Waits until every host in `mask` is synced and quorate, sees `online`
- * hosts online, and all report the same state version. */
 static void wait_agreed(unsigned mask, int online, int timeout_ms)
 {
-    double end = now_s() + timeout_ms / 1000.0;
-    while (now_s() < end) {
-        bool ok = true;
-        json_int_t version = -1;
-        for (int h = 1; h <= HOSTS && ok; h++) {
-            if (!(mask & (1u << h)))
-                continue;
-            json_t *s = status_of(h);
-            json_t *c = json_object_get(s, "cluster");
-            int on = 0;
-            size_t i;
-            json_t *host;
-            json_array_foreach(json_object_get(s, "hosts"), i, host) on +=
-                json_is_true(json_object_get(host, "online"));
-            json_int_t v = json_integer_value(json_object_get(c, "version"));
-            ok = s && json_is_true(json_object_get(c, "synced")) &&
-                 json_is_true(json_object_get(c, "quorate")) && on == online &&
-                 (version < 0 || v == version);
-            version = v;
-            json_decref(s);
-        }
-        if (ok)
-            return;
-        test_sleep_ms(100);
-    }
-    fprintf(stderr, "hosts did not agree within %d ms\n", timeout_ms);
-    for (int h = 1; h <= HOSTS; h++) {
-        char p[300];
-        snprintf(p, sizeof(p), "%s", ternd[h].err_path);
-        char *t = test_read_text(p);
-        bool ended = test_proc_wait(&ternd[h], 0) == 1;
-        fprintf(stderr, "--- ternd h%d (%s, status %d)\n%s\n", h, ended ? "ended" : "running",
-                ended ? ternd[h].status : 0, t);
-        free(t);
-    }
-    fail();
-}
-
-/* The state without what legitimately differs per host. */
-static char *shared_view(int h)
-{
-    json_t *s = status_of(h);
-    assert_non_null(s);
-    json_object_del(s, "cluster");
-    /* Migration progress is relayed, not part of what must agree here. */
-    char *d = json_dumps(s, JSON_SORT_KEYS | JSON_COMPACT);
-    json_decref(s);
-    return d;
+    tagree(&T, mask, online, true, timeout_ms);
 }
 
 static void assert_same_everywhere(void)
 {
-    char *a = shared_view(1);
-    for (int h = 2; h <= HOSTS; h++) {
-        char *b = shared_view(h);
-        if (strcmp(a, b) != 0) {
-            fprintf(stderr, "h1: %s\nh%d: %s\n", a, h, b);
-            fail();
-        }
-        free(b);
-    }
-    free(a);
+    tassert_same(&T, 0xe);
 }
 
 static void define_vm(int h, const char *name, int mem_mib, const char *args)
 {
-    json_t *reply;
-    json_t *cfg = json_pack("{s:s, s:s, s:i, s:i}", "kernel", guest, "cmdline", args, "mem_mib",
-                            mem_mib, "vcpus", 1);
-    api_ok(h, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", name, "config", cfg),
-           &reply);
-    json_decref(reply);
+    tdefine(&T, h, name, mem_mib, args);
 }
 
 static void start_vm(int h, const char *name, const char *host)
@@ -274,31 +102,17 @@ static char *vm_owner(int h, const char *name)
     return o;
 }
 
-/* The VM's own control socket on host h (tern-vmm's status). */
+/* The VM's own control socket on host h (tern-vmm's status), or NULL. */
 static json_t *vmm_status(int h, const char *name)
 {
     char path[400];
     snprintf(path, sizeof(path), "%s/h%d/run/tern/vms/%s/control.sock", dir, h, name);
-    int fd = connect_unix(path);
-    if (fd < 0)
-        return NULL;
-    const char req[] = "{\"cmd\":\"status\"}\n";
-    char buf[65536];
-    size_t have = 0;
-    json_t *j = NULL;
-    if (write(fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1)) {
-        while (have < sizeof(buf)) {
-            ssize_t r = read(fd, buf + have, sizeof(buf) - have);
-            if (r <= 0)
-                break;
-            have += (size_t)r;
-            if (memchr(buf, '\n', have))
-                break;
-        }
-        j = json_loadb(buf, have, JSON_DISABLE_EOF_CHECK, NULL);
-    }
-    close(fd);
-    return j;
+    json_t *req = json_pack("{s:s}", "cmd", "status"), *reply = NULL;
+    struct tern_err err;
+    if (control_call(path, req, 5000, &reply, &err) < 0)
+        reply = NULL;
+    json_decref(req);
+    return reply;
 }
 
 /* The VMM on host h ends within a few seconds (a migration source keeps
@@ -382,66 +196,12 @@ static void stop_and_undefine(int at, const char *name)
     json_decref(reply);
 }
 
-static int write_config(int h)
-{
-    char path[300];
-    snprintf(path, sizeof(path), "%s/h%d/ternd.conf", dir, h);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    char vmm[PATH_MAX];
-    if (!realpath(test_build_path("tern-vmm"), vmm))
-        return -1;
-    fprintf(f,
-            "host = h%d\nmigration_addr = %s\nmigration_ports = 7400-7420\n"
-            "run_dir = %s/h%d/run/tern\nstate_dir = %s/h%d/state\nshared_dir = %s/shared\n"
-            "tls_dir = %s/tls/h%d\nvmm_path = %s\nmem = 1G\nvcpus = 4\n",
-            h, test_cluster_addr(&cl, h), dir, h, dir, h, dir, dir, h, vmm);
-    return fclose(f);
-}
-
 static int setup(void **state)
 {
     (void)state;
     char err[1024];
-    char *tmp = test_make_tmpdir("cluster");
-    snprintf(dir, sizeof(dir), "%s", tmp);
-    free(tmp);
-    if (!realpath(test_build_path("testguest.elf"), guest))
-        return -1;
-    if (test_cluster_create(&cl, HOSTS, dir, err, sizeof(err)) < 0) {
+    if (ternd_hosts_create(&T, HOSTS, "cluster", err, sizeof(err)) < 0) {
         fprintf(stderr, "creating the test hosts: %s\n", err);
-        return -1;
-    }
-    char ca[300];
-    snprintf(ca, sizeof(ca), "%s/ca", dir);
-    struct tern_err terr;
-    if (mig_certs_init_ca(ca, "tern-test-ca", 30, &terr) < 0) {
-        fprintf(stderr, "CA: %s\n", terr.msg);
-        return -1;
-    }
-    for (int h = 1; h <= HOSTS; h++) {
-        char out[300], name[8];
-        snprintf(out, sizeof(out), "%s/tls/h%d", dir, h);
-        snprintf(name, sizeof(name), "h%d", h);
-        snprintf(out, sizeof(out), "%s/tls", dir);
-        mkdir(out, 0700);
-        snprintf(out, sizeof(out), "%s/tls/h%d", dir, h);
-        if (mig_certs_issue(ca, out, name, 30, &terr) < 0) {
-            fprintf(stderr, "certificate for h%d: %s\n", h, terr.msg);
-            return -1;
-        }
-        if (write_config(h) < 0) {
-            fprintf(stderr, "writing h%d's ternd.conf: %s\n", h, strerror(errno));
-            return -1;
-        }
-        if (test_cluster_start_corosync(&cl, h, err, sizeof(err)) < 0) {
-            fprintf(stderr, "corosync h%d: %s\n", h, err);
-            return -1;
-        }
-    }
-    if (test_cluster_wait_quorate(&cl, 20000, err, sizeof(err)) < 0) {
-        fprintf(stderr, "quorum: %s\n", err);
         return -1;
     }
     for (int h = 1; h <= HOSTS; h++)
@@ -454,15 +214,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    for (int h = 1; h <= HOSTS; h++)
-        test_proc_kill(&ternd[h]);
-    if (getenv("TERN_CLUSTER_LOGS")) {
-        char cmd[1024];
-        snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp -r %s/h1 %s/h2 %s/h3 %s/", getenv("TERN_CLUSTER_LOGS"), dir, dir, dir, getenv("TERN_CLUSTER_LOGS"));
-        if (system(cmd) != 0)
-            fprintf(stderr, "copying logs failed\n");
-    }
-    test_cluster_destroy(&cl);
+    ternd_hosts_destroy(&T);
     return 0;
 }
 
@@ -610,7 +362,7 @@ static void ternd_restart_keeps_vms(void **state)
     assert_non_null(before);
     long long hb0 = json_integer_value(json_object_get(json_object_get(before, "heartbeat"), "count"));
     json_decref(before);
-    test_proc_kill(&ternd[2]); /* SIGKILL: no clean-up at all */
+    ternd_hosts_kill(&T, 2); /* SIGKILL: no clean-up at all */
     test_sleep_ms(300);
     assert_true(heartbeats(2, "r1") > hb0); /* the VM did not notice */
     assert_int_equal(ternd_start(2, NULL), 0);
@@ -630,15 +382,15 @@ static void host_leaves_and_rejoins(void **state)
 {
     (void)state;
     char err[512];
-    test_proc_kill(&ternd[3]);
-    assert_int_equal(test_cluster_stop_corosync(&cl, 3, err, sizeof(err)), 0);
+    ternd_hosts_kill(&T, 3);
+    assert_int_equal(test_cluster_stop_corosync(&T.cl, 3, err, sizeof(err)), 0);
     wait_agreed(0x6, 2, 20000);
     define_vm(1, "while-away", 64, GUEST_ARGS);
     bool run = test_kvm_part("a VM started while the host is away");
     if (run)
         start_vm(2, "while-away", "h1");
-    assert_int_equal(test_cluster_start_corosync(&cl, 3, err, sizeof(err)), 0);
-    assert_int_equal(test_cluster_wait_quorate(&cl, 20000, err, sizeof(err)), 0);
+    assert_int_equal(test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)), 0);
+    assert_int_equal(test_cluster_wait_quorate(&T.cl, 20000, err, sizeof(err)), 0);
     assert_int_equal(ternd_start(3, NULL), 0);
     wait_agreed(0xe, 3, 20000);
     json_t *vm = vm_show(3, "while-away");
@@ -708,7 +460,7 @@ static void lost_commit_still_one_owner(void **state)
 {
     (void)state;
     test_require_kvm();
-    test_proc_kill(&ternd[1]);
+    ternd_hosts_kill(&T, 1);
     assert_int_equal(ternd_start(1, "src-exit-at-commit"), 0);
     wait_agreed(0xe, 3, 20000);
     define_vm(2, "lc", 64, GUEST_ARGS);
@@ -727,7 +479,7 @@ static void lost_commit_still_one_owner(void **state)
     assert_true(test_wait_for_text(log, "committed by the agent", 5000));
     assert_false(test_wait_for_text(log, "committed by the source", 0));
     stop_and_undefine(1, "lc");
-    test_proc_kill(&ternd[1]);
+    ternd_hosts_kill(&T, 1);
     assert_int_equal(ternd_start(1, NULL), 0);
     wait_agreed(0xe, 3, 20000);
 }

@@ -820,6 +820,17 @@ int test_cluster_partition(const struct test_cluster *c, int i, bool cut, char *
     return 0;
 }
 
+int test_cluster_split(const struct test_cluster *c, unsigned mask, char *err, size_t errlen)
+{
+    for (int i = 1; i <= c->nr; i++) {
+        int bridge = (mask >> i) & 1;
+        if (test_host_bridge(&c->net, i - 1, bridge) < 0)
+            return fail(err, errlen, "cannot move %s's link to bridge %d", c->net.ns[i - 1],
+                        bridge);
+    }
+    return 0;
+}
+
 const char *test_cluster_netns(const struct test_cluster *c, int i)
 {
     return valid_host(c, i) ? c->net.ns[i - 1] : "";

@@ -133,6 +133,11 @@ int test_cluster_freeze_host(const struct test_cluster *c, int i, bool frozen, c
 int test_cluster_partition(const struct test_cluster *c, int i, bool cut, char *err,
                            size_t errlen);
 
+/* Splits the hosts into two groups that see only each other: hosts whose
+ * bit (1 << i) is set in `mask` move to a second bridge; the others stay.
+ * mask 0 heals it (everyone back on one bridge). */
+int test_cluster_split(const struct test_cluster *c, unsigned mask, char *err, size_t errlen);
+
 /* Paths and names of host i, for messages and hosts.json. */
 const char *test_cluster_netns(const struct test_cluster *c, int i);
 const char *test_cluster_addr(const struct test_cluster *c, int i);

@@ -204,6 +204,16 @@ int test_host_link(const struct test_hosts *h, int i, bool up)
     return run("ip -n %s link set %s %s", h->ns[i], h->veth[i], up ? "up" : "down") ? -1 : 0;
 }
 
+int test_host_bridge(const struct test_hosts *h, int i, int bridge)
+{
+    if (bridge != 0 && bridge != 1)
+        return -1;
+    if (bridge == 1 && run("ip -n %s link show br1", h->sw) != 0 &&
+        (run("ip -n %s link add br1 type bridge", h->sw) || run("ip -n %s link set br1 up", h->sw)))
+        return -1;
+    return run("ip -n %s link set %ss master br%d", h->sw, h->veth[i], bridge) ? -1 : 0;
+}
+
 int test_proc_start_in(struct test_proc *p, const struct test_hosts *h, int i, const char *dir,
                        char *const argv[])
 {

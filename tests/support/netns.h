@@ -52,6 +52,12 @@ void test_hosts_destroy(struct test_hosts *h);
 /* Takes host i's link down (a network partition) or up again. */
 int test_host_link(const struct test_hosts *h, int i, bool up);
 
+/* Connects host i (0-based) to bridge `bridge` of the switch: 0 is the one
+ * every host starts on; 1 is a second bridge (made on first use), so that
+ * hosts on it see each other but not those on bridge 0 (a partition of
+ * groups of hosts). */
+int test_host_bridge(const struct test_hosts *h, int i, int bridge);
+
 /* Starts argv inside host i's network namespace (ip netns exec). */
 int test_proc_start_in(struct test_proc *p, const struct test_hosts *h, int i, const char *dir,
                        char *const argv[]);
