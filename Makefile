@@ -12,8 +12,9 @@ endif
 
 CC ?= cc
 OPT ?= -O2
-CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS)
-LDFLAGS := $(SANFLAGS)
+# EXTRA_CFLAGS/EXTRA_LDFLAGS: added flags (debian/rules passes dpkg-buildflags').
+CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(SANFLAGS) $(EXTRA_LDFLAGS)
 LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lcpg -lvotequorum -lcmap -lqb -lpthread
 TEST_LIBS := -lcmocka
 
@@ -34,6 +35,30 @@ INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
 
 all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
+
+# What `--version` prints (common/version.h): scripts/version.sh, unless given
+# (debian/rules passes the package's version).
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell scripts/version.sh)
+endif
+# Installed layout (FHS); docs/install.md. ternd's default vmm_path is
+# compiled in, so build with the PREFIX you install with.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBEXECDIR ?= $(PREFIX)/libexec
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+# Objects that bake these strings in are rebuilt when they change.
+BAKED := $(VERSION) $(LIBEXECDIR)
+$(BUILD)/baked.txt: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(BAKED)' | cmp -s - $@ || echo '$(BAKED)' > $@
+$(BUILD)/obj/common/version.o: CFLAGS += -DTERN_VERSION='"$(VERSION)"'
+$(BUILD)/obj/agent/config.o: CFLAGS += -DTERN_LIBEXECDIR='"$(LIBEXECDIR)"'
+$(BUILD)/obj/common/version.o $(BUILD)/obj/agent/config.o: $(BUILD)/baked.txt
 
 include tests/guest/guest.mk
 
@@ -118,7 +143,7 @@ FUZZ_SRCS := $(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRCS) $(CLI_SRCS)
 FUZZERS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
 	@mkdir -p build-fuzz
-	clang -std=gnu11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_SRCS) $(LIBS)
+	clang -std=gnu11 -D_GNU_SOURCE -DTERN_VERSION='"$(VERSION)"' -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_SRCS) $(LIBS)
 fuzz: deps
 	@command -v clang >/dev/null || apt-get install -y -qq clang >/dev/null
 	@$(MAKE) --no-print-directory $(FUZZERS)
@@ -130,6 +155,8 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
+FORCE:
+
+.PHONY: FORCE all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -4,14 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/version.h"
 #include "agent.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ternd [--config PATH]\n"
+    fprintf(f, "usage: ternd [--config PATH] [--version]\n"
                "  Runs the Tern node agent in the foreground: joins the corosync cluster,\n"
                "  serves the control API (ternctl) and supervises this host's VMs.\n"
                "  --config PATH   configuration file (default %s)\n"
+               "  --version       print the version and exit\n"
                "Exit status: 0 stopped by a signal, 1 runtime failure, 2 usage, 78 bad config\n"
                "or corosync not reachable at start.\n",
             TERND_DEFAULT_CONFIG);
@@ -23,6 +25,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -33,6 +36,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("ternd %s\n", tern_version());
             return 0;
         default:
             usage(stderr);
