@@ -148,6 +148,13 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
             return tern_err_set(err, "%s: cgroups must be yes or no, got '%s'", where, v);
         return 0;
     }
+    if (!strcmp(key, "cgroup_layout")) {
+        if (strcmp(v, "nested") && strcmp(v, "delegated"))
+            return tern_err_set(err, "%s: cgroup_layout must be nested or delegated, got '%s'",
+                                where, v);
+        c->cgroup_delegated = !strcmp(v, "delegated");
+        return 0;
+    }
     return tern_err_set(err, "%s: unknown setting '%s' (see docs/ternd.md)", where, key);
 }
 

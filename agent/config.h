@@ -27,6 +27,9 @@ struct ternd_config {
     uint32_t vcpus;
     char cpg_group[64];
     bool use_cgroups;
+    /* cgroup_layout = delegated: ternd's starting cgroup is delegated to it
+     * (systemd's Delegate=yes); see cgroup_enter_delegated. */
+    bool cgroup_delegated;
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or

@@ -30,7 +30,8 @@ static void parses_every_setting(void **state)
                        "mem = 8G\n"
                        "vcpus = 12\n"
                        "cpg_group = tern-test\n"
-                       "cgroups = no\n";
+                       "cgroups = no\n"
+                       "cgroup_layout = delegated\n";
     assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), 0);
     assert_string_equal(c.host, "h1");
     assert_string_equal(c.run_dir, "/tmp/r");
@@ -46,6 +47,7 @@ static void parses_every_setting(void **state)
     assert_int_equal(c.vcpus, 12);
     assert_string_equal(c.cpg_group, "tern-test");
     assert_false(c.use_cgroups);
+    assert_true(c.cgroup_delegated);
 }
 
 static void defaults(void **state)
@@ -59,6 +61,7 @@ static void defaults(void **state)
     assert_string_equal(c.cpg_group, "tern");
     assert_int_equal(c.migration_port_min, 7400);
     assert_true(c.use_cgroups);
+    assert_false(c.cgroup_delegated);
 }
 
 static void expect_error(const char *text, const char *needle)
@@ -87,6 +90,7 @@ static void bad_lines(void **state)
     expect_error("migration_ports = 80-90\n", "migration_ports must be a range");
     expect_error("migration_addr = example.com\n", "must be an IPv4 or IPv6 address");
     expect_error("cgroups = maybe\n", "cgroups must be yes or no");
+    expect_error("cgroup_layout = flat\n", "cgroup_layout must be nested or delegated, got 'flat'");
 }
 
 static void check_names_missing_vmm(void **state)
