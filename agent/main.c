@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/service_notify.h"
 #include "../common/version.h"
 #include "agent.h"
 
@@ -57,6 +58,11 @@ int main(int argc, char **argv)
         agent_destroy(&a);
         return 78;
     }
+    /* systemd's Type=notify: up once the control socket answers and corosync
+     * is joined. The VMMs must not inherit the variable. */
+    if (service_notify("READY=1", &err) < 0)
+        fprintf(stderr, "ternd: %s\n", err.msg);
+    unsetenv("NOTIFY_SOCKET");
     int rc = agent_run(&a, &err);
     if (rc < 0)
         fprintf(stderr, "ternd: %s\n", err.msg);
