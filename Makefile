@@ -34,7 +34,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/u
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/support/*.c))
 
-all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
+all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench dist
 
 # What `--version` prints (common/version.h): scripts/version.sh, unless given
 # (debian/rules passes the package's version).
@@ -96,17 +96,54 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TEST_SUPPORT_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# What a host needs (docs/install.md): the programs, man pages (scdoc
+# sources in docs/man), the systemd unit, ternd.conf, bash completion.
+INSTALL_PROGRAMS := $(BUILD)/ternd $(BUILD)/ternctl $(BUILD)/tern-vmm
+MAN_PAGES := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(wildcard docs/man/*.scd))
+dist: $(INSTALL_PROGRAMS) $(MAN_PAGES) $(BUILD)/ternd.service
+$(BUILD)/man/%: docs/man/%.scd
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@
+$(BUILD)/ternd.service: dist/systemd/ternd.service.in $(BUILD)/baked.txt
+	sed 's|@SBINDIR@|$(SBINDIR)|g' $< > $@
+
+install: dist
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/tern \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/tern \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(BUILD)/ternd $(DESTDIR)$(SBINDIR)/ternd
+	install -m 0755 $(BUILD)/ternctl $(DESTDIR)$(BINDIR)/ternctl
+	install -m 0755 $(BUILD)/tern-vmm $(DESTDIR)$(LIBEXECDIR)/tern/tern-vmm
+	install -m 0644 $(BUILD)/ternd.service $(DESTDIR)$(UNITDIR)/ternd.service
+	install -m 0644 dist/bash-completion/ternctl $(DESTDIR)$(BASHCOMPDIR)/ternctl
+	for m in $(MAN_PAGES); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	@# An edited ternd.conf is never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf ]; then \
+	    echo "keeping $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf (the shipped one is dist/ternd.conf)"; \
+	else install -m 0644 dist/ternd.conf $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/ternd $(DESTDIR)$(BINDIR)/ternctl \
+	    $(DESTDIR)$(LIBEXECDIR)/tern/tern-vmm $(DESTDIR)$(UNITDIR)/ternd.service \
+	    $(DESTDIR)$(BASHCOMPDIR)/ternctl $(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+	-rmdir $(DESTDIR)$(LIBEXECDIR)/tern
+	@# ternd.conf only if unchanged; /etc/tern/tls and /var/lib/tern stay.
+	@if cmp -s dist/ternd.conf $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf ]; then \
+	    echo "keeping the edited $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf"; fi
+
 deps:
 	@scripts/install-deps.sh
 
 # Tests install what they need first, so a fresh machine needs nothing by hand.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@tests/run-tests.sh $(BUILD) unit integration
+	@tests/run-tests.sh $(BUILD) unit integration packaging
 
 test-unit: deps
 	@$(MAKE) --no-print-directory all
-	@tests/run-tests.sh $(BUILD) unit
+	@tests/run-tests.sh $(BUILD) unit packaging
 
 test-slow: deps
 	@$(MAKE) --no-print-directory all
@@ -157,6 +194,6 @@ clean:
 
 FORCE:
 
-.PHONY: FORCE all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
+.PHONY: FORCE all dist install uninstall deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
