@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the test binaries of the given kinds (unit, integration) from BUILD
-# and prints one closing line: "N passed, N failed".  Each binary is a
-# cmocka program; its own summary lines are counted.
+# Runs the tests of the given kinds (unit, integration, packaging) and
+# prints one closing line: "N passed, N failed". A kind's tests are the
+# programs BUILD/tests/KIND/test_* (cmocka) and the scripts
+# tests/KIND/test_*.sh (which print cmocka's summary lines too, see
+# tests/packaging/lib.sh); their summary lines are counted.
 set -u
 build=${1:?usage: run-tests.sh BUILD_DIR KIND...}
 shift
@@ -12,8 +14,8 @@ passed=0
 failed=0
 failed_bins=()
 for kind in "$@"; do
-    for bin in "$build/tests/$kind"/test_*; do
-        [ -x "$bin" ] || continue
+    for bin in "$build/tests/$kind"/test_* "$TERN_SOURCE/tests/$kind"/test_*.sh; do
+        [ -x "$bin" ] && [ -f "$bin" ] || continue
         log=$(mktemp)
         echo "=== $kind/$(basename "$bin")"
         "$bin" 2>&1 | tee "$log"
