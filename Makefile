@@ -133,6 +133,14 @@ uninstall:
 	elif [ -e $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf ]; then \
 	    echo "keeping the edited $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf"; fi
 
+# The Debian package (debian/): build-deb/tern_VERSION_amd64.deb and
+# lintian's report; `make test-deb` also installs it, checks it, purges it.
+deb:
+	@scripts/build-deb.sh
+
+test-deb: deb
+	@tests/run-tests.sh $(BUILD) deb
+
 deps:
 	@scripts/install-deps.sh
 
@@ -194,6 +202,6 @@ clean:
 
 FORCE:
 
-.PHONY: FORCE all dist install uninstall deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
+.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
