@@ -134,7 +134,10 @@ uninstall:
 	    echo "keeping the edited $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf"; fi
 
 # The Debian package (debian/): build-deb/tern_VERSION_amd64.deb and
-# lintian's report; `make test-deb` also installs it, checks it, purges it.
+# lintian's report. `make test-deb` also installs it here, checks it and
+# purges it (tests/deb/test_deb.sh), and runs it under systemd in a
+# container (tests/deb/test_systemd.sh). Not in `make test`: it changes the
+# machine's packages and takes about a minute.
 deb:
 	@scripts/build-deb.sh
 

@@ -12,10 +12,10 @@ PACKAGES=(
     scdoc groff-base man-db systemd
 )
 
-# `install-deps.sh deb`: also what `make deb` needs (debian/control's
+# `install-deps.sh deb`: also what `make deb` and `make test-deb` need (debian/control's
 # Build-Depends are in the list above).
 if [ "${1:-}" = deb ]; then
-    PACKAGES+=(debhelper dpkg-dev fakeroot lintian)
+    PACKAGES+=(debhelper dpkg-dev fakeroot lintian systemd-container)
 fi
 
 missing=()
