@@ -12,8 +12,9 @@ endif
 
 CC ?= cc
 OPT ?= -O2
-CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS)
-LDFLAGS := $(SANFLAGS)
+# EXTRA_CFLAGS/EXTRA_LDFLAGS: added flags (debian/rules passes dpkg-buildflags').
+CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(SANFLAGS) $(EXTRA_LDFLAGS)
 LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lcpg -lvotequorum -lcmap -lqb -lpthread
 TEST_LIBS := -lcmocka
 
@@ -36,7 +37,31 @@ TEST_CMOCKA_SRCS := tests/support/kvm_skip.c tests/support/ternd_assert.c
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_CMOCKA_SRCS),$(wildcard tests/support/*.c)))
 TEST_CMOCKA_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_CMOCKA_SRCS))
 
-all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
+all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench dist
+
+# What `--version` prints (common/version.h): scripts/version.sh, unless given
+# (debian/rules passes the package's version).
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell scripts/version.sh)
+endif
+# Installed layout (FHS); docs/install.md. ternd's default vmm_path is
+# compiled in, so build with the PREFIX you install with.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBEXECDIR ?= $(PREFIX)/libexec
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+# Objects that bake these strings in are rebuilt when they change.
+BAKED := $(VERSION) $(LIBEXECDIR)
+$(BUILD)/baked.txt: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(BAKED)' | cmp -s - $@ || echo '$(BAKED)' > $@
+$(BUILD)/obj/common/version.o: CFLAGS += -DTERN_VERSION='"$(VERSION)"'
+$(BUILD)/obj/agent/config.o: CFLAGS += -DTERN_LIBEXECDIR='"$(LIBEXECDIR)"'
+$(BUILD)/obj/common/version.o $(BUILD)/obj/agent/config.o: $(BUILD)/baked.txt
 
 include tests/guest/guest.mk
 
@@ -74,17 +99,65 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TEST_SUPPORT_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+# What a host needs (docs/install.md): the programs, man pages (scdoc
+# sources in docs/man), the systemd unit, ternd.conf, bash completion.
+INSTALL_PROGRAMS := $(BUILD)/ternd $(BUILD)/ternctl $(BUILD)/tern-vmm
+MAN_PAGES := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(wildcard docs/man/*.scd))
+dist: $(INSTALL_PROGRAMS) $(MAN_PAGES) $(BUILD)/ternd.service
+$(BUILD)/man/%: docs/man/%.scd
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@
+$(BUILD)/ternd.service: dist/systemd/ternd.service.in $(BUILD)/baked.txt
+	sed 's|@SBINDIR@|$(SBINDIR)|g' $< > $@
+
+install: dist
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/tern \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/tern \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(BUILD)/ternd $(DESTDIR)$(SBINDIR)/ternd
+	install -m 0755 $(BUILD)/ternctl $(DESTDIR)$(BINDIR)/ternctl
+	install -m 0755 $(BUILD)/tern-vmm $(DESTDIR)$(LIBEXECDIR)/tern/tern-vmm
+	install -m 0644 $(BUILD)/ternd.service $(DESTDIR)$(UNITDIR)/ternd.service
+	install -m 0644 dist/bash-completion/ternctl $(DESTDIR)$(BASHCOMPDIR)/ternctl
+	for m in $(MAN_PAGES); do install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	@# An edited ternd.conf is never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf ]; then \
+	    echo "keeping $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf (the shipped one is dist/ternd.conf)"; \
+	else install -m 0644 dist/ternd.conf $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/ternd $(DESTDIR)$(BINDIR)/ternctl \
+	    $(DESTDIR)$(LIBEXECDIR)/tern/tern-vmm $(DESTDIR)$(UNITDIR)/ternd.service \
+	    $(DESTDIR)$(BASHCOMPDIR)/ternctl $(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+	-rmdir $(DESTDIR)$(LIBEXECDIR)/tern
+	@# ternd.conf only if unchanged; /etc/tern/tls and /var/lib/tern stay.
+	@if cmp -s dist/ternd.conf $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf ]; then \
+	    echo "keeping the edited $(DESTDIR)$(SYSCONFDIR)/tern/ternd.conf"; fi
+
+# The Debian package (debian/): build-deb/tern_VERSION_amd64.deb and
+# lintian's report. `make test-deb` also installs it here, checks it and
+# purges it (tests/deb/test_deb.sh), and runs it under systemd in a
+# container (tests/deb/test_systemd.sh). Not in `make test`: it changes the
+# machine's packages and takes about a minute.
+deb:
+	@scripts/build-deb.sh
+
+test-deb: deb
+	@tests/run-tests.sh $(BUILD) deb
+
 deps:
 	@scripts/install-deps.sh
 
 # Tests install what they need first, so a fresh machine needs nothing by hand.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@tests/run-tests.sh $(BUILD) unit integration
+	@tests/run-tests.sh $(BUILD) unit integration packaging
 
 test-unit: deps
 	@$(MAKE) --no-print-directory all
-	@tests/run-tests.sh $(BUILD) unit
+	@tests/run-tests.sh $(BUILD) unit packaging
 
 test-slow: deps
 	@$(MAKE) --no-print-directory all
@@ -131,6 +204,7 @@ FUZZ_CFLAGS := -std=gnu11 -D_GNU_SOURCE -I. -g -O1 -MMD -MP
 FUZZ_LIB := build-fuzz/libtern-fuzz.a
 FUZZ_OBJS := $(patsubst %.c,build-fuzz/obj/%.o,$(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRCS) $(CLI_SRCS))
 FUZZERS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+build-fuzz/obj/common/version.o: FUZZ_CFLAGS += -DTERN_VERSION='"$(VERSION)"'
 build-fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
@@ -150,6 +224,8 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
+FORCE:
+
+.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
 -include $(shell find $(BUILD)/obj build-fuzz/obj -name '*.d' 2>/dev/null)

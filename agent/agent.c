@@ -407,8 +407,10 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     snprintf(a->env.tls_dir, sizeof(a->env.tls_dir), "%s", a->cfg.tls_dir);
     a->env.cgroup_dir[0] = '\0';
     if (a->cfg.use_cgroups) {
-        if (cgroup_of_pid(0, a->env.cgroup_dir, sizeof(a->env.cgroup_dir), err) < 0)
-            return tern_err_prefix(err, "finding ternd's cgroup (or set cgroups = no)");
+        size_t len = sizeof(a->env.cgroup_dir);
+        if ((a->cfg.cgroup_delegated ? cgroup_enter_delegated(a->env.cgroup_dir, len, err)
+                                     : cgroup_of_pid(0, a->env.cgroup_dir, len, err)) < 0)
+            return tern_err_prefix(err, "setting up the VMs' cgroups (or set cgroups = no)");
     }
     /* Request ids must never repeat, also across restarts: the state keeps
      * the last one applied from each node. */

@@ -170,6 +170,24 @@ int cgroup_move(const char *dir, pid_t pid, struct tern_err *err)
     return 0;
 }
 
+int cgroup_enter_delegated(char *vms_dir, size_t len, struct tern_err *err)
+{
+    char d[PATH_MAX], mnt[PATH_MAX], agent[PATH_MAX + 8];
+    if (cgroup_of_pid(0, d, sizeof(d), err) < 0 || cgroup_mount_point(mnt, sizeof(mnt), err) < 0)
+        return -1;
+    char *slash = strrchr(d, '/');
+    if (slash && !strcmp(slash + 1, "agent") && strlen(d) > strlen(mnt))
+        *slash = '\0';
+    snprintf(agent, sizeof(agent), "%s/agent", d);
+    if (snprintf(vms_dir, len, "%s/vms", d) >= (int)len)
+        return tern_err_set(err, "cgroup path %s/vms is too long", d);
+    if (cgroup_create(agent, err) < 0 || cgroup_move(agent, 0, err) < 0 ||
+        cgroup_create(vms_dir, err) < 0)
+        return tern_err_prefix(err, "cgroup_layout = delegated: ternd's cgroup %s must be "
+                                    "delegated to it (systemd: Delegate=yes)", d);
+    return 0;
+}
+
 int cgroup_open_procs(const char *dir, struct tern_err *err)
 {
     char path[PATH_MAX + 16];

@@ -22,6 +22,16 @@ int cgroup_mount_point(char *out, size_t len, struct tern_err *err);
  * from /proc/PID/cgroup's "0::" line joined to the mount point. */
 int cgroup_of_pid(pid_t pid, char *out, size_t len, struct tern_err *err);
 
+/* cgroup_layout = delegated (docs/ternd.md): the cgroup ternd starts in,
+ * D, is delegated to it (systemd's Delegate=yes). Moves the caller into
+ * the leaf D/agent and writes D/vms (created) to `vms_dir`, the parent of
+ * the VMs' cgroups; D itself then holds no process, as cgroup v2 wants of
+ * a cgroup whose children may get controllers. A caller already in a
+ * cgroup named "agent" (systemd's DelegateSubgroup=agent, or a repeated
+ * call) takes its parent as D, so the VMs' cgroups stay where they were
+ * across agent restarts. Call it before starting threads. */
+int cgroup_enter_delegated(char *vms_dir, size_t len, struct tern_err *err);
+
 /* Creates the cgroup `dir` (its parent must exist). An existing one is
  * fine. */
 int cgroup_create(const char *dir, struct tern_err *err);

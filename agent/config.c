@@ -157,6 +157,13 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
             return tern_err_set(err, "%s: cgroups must be yes or no, got '%s'", where, v);
         return 0;
     }
+    if (!strcmp(key, "cgroup_layout")) {
+        if (strcmp(v, "nested") && strcmp(v, "delegated"))
+            return tern_err_set(err, "%s: cgroup_layout must be nested or delegated, got '%s'",
+                                where, v);
+        c->cgroup_delegated = !strcmp(v, "delegated");
+        return 0;
+    }
     return tern_err_set(err, "%s: unknown setting '%s' (see docs/ternd.md)", where, key);
 }
 
@@ -244,6 +251,29 @@ static uint64_t host_mem_mib(void)
     return mib > 2048 ? mib - 1024 : mib / 2;
 }
 
+/* The default vmm_path: tern-vmm next to ternd (a build tree), else the
+ * installed one, TERN_LIBEXECDIR/tern/tern-vmm (the Makefile sets
+ * TERN_LIBEXECDIR from its PREFIX; docs/install.md). */
+static int default_vmm_path(char *out, size_t len, struct tern_err *err)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n < 0)
+        return tern_err_errno(err, errno, "finding ternd's own path for the default vmm_path");
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    if (snprintf(out, len, "%s/tern-vmm", self) >= (int)len)
+        return tern_err_set(err, "the path of tern-vmm next to ternd is too long");
+#ifdef TERN_LIBEXECDIR
+    if (access(out, X_OK) < 0 &&
+        snprintf(out, len, "%s", TERN_LIBEXECDIR "/tern/tern-vmm") >= (int)len)
+        return tern_err_set(err, "the installed tern-vmm's path is too long");
+#endif
+    return 0;
+}
+
 int ternd_config_check(struct ternd_config *c, struct tern_err *err)
 {
     if (!c->control_socket[0] &&
@@ -253,19 +283,8 @@ int ternd_config_check(struct ternd_config *c, struct tern_err *err)
     if (strlen(c->control_socket) >= 108)
         return tern_err_set(err, "control_socket %s is too long for a unix socket (at most 107 "
                                  "bytes)", c->control_socket);
-    if (!c->vmm_path[0]) {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n < 0)
-            return tern_err_errno(err, errno, "finding ternd's own path for the default vmm_path");
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash)
-            *slash = '\0';
-        if (snprintf(c->vmm_path, sizeof(c->vmm_path), "%s/tern-vmm", self) >=
-            (int)sizeof(c->vmm_path))
-            return tern_err_set(err, "the path of tern-vmm next to ternd is too long");
-    }
+    if (!c->vmm_path[0] && default_vmm_path(c->vmm_path, sizeof(c->vmm_path), err) < 0)
+        return -1;
     if (access(c->vmm_path, X_OK) < 0)
         return tern_err_errno(err, errno, "vmm_path %s is not an executable tern-vmm (set vmm_path "
                                           "in the config)", c->vmm_path);

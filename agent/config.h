@@ -20,7 +20,7 @@ struct ternd_config {
     char shared_dir[PATH_MAX];       /* shared storage ("" = none) */
     char tls_dir[PATH_MAX];          /* ca.pem, cert.pem, key.pem */
     char control_socket[PATH_MAX];   /* default RUN/ternd.sock */
-    char vmm_path[PATH_MAX];         /* default: tern-vmm next to ternd */
+    char vmm_path[PATH_MAX];         /* default: tern-vmm next to ternd, else the installed one */
     char migration_addr[CL_ADDR_MAX];/* address incoming migrations listen on */
     uint16_t migration_port_min, migration_port_max;
     uint64_t mem_mib;                /* capacity offered to VMs */
@@ -28,6 +28,9 @@ struct ternd_config {
     char cpg_group[64];
     bool use_cgroups;
     unsigned corosync_wait_s;        /* how long to wait at start for corosync to answer */
+    /* cgroup_layout = delegated: ternd's starting cgroup is delegated to it
+     * (systemd's Delegate=yes); see cgroup_enter_delegated. */
+    bool cgroup_delegated;
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or

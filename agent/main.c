@@ -4,14 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/service_notify.h"
+#include "../common/version.h"
 #include "agent.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ternd [--config PATH]\n"
+    fprintf(f, "usage: ternd [--config PATH] [--version]\n"
                "  Runs the Tern node agent in the foreground: joins the corosync cluster,\n"
                "  serves the control API (ternctl) and supervises this host's VMs.\n"
                "  --config PATH   configuration file (default %s)\n"
+               "  --version       print the version and exit\n"
                "Exit status: 0 stopped by a signal, 1 runtime failure, 2 usage, 78 bad config,\n"
                "state refused, another ternd running, corosync not reachable at start, or this\n"
                "node cannot be the host its config names.\n",
@@ -24,6 +27,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -34,6 +38,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("ternd %s\n", tern_version());
             return 0;
         default:
             usage(stderr);
@@ -52,6 +59,11 @@ int main(int argc, char **argv)
         agent_destroy(&a);
         return 78;
     }
+    /* systemd's Type=notify: up once the control socket answers and corosync
+     * is joined. The VMMs must not inherit the variable. */
+    if (service_notify("READY=1", &err) < 0)
+        fprintf(stderr, "ternd: %s\n", err.msg);
+    unsetenv("NOTIFY_SOCKET");
     int rc = agent_run(&a, &err);
     if (rc < 0)
         fprintf(stderr, "ternd: %s\n", err.msg);

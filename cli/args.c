@@ -118,7 +118,8 @@ void cli_usage(FILE *out, enum cli_cmd cmd)
             "  --json          print results as one JSON object; progress as JSON lines\n"
             "  --timeout SEC   how long to wait for a reply, except for migrations and\n"
             "                  evacuations (default %d)\n"
-            "  -h, --help      this text; 'ternctl COMMAND --help' for one command\n\n"
+            "  -h, --help      this text; 'ternctl COMMAND --help' for one command\n"
+            "  --version       print the version and exit\n\n"
             "%s",
             CLI_DEFAULT_SOCKET, CLI_DEFAULT_TIMEOUT_S, exit_codes_text);
 }
@@ -277,6 +278,7 @@ static const struct opt_spec options[] = {
     {CLI_CMD_NONE, "--timeout", OPT_INT, 1, CLI_MAX_TIMEOUT_S, F(timeout_s)},
     {CLI_CMD_NONE, "--help", OPT_HELP, 0, 0, F(help)},
     {CLI_CMD_NONE, "-h", OPT_HELP, 0, 0, F(help)},
+    {CLI_CMD_NONE, "--version", OPT_FLAG, 0, 0, F(version)},
     {CLI_CMD_VM_DEFINE, "--kernel", OPT_PATH, 0, 0, F(kernel)},
     {CLI_CMD_VM_DEFINE, "--initrd", OPT_PATH, 0, 0, F(initrd)},
     {CLI_CMD_VM_DEFINE, "--mem", OPT_SIZE, 0, 0, F(mem_mib)},
@@ -521,7 +523,7 @@ int cli_parse_args(int argc, char **argv, const char *env_socket, struct cli_arg
             goto out;
     }
     if (ps.i >= argc) {
-        if (help) {
+        if (help || a->version) {
             rc = 0;
             goto out;
         }

@@ -74,6 +74,7 @@ struct cli_args {
     bool json;                   /* --json */
     int timeout_s;               /* --timeout for requests that are not long work */
     bool help;                   /* -h/--help: print usage (of `cmd` if known) and exit 0 */
+    bool version;                /* --version: print the version and exit 0 */
 
     enum cli_cmd cmd;
     /* Positional arguments, pointing into argv: the VM (vm ...), the host
@@ -113,7 +114,7 @@ struct cli_args {
 int cli_parse_size_mib(const char *s, uint64_t *mib, struct tern_err *err);
 
 /* Parses the whole command line (argv[0] is the program name). Global
- * options (--socket P, --json, --timeout S, -h/--help; also as --opt=V)
+ * options (--socket P, --json, --timeout S, -h/--help, --version; also as --opt=V)
  * come before the command and are accepted after it too. env_socket is
  * $TERN_SOCKET (NULL or "" if unset). Pure: no file is looked at. Returns
  * 0, or -1 with a message for the user (a usage error). With -h/--help

@@ -1,6 +1,8 @@
 /* ternctl: one command line, end to end (cli_main). */
 #include "cli.h"
 
+#include "../common/version.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -306,6 +308,10 @@ int cli_main(int argc, char **argv, const struct cli_io *io)
     }
     if (a.help) {
         cli_usage(io->out, a.cmd);
+        return CLI_EXIT_OK;
+    }
+    if (a.version) {
+        fprintf(io->out, "ternctl %s\n", tern_version());
         return CLI_EXIT_OK;
     }
     if (a.cmd == CLI_CMD_CLUSTER_INIT_CA || a.cmd == CLI_CMD_CLUSTER_ISSUE_CERT)

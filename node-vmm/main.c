@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "../common/version.h"
 #include "../migrate/migrate.h"
 #include "control.h"
 #include "options.h"
@@ -41,6 +42,7 @@ static void usage(FILE *f)
             "                    [--downtime-ms N] [--streams N] [--max-seconds N] [--timeout-ms N]\n"
             "                    [--commit-gate]\n"
             "       tern-vmm ctl PATH migrate-cancel|migrate-commit|migrate-abort\n"
+            "       tern-vmm --version\n"
             "\n"
             "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
             "      when the guest writes its exit status to the debug-exit port (0x501),\n"
@@ -463,6 +465,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("tern-vmm %s\n", tern_version());
         return 0;
     }
     if (!strcmp(argv[1], "run"))

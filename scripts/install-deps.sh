@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Tern's build, tests and demo need, only the
-# ones missing. Safe to run again; does nothing when all are present.
+# Installs the Debian packages Tern's build, tests and demo need (and, with
+# the argument "deb", `make deb`'s), only the ones missing. Safe to run
+# again; does nothing when all are present.
 set -euo pipefail
 
 PACKAGES=(
@@ -8,7 +9,14 @@ PACKAGES=(
     liburing-dev liblz4-dev libssl-dev libjansson-dev libcmocka-dev zlib1g-dev
     libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev
     corosync iproute2 openssl python3
+    scdoc groff-base man-db systemd
 )
+
+# `install-deps.sh deb`: also what `make deb` and `make test-deb` need (debian/control's
+# Build-Depends are in the list above).
+if [ "${1:-}" = deb ]; then
+    PACKAGES+=(debhelper dpkg-dev fakeroot lintian systemd-container)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs the test binaries of the given kinds (unit, integration) from BUILD
-# and prints one closing line: "N passed, N failed, N skipped".  Each binary
-# is a cmocka program; its own summary lines are counted. Tests that need a
-# VM skip on machines without a usable /dev/kvm (tests/support/kvm.h); when
-# any did, the line above the closing one says why and how many.
+# Runs the tests of the given kinds (unit, integration, packaging, ...)
+# and prints one closing line: "N passed, N failed, N skipped". A kind's
+# tests are the programs BUILD/tests/KIND/test_* (cmocka) and the scripts
+# tests/KIND/test_*.sh (which print cmocka's summary lines too, see
+# tests/packaging/lib.sh); their summary lines are counted. Tests that need
+# a VM skip on machines without a usable /dev/kvm (tests/support/kvm.h);
+# when any did, the line above the closing one says why and how many.
 # TERN_REQUIRE_KVM=1 makes a missing KVM a failure instead.
 set -u
 build=${1:?usage: run-tests.sh BUILD_DIR KIND...}
@@ -22,8 +24,8 @@ kvm_skipped=0
 kvm_reason=""
 failed_bins=()
 for kind in "$@"; do
-    for bin in "$build/tests/$kind"/test_*; do
-        [ -x "$bin" ] || continue
+    for bin in "$build/tests/$kind"/test_* "$TERN_SOURCE/tests/$kind"/test_*.sh; do
+        [ -x "$bin" ] && [ -f "$bin" ] || continue
         log=$(mktemp)
         echo "=== $kind/$(basename "$bin")"
         "$bin" 2>&1 | tee "$log"

@@ -6,9 +6,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent/config.h"
+#include "common/fileio.h"
 
 static void parses_every_setting(void **state)
 {
@@ -30,7 +32,8 @@ static void parses_every_setting(void **state)
                        "mem = 8G\n"
                        "vcpus = 12\n"
                        "cpg_group = tern-test\n"
-                       "cgroups = no\n";
+                       "cgroups = no\n"
+                       "cgroup_layout = delegated\n";
     assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), 0);
     assert_string_equal(c.host, "h1");
     assert_string_equal(c.run_dir, "/tmp/r");
@@ -46,6 +49,7 @@ static void parses_every_setting(void **state)
     assert_int_equal(c.vcpus, 12);
     assert_string_equal(c.cpg_group, "tern-test");
     assert_false(c.use_cgroups);
+    assert_true(c.cgroup_delegated);
 }
 
 static void defaults(void **state)
@@ -59,6 +63,7 @@ static void defaults(void **state)
     assert_string_equal(c.cpg_group, "tern");
     assert_int_equal(c.migration_port_min, 7400);
     assert_true(c.use_cgroups);
+    assert_false(c.cgroup_delegated);
 }
 
 static void expect_error(const char *text, const char *needle)
@@ -87,6 +92,7 @@ static void bad_lines(void **state)
     expect_error("migration_ports = 80-90\n", "migration_ports must be a range");
     expect_error("migration_addr = example.com\n", "must be an IPv4 or IPv6 address");
     expect_error("cgroups = maybe\n", "cgroups must be yes or no");
+    expect_error("cgroup_layout = flat\n", "cgroup_layout must be nested or delegated, got 'flat'");
 }
 
 static void check_names_missing_vmm(void **state)
@@ -109,6 +115,54 @@ static void missing_file(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/ternd.conf"));
 }
 
+/* The shipped example (dist/ternd.conf, installed as /etc/tern/ternd.conf):
+ * with every commented-out "#key = value" line uncommented it still
+ * parses, and the keys whose default is fixed show that default. */
+static void shipped_example(void **state)
+{
+    (void)state;
+    const char *src = getenv("TERN_SOURCE");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/dist/ternd.conf", src ? src : ".");
+    uint8_t *text;
+    size_t len;
+    struct tern_err err;
+    if (tern_read_file(path, 1 << 20, &text, &len, &err) < 0)
+        fail_msg("%s", err.msg);
+    char *out = calloc(1, len + 1);
+    assert_non_null(out);
+    size_t o = 0;
+    int uncommented = 0;
+    for (size_t i = 0; i < len; i++) {
+        bool line_start = i == 0 || text[i - 1] == '\n';
+        if (line_start && text[i] == '#' && i + 1 < len && text[i + 1] >= 'a' && text[i + 1] <= 'z') {
+            uncommented++;
+            continue; /* drop the '#' */
+        }
+        out[o++] = (char)text[i];
+    }
+    free(text);
+    struct ternd_config c, d;
+    ternd_config_defaults(&c);
+    ternd_config_defaults(&d);
+    if (ternd_config_parse(&c, out, path, &err) < 0)
+        fail_msg("%s", err.msg);
+    free(out);
+    assert_true(uncommented >= 13);
+    assert_string_equal(c.run_dir, d.run_dir);
+    assert_string_equal(c.state_dir, d.state_dir);
+    assert_string_equal(c.tls_dir, d.tls_dir);
+    assert_string_equal(c.cpg_group, d.cpg_group);
+    assert_int_equal(c.migration_port_min, d.migration_port_min);
+    assert_int_equal(c.migration_port_max, d.migration_port_max);
+    assert_int_equal(c.use_cgroups, d.use_cgroups);
+    char sock[PATH_MAX + 16];
+    snprintf(sock, sizeof(sock), "%s/ternd.sock", d.run_dir);
+    assert_string_equal(c.control_socket, sock);
+    /* The shipped unit needs the delegated layout: the one active line. */
+    assert_true(c.cgroup_delegated);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +171,7 @@ int main(void)
         cmocka_unit_test(bad_lines),
         cmocka_unit_test(check_names_missing_vmm),
         cmocka_unit_test(missing_file),
+        cmocka_unit_test(shipped_example),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -150,6 +150,14 @@ static void test_globals(void **state)
     assert_int_equal(a.cmd, CLI_CMD_VM_MIGRATE);
     parse_ok("vm|migrate|--bogus|--help", &a);
     assert_true(a.help);
+
+    /* --version needs no command. */
+    parse_ok("--version", &a);
+    assert_true(a.version);
+    assert_int_equal(a.cmd, CLI_CMD_NONE);
+    parse_ok("status", &a);
+    assert_false(a.version);
+    parse_bad("--version=1", "--version takes no value");
 }
 
 static void test_vm_define(void **state)
@@ -383,7 +391,7 @@ static void test_usage_text(void **state)
     const char *needles[] = {
         "ternctl status", "vm define NAME", "vm migrate NAME --to HOST", "host evacuate HOST",
         "cluster init-ca DIR", "cluster issue-cert DIR HOST", "--socket PATH", "--json",
-        "--timeout SEC", "$TERN_SOCKET", "  0  done", "  1  the agent refused", "  2  usage error",
+        "--timeout SEC", "--version", "$TERN_SOCKET", "  0  done", "  1  the agent refused", "  2  usage error",
         "  3  cannot reach ternd", "  4  partial failure",
     };
     for (size_t i = 0; i < sizeof(needles) / sizeof(needles[0]); i++)
