@@ -1,13 +1,13 @@
-/* ternd's event loop and its wiring to corosync and the replicated state. */
+/* ternd's event loop and its wiring to corosync, the replicated state and
+ * the disk (agent.h). */
 #include "agent.h"
 #include "cgroup.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
-#include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +50,11 @@ bool agent_is_host(struct agent *a)
     return h && h->nodeid == a->nodeid;
 }
 
+void agent_changed(struct agent *a)
+{
+    a->dirty = true;
+}
+
 bool agent_can_change(struct agent *a, struct tern_err *err)
 {
     struct cl_state *s = agent_state(a);
@@ -68,18 +73,110 @@ bool agent_can_change(struct agent *a, struct tern_err *err)
     return true;
 }
 
-uint64_t agent_send(struct agent *a, json_t *msg, struct tern_err *err)
+/* --- sending: a queue for what corosync cannot take right now --- */
+
+struct outq_item {
+    char *text;
+    size_t len;
+    struct outq_item *next;
+};
+
+struct outq {
+    struct outq_item *head, *tail;
+    size_t nr;
+    uint64_t timer;
+    int delay_ms;
+};
+
+#define OUTQ_MAX 100000
+
+static void outq_flush(struct agent *a);
+
+static void outq_retry(struct loop *l, void *opaque)
 {
+    (void)l;
+    struct agent *a = opaque;
+    a->outq->timer = 0;
+    outq_flush(a);
+}
+
+/* Sends what is queued, in order; on "try again" waits 1, 2, 4 ... 64 ms. */
+static void outq_flush(struct agent *a)
+{
+    struct outq *q = a->outq;
+    while (q->head && a->link) {
+        struct tern_err err;
+        int rc = cs_link_try_send(a->link, q->head->text, q->head->len, &err);
+        if (rc == 1) {
+            if (!q->timer) {
+                q->delay_ms = q->delay_ms ? (q->delay_ms < 64 ? q->delay_ms * 2 : 64) : 1;
+                q->timer = loop_add_timer(a->loop, q->delay_ms, outq_retry, a);
+            }
+            return;
+        }
+        if (rc < 0)
+            agent_log("sending to the cluster failed: %s; the message is dropped\n", err.msg);
+        struct outq_item *it = q->head;
+        q->head = it->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->nr--;
+        free(it->text);
+        free(it);
+    }
+    q->delay_ms = 0;
+}
+
+/* Encodes `msg` (origin added) and sends it now, or queues it behind what
+ * waits. The request id, or 0 with err. */
+static uint64_t send_msg(struct agent *a, json_t *msg, struct tern_err *err)
+{
+    if (a->outq->nr >= OUTQ_MAX) {
+        tern_err_coded(err, TERN_ERR_INTERNAL, "corosync has not taken the last %d messages; "
+                       "try again later", OUTQ_MAX);
+        return 0;
+    }
     uint64_t req = ++a->next_req;
     char *text = replica_encode(a->replica, msg, req, err);
     if (!text)
         return 0;
-    int rc = cs_link_send(a->link, text, strlen(text), err);
-    free(text);
-    if (rc < 0) {
-        tern_err_prefix(err, "sending to the cluster");
+    struct outq_item *it = calloc(1, sizeof(*it));
+    if (!it) {
+        free(text);
+        tern_err_coded(err, TERN_ERR_INTERNAL, "out of memory");
         return 0;
     }
+    it->text = text;
+    it->len = strlen(text);
+    if (a->outq->tail)
+        a->outq->tail->next = it;
+    else
+        a->outq->head = it;
+    a->outq->tail = it;
+    a->outq->nr++;
+    if (!a->outq->timer)
+        outq_flush(a);
+    return req;
+}
+
+uint64_t agent_send(struct agent *a, json_t *msg, struct tern_err *err)
+{
+    if (!agent_can_change(a, err))
+        return 0;
+    return send_msg(a, msg, err);
+}
+
+uint64_t agent_report(struct agent *a, json_t *msg)
+{
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    struct tern_err err;
+    if (!replica_ready(a->replica)) {
+        agent_log("not in step with the cluster; %s not sent now\n", type ? type : "?");
+        return 0;
+    }
+    uint64_t req = send_msg(a, msg, &err);
+    if (!req)
+        agent_log("sending %s: %s\n", type ? type : "?", err.msg);
     return req;
 }
 
@@ -89,16 +186,12 @@ static int on_replica_send(void *opaque, const void *data, size_t len)
 {
     struct agent *a = opaque;
     struct tern_err err;
-    int rc = cs_link_send(a->link, data, len, &err);
+    if (!a->link)
+        return -1;
+    int rc = cs_link_try_send(a->link, data, len, &err);
     if (rc < 0)
         agent_log("%s (will retry)\n", err.msg);
-    return rc;
-}
-
-static const char *msg_type(const json_t *msg)
-{
-    const char *t = msg ? json_string_value(json_object_get(msg, "type")) : NULL;
-    return t ? t : "?";
+    return rc == 0 ? 0 : -1; /* the replica keeps it and retries */
 }
 
 /* Our own announce came back: applied, this node is that host; refused,
@@ -110,7 +203,7 @@ static void on_own_announce(struct agent *a, int rc, const struct tern_err *err)
                   "stops: fix 'host =' in %s (or corosync's node name) and start it again\n",
                   a->nodeid, a->host, err ? err->msg : "refused", a->config_path);
         a->exit_status = 78;
-        a->stop_requested = true;
+        loop_stop(a->loop);
         return;
     }
     if (!a->reconciled && agent_is_host(a)) {
@@ -123,16 +216,16 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
                                const struct tern_err *err)
 {
     struct agent *a = opaque;
+    enum cl_msg_type type = cl_msg_type_of(msg);
     const json_t *o = msg ? json_object_get(msg, "origin") : NULL;
     bool ours = o && (uint32_t)json_integer_value(json_object_get(o, "node")) == a->nodeid;
-    if (rc < 0 && !strcmp(msg_type(msg), "migration_progress")) {
-        /* Progress that crossed the migration's end: nothing to say. */
-    } else if (rc < 0) {
-        /* Refusals of our own requests go back to the client; others are
-         * only worth a line in the log. */
+    if (rc < 0 && type != CL_MSG_MIGRATION_PROGRESS) {
+        /* Progress that crossed the migration's end is not worth a line;
+         * refusals of our own requests go back to the client, the others
+         * only to the log. */
         const struct cl_host *h = cl_state_host_by_nodeid(agent_state(a), sender);
-        agent_log("refused %s from %s: [%s] %s\n", msg_type(msg), h ? h->name : "?",
-                  tern_err_code_name(err ? err->code : 0), err ? err->msg : "?");
+        agent_log("refused %s from %s: [%s] %s\n", cl_msg_type_name(type) ?: "?",
+                  h ? h->name : "?", tern_err_code_name(err ? err->code : 0), err ? err->msg : "?");
     }
     if (ours && a->announce_req &&
         (uint64_t)json_integer_value(json_object_get(o, "req")) == a->announce_req) {
@@ -142,7 +235,7 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
     if (rc == 0 && msg)
         local_on_applied(a, msg);
     requests_on_applied(a, sender, msg, rc, err);
-    requests_poll(a);
+    agent_changed(a);
 }
 
 static void announce(struct agent *a)
@@ -150,17 +243,16 @@ static void announce(struct agent *a)
     uint32_t expected = cs_link_expected_votes(a->link);
     if (expected == 0)
         expected = (uint32_t)a->nr_nodes; /* votequorum did not say: one vote per node */
-    json_t *m = json_pack("{s:s, s:s, s:I, s:I, s:s, s:I}", "type", "host_announce", "host",
-                          a->host, "mem_mib", (json_int_t)a->cfg.mem_mib, "vcpus",
-                          (json_int_t)a->cfg.vcpus, "migration_addr", a->cfg.migration_addr,
-                          "expected_votes", (json_int_t)expected);
-    struct tern_err err;
-    uint64_t req = agent_send(a, m, &err);
+    json_t *m = cl_msg_new(CL_MSG_HOST_ANNOUNCE);
+    json_object_set_new(m, "host", json_string(a->host));
+    json_object_set_new(m, "mem_mib", json_integer((json_int_t)a->cfg.mem_mib));
+    json_object_set_new(m, "vcpus", json_integer((json_int_t)a->cfg.vcpus));
+    json_object_set_new(m, "migration_addr", json_string(a->cfg.migration_addr));
+    json_object_set_new(m, "expected_votes", json_integer((json_int_t)expected));
+    uint64_t req = agent_report(a, m);
     if (req) {
         a->announced = true;
         a->announce_req = req;
-    } else {
-        agent_log("announcing this host: %s (will retry)\n", err.msg);
     }
     json_decref(m);
 }
@@ -172,7 +264,7 @@ static void on_replica_membership(void *opaque)
      * expected votes) is right after merges too. */
     if (replica_synced(a->replica))
         a->announced = false;
-    requests_poll(a);
+    agent_changed(a);
 }
 
 /* TERN_TEST_FAULT=replica-local-refusal (tests): once synced, the next
@@ -196,11 +288,13 @@ static void on_replica_synced(void *opaque)
               (unsigned long long)cl_state_version(agent_state(a)),
               (unsigned long long)cl_state_quorum_epoch(agent_state(a)));
     a->announced = false;
+    agent_changed(a);
 }
 
 static void on_replica_installed(void *opaque, bool replaced)
 {
     struct agent *a = opaque;
+    agent_changed(a);
     if (!replaced)
         return;
     a->lineage++;
@@ -209,12 +303,8 @@ static void on_replica_installed(void *opaque, bool replaced)
               (unsigned long long)cl_state_version(agent_state(a)),
               (unsigned long long)cl_state_quorum_epoch(agent_state(a)));
     requests_on_replaced(a, false);
-    if (a->reconciled) {
-        if (agent_is_host(a))
-            local_reconcile(a, false);
-        else
-            a->reconciled = false; /* our identity must be confirmed again */
-    }
+    if (a->reconciled && !agent_is_host(a))
+        a->reconciled = false; /* our identity must be confirmed again */
 }
 
 static void on_replica_journal(void *opaque, const struct replica_event *ev)
@@ -270,6 +360,7 @@ static void on_confchg(void *opaque, const uint32_t *members, size_t nr_members,
     replica_confchg(a->replica, members, nr_members, left, why, nr_left, joined, nr_joined);
     if (why != small)
         free(why);
+    agent_changed(a);
 }
 
 static void on_quorum(void *opaque, bool quorate)
@@ -278,6 +369,7 @@ static void on_quorum(void *opaque, bool quorate)
     if (a->quorate != quorate)
         agent_log("quorum %s (votequorum)\n", quorate ? "gained" : "lost");
     a->quorate = quorate;
+    agent_changed(a);
 }
 
 static const struct cs_link_callbacks link_callbacks = {
@@ -326,6 +418,7 @@ static int find_host_name(struct agent *a, size_t *nr_nodes, struct tern_err *er
     return 0;
 }
 
+
 /* One ternd per node: locks on the state and run directories, taken before
  * anything else (before joining CPG), so a second one stops at once. */
 static int take_lock(struct agent *a, int slot, const char *dir, struct tern_err *err)
@@ -353,22 +446,9 @@ static int take_lock(struct agent *a, int slot, const char *dir, struct tern_err
     return 0;
 }
 
-static int open_replica(struct agent *a, struct cl_state *st, struct tern_err *err)
-{
-    a->replica = replica_new(a->nodeid, st, &replica_ops, a);
-    if (!a->replica) {
-        cl_state_free(st);
-        return tern_err_set(err, "out of memory");
-    }
-    /* After a whole-cluster restart, wait for a majority before choosing
-     * whose persisted copy wins: any majority includes a host that saw the
-     * last acknowledged change. */
-    replica_set_bootstrap_quorum(a->replica, a->nr_nodes / 2 + 1);
-    return 0;
-}
-
 /* corosync may still be starting (a host boot, a corosync restart): wait
- * for it, up to corosync_wait seconds, saying so now and then. */
+ * for it, up to corosync_wait seconds, saying so now and then. Only at
+ * start and when rejoining, before the loop runs its clients. */
 static int open_link(struct agent *a, struct tern_err *err)
 {
     double start = agent_now(), said = 0;
@@ -390,74 +470,90 @@ static int open_link(struct agent *a, struct tern_err *err)
     }
 }
 
-int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
+static int open_replica(struct agent *a, struct cl_state *st, struct tern_err *err)
 {
-    memset(a, 0, sizeof(*a));
-    a->listen_fd = -1;
-    a->lock_fds[0] = a->lock_fds[1] = -1;
-    snprintf(a->config_path, sizeof(a->config_path), "%s", config_path);
-    for (int i = 0; i < AGENT_MAX_CLIENTS; i++)
-        a->clients[i].fd = -1;
-    if (ternd_config_load(&a->cfg, config_path, err) < 0)
-        return -1;
-    if (take_lock(a, 0, a->cfg.state_dir, err) < 0 || take_lock(a, 1, a->cfg.run_dir, err) < 0)
-        return -1;
-    snprintf(a->env.vmm_path, sizeof(a->env.vmm_path), "%s", a->cfg.vmm_path);
-    snprintf(a->env.run_dir, sizeof(a->env.run_dir), "%s", a->cfg.run_dir);
-    snprintf(a->env.tls_dir, sizeof(a->env.tls_dir), "%s", a->cfg.tls_dir);
-    a->env.cgroup_dir[0] = '\0';
-    if (a->cfg.use_cgroups) {
-        size_t len = sizeof(a->env.cgroup_dir);
-        if ((a->cfg.cgroup_delegated ? cgroup_enter_delegated(a->env.cgroup_dir, len, err)
-                                     : cgroup_of_pid(0, a->env.cgroup_dir, len, err)) < 0)
-            return tern_err_prefix(err, "setting up the VMs' cgroups (or set cgroups = no)");
-    }
-    /* Request ids must never repeat, also across restarts: the state keeps
-     * the last one applied from each node. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    a->next_req = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-
-    struct cl_state *st = cl_state_new();
-    if (!st)
+    a->replica = replica_new(a->nodeid, st, &replica_ops, a);
+    if (!a->replica) {
+        cl_state_free(st);
         return tern_err_set(err, "out of memory");
-    int loaded = 0;
-    if (state_store_open(&a->store, a->cfg.state_dir, st, &loaded, err) < 0) {
-        cl_state_free(st);
-        return tern_err_prefix(err, "loading the persisted cluster state");
     }
-    if (open_link(a, err) < 0) {
-        cl_state_free(st);
-        return -1;
-    }
-    a->nodeid = cs_link_local_nodeid(a->link);
-    a->quorate = cs_link_quorate(a->link);
-    if (find_host_name(a, &a->nr_nodes, err) < 0) {
-        cl_state_free(st);
-        return -1;
-    }
-    if (open_replica(a, st, err) < 0)
-        return -1;
-    if (api_open(a, err) < 0)
-        return -1;
-    local_reattach(a);
-    agent_log("%s (node %u) up; control socket %s; state in %s (%s)\n", a->host, a->nodeid,
-              a->cfg.control_socket, a->cfg.state_dir, loaded ? "loaded" : "new");
+    /* After a whole-cluster restart, wait for a majority before choosing
+     * whose persisted copy wins: any majority includes a host that saw the
+     * last acknowledged change. */
+    replica_set_bootstrap_quorum(a->replica, a->nr_nodes / 2 + 1);
     return 0;
 }
 
-void agent_destroy(struct agent *a)
+static void on_link_fd(struct loop *l, int fd, unsigned events, void *opaque);
+static void on_store_fd(struct loop *l, int fd, unsigned events, void *opaque);
+
+/* The link's fds into the loop (again after a rejoin). */
+static int watch_link(struct agent *a, struct tern_err *err)
 {
-    api_close(a);
-    local_stop_all_tracking(a);
-    if (a->link)
-        cs_link_close(a->link);
-    if (a->replica)
-        replica_free(a->replica);
-    state_store_close(a->store); /* writes what is queued */
-    for (int i = 0; i < 2; i++)
-        if (a->lock_fds[i] >= 0)
-            close(a->lock_fds[i]);
+    struct pollfd fds[CS_LINK_NFDS];
+    if (cs_link_pollfds(a->link, fds) < 0)
+        return tern_err_set(err, "cannot get corosync's fds");
+    for (int i = 0; i < CS_LINK_NFDS; i++)
+        if (loop_add_fd(a->loop, fds[i].fd, LOOP_READ, on_link_fd, a, err) < 0)
+            return -1;
+    return 0;
+}
+
+static void unwatch_link(struct agent *a)
+{
+    struct pollfd fds[CS_LINK_NFDS];
+    if (a->link && cs_link_pollfds(a->link, fds) == 0)
+        for (int i = 0; i < CS_LINK_NFDS; i++)
+            loop_del_fd(a->loop, fds[i].fd);
+}
+
+/* --- the loop --- */
+
+static void on_link_fd(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    struct agent *a = opaque;
+    (void)events;
+    struct pollfd fds[CS_LINK_NFDS];
+    if (cs_link_pollfds(a->link, fds) < 0)
+        return;
+    for (int i = 0; i < CS_LINK_NFDS; i++)
+        fds[i].revents = fds[i].fd == fd ? POLLIN : 0;
+    struct tern_err err;
+    if (cs_link_dispatch(a->link, fds, &err) < 0) {
+        agent_log("corosync connection lost; ternd stops (VMs keep running): %s\n", err.msg);
+        a->exit_status = 1;
+        loop_stop(l);
+    }
+}
+
+/* What the worker made durable goes to the replica (which tells the
+ * others); a disk that fails is logged (acknowledgements wait). */
+static void on_store_fd(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)l;
+    (void)fd;
+    (void)events;
+    struct agent *a = opaque;
+    uint64_t version;
+    char failure[TERN_ERR_MAX];
+    if (state_store_durable(a->store, &version, failure, sizeof(failure))) {
+        replica_persisted(a->replica, version);
+        agent_changed(a);
+    }
+    if (failure[0])
+        agent_log("persisting the cluster state failed: %s; changes are not acknowledged until "
+                  "it works again (retrying with a full snapshot)\n", failure);
+}
+
+static void on_signal(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)events;
+    (void)opaque;
+    struct signalfd_siginfo si;
+    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        agent_log("signal %u: stopping (VMs keep running)\n", si.ssi_signo);
+        loop_stop(l);
+    }
 }
 
 /* The replica cannot be trusted any more: leave the group, reload the
@@ -466,6 +562,7 @@ void agent_destroy(struct agent *a)
 static int rejoin(struct agent *a, struct tern_err *err)
 {
     a->rejoin = false;
+    unwatch_link(a);
     cs_link_close(a->link);
     a->link = NULL;
     replica_free(a->replica);
@@ -486,22 +583,11 @@ static int rejoin(struct agent *a, struct tern_err *err)
     a->announce_req = 0;
     if (open_link(a, err) < 0)
         return tern_err_prefix(err, "rejoining the cluster");
+    if (watch_link(a, err) < 0)
+        return -1;
     a->quorate = cs_link_quorate(a->link);
     agent_log("rejoined the cluster group; waiting for the cluster state\n");
     return 0;
-}
-
-/* What the worker made durable goes to the replica (which tells the
- * others); a disk that fails is logged (acknowledgements wait). */
-static void store_progress(struct agent *a)
-{
-    uint64_t version;
-    char failure[TERN_ERR_MAX];
-    if (state_store_durable(a->store, &version, failure, sizeof(failure)))
-        replica_persisted(a->replica, version);
-    if (failure[0])
-        agent_log("persisting the cluster state failed: %s; changes are not acknowledged until "
-                  "it works again (retrying with a full snapshot)\n", failure);
 }
 
 /* A sync round that does not end (an offer or the state never came): give
@@ -525,94 +611,155 @@ static void check_round(struct agent *a)
     }
 }
 
-int agent_run(struct agent *a, struct tern_err *err)
+static void on_tick(struct loop *l, void *opaque)
 {
+    struct agent *a = opaque;
+    if (replica_ready(a->replica) && !a->announced)
+        announce(a);
+    replica_flush(a->replica);
+    check_round(a);
+    agent_changed(a); /* deadlines of requests, level-triggered settling */
+    loop_add_timer(l, AGENT_TICK_MS, on_tick, a);
+}
+
+/* After every round of events: settle what runs here against the state,
+ * complete what requests can complete. */
+static void before_sleep(struct loop *l, void *opaque)
+{
+    struct agent *a = opaque;
+    if (a->rejoin) {
+        struct tern_err err;
+        if (rejoin(a, &err) < 0) {
+            agent_log("%s; ternd stops (VMs keep running)\n", err.msg);
+            a->exit_status = 1;
+            loop_stop(l);
+            return;
+        }
+    }
+    if (!a->dirty)
+        return;
+    a->dirty = false;
+    if (a->reconciled)
+        local_reconcile(a, false);
+    requests_poll(a);
+}
+
+int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
+{
+    memset(a, 0, sizeof(*a));
+    a->lock_fds[0] = a->lock_fds[1] = -1;
+    a->signal_fd = -1;
+    snprintf(a->config_path, sizeof(a->config_path), "%s", config_path);
+    if (ternd_config_load(&a->cfg, config_path, err) < 0)
+        return -1;
+    if (take_lock(a, 0, a->cfg.state_dir, err) < 0 || take_lock(a, 1, a->cfg.run_dir, err) < 0)
+        return -1;
+    snprintf(a->env.vmm_path, sizeof(a->env.vmm_path), "%s", a->cfg.vmm_path);
+    snprintf(a->env.run_dir, sizeof(a->env.run_dir), "%s", a->cfg.run_dir);
+    snprintf(a->env.tls_dir, sizeof(a->env.tls_dir), "%s", a->cfg.tls_dir);
+    a->env.cgroup_dir[0] = '\0';
+    if (a->cfg.use_cgroups) {
+        size_t len = sizeof(a->env.cgroup_dir);
+        if ((a->cfg.cgroup_delegated ? cgroup_enter_delegated(a->env.cgroup_dir, len, err)
+                                     : cgroup_of_pid(0, a->env.cgroup_dir, len, err)) < 0)
+            return tern_err_prefix(err, "setting up the VMs' cgroups (or set cgroups = no)");
+    }
+    /* Request ids must never repeat, also across restarts: the state keeps
+     * the last one applied from each node. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    a->next_req = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    if (loop_new(&a->loop, err) < 0)
+        return -1;
+    a->outq = calloc(1, sizeof(*a->outq));
+    if (!a->outq)
+        return tern_err_set(err, "out of memory");
+    if (requests_new(a, err) < 0 || local_new(a, err) < 0)
+        return -1;
+
+    struct cl_state *st = cl_state_new();
+    if (!st)
+        return tern_err_set(err, "out of memory");
+    int loaded = 0;
+    if (state_store_open(&a->store, a->cfg.state_dir, st, &loaded, err) < 0) {
+        cl_state_free(st);
+        return tern_err_prefix(err, "loading the persisted cluster state");
+    }
+    if (open_link(a, err) < 0) {
+        cl_state_free(st);
+        return -1;
+    }
+    a->nodeid = cs_link_local_nodeid(a->link);
+    a->quorate = cs_link_quorate(a->link);
+    if (find_host_name(a, &a->nr_nodes, err) < 0) {
+        cl_state_free(st);
+        return -1;
+    }
+    if (open_replica(a, st, err) < 0)
+        return -1;
+
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
         return tern_err_errno(err, errno, "blocking signals");
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0)
+    a->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (a->signal_fd < 0)
         return tern_err_errno(err, errno, "signalfd");
     signal(SIGPIPE, SIG_IGN);
+    if (loop_add_fd(a->loop, a->signal_fd, LOOP_READ, on_signal, a, err) < 0 ||
+        loop_add_fd(a->loop, state_store_fd(a->store), LOOP_READ, on_store_fd, a, err) < 0 ||
+        watch_link(a, err) < 0)
+        return -1;
+    if (api_open(a, err) < 0)
+        return -1;
+    local_reattach(a);
+    loop_set_before_sleep(a->loop, before_sleep, a);
+    if (!loop_add_timer(a->loop, AGENT_TICK_MS, on_tick, a))
+        return tern_err_set(err, "out of memory");
+    agent_log("%s (node %u) up; control socket %s; state in %s (%s)\n", a->host, a->nodeid,
+              a->cfg.control_socket, a->cfg.state_dir, loaded ? "loaded" : "new");
+    return 0;
+}
 
-    double next_tick = agent_now();
-    int rc = 0;
-    while (!a->stop_requested) {
-        if (a->rejoin && rejoin(a, err) < 0) {
-            rc = -1;
-            break;
-        }
-        struct pollfd fds[2 + CS_LINK_NFDS + 1 + AGENT_MAX_CLIENTS + 2 * AGENT_MAX_VMS];
-        int slots[2 * AGENT_MAX_VMS];
-        int n = 0;
-        fds[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        fds[n++] = (struct pollfd){.fd = state_store_fd(a->store), .events = POLLIN};
-        int link_first = n;
-        if (cs_link_pollfds(a->link, &fds[n]) < 0) {
-            rc = tern_err_set(err, "corosync connection lost; ternd stops (VMs keep running)");
-            break;
-        }
-        n += CS_LINK_NFDS;
-        int api_first = n;
-        int api_n = api_pollfds(a, &fds[n], 1 + AGENT_MAX_CLIENTS);
-        n += api_n;
-        int vm_first = n;
-        int vm_n = local_pollfds(a, &fds[n], 2 * AGENT_MAX_VMS, slots);
-        n += vm_n;
-
-        double now = agent_now();
-        int timeout = (int)((next_tick - now) * 1000.0);
-        if (timeout < 0)
-            timeout = 0;
-        int pr = poll(fds, (nfds_t)n, timeout);
-        if (pr < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = tern_err_errno(err, errno, "poll");
-            break;
-        }
-        if (fds[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                agent_log("signal %u: stopping (VMs keep running)\n", si.ssi_signo);
-                a->stop_requested = true;
-            }
-        }
-        if (fds[1].revents & POLLIN)
-            store_progress(a);
-        if (cs_link_dispatch(a->link, &fds[link_first], err) < 0) {
-            rc = tern_err_prefix(err, "corosync connection lost; ternd stops (VMs keep running)");
-            break;
-        }
-        if (a->rejoin)
-            continue;
-        api_handle(a, &fds[api_first], api_n);
-        local_handle(a, &fds[vm_first], vm_n, slots);
-        /* A migration that just began must not wait for a slow tick. */
-        if (local_migrating(a) && next_tick > agent_now() + AGENT_MIGRATION_TICK_MS / 1000.0)
-            next_tick = agent_now() + AGENT_MIGRATION_TICK_MS / 1000.0;
-        if (a->tick_now) {
-            a->tick_now = false;
-            next_tick = agent_now();
-        }
-        requests_poll(a); /* acknowledgements follow the others' reports */
-
-        if (agent_now() >= next_tick) {
-            int next_ms = AGENT_TICK_MS;
-            if (replica_ready(a->replica) && !a->announced)
-                announce(a);
-            replica_flush(a->replica);
-            check_round(a);
-            next_ms = local_tick(a);
-            requests_poll(a);
-            next_tick = agent_now() + next_ms / 1000.0;
-        }
-    }
-    close(sfd);
-    if (rc == 0 && a->exit_status)
+int agent_run(struct agent *a, struct tern_err *err)
+{
+    int rc = loop_run(a->loop, err);
+    if (rc == 0 && a->exit_status == 78)
         rc = tern_err_set(err, "stopped: this node cannot act as host '%s'", a->host);
+    else if (rc == 0 && a->exit_status)
+        rc = tern_err_set(err, "stopped (see the lines above)");
     return rc;
+}
+
+void agent_destroy(struct agent *a)
+{
+    if (a->loop)
+        api_close(a);
+    if (a->local)
+        local_free(a);
+    if (a->requests)
+        requests_free(a);
+    unwatch_link(a);
+    if (a->link)
+        cs_link_close(a->link);
+    if (a->replica)
+        replica_free(a->replica);
+    state_store_close(a->store); /* writes what is queued */
+    if (a->outq) {
+        for (struct outq_item *it = a->outq->head; it;) {
+            struct outq_item *n = it->next;
+            free(it->text);
+            free(it);
+            it = n;
+        }
+        free(a->outq);
+    }
+    if (a->signal_fd >= 0)
+        close(a->signal_fd);
+    loop_free(a->loop);
+    for (int i = 0; i < 2; i++)
+        if (a->lock_fds[i] >= 0)
+            close(a->lock_fds[i]);
 }

@@ -349,6 +349,20 @@ int cs_link_dispatch(struct cs_link *l, const struct pollfd *fds, struct tern_er
     return 0;
 }
 
+int cs_link_try_send(struct cs_link *l, const void *msg, size_t len, struct tern_err *err)
+{
+    if (len > CS_LINK_MAX_MSG)
+        return tern_err_set(err, "CPG message of %zu bytes is larger than the %u-byte limit", len,
+                            CS_LINK_MAX_MSG);
+    struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+    cs_error_t rc = cpg_mcast_joined(l->cpg, CPG_TYPE_AGREED, &iov, 1);
+    if (rc == CS_ERR_TRY_AGAIN)
+        return 1;
+    if (rc != CS_OK)
+        return cs_fail(err, "cpg_mcast_joined", rc);
+    return 0;
+}
+
 int cs_link_send(struct cs_link *l, const void *msg, size_t len, struct tern_err *err)
 {
     if (len > CS_LINK_MAX_MSG)

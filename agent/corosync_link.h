@@ -74,6 +74,11 @@ int cs_link_dispatch(struct cs_link *l, const struct pollfd *fds, struct tern_er
  * 2 s, blocking the caller, then fails. */
 int cs_link_send(struct cs_link *l, const void *msg, size_t len, struct tern_err *err);
 
+/* The same without waiting: 0 sent, 1 corosync asks to try again later
+ * (CS_ERR_TRY_AGAIN: congested, or a membership change being settled), -1
+ * failed (err). For an event loop, which retries from a timer. */
+int cs_link_try_send(struct cs_link *l, const void *msg, size_t len, struct tern_err *err);
+
 /* The configured nodes (cmap nodelist.node.N.{nodeid,name,ring0_addr}),
  * sorted by nodeid. Fails if there are more than `max`. */
 int cs_link_nodelist(struct cs_link *l, struct cs_node *nodes, size_t max, size_t *nr,

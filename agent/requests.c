@@ -4,12 +4,70 @@
  * over (a VM runs, a migration finished, a host is evacuated). */
 #include "agent.h"
 
+#include "../ha/plan.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SIMPLE_TIMEOUT_S 15.0
 #define START_STOP_TIMEOUT_S 90.0
+#define MAX_PENDING 1024
+
+enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE };
+
+struct evac_item {
+    char vm[CL_NAME_MAX];
+    char to[CL_NAME_MAX];
+    uint64_t req;           /* migration_begin request id */
+    uint64_t mig_id;
+    int state;              /* 0 queued, 1 begun, 2 done, 3 failed */
+    double t_start;
+};
+
+struct pending {
+    bool used;
+    enum pending_kind kind;
+    int client;             /* client slot, or -1 (nobody waits) */
+    uint64_t client_gen;
+    uint64_t req;           /* request id of the message awaited */
+    bool applied;           /* that message was applied */
+    uint64_t applied_version; /* the state's version right after it */
+    uint64_t lineage;       /* agent's lineage when it was applied */
+    char type[32];          /* its message type */
+    char vm[CL_NAME_MAX];
+    char host[CL_NAME_MAX];
+    uint64_t mig_id;
+    bool wait;
+    double t_start, deadline;
+    /* evacuation */
+    struct evac_item *items;
+    size_t nr_items;
+    unsigned parallel;
+    json_t *moved, *failed;
+};
+
+/* The requests waiting for the cluster (this module's own state). */
+struct requests {
+    struct pending pend[MAX_PENDING];
+};
+
+int requests_new(struct agent *a, struct tern_err *err)
+{
+    a->requests = calloc(1, sizeof(*a->requests));
+    return a->requests ? 0 : tern_err_set(err, "out of memory");
+}
+
+void requests_free(struct agent *a)
+{
+    for (int i = 0; i < MAX_PENDING; i++) {
+        free(a->requests->pend[i].items);
+        json_decref(a->requests->pend[i].moved);
+        json_decref(a->requests->pend[i].failed);
+    }
+    free(a->requests);
+    a->requests = NULL;
+}
 
 static json_t *cluster_json(struct agent *a)
 {
@@ -68,8 +126,8 @@ static json_t *migrations_json(struct agent *a)
 static struct pending *pending_new(struct agent *a, enum pending_kind kind, int client,
                                    uint64_t gen)
 {
-    for (int i = 0; i < AGENT_MAX_PENDING; i++) {
-        struct pending *p = &a->pend[i];
+    for (int i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &a->requests->pend[i];
         if (!p->used) {
             memset(p, 0, sizeof(*p));
             p->used = true;
@@ -329,13 +387,25 @@ static void evac_start(struct agent *a, struct pending *p)
     struct cl_state *s = agent_state(a);
     size_t nr_vms = cl_state_nr_vms(s);
     p->items = calloc(nr_vms ? nr_vms : 1, sizeof(*p->items)); /* at most every VM */
+    struct cl_placement *plan = calloc(nr_vms ? nr_vms : 1, sizeof(*plan));
     p->moved = json_array();
     p->failed = json_array();
+    /* The plan's order: highest priority first, then by name; where each
+     * goes is decided again as each one starts (others move meanwhile). */
+    size_t n = p->items && plan ? cl_plan_evacuation(s, p->host, plan, nr_vms) : 0;
+    for (size_t i = 0; i < n; i++)
+        snprintf(p->items[p->nr_items++].vm, CL_NAME_MAX, "%s", plan[i].vm);
     for (size_t i = 0; i < nr_vms && p->items; i++) {
+        /* Those busy (starting, migrating) move once they can: followed below. */
         const struct cl_vm *vm = cl_state_vm_at(s, i);
-        if (!strcmp(vm->owner, p->host) && vm->run != CL_RUN_STOPPED && vm->run != CL_RUN_CRASHED)
+        bool listed = false;
+        for (size_t k = 0; k < n && !listed; k++)
+            listed = !strcmp(plan[k].vm, vm->name);
+        if (!listed && !strcmp(vm->owner, p->host) && vm->run != CL_RUN_STOPPED &&
+            vm->run != CL_RUN_CRASHED)
             snprintf(p->items[p->nr_items++].vm, CL_NAME_MAX, "%s", vm->name);
     }
+    free(plan);
     evac_next(a, p);
 }
 
@@ -400,14 +470,19 @@ static void evac_next(struct agent *a, struct pending *p)
             active++;
             continue;
         }
-        if (cl_state_place(s, &vm->cfg, p->host, it->to, &err) < 0) {
+        struct cl_placement pl;
+        snprintf(pl.vm, sizeof(pl.vm), "%s", it->vm);
+        if (cl_plan_place(s, &pl, 1, p->host) == 0) {
             it->state = 3;
             json_array_append_new(p->failed, json_pack("{s:s, s:s}", "vm", it->vm, "error",
-                                                       err.msg));
+                                                       pl.why));
             continue;
         }
-        json_t *msg = json_pack("{s:s, s:s, s:s, s:I}", "type", "migration_begin", "vm", it->vm,
-                                "to", it->to, "downtime_ms", (json_int_t)50);
+        snprintf(it->to, sizeof(it->to), "%s", pl.host);
+        json_t *msg = cl_msg_new(CL_MSG_MIGRATION_BEGIN);
+        json_object_set_new(msg, "vm", json_string(it->vm));
+        json_object_set_new(msg, "to", json_string(it->to));
+        json_object_set_new(msg, "downtime_ms", json_integer(50));
         it->req = agent_send(a, msg, &err);
         json_decref(msg);
         if (!it->req) {
@@ -441,23 +516,23 @@ static json_t *mig_result(const json_t *msg, const char *outcome)
 }
 
 /* Migration events (from any host) for pending migrate/evacuate requests. */
-static void on_migration_event(struct agent *a, struct pending *p, const char *type,
+static void on_migration_event(struct agent *a, struct pending *p, enum cl_msg_type type,
                                const json_t *msg, uint64_t id)
 {
     if (p->kind == PEND_MIGRATE && p->mig_id == id) {
-        if (!strcmp(type, "migration_progress") && p->wait) {
+        if (type == CL_MSG_MIGRATION_PROGRESS && p->wait) {
             json_t *pr = json_deep_copy(json_object_get(msg, "progress"));
             if (json_is_object(pr))
                 json_object_set_new(pr, "id", json_integer((json_int_t)id));
             json_t *line = json_pack("{s:o}", "progress", pr ? pr : json_object());
             api_send(a, p->client, p->client_gen, line);
             json_decref(line);
-        } else if (!strcmp(type, "migration_done")) {
+        } else if (type == CL_MSG_MIGRATION_DONE) {
             json_t *res = mig_result(msg, "succeeded");
             json_object_set_new(res, "total_s", json_real(agent_now() - p->t_start));
             api_reply_ok(a, p->client, p->client_gen, json_pack("{s:o}", "migration", res));
             pending_free(p);
-        } else if (!strcmp(type, "migration_abort")) {
+        } else if (type == CL_MSG_MIGRATION_ABORT) {
             const char *reason = json_string_value(json_object_get(msg, "reason"));
             api_reply_err(a, p->client, p->client_gen, "failed", "migration of '%s' to %s failed: %s",
                           p->vm, p->host, reason ? reason : "aborted");
@@ -471,9 +546,9 @@ static void on_migration_event(struct agent *a, struct pending *p, const char *t
         struct evac_item *it = &p->items[i];
         if (it->state != 1 || it->mig_id != id)
             continue;
-        if (!strcmp(type, "migration_progress")) {
+        if (type == CL_MSG_MIGRATION_PROGRESS) {
             evac_progress(a, p, it, json_object_get(msg, "progress"));
-        } else if (!strcmp(type, "migration_done")) {
+        } else if (type == CL_MSG_MIGRATION_DONE) {
             it->state = 2;
             json_t *res = mig_result(msg, "succeeded");
             json_object_set_new(res, "vm", json_string(it->vm));
@@ -483,7 +558,7 @@ static void on_migration_event(struct agent *a, struct pending *p, const char *t
             json_array_append_new(p->moved, res);
             evac_progress(a, p, it, NULL);
             evac_next(a, p);
-        } else if (!strcmp(type, "migration_abort")) {
+        } else if (type == CL_MSG_MIGRATION_ABORT) {
             it->state = 3;
             const char *reason = json_string_value(json_object_get(msg, "reason"));
             json_array_append_new(p->failed, json_pack("{s:s, s:s}", "vm", it->vm, "error",
@@ -500,19 +575,20 @@ void requests_on_applied(struct agent *a, uint32_t sender, const json_t *msg, in
     (void)sender;
     if (!msg)
         return;
-    const char *type = json_string_value(json_object_get(msg, "type"));
-    if (!type)
+    enum cl_msg_type type = cl_msg_type_of(msg);
+    if (type == CL_MSG_UNKNOWN)
         return;
     uint32_t node;
     uint64_t req = msg_origin_req(msg, &node);
     bool ours = node == a->nodeid && req != 0;
     struct cl_state *s = agent_state(a);
 
-    for (int i = 0; i < AGENT_MAX_PENDING; i++) {
-        struct pending *p = &a->pend[i];
+    for (int i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &a->requests->pend[i];
         if (!p->used)
             continue;
-        if (rc == 0 && !strncmp(type, "migration_", 10) &&
+        bool migration = type >= CL_MSG_MIGRATION_BEGIN && type <= CL_MSG_MIGRATION_ABORT;
+        if (rc == 0 && migration &&
             (p->kind == PEND_MIGRATE || p->kind == PEND_EVACUATE)) {
             uint64_t id = (uint64_t)json_integer_value(json_object_get(msg, "id"));
             if (id)
@@ -584,8 +660,8 @@ void requests_on_replaced(struct agent *a, bool rejoined)
 {
     struct cl_state *s = agent_state(a);
     uint64_t mine = cl_state_origin_req(s, a->nodeid);
-    for (int i = 0; i < AGENT_MAX_PENDING; i++) {
-        struct pending *p = &a->pend[i];
+    for (int i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &a->requests->pend[i];
         if (!p->used || !p->req || (p->kind == PEND_EVACUATE && p->applied))
             continue;
         if (p->applied || rejoined) {
@@ -610,8 +686,8 @@ void requests_poll(struct agent *a)
 {
     struct cl_state *s = agent_state(a);
     double now = agent_now();
-    for (int i = 0; i < AGENT_MAX_PENDING; i++) {
-        struct pending *p = &a->pend[i];
+    for (int i = 0; i < MAX_PENDING; i++) {
+        struct pending *p = &a->requests->pend[i];
         if (!p->used)
             continue;
         if (p->kind == PEND_SIMPLE && durable(a, p)) {

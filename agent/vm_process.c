@@ -721,7 +721,7 @@ static int wait_ready(struct vm_process *p, off_t log_from, struct tern_err *err
     }
 }
 
-int vm_process_start(struct vm_process *p, const struct vm_process_env *env, const char *name,
+int vm_process_spawn(struct vm_process *p, const struct vm_process_env *env, const char *name,
                      const struct cl_vm_config *cfg, const char *listen_addr,
                      uint16_t incoming_port, const char *token, struct tern_err *err)
 {
@@ -837,8 +837,7 @@ int vm_process_start(struct vm_process *p, const struct vm_process_env *env, con
         abandon(p);
         return tern_err_prefix(err, "starting VM '%s'", name);
     }
-    if (wait_ready(p, log_from, err) < 0)
-        return tern_err_prefix(err, "starting VM '%s'", name);
+    p->log_from = log_from;
     return 0;
 
 fail_fds:
@@ -977,4 +976,69 @@ void vm_process_kill(struct vm_process *p)
     sys_pidfd_send_signal(p->pidfd, SIGKILL);
     pidfd_wait(p->pidfd, KILL_WAIT_MS);
     vm_process_reap(p);
+}
+
+int vm_process_start(struct vm_process *p, const struct vm_process_env *env, const char *name,
+                     const struct cl_vm_config *cfg, const char *listen_addr,
+                     uint16_t incoming_port, const char *token, struct tern_err *err)
+{
+    if (vm_process_spawn(p, env, name, cfg, listen_addr, incoming_port, token, err) < 0)
+        return -1;
+    if (wait_ready(p, p->log_from, err) < 0)
+        return tern_err_prefix(err, "starting VM '%s'", name);
+    return 0;
+}
+
+/* A connect that succeeds at once: the control socket listens. */
+static bool control_listens(const struct vm_process *p)
+{
+    struct sockaddr_un addr;
+    if (unix_addr_fill(&addr, p->control, "control socket", NULL) < 0)
+        return false;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return false;
+    bool ok = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+    close(fd);
+    return ok;
+}
+
+int vm_process_poll_ready(struct vm_process *p, struct tern_err *err)
+{
+    if (p->pidfd < 0 || pidfd_wait(p->pidfd, 0)) {
+        vm_process_reap(p);
+        char tail[ERR_TAIL_BYTES + 64];
+        log_since(p, p->log_from, tail, sizeof(tail));
+        return tern_err_set(err, "starting VM '%s': tern-vmm exited with status %d before its "
+                                 "control socket answered: %s",
+                            p->name, p->exit_status, tail[0] ? tail : "(no output)");
+    }
+    if (access(p->control, F_OK) == 0 && control_listens(p))
+        return 1;
+    if (p->incoming && log_contains(p, p->log_from, INCOMING_READY))
+        return 1;
+    return 0;
+}
+
+void vm_process_give_up(struct vm_process *p, struct tern_err *err)
+{
+    char tail[ERR_TAIL_BYTES + 64];
+    log_since(p, p->log_from, tail, sizeof(tail));
+    pid_t pid = p->pid;
+    abandon(p);
+    tern_err_set(err, "starting VM '%s': tern-vmm (pid %d) did not answer on %s within %d s; "
+                      "killed it. Its log: %s",
+                 p->name, (int)pid, p->control, START_TIMEOUT_MS / 1000,
+                 tail[0] ? tail : "(no output)");
+}
+
+int vm_process_start_timeout_ms(void)
+{
+    return START_TIMEOUT_MS;
+}
+
+void vm_process_signal(const struct vm_process *p, int sig)
+{
+    if (p->pidfd >= 0)
+        sys_pidfd_send_signal(p->pidfd, sig);
 }

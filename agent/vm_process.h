@@ -27,6 +27,7 @@ struct vm_process {
     bool incoming;               /* started with --incoming */
     int exit_status;             /* after vm_process_reap: exit code, 128+sig, -1 unknown */
     char cgroup[PATH_MAX];       /* its cgroup, removed at reap; "" if none */
+    off_t log_from;              /* where this run's output starts in vmm.log */
 };
 
 struct vm_process_env {
@@ -35,6 +36,23 @@ struct vm_process_env {
     char cgroup_dir[PATH_MAX];   /* parent cgroup for VMs ("" = don't use cgroups) */
     char tls_dir[PATH_MAX];      /* for incoming migrations */
 };
+
+/* vm_process_start without the wait: forks and execs tern-vmm (returning
+ * once exec succeeded or failed, which takes a few milliseconds), opens
+ * its pidfd and writes its pid file. Then vm_process_poll_ready tells,
+ * without blocking, when it answers (1), that it ended (-1, reaped, err
+ * with its log), or not yet (0); after vm_process_start_timeout_ms without
+ * an answer, vm_process_give_up kills it and says so in err. The agent's
+ * loop uses these; vm_process_start is for tools and tests. */
+int vm_process_spawn(struct vm_process *p, const struct vm_process_env *env, const char *name,
+                     const struct cl_vm_config *cfg, const char *listen_addr,
+                     uint16_t incoming_port, const char *token, struct tern_err *err);
+int vm_process_poll_ready(struct vm_process *p, struct tern_err *err);
+void vm_process_give_up(struct vm_process *p, struct tern_err *err);
+int vm_process_start_timeout_ms(void);
+
+/* Sends `sig` through the pidfd (never to a recycled pid). */
+void vm_process_signal(const struct vm_process *p, int sig);
 
 /* Starts `tern-vmm run` for cfg. incoming_port 0 = a normal boot; otherwise
  * `--incoming tls://listen_addr:port --tls-dir --token token --commit-gate`.

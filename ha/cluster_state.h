@@ -122,6 +122,35 @@ struct cl_config {
     size_t nr_left;
 };
 
+/* The state messages (docs/cluster-state.md "Messages"), as an enum with
+ * one name table: code dispatches on these, never on strings parsed back. */
+enum cl_msg_type {
+    CL_MSG_UNKNOWN = 0,
+    CL_MSG_HOST_ANNOUNCE,
+    CL_MSG_HOST_MODE,
+    CL_MSG_HOST_REMOVE,
+    CL_MSG_VM_DEFINE,
+    CL_MSG_VM_UNDEFINE,
+    CL_MSG_VM_START,
+    CL_MSG_VM_STOP,
+    CL_MSG_VM_REPORT,
+    CL_MSG_MIGRATION_BEGIN,
+    CL_MSG_MIGRATION_LISTENING,
+    CL_MSG_MIGRATION_PROGRESS,
+    CL_MSG_MIGRATION_COMMIT,
+    CL_MSG_MIGRATION_DONE,
+    CL_MSG_MIGRATION_ABORT,
+    CL_MSG__COUNT
+};
+
+/* "host_announce" ...; NULL for CL_MSG_UNKNOWN and out of range. */
+const char *cl_msg_type_name(enum cl_msg_type t);
+/* The type of a message object ({"type": NAME, ...}): CL_MSG_UNKNOWN if it
+ * has none or an unknown one. */
+enum cl_msg_type cl_msg_type_of(const json_t *msg);
+/* {"type": NAME} to add fields to (NULL when out of memory). */
+json_t *cl_msg_new(enum cl_msg_type t);
+
 struct cl_state;
 
 struct cl_state *cl_state_new(void);

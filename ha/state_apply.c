@@ -589,25 +589,47 @@ static int h_migration_abort(struct msg_ctx *c, struct tern_err *err)
 enum { ANY_CONFIG, QUORATE_ONLY };
 
 static const struct {
-    const char *type;
+    const char *name;
     int (*fn)(struct msg_ctx *c, struct tern_err *err);
     int quorum;
-} handlers[] = {
-    {"host_announce", h_host_announce, ANY_CONFIG},
-    {"host_mode", h_host_mode, QUORATE_ONLY},
-    {"host_remove", h_host_remove, QUORATE_ONLY},
-    {"vm_define", h_vm_define, QUORATE_ONLY},
-    {"vm_undefine", h_vm_undefine, QUORATE_ONLY},
-    {"vm_start", h_vm_start, QUORATE_ONLY},
-    {"vm_stop", h_vm_stop, QUORATE_ONLY},
-    {"vm_report", h_vm_report, ANY_CONFIG},
-    {"migration_begin", h_migration_begin, QUORATE_ONLY},
-    {"migration_listening", h_migration_listening, ANY_CONFIG},
-    {"migration_progress", h_migration_progress, ANY_CONFIG},
-    {"migration_commit", h_migration_commit, QUORATE_ONLY},
-    {"migration_done", h_migration_done, ANY_CONFIG},
-    {"migration_abort", h_migration_abort, ANY_CONFIG},
+} handlers[CL_MSG__COUNT] = {
+    [CL_MSG_HOST_ANNOUNCE] = {"host_announce", h_host_announce, ANY_CONFIG},
+    [CL_MSG_HOST_MODE] = {"host_mode", h_host_mode, QUORATE_ONLY},
+    [CL_MSG_HOST_REMOVE] = {"host_remove", h_host_remove, QUORATE_ONLY},
+    [CL_MSG_VM_DEFINE] = {"vm_define", h_vm_define, QUORATE_ONLY},
+    [CL_MSG_VM_UNDEFINE] = {"vm_undefine", h_vm_undefine, QUORATE_ONLY},
+    [CL_MSG_VM_START] = {"vm_start", h_vm_start, QUORATE_ONLY},
+    [CL_MSG_VM_STOP] = {"vm_stop", h_vm_stop, QUORATE_ONLY},
+    [CL_MSG_VM_REPORT] = {"vm_report", h_vm_report, ANY_CONFIG},
+    [CL_MSG_MIGRATION_BEGIN] = {"migration_begin", h_migration_begin, QUORATE_ONLY},
+    [CL_MSG_MIGRATION_LISTENING] = {"migration_listening", h_migration_listening, ANY_CONFIG},
+    [CL_MSG_MIGRATION_PROGRESS] = {"migration_progress", h_migration_progress, ANY_CONFIG},
+    [CL_MSG_MIGRATION_COMMIT] = {"migration_commit", h_migration_commit, QUORATE_ONLY},
+    [CL_MSG_MIGRATION_DONE] = {"migration_done", h_migration_done, ANY_CONFIG},
+    [CL_MSG_MIGRATION_ABORT] = {"migration_abort", h_migration_abort, ANY_CONFIG},
 };
+
+const char *cl_msg_type_name(enum cl_msg_type t)
+{
+    return t > CL_MSG_UNKNOWN && t < CL_MSG__COUNT ? handlers[t].name : NULL;
+}
+
+enum cl_msg_type cl_msg_type_of(const json_t *msg)
+{
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!type)
+        return CL_MSG_UNKNOWN;
+    for (int t = 1; t < CL_MSG__COUNT; t++)
+        if (!strcmp(type, handlers[t].name))
+            return (enum cl_msg_type)t;
+    return CL_MSG_UNKNOWN;
+}
+
+json_t *cl_msg_new(enum cl_msg_type t)
+{
+    const char *name = cl_msg_type_name(t);
+    return name ? json_pack("{s:s}", "type", name) : NULL;
+}
 
 int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg,
                    struct tern_err *err)
@@ -646,21 +668,19 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
                                   "%s: no room to remember node %u's requests", type,
                                   c.origin_node);
     }
-    for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
-        if (strcmp(type, handlers[i].type) != 0)
-            continue;
-        if (handlers[i].quorum == QUORATE_ONLY && !s->quorate)
-            return tern_err_coded(err, TERN_ERR_NO_QUORUM, "%s refused: the cluster configuration "
-                                  "it arrived in is not quorate (%zu of %u expected votes)",
-                                  type, s->nr_members, s->expected_votes);
-        if (handlers[i].fn(&c, err) < 0)
-            return -1;
-        if (origin)
-            cl__origin_note(s, c.origin_node, c.origin_req); /* room reserved above */
-        s->version++;
-        if (s->quorate)
-            s->q_version++;
-        return 0;
-    }
-    return tern_err_coded(err, TERN_ERR_INVALID, "unknown cluster message type '%s'", type);
+    enum cl_msg_type t = cl_msg_type_of(msg);
+    if (t == CL_MSG_UNKNOWN)
+        return tern_err_coded(err, TERN_ERR_INVALID, "unknown cluster message type '%s'", type);
+    if (handlers[t].quorum == QUORATE_ONLY && !s->quorate)
+        return tern_err_coded(err, TERN_ERR_NO_QUORUM, "%s refused: the cluster configuration "
+                              "it arrived in is not quorate (%zu of %u expected votes)",
+                              type, s->nr_members, s->expected_votes);
+    if (handlers[t].fn(&c, err) < 0)
+        return -1;
+    if (origin)
+        cl__origin_note(s, c.origin_node, c.origin_req); /* room reserved above */
+    s->version++;
+    if (s->quorate)
+        s->q_version++;
+    return 0;
 }

@@ -17,6 +17,24 @@
 
 struct vm;
 
+/* The source's phases, in order ("phase" in its status; "round" comes with
+ * the round number in "round"). */
+enum mig_phase {
+    MIG_PHASE_STARTING,
+    MIG_PHASE_CONNECTING,
+    MIG_PHASE_ROUND,         /* pre-copy round "round" */
+    MIG_PHASE_STOP_AND_COPY, /* guest paused, the rest being sent */
+    MIG_PHASE_HANDOVER,      /* END sent, waiting for READY */
+    MIG_PHASE_READY,         /* commit gate: all there, waiting for the agent */
+    MIG_PHASE_COMMITTING,    /* COMMIT sent, waiting for RUNNING */
+    MIG_PHASE_DONE,
+    MIG_PHASE__COUNT
+};
+
+const char *mig_phase_name(enum mig_phase p);
+/* The phase named `name`; -1 if none. */
+int mig_phase_parse(const char *name, enum mig_phase *out);
+
 
 struct mig_params {
     struct endpoint to;

@@ -119,7 +119,7 @@ struct mig_source {
     bool running;
     enum gate_decision decision;
     char link_error[TERN_ERR_MAX]; /* phase ready: why the destination is unreachable */
-    char phase[32];
+    enum mig_phase phase;
     char outcome[16]; /* "", succeeded, failed, cancelled, unknown */
     char reason[TERN_ERR_MAX];
     unsigned round;
@@ -172,10 +172,10 @@ static void drain(int fd)
     }
 }
 
-static void set_phase(struct mig_source *m, const char *phase)
+static void set_phase(struct mig_source *m, enum mig_phase phase)
 {
     pthread_mutex_lock(&m->lock);
-    snprintf(m->phase, sizeof(m->phase), "%s", phase);
+    m->phase = phase;
     pthread_mutex_unlock(&m->lock);
     wake(m->event_fd);
 }
@@ -531,7 +531,7 @@ static void finish(struct mig_source *m, const char *outcome, const char *reason
     pthread_mutex_lock(&m->lock);
     snprintf(m->outcome, sizeof(m->outcome), "%s", outcome);
     snprintf(m->reason, sizeof(m->reason), "%s", reason ? reason : "");
-    snprintf(m->phase, sizeof(m->phase), "done");
+    m->phase = MIG_PHASE_DONE;
     m->running = false;
     pthread_mutex_unlock(&m->lock);
     wake(m->event_fd);
@@ -584,7 +584,7 @@ static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s
                      * it must never resume here. */
                     pthread_mutex_lock(&m->lock);
                     m->decision = GATE_COMMIT;
-                    snprintf(m->phase, sizeof(m->phase), "committing");
+                    m->phase = MIG_PHASE_COMMITTING;
                     wake(m->event_fd); /* an eventfd write never blocks */
                     pthread_mutex_unlock(&m->lock);
                     *running_seen = true;
@@ -630,7 +630,7 @@ static void *source_thread(void *arg)
     struct rec_buf b;
     rec_buf_init(&b);
 
-    set_phase(m, "connecting");
+    set_phase(m, MIG_PHASE_CONNECTING);
     if (RAND_bytes((unsigned char *)&session, sizeof(session)) != 1) {
         tern_err_set(&err, "no random bytes for the session id");
         goto fail;
@@ -692,7 +692,10 @@ static void *source_thread(void *arg)
     for (uint32_t round = 0;; round++) {
         char phase[32];
         snprintf(phase, sizeof(phase), "round %u", round);
-        set_phase(m, phase);
+        pthread_mutex_lock(&m->lock);
+        m->round = round;
+        pthread_mutex_unlock(&m->lock);
+        set_phase(m, MIG_PHASE_ROUND);
         double r0 = now_s();
         uint64_t round_bytes = 0;
         int64_t sent = send_pages(m, &crew, dl, bitmap, nr_pages, &round_bytes, &last_throttle,
@@ -731,7 +734,7 @@ static void *source_thread(void *arg)
     }
 
     /* Stop-and-copy. */
-    set_phase(m, "stop-and-copy");
+    set_phase(m, MIG_PHASE_STOP_AND_COPY);
     t_pause = now_s();
     mark(m, "pause", t0);
     if (vm_pause(vm, VM_HOLD_MIGRATION, &err) < 0)
@@ -769,7 +772,7 @@ static void *source_thread(void *arg)
     if (rc < 0)
         goto fail;
     mark(m, "end sent", t0);
-    set_phase(m, "handover");
+    set_phase(m, MIG_PHASE_HANDOVER);
     if (expect_record(&st[0], &rx, REC_TYPE_MIG_READY, m->p.timeout_ms, &err) < 0)
         goto fail;
     mark(m, "ready", t0);
@@ -777,7 +780,7 @@ static void *source_thread(void *arg)
         _exit(99); /* the source dies with the guest paused: the destination must not run it */
     bool running_seen = false;
     if (m->p.commit_gate) {
-        set_phase(m, "ready");
+        set_phase(m, MIG_PHASE_READY);
         fprintf(stderr, "tern-vmm: migration: the destination has everything; the guest stays "
                         "paused until migrate-commit or migrate-abort\n");
         enum gate_decision d = await_agent(m, &st[0], &rx, &running_seen);
@@ -794,7 +797,7 @@ static void *source_thread(void *arg)
         }
         /* Commit: from here on the guest never resumes here. */
         committed = true;
-        set_phase(m, "committing");
+        set_phase(m, MIG_PHASE_COMMITTING);
         if (mig_fault("src-exit-at-commit"))
             _exit(94); /* the agents agreed; COMMIT never goes out on the wire */
         pthread_mutex_lock(&m->lock);
@@ -938,7 +941,7 @@ int mig_source_start(struct mig_source **slot, struct vm *vm, const struct mig_p
         return tern_err_set(err, "out of memory");
     }
     m->running = true;
-    snprintf(m->phase, sizeof(m->phase), "starting");
+    m->phase = MIG_PHASE_STARTING;
     int e = pthread_create(&m->thread, NULL, source_thread, m);
     if (e) {
         source_free(m);
@@ -961,7 +964,7 @@ json_t *mig_source_status(struct mig_source *m)
                                       "bytes", (json_int_t)m->codec.bytes_out[k]));
     json_t *j = json_pack(
         "{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:i, s:f, s:f, s:i, s:s, s:o}",
-        "phase", m->phase, "outcome", m->outcome, "reason", m->reason, "to", m->p.to.host,
+        "phase", mig_phase_name(m->phase), "outcome", m->outcome, "reason", m->reason, "to", m->p.to.host,
         "port", (int)m->p.to.port, "round", (json_int_t)m->round, "pages_sent",
         (json_int_t)m->pages_sent, "bytes_sent", (json_int_t)m->bytes_sent, "bytes_remaining",
         (json_int_t)(m->dirty_pages * MIG_PAGE_SIZE), "dirty_MBps", m->dirty_MBps,
@@ -1005,10 +1008,10 @@ static int decide(struct mig_source *m, enum gate_decision d, const char *cmd,
     } else if (m->decision != GATE_NONE) {
         rc = tern_err_set(err, "%s: the agent already decided to %s", cmd,
                           m->decision == GATE_COMMIT ? "commit" : "abort");
-    } else if (strcmp(m->phase, "ready") != 0) {
+    } else if (m->phase != MIG_PHASE_READY) {
         rc = tern_err_set(err, "%s: the migration is in phase '%s'; the decision is taken in "
                                "phase 'ready', once the destination holds the complete state",
-                          cmd, m->phase);
+                          cmd, mig_phase_name(m->phase));
     } else {
         m->decision = d;
         wake(m->wake_fd);
@@ -1033,8 +1036,8 @@ int mig_source_cancel(struct mig_source *m, struct tern_err *err)
         return tern_err_set(err, "no migration is running");
     pthread_mutex_lock(&m->lock);
     bool running = m->running;
-    bool handing_over = !strcmp(m->phase, "handover") || !strcmp(m->phase, "committing");
-    bool ready = !strcmp(m->phase, "ready");
+    bool handing_over = m->phase == MIG_PHASE_HANDOVER || m->phase == MIG_PHASE_COMMITTING;
+    bool ready = m->phase == MIG_PHASE_READY;
     pthread_mutex_unlock(&m->lock);
     if (!running)
         return tern_err_set(err, "no migration is running");
@@ -1057,7 +1060,7 @@ void mig_source_destroy(struct mig_source *m)
     if (m->decision == GATE_NONE)
         m->decision = GATE_QUIT;
     wake(m->wake_fd);
-    bool ready = !strcmp(m->phase, "ready");
+    bool ready = m->phase == MIG_PHASE_READY;
     pthread_mutex_unlock(&m->lock);
     struct tern_err ignored;
     if (!ready)
