@@ -28,7 +28,8 @@ LIB := $(BUILD)/libtern.a
 LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRCS) $(CLI_SRCS))
 PROGRAMS := $(BUILD)/tern-vmm $(if $(wildcard agent/main.c),$(BUILD)/ternd) \
 	$(if $(wildcard cli/main.c),$(BUILD)/ternctl) \
-	$(if $(wildcard tests/tools/tern-testhosts.c),$(BUILD)/tern-testhosts)
+	$(if $(wildcard tests/tools/tern-testhosts.c),$(BUILD)/tern-testhosts) \
+	$(if $(wildcard tests/tools/tern-vmm-standin.c),$(BUILD)/tern-vmm-standin)
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
@@ -83,6 +84,10 @@ $(BUILD)/ternctl: $(BUILD)/obj/cli/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tern-testhosts: $(BUILD)/obj/tests/tools/tern-testhosts.o $(TEST_SUPPORT_OBJS) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# A VMM stand-in for agent tests on machines without KVM (it runs no guest).
+$(BUILD)/tern-vmm-standin: $(BUILD)/obj/tests/tools/tern-vmm-standin.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
@@ -195,6 +200,10 @@ bench-migrate:
 bench-agent: all
 	@$(BUILD)/bench/agent $(BUILD)
 
+# ternd's loop under a wedged VMM and slow clients (stand-in VMMs: no KVM).
+bench-agent-loop: all
+	@$(BUILD)/bench/agent_loop $(BUILD)
+
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
@@ -226,6 +235,6 @@ clean:
 
 FORCE:
 
-.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
+.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent bench-agent-loop fuzz clean
 
 -include $(shell find $(BUILD)/obj build-fuzz/obj -name '*.d' 2>/dev/null)

@@ -337,6 +337,12 @@ static void on_deliver(void *opaque, uint32_t nodeid, const void *msg, size_t le
 {
     struct agent *a = opaque;
     replica_deliver(a->replica, nodeid, msg, len);
+    /* Persistence reports change no state but complete requests. */
+    uint64_t stable = replica_stable_version(a->replica);
+    if (stable != a->stable_seen) {
+        a->stable_seen = stable;
+        a->acks_moved = true;
+    }
 }
 
 static void on_confchg(void *opaque, const uint32_t *members, size_t nr_members,
@@ -636,10 +642,11 @@ static void before_sleep(struct loop *l, void *opaque)
             return;
         }
     }
-    if (!a->dirty)
+    if (!a->dirty && !a->acks_moved)
         return;
-    a->dirty = false;
-    if (a->reconciled)
+    bool reconcile = a->dirty && a->reconciled;
+    a->dirty = a->acks_moved = false;
+    if (reconcile)
         local_reconcile(a, false);
     requests_poll(a);
 }

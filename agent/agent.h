@@ -66,6 +66,8 @@ struct agent {
     uint64_t round_seq;      /* the sync round being timed */
     double round_since;
     bool dirty;              /* the state changed: reconcile before sleeping */
+    bool acks_moved;         /* a majority stored more: requests may be answered */
+    uint64_t stable_seen;    /* replica_stable_version when last looked at */
     uint64_t next_req;
     struct outq *outq;       /* state messages corosync could not take yet */
     struct api *api;
@@ -109,8 +111,6 @@ void agent_changed(struct agent *a);
 #define AGENT_MAX_LINE (1u << 20)
 #define AGENT_MAX_CLIENTS 256
 #define AGENT_MAX_INFLIGHT 64       /* requests waiting on one connection */
-#define AGENT_CLIENT_IDLE_S 300     /* a connection with nothing going on */
-#define AGENT_CLIENT_STUCK_S 30     /* output waiting and nothing read */
 int api_open(struct agent *a, struct tern_err *err);
 void api_close(struct agent *a);
 /* Queues one JSON line to a client (if it is still the same client). */

@@ -4,8 +4,8 @@
  * drains as the client reads. A client stops being read from while it has
  * AGENT_MAX_INFLIGHT requests waiting or 256 KiB of replies unread (it
  * blocks on its own writes, nothing is lost); one that reads nothing for
- * AGENT_CLIENT_STUCK_S while replies wait is dropped; an idle one after
- * AGENT_CLIENT_IDLE_S. A request line without a newline at the end of the
+ * client_stuck_timeout (ternd.conf, 30 s) while replies wait is dropped; an
+ * idle one after client_idle_timeout (300 s). A request line without a newline at the end of the
  * input is answered too. */
 #include "agent.h"
 
@@ -17,10 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OUT_PAUSE_READING (256u << 10)
 #define READ_CHUNK 65536
+/* Request handling per loop round, over all clients: past it, the rest
+ * waits for the next round (after the next epoll_wait), so that a few busy
+ * clients cannot make everyone else (and the cluster's deliveries) wait. */
+#define ROUND_BUDGET_MS 5.0
 
 struct client {
     struct agent *a;
@@ -39,6 +44,8 @@ struct client {
 
 struct api {
     int listen_fd;
+    uint64_t budget_round;   /* the loop round budget_used_ms is for */
+    double budget_used_ms;
     struct client clients[AGENT_MAX_CLIENTS];
     uint64_t next_gen;
     uint64_t timer;
@@ -64,11 +71,36 @@ static void client_close(struct agent *a, int i)
 static void client_watch(struct agent *a, int i)
 {
     struct client *c = &a->api->clients[i];
+    /* Input waits while 64 KiB of it holds a whole request not handled
+     * yet; more is read only to complete a longer line. */
+    bool backlog = c->in_len >= READ_CHUNK && memchr(c->in, '\n', c->in_len);
     bool read = !c->eof && c->inflight < AGENT_MAX_INFLIGHT &&
-                c->out_len - c->out_done < OUT_PAUSE_READING;
+                c->out_len - c->out_done < OUT_PAUSE_READING && !backlog;
     bool write = c->out_len > c->out_done;
     c->reading = read;
     loop_set_events(a->loop, c->fd, (read ? LOOP_READ : 0u) | (write ? LOOP_WRITE : 0u));
+}
+
+static void on_consume(struct loop *l, void *opaque);
+
+/* c holds a request to handle (a whole line, or the rest at its EOF). */
+static bool has_request(const struct client *c)
+{
+    return c->in_len && (c->eof || memchr(c->in, '\n', c->in_len));
+}
+
+/* Whether more of c's requests may be handled now: below its limits (in
+ * flight, replies unread) and within this round's budget. */
+static bool may_consume(struct agent *a, const struct client *c)
+{
+    if (c->inflight >= AGENT_MAX_INFLIGHT || c->out_len - c->out_done >= OUT_PAUSE_READING)
+        return false;
+    uint64_t round = loop_stats(a->loop, false).rounds;
+    if (round != a->api->budget_round) {
+        a->api->budget_round = round;
+        a->api->budget_used_ms = 0;
+    }
+    return a->api->budget_used_ms < ROUND_BUDGET_MS;
 }
 
 /* Writes what the socket takes now. -1 when the client is gone. */
@@ -96,10 +128,12 @@ static int client_flush(struct agent *a, int i)
         c->out_len -= c->out_done;
         c->out_done = 0;
     }
-    if (c->eof && c->inflight == 0 && c->out_len == 0) {
+    if (c->eof && c->inflight == 0 && c->out_len == 0 && c->in_len == 0) {
         client_close(a, i); /* everything asked was answered */
         return -1;
     }
+    if (!c->consume_timer && has_request(c) && may_consume(a, c))
+        c->consume_timer = loop_add_timer(a->loop, 0, on_consume, c);
     client_watch(a, i);
     return 0;
 }
@@ -134,7 +168,7 @@ static void queue_line(struct agent *a, int i, json_t *obj, bool final)
         c->inflight--;
         /* Requests read while at the limit wait in the buffer: handle them
          * from the loop (not from inside this reply). */
-        if (c->in_len && !c->consume_timer)
+        if (!c->consume_timer && has_request(c))
             c->consume_timer = loop_add_timer(a->loop, 0, on_consume, c);
     }
     size_t need = json_dumpb(obj, NULL, 0, JSON_COMPACT);
@@ -224,18 +258,28 @@ static void consume(struct agent *a, int i, bool eof)
     struct client *c = &a->api->clients[i];
     uint64_t gen = c->gen;
     size_t start = 0;
-    while (slot_of(a, i, gen) >= 0 && c->inflight < AGENT_MAX_INFLIGHT) {
+    while (slot_of(a, i, gen) >= 0 && may_consume(a, c)) {
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
         size_t n = nl ? (size_t)(nl - (c->in + start)) : c->in_len - start;
         if (!nl && !(eof && n > 0))
             break;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         handle_line(a, i, c->in + start, n);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        a->api->budget_used_ms +=
+            (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
         start += n + (nl ? 1 : 0);
     }
     if (slot_of(a, i, gen) < 0)
         return;
     memmove(c->in, c->in + start, c->in_len - start);
     c->in_len -= start;
+    /* Stopped by the round's budget: go on next round. (Stopped by the
+     * client's own limits: its replies or writes resume it.) */
+    if (!c->consume_timer && has_request(c) && c->inflight < AGENT_MAX_INFLIGHT &&
+        c->out_len - c->out_done < OUT_PAUSE_READING)
+        c->consume_timer = loop_add_timer(a->loop, 0, on_consume, c);
 }
 
 static void read_client(struct agent *a, int i)
@@ -281,22 +325,19 @@ static void read_client(struct agent *a, int i)
 static void on_client(struct loop *l, int fd, unsigned events, void *opaque)
 {
     (void)l;
-    struct agent *a = opaque;
-    for (int i = 0; i < AGENT_MAX_CLIENTS; i++) {
-        struct client *c = &a->api->clients[i];
-        if (c->fd != fd)
-            continue;
-        uint64_t gen = c->gen;
-        if (events & LOOP_WRITE) {
-            if (client_flush(a, i) < 0)
-                return;
-        }
-        if ((events & (LOOP_READ | LOOP_HUP)) && slot_of(a, i, gen) >= 0 && c->reading)
-            read_client(a, i);
-        else if ((events & LOOP_HUP) && slot_of(a, i, gen) >= 0 && !c->reading)
-            client_close(a, i); /* gone while we were not reading from it */
-        return;
+    struct client *c = opaque;
+    struct agent *a = c->a;
+    int i = (int)(c - a->api->clients);
+    uint64_t gen = c->gen;
+    (void)fd;
+    if (events & LOOP_WRITE) {
+        if (client_flush(a, i) < 0)
+            return;
     }
+    if ((events & (LOOP_READ | LOOP_HUP)) && slot_of(a, i, gen) >= 0 && c->reading)
+        read_client(a, i);
+    else if ((events & LOOP_HUP) && slot_of(a, i, gen) >= 0 && !c->reading)
+        client_close(a, i); /* gone while we were not reading from it */
 }
 
 static void on_listen(struct loop *l, int fd, unsigned events, void *opaque)
@@ -323,7 +364,7 @@ static void on_listen(struct loop *l, int fd, unsigned events, void *opaque)
                              "{\"ok\":false,\"error\":{\"code\":\"unavailable\",\"message\":"
                              "\"too many clients: ternd serves %d connections at a time; close "
                              "idle ones (they time out after %d s) and try again\"}}\n",
-                             AGENT_MAX_CLIENTS, AGENT_CLIENT_IDLE_S);
+                             AGENT_MAX_CLIENTS, a->cfg.client_idle_s);
             ssize_t w = send(cfd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
             close(cfd);
@@ -334,7 +375,7 @@ static void on_listen(struct loop *l, int fd, unsigned events, void *opaque)
         struct client *c = &a->api->clients[slot];
         *c = (struct client){.a = a, .fd = cfd, .gen = ++a->api->next_gen, .reading = true,
                              .last_progress = agent_now()};
-        if (loop_add_fd(a->loop, cfd, LOOP_READ, on_client, a, &err) < 0) {
+        if (loop_add_fd(a->loop, cfd, LOOP_READ, on_client, c, &err) < 0) {
             agent_log("control client: %s\n", err.msg);
             close(cfd);
             c->fd = -1;
@@ -352,13 +393,13 @@ static void on_api_timer(struct loop *l, void *opaque)
         if (c->fd < 0)
             continue;
         bool output = c->out_len > c->out_done;
-        if (output && now - c->last_progress > AGENT_CLIENT_STUCK_S) {
+        if (output && now - c->last_progress > a->cfg.client_stuck_s) {
             agent_log("dropping a control client that read nothing for %d s (%zu bytes of "
-                      "replies waiting)\n", AGENT_CLIENT_STUCK_S, c->out_len - c->out_done);
+                      "replies waiting)\n", a->cfg.client_stuck_s, c->out_len - c->out_done);
             client_close(a, i);
             a->api->stats.dropped_stuck++;
         } else if (!output && c->inflight == 0 && c->in_len == 0 &&
-                   now - c->last_progress > AGENT_CLIENT_IDLE_S) {
+                   now - c->last_progress > a->cfg.client_idle_s) {
             client_close(a, i);
             a->api->stats.dropped_idle++;
         }

@@ -24,6 +24,8 @@ void ternd_config_defaults(struct ternd_config *c)
     c->migration_port_max = 7499;
     c->use_cgroups = true;
     c->corosync_wait_s = 60;
+    c->client_idle_s = 300;
+    c->client_stuck_s = 30;
 }
 
 static int copy_str(char *dst, size_t cap, const char *v, const char *key, const char *where,
@@ -150,6 +152,24 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
             return tern_err_set(err, "%s: corosync_wait must be 0..3600 (seconds), got '%s'",
                                 where, v);
         c->corosync_wait_s = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "client_idle_timeout")) {
+        uint64_t n;
+        if (parse_u64(v, 1, 86400, &n) < 0)
+            return tern_err_set(err,
+                                "%s: client_idle_timeout must be 1..86400 (seconds), got '%s'",
+                                where, v);
+        c->client_idle_s = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "client_stuck_timeout")) {
+        uint64_t n;
+        if (parse_u64(v, 1, 3600, &n) < 0)
+            return tern_err_set(err,
+                                "%s: client_stuck_timeout must be 1..3600 (seconds), got '%s'",
+                                where, v);
+        c->client_stuck_s = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "cgroups")) {

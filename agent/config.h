@@ -28,6 +28,8 @@ struct ternd_config {
     char cpg_group[64];
     bool use_cgroups;
     unsigned corosync_wait_s;        /* how long to wait at start for corosync to answer */
+    unsigned client_idle_s;          /* a control connection with nothing going on is closed */
+    unsigned client_stuck_s;         /* ... one that reads none of its replies is dropped */
     /* cgroup_layout = delegated: ternd's starting cgroup is delegated to it
      * (systemd's Delegate=yes); see cgroup_enter_delegated. */
     bool cgroup_delegated;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SIMPLE_TIMEOUT_S 15.0
 #define START_STOP_TIMEOUT_S 90.0
@@ -293,6 +294,18 @@ static void handle_host_mode(struct agent *a, int client, uint64_t gen, json_t *
     }
 }
 
+/* This agent itself (not replicated): its loop and its clients. */
+static json_t *agent_json(struct agent *a)
+{
+    struct loop_stats ls = loop_stats(a->loop, false);
+    struct api_stats as = api_stats(a);
+    return json_pack("{s:i, s:I, s:f, s:i, s:I, s:I, s:I}", "pid", (int)getpid(), "loop_rounds",
+                     (json_int_t)ls.rounds, "longest_round_ms", ls.longest_round_ms, "clients",
+                     (int)as.clients, "clients_dropped_stuck", (json_int_t)as.dropped_stuck,
+                     "clients_dropped_idle", (json_int_t)as.dropped_idle, "clients_refused",
+                     (json_int_t)as.refused_full);
+}
+
 void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req)
 {
     const char *cmd = str_field(req, "cmd");
@@ -303,9 +316,9 @@ void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req)
     struct cl_state *s = agent_state(a);
     if (!strcmp(cmd, "status")) {
         api_reply_ok(a, client, gen,
-                     json_pack("{s:o, s:o, s:o, s:o}", "cluster", cluster_json(a), "hosts",
+                     json_pack("{s:o, s:o, s:o, s:o, s:o}", "cluster", cluster_json(a), "hosts",
                                hosts_json(a), "vms", vms_json(a), "migrations",
-                               migrations_json(a)));
+                               migrations_json(a), "agent", agent_json(a)));
     } else if (!strcmp(cmd, "host.list")) {
         api_reply_ok(a, client, gen, json_pack("{s:o}", "hosts", hosts_json(a)));
     } else if (!strcmp(cmd, "vm.list")) {
@@ -468,6 +481,13 @@ static void evac_next(struct agent *a, struct pending *p)
             it->mig_id = vm->migration_id; /* someone else moves it: follow that one */
             it->state = 1;
             active++;
+            continue;
+        }
+        if (!agent_can_change(a, &err)) {
+            /* Lost quorum (or the state) meanwhile: nothing more starts. */
+            it->state = 3;
+            json_array_append_new(p->failed, json_pack("{s:s, s:s}", "vm", it->vm, "error",
+                                                       err.msg));
             continue;
         }
         struct cl_placement pl;
@@ -682,6 +702,42 @@ void requests_on_replaced(struct agent *a, bool rejoined)
     }
 }
 
+/* An evacuation's migrations that ended without their event reaching it
+ * (a membership change or a merge ended them): settled from the VM's last
+ * migration. True when that finished the evacuation (p is free). */
+static bool evac_settle(struct agent *a, struct pending *p)
+{
+    struct cl_state *s = agent_state(a);
+    bool changed = false;
+    for (size_t i = 0; i < p->nr_items; i++) {
+        struct evac_item *it = &p->items[i];
+        if (it->state != 1 || !it->mig_id || cl_state_migration(s, it->mig_id))
+            continue;
+        const struct cl_vm *vm = cl_state_vm(s, it->vm);
+        const json_t *last = vm ? vm->last_migration : NULL;
+        bool same = last && (uint64_t)json_integer_value(json_object_get(last, "id")) == it->mig_id;
+        const char *outcome = same ? json_string_value(json_object_get(last, "outcome")) : NULL;
+        if (outcome && !strcmp(outcome, "succeeded")) {
+            it->state = 2;
+            json_t *res = json_deep_copy(last);
+            json_object_set_new(res, "vm", json_string(it->vm));
+            json_object_set_new(res, "to", json_string(it->to));
+            json_array_append_new(p->moved, res);
+        } else {
+            it->state = 3;
+            const char *reason = same ? json_string_value(json_object_get(last, "reason")) : NULL;
+            json_array_append_new(p->failed,
+                                  json_pack("{s:s, s:s}", "vm", it->vm, "error",
+                                            reason ? reason : "its migration ended"));
+        }
+        changed = true;
+    }
+    if (!changed)
+        return false;
+    evac_next(a, p);
+    return !p->used;
+}
+
 void requests_poll(struct agent *a)
 {
     struct cl_state *s = agent_state(a);
@@ -728,6 +784,8 @@ void requests_poll(struct agent *a)
                 continue;
             }
         }
+        if (p->kind == PEND_EVACUATE && p->items && evac_settle(a, p))
+            continue;
         if (p->kind == PEND_MIGRATE && p->mig_id && !cl_state_migration(s, p->mig_id)) {
             /* Finished while we missed the event (e.g. across a resync). */
             const struct cl_vm *vm = cl_state_vm(s, p->vm);

@@ -263,7 +263,17 @@ static int run_agent(const struct cli_args *a, const struct cli_io *io)
     int64_t deadline = streams ? -1 : cli_now_ms() + (int64_t)a->timeout_s * 1000;
     int rc;
     if (cli_conn_send(&c, req, cli_now_ms() + (int64_t)a->timeout_s * 1000, &err) < 0) {
-        rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+        /* ternd may have said why before it hung up (too many clients):
+         * show that rather than the broken pipe. */
+        struct cli_reply r;
+        struct tern_err rerr;
+        if (cli_conn_next(&c, cli_now_ms() + 1000, &r, &rerr) == 0) {
+            rc = r.kind == CLI_REPLY_ERROR ? show_error(a, io, &r)
+                                           : fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+            cli_reply_clear(&r);
+        } else {
+            rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+        }
         goto out;
     }
     struct cli_progress prog = {

@@ -224,7 +224,7 @@ static void run_timers(struct loop *l)
                 (pick < 0 || l->timers[i].due < l->timers[pick].due ||
                  (l->timers[i].due == l->timers[pick].due && l->timers[i].id < l->timers[pick].id)))
                 pick = (ssize_t)i;
-        if (pick < 0)
+        if (pick < 0 || l->stop)
             return;
         struct timer t = l->timers[pick];
         l->timers[pick] = l->timers[--l->nr_timers];
@@ -250,8 +250,11 @@ static int next_timeout(const struct loop *l, int max_wait_ms)
 
 int loop_run_once(struct loop *l, int max_wait_ms, struct tern_err *err)
 {
+    /* A round: the hook before sleeping, then what woke the loop. */
+    double b = now_precise_ms();
     if (l->before_sleep)
         l->before_sleep(l, l->before_sleep_opaque);
+    double hook_ms = now_precise_ms() - b;
     struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout(l, max_wait_ms));
     if (n < 0) {
@@ -260,7 +263,7 @@ int loop_run_once(struct loop *l, int max_wait_ms, struct tern_err *err)
         return tern_err_errno(err, errno, "epoll_wait");
     }
     double t0 = now_precise_ms();
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !l->stop; i++) {
         int fd = (int)(uint32_t)evs[i].data.u64;
         uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
         /* Removed (or replaced) by an earlier callback of this round. */
@@ -273,7 +276,7 @@ int loop_run_once(struct loop *l, int max_wait_ms, struct tern_err *err)
         r.fn(l, fd, ev, r.opaque);
     }
     run_timers(l);
-    double took = now_precise_ms() - t0;
+    double took = now_precise_ms() - t0 + hook_ms;
     l->stats.rounds++;
     if (took > l->stats.longest_round_ms)
         l->stats.longest_round_ms = took;
@@ -285,6 +288,7 @@ int loop_run(struct loop *l, struct tern_err *err)
     while (!l->stop)
         if (loop_run_once(l, -1, err) < 0)
             return -1;
+    l->stop = false; /* a later loop_run runs again */
     return 0;
 }
 

@@ -54,7 +54,8 @@ void loop_set_before_sleep(struct loop *l, loop_hook_fn fn, void *opaque);
  * for the next event or timer, runs what is ready. 0, or -1 with err on a
  * failure of the wait itself. */
 int loop_run_once(struct loop *l, int max_wait_ms, struct tern_err *err);
-/* Rounds until loop_stop. */
+/* Rounds until loop_stop; then it may be run again. loop_stop ends the
+ * round too: callbacks not run yet in it wait for the next loop_run. */
 int loop_run(struct loop *l, struct tern_err *err);
 void loop_stop(struct loop *l);
 bool loop_stopping(const struct loop *l);
@@ -66,7 +67,8 @@ void loop_wake(struct loop *l);
 int64_t loop_now_ms(void);
 
 /* Statistics for tests and benchmarks: rounds run, and the longest time a
- * round's callbacks took (ms), since the last reset. */
+ * round took (ms: the before-sleep hook and the callbacks, not the wait),
+ * since the last reset. */
 struct loop_stats {
     uint64_t rounds;
     double longest_round_ms;

@@ -4,9 +4,11 @@
 #include "../common/unix_listen.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +38,8 @@ int control_server_open(struct control_server *cs, const char *path,
 
 static void client_drop(struct control_client *c)
 {
+    if (c->fd >= 0 && c->cs && c->cs->loop)
+        loop_del_fd(c->cs->loop, c->fd);
     if (c->fd >= 0)
         close(c->fd);
     free(c->buf);
@@ -50,21 +54,13 @@ void control_server_close(struct control_server *cs)
     for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
         client_drop(&cs->clients[i]);
     if (cs->listen_fd >= 0) {
+        if (cs->loop)
+            loop_del_fd(cs->loop, cs->listen_fd);
         close(cs->listen_fd);
         unlink(cs->path);
     }
     cs->listen_fd = -1;
-}
-
-int control_server_pollfds(struct control_server *cs, struct pollfd *fds)
-{
-    int n = 0;
-    if (cs->listen_fd >= 0)
-        fds[n++] = (struct pollfd){.fd = cs->listen_fd, .events = POLLIN};
-    for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
-        if (cs->clients[i].fd >= 0)
-            fds[n++] = (struct pollfd){.fd = cs->clients[i].fd, .events = POLLIN};
-    return n;
+    cs->loop = NULL;
 }
 
 static char *error_reply(const char *msg)
@@ -110,35 +106,21 @@ char *control_dispatch_line(struct control_server *cs, const char *line, size_t 
     return s ? s : error_reply("out of memory");
 }
 
+/* Replies are small and a client reads each before it asks again; one
+ * whose socket cannot take a reply at once (it pipelines without reading)
+ * is dropped, never waited for: nothing may hold the VMM's loop. */
 static void send_line(struct control_client *c, const char *s)
 {
     size_t len = strlen(s);
-    /* Replies are small; a client that does not read them is dropped rather
-     * than allowed to block the VMM's loop. */
-    struct {
-        const char *p;
-        size_t n;
-    } parts[2] = {{s, len}, {"\n", 1}};
-    for (int i = 0; i < 2; i++) {
-        size_t off = 0;
-        int tries = 0;
-        while (off < parts[i].n) {
-            ssize_t w = send(c->fd, parts[i].p + off, parts[i].n - off, MSG_NOSIGNAL);
-            if (w > 0) {
-                off += (size_t)w;
-                continue;
-            }
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0 && errno == EAGAIN && ++tries < 100) {
-                struct pollfd p = {.fd = c->fd, .events = POLLOUT};
-                poll(&p, 1, 10);
-                continue;
-            }
-            client_drop(c);
-            return;
-        }
-    }
+    struct iovec iov[2] = {{.iov_base = (void *)s, .iov_len = len},
+                           {.iov_base = "\n", .iov_len = 1}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t w;
+    do
+        w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)(len + 1))
+        client_drop(c);
 }
 
 /* {"cmd":"watch"} is the server's own: it concerns the connection, not
@@ -175,9 +157,14 @@ void control_server_notify(struct control_server *cs, json_t *event)
     free(s);
 }
 
-static void client_read(struct control_server *cs, struct control_client *c)
+static void on_client(struct loop *l, int fd, unsigned events, void *opaque)
 {
-    ssize_t r = recv(c->fd, c->buf + c->len, CONTROL_MAX_LINE - c->len, 0);
+    (void)l;
+    (void)fd;
+    (void)events;
+    struct control_client *c = opaque;
+    struct control_server *cs = c->cs;
+    ssize_t r = recv(c->fd, c->buf + c->len, CONTROL_MAX_LINE - c->len, MSG_DONTWAIT);
     if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
         client_drop(c);
         return;
@@ -205,39 +192,42 @@ static void client_read(struct control_server *cs, struct control_client *c)
     }
     if (c->len == CONTROL_MAX_LINE) {
         send_line(c, "{\"ok\":false,\"error\":\"request line too long\"}");
-        client_drop(c);
+        if (c->fd >= 0)
+            client_drop(c);
     }
 }
 
-void control_server_handle(struct control_server *cs, const struct pollfd *fds, int n)
+static void on_listen(struct loop *l, int lfd, unsigned events, void *opaque)
 {
-    for (int i = 0; i < n; i++) {
-        if (!fds[i].revents)
-            continue;
-        if (fds[i].fd == cs->listen_fd) {
-            int fd = accept4(cs->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-            if (fd < 0)
-                continue;
-            struct control_client *slot = NULL;
-            for (int k = 0; k < CONTROL_MAX_CLIENTS && !slot; k++)
-                if (cs->clients[k].fd < 0)
-                    slot = &cs->clients[k];
-            char *buf = slot ? malloc(CONTROL_MAX_LINE) : NULL;
-            if (!buf) {
-                static const char busy[] = "{\"ok\":false,\"error\":\"too many control clients\"}\n";
-                (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-                close(fd);
-                continue;
-            }
-            *slot = (struct control_client){.fd = fd, .len = 0, .buf = buf};
-            continue;
-        }
-        for (int k = 0; k < CONTROL_MAX_CLIENTS; k++)
-            if (cs->clients[k].fd == fds[i].fd) {
-                client_read(cs, &cs->clients[k]);
-                break;
-            }
+    (void)events;
+    struct control_server *cs = opaque;
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    struct control_client *slot = NULL;
+    for (int k = 0; k < CONTROL_MAX_CLIENTS && !slot; k++)
+        if (cs->clients[k].fd < 0)
+            slot = &cs->clients[k];
+    char *buf = slot ? malloc(CONTROL_MAX_LINE) : NULL;
+    struct tern_err err;
+    if (buf) {
+        *slot = (struct control_client){.cs = cs, .fd = fd, .len = 0, .buf = buf};
+        if (loop_add_fd(l, fd, LOOP_READ, on_client, slot, &err) == 0)
+            return;
+        free(buf);
+        *slot = (struct control_client){.cs = cs, .fd = -1};
     }
+    static const char busy[] = "{\"ok\":false,\"error\":\"too many control clients\"}\n";
+    (void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(fd);
+}
+
+int control_server_attach(struct control_server *cs, struct loop *l, struct tern_err *err)
+{
+    if (loop_add_fd(l, cs->listen_fd, LOOP_READ, on_listen, cs, err) < 0)
+        return tern_err_prefix(err, "control socket %s", cs->path);
+    cs->loop = l;
+    return 0;
 }
 
 static int64_t now_ms(void)

@@ -1,18 +1,19 @@
 /* The VMM's control socket: a unix stream socket carrying one JSON object
  * per line each way. Requests look like {"cmd":"status"}; replies are
- * {"ok":true,...} or {"ok":false,"error":"..."}. The server side is driven
- * by the main loop (no thread of its own); the client side is what
- * `tern-vmm ctl` (and later ternd) use. docs/control-protocol.md lists the
- * commands. */
+ * {"ok":true,...} or {"ok":false,"error":"..."}. The server side is served
+ * by the VMM's event loop (common/loop.h; no thread of its own) and never
+ * waits for a client: one that does not read its replies is dropped. The
+ * client side is what `tern-vmm ctl` uses. docs/control-protocol.md lists
+ * the commands. */
 #ifndef TERN_NODE_VMM_CONTROL_H
 #define TERN_NODE_VMM_CONTROL_H
 
 #include <jansson.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "../common/err.h"
+#include "../common/loop.h"
 
 #define CONTROL_MAX_CLIENTS 8
 #define CONTROL_MAX_LINE 65536
@@ -26,7 +27,10 @@ struct control_command {
     control_handler_fn handler;
 };
 
+struct control_server;
+
 struct control_client {
+    struct control_server *cs;
     int fd;
     size_t len;
     char *buf;     /* CONTROL_MAX_LINE bytes */
@@ -39,6 +43,7 @@ struct control_server {
     const struct control_command *commands;
     size_t nr_commands;
     void *opaque;
+    struct loop *loop; /* control_server_attach */
     struct control_client clients[CONTROL_MAX_CLIENTS];
 };
 
@@ -47,11 +52,11 @@ struct control_server {
 int control_server_open(struct control_server *cs, const char *path,
                         const struct control_command *commands, size_t nr_commands,
                         void *opaque, struct tern_err *err);
+/* Closes every connection and the socket (and leaves the loop). */
 void control_server_close(struct control_server *cs);
 
-/* Fills at most 1 + CONTROL_MAX_CLIENTS pollfds; returns the count. */
-int control_server_pollfds(struct control_server *cs, struct pollfd *fds);
-void control_server_handle(struct control_server *cs, const struct pollfd *fds, int n);
+/* Serves clients from `l` from now on. */
+int control_server_attach(struct control_server *cs, struct loop *l, struct tern_err *err);
 
 /* Sends `event` (an object with "event") as one line to every client that
  * asked to watch ({"cmd":"watch"}). A watcher whose socket is full is

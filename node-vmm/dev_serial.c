@@ -117,7 +117,7 @@ int dev_serial_open(struct dev_serial *s, const struct serial_spec *spec, int vm
     memset(s, 0, sizeof(*s));
     s->vm_fd = vm_fd;
     s->spec = *spec;
-    s->out_fd = s->in_fd = s->listen_fd = s->client_fd = -1;
+    s->out_fd = s->in_fd = s->listen_fd = s->client_fd = s->watched_in = -1;
     pthread_mutex_init(&s->lock, NULL);
     uart8250_init(&s->uart, &serial_uart_ops, s);
     s->pio = (struct pio_device){
@@ -167,16 +167,6 @@ void dev_serial_close(struct dev_serial *s)
     pthread_mutex_destroy(&s->lock);
 }
 
-int dev_serial_pollfds(struct dev_serial *s, struct pollfd *fds)
-{
-    int n = 0;
-    if (s->in_fd >= 0)
-        fds[n++] = (struct pollfd){.fd = s->in_fd, .events = POLLIN};
-    if (s->listen_fd >= 0)
-        fds[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
-    return n;
-}
-
 void dev_serial_input(struct dev_serial *s, const uint8_t *buf, size_t len)
 {
     pthread_mutex_lock(&s->lock);
@@ -188,42 +178,108 @@ void dev_serial_input(struct dev_serial *s, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&s->lock);
 }
 
+static void serial_unwatch_in(struct dev_serial *s)
+{
+    if (s->loop && s->watched_in >= 0)
+        loop_del_fd(s->loop, s->watched_in);
+    if (s->loop)
+        loop_del_timer(s->loop, s->in_timer);
+    s->watched_in = -1;
+    s->in_timer = 0;
+}
+
 static void serial_drop_client(struct dev_serial *s)
 {
+    serial_unwatch_in(s);
     pthread_mutex_lock(&s->lock);
     close(s->client_fd);
     s->client_fd = s->in_fd = s->out_fd = -1;
     pthread_mutex_unlock(&s->lock);
 }
 
-void dev_serial_handle(struct dev_serial *s, const struct pollfd *fds, int n)
+/* Reads what input there is; false at its end (stdin: stop watching; a
+ * client: forget it). */
+static bool serial_read_in(struct dev_serial *s)
 {
-    for (int i = 0; i < n; i++) {
-        if (!fds[i].revents)
-            continue;
-        if (fds[i].fd == s->listen_fd) {
-            int c = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-            if (c < 0)
-                continue;
-            if (s->client_fd >= 0)
-                serial_drop_client(s); /* the newest client wins */
-            pthread_mutex_lock(&s->lock);
-            s->client_fd = s->in_fd = s->out_fd = c;
-            pthread_mutex_unlock(&s->lock);
-            continue;
-        }
-        if (fds[i].fd == s->in_fd) {
-            uint8_t buf[256];
-            ssize_t r = read(s->in_fd, buf, sizeof(buf));
-            if (r > 0) {
-                dev_serial_input(s, buf, (size_t)r);
-            } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-                /* End of input: stop watching (stdin) or forget the client. */
-                if (s->client_fd >= 0 && s->in_fd == s->client_fd)
-                    serial_drop_client(s);
-                else
-                    s->in_fd = -1;
-            }
-        }
+    uint8_t buf[256];
+    ssize_t r = read(s->in_fd, buf, sizeof(buf));
+    if (r > 0) {
+        dev_serial_input(s, buf, (size_t)r);
+        return true;
     }
+    if (r < 0 && (errno == EINTR || errno == EAGAIN))
+        return true;
+    if (s->client_fd >= 0 && s->in_fd == s->client_fd) {
+        serial_drop_client(s);
+    } else {
+        serial_unwatch_in(s);
+        s->in_fd = -1;
+    }
+    return false;
+}
+
+static void on_serial_in(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)l;
+    (void)fd;
+    (void)events;
+    serial_read_in(opaque);
+}
+
+static void on_serial_in_timer(struct loop *l, void *opaque)
+{
+    struct dev_serial *s = opaque;
+    s->in_timer = 0;
+    if (s->in_fd >= 0 && serial_read_in(s) && s->in_fd >= 0)
+        s->in_timer = loop_add_timer(l, 10, on_serial_in_timer, s);
+}
+
+static void serial_watch_in(struct dev_serial *s)
+{
+    struct tern_err err;
+    if (s->in_fd < 0 || !s->loop)
+        return;
+    if (loop_add_fd(s->loop, s->in_fd, LOOP_READ, on_serial_in, s, &err) == 0) {
+        s->watched_in = s->in_fd;
+        return;
+    }
+    /* EPERM: a regular file (or /dev/null), always "ready": read it in
+     * small steps so that it cannot hold the loop. */
+    s->in_timer = loop_add_timer(s->loop, 0, on_serial_in_timer, s);
+}
+
+static void on_serial_listen(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)l;
+    (void)events;
+    struct dev_serial *s = opaque;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0)
+        return;
+    if (s->client_fd >= 0)
+        serial_drop_client(s); /* the newest client wins */
+    pthread_mutex_lock(&s->lock);
+    s->client_fd = s->in_fd = s->out_fd = c;
+    pthread_mutex_unlock(&s->lock);
+    serial_watch_in(s);
+}
+
+int dev_serial_attach(struct dev_serial *s, struct loop *l, struct tern_err *err)
+{
+    s->loop = l;
+    s->watched_in = -1;
+    if (s->listen_fd >= 0 && loop_add_fd(l, s->listen_fd, LOOP_READ, on_serial_listen, s, err) < 0)
+        return tern_err_prefix(err, "serial: watching %s", s->spec.path);
+    serial_watch_in(s);
+    return 0;
+}
+
+void dev_serial_detach(struct dev_serial *s)
+{
+    if (!s->loop)
+        return;
+    serial_unwatch_in(s);
+    if (s->listen_fd >= 0)
+        loop_del_fd(s->loop, s->listen_fd);
+    s->loop = NULL;
 }

@@ -2,7 +2,6 @@
  * socket from a single event loop; `ctl` talks to a running one. */
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -12,6 +11,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "../common/loop.h"
 #include "../common/version.h"
 #include "../migrate/migrate.h"
 #include "control.h"
@@ -79,94 +79,122 @@ static int signalfd_for_termination(struct tern_err *err)
     return fd;
 }
 
-/* The main loop: termination signals, the end of the VM, control clients
- * and serial input. Returns once the VM is ending. */
-static void main_loop(struct vm *vm, struct control_server *cs, int sig_fd)
+/* The VMM's event loop (common/loop.h). Throughout: termination signals
+ * and control clients. While an incoming migration is received: its
+ * outcome. Then: the VM's end, its migration's phase changes (to
+ * watchers) and serial input. */
+struct vmm_loop {
+    struct loop *loop;
+    struct vm *vm;
+    struct control_server *cs;
+    struct mig_incoming *in; /* receiving: the guest has not run here */
+    struct mig_source *mig;  /* the migration whose events are watched */
+    int mig_fd;              /* ... its event fd, -1 if none */
+};
+
+static void on_signal(struct loop *l, int fd, unsigned events, void *opaque)
 {
-    for (;;) {
-        struct pollfd fds[3 + 1 + CONTROL_MAX_CLIENTS + SERIAL_MAX_POLLFDS];
-        int n = 0;
-        fds[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
-        fds[n++] = (struct pollfd){.fd = vm->end_eventfd, .events = POLLIN};
-        /* A migration's phase changes go out to watchers (ternd). */
-        struct mig_source *mig = vm->migration;
-        fds[n++] = (struct pollfd){.fd = mig_source_event_fd(mig), .events = POLLIN};
-        int cs_first = n;
-        int cs_n = cs ? control_server_pollfds(cs, &fds[n]) : 0;
-        n += cs_n;
-        int serial_first = n;
-        int serial_n = dev_serial_pollfds(&vm->serial, &fds[n]);
-        n += serial_n;
-        if (poll(fds, (nfds_t)n, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            vm_request_end(vm, VMM_EXIT_INTERNAL, "poll failed: %s", strerror(errno));
-            return;
-        }
-        if (fds[0].revents) {
-            struct signalfd_siginfo si;
-            if (read(sig_fd, &si, sizeof(si)) == sizeof(si))
-                vm_request_end(vm, VMM_EXIT_OK, "stopped by signal %s", strsignal((int)si.ssi_signo));
-        }
-        if (fds[1].revents)
-            return;
-        /* Before the control clients: a new migrate command may free mig. */
-        if (fds[2].revents) {
-            mig_source_event_drain(mig);
-            json_t *ev = json_pack("{s:s, s:o*}", "event", "migration", "migration",
-                                   mig_source_status(mig));
-            control_server_notify(cs, ev);
-            json_decref(ev);
-        }
-        if (cs)
-            control_server_handle(cs, &fds[cs_first], cs_n);
-        dev_serial_handle(&vm->serial, &fds[serial_first], serial_n);
+    (void)l;
+    (void)events;
+    struct vmm_loop *v = opaque;
+    struct signalfd_siginfo si;
+    if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    if (v->in) {
+        char why[128];
+        snprintf(why, sizeof(why), "stopped by signal %s", strsignal((int)si.ssi_signo));
+        (void)mig_incoming_abort(v->in, why); /* too late (committed): it runs */
+    } else {
+        vm_request_end(v->vm, VMM_EXIT_OK, "stopped by signal %s", strsignal((int)si.ssi_signo));
     }
 }
 
-/* The loop while an incoming migration is received: termination signals
- * (give up: the guest never ran here), the receive's outcome and control
- * clients (status, stop, migrate-commit, migrate-abort). Returns the
- * outcome, never PENDING. */
-static enum mig_incoming_outcome incoming_loop(struct mig_incoming *in, struct control_server *cs,
-                                               int sig_fd, struct tern_err *err)
+/* The receive has an outcome: acted on before any later request (loop_stop
+ * ends the round here). */
+static void on_incoming_outcome(struct loop *l, int fd, unsigned events, void *opaque)
 {
-    for (;;) {
-        /* The outcome first: a commit is acted on before any later request. */
-        enum mig_incoming_outcome o = mig_incoming_outcome(in, err);
-        if (o != MIG_INCOMING_PENDING)
-            return o;
-        struct pollfd fds[2 + 1 + CONTROL_MAX_CLIENTS];
-        int n = 0;
-        fds[n++] = (struct pollfd){.fd = sig_fd, .events = POLLIN};
-        fds[n++] = (struct pollfd){.fd = mig_incoming_fd(in), .events = POLLIN};
-        int cs_first = n;
-        int cs_n = cs ? control_server_pollfds(cs, &fds[n]) : 0;
-        n += cs_n;
-        if (poll(fds, (nfds_t)n, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            char why[128];
-            snprintf(why, sizeof(why), "poll failed: %s", strerror(errno));
-            if (mig_incoming_abort(in, why) == 1)
-                continue; /* committed: the outcome is RUN */
+    (void)fd;
+    (void)events;
+    (void)opaque;
+    loop_stop(l);
+}
+
+static void on_vm_end(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)fd;
+    (void)events;
+    (void)opaque;
+    loop_stop(l);
+}
+
+static void on_migration_event(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)l;
+    (void)fd;
+    (void)events;
+    struct vmm_loop *v = opaque;
+    mig_source_event_drain(v->mig);
+    json_t *ev = json_pack("{s:s, s:o*}", "event", "migration", "migration",
+                           mig_source_status(v->mig));
+    control_server_notify(v->cs, ev);
+    json_decref(ev);
+}
+
+/* Watches the VM's current migration (a `migrate` command replaces it:
+ * vmm_ctl.migration_changed calls this before and after). */
+static void watch_migration(void *opaque, bool before_replace)
+{
+    struct vmm_loop *v = opaque;
+    struct mig_source *m = before_replace ? NULL : v->vm->migration;
+    int fd = mig_source_event_fd(m);
+    if (m == v->mig && fd == v->mig_fd)
+        return;
+    if (v->mig_fd >= 0)
+        loop_del_fd(v->loop, v->mig_fd);
+    v->mig = m;
+    v->mig_fd = -1;
+    struct tern_err err;
+    if (fd < 0)
+        return;
+    if (loop_add_fd(v->loop, fd, LOOP_READ, on_migration_event, v, &err) == 0)
+        v->mig_fd = fd;
+    else /* its status still answers; only the watchers miss the events */
+        fprintf(stderr, "tern-vmm: watching the migration's events: %s\n", err.msg);
+}
+
+/* Receives an incoming migration; returns its outcome, never PENDING. */
+static enum mig_incoming_outcome receive(struct vmm_loop *v, struct tern_err *err)
+{
+    int fd = mig_incoming_fd(v->in);
+    if (loop_add_fd(v->loop, fd, LOOP_READ, on_incoming_outcome, v, err) < 0)
+        return MIG_INCOMING_FAILED;
+    enum mig_incoming_outcome o;
+    while ((o = mig_incoming_outcome(v->in, err)) == MIG_INCOMING_PENDING) {
+        struct tern_err lerr;
+        if (loop_run(v->loop, &lerr) < 0 && mig_incoming_abort(v->in, lerr.msg) != 1) {
             struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
-            nanosleep(&ts, NULL);
-            continue;
+            nanosleep(&ts, NULL); /* the loop failed: nothing to wait on */
         }
-        if (fds[0].revents) {
-            struct signalfd_siginfo si;
-            if (read(sig_fd, &si, sizeof(si)) == sizeof(si)) {
-                char why[128];
-                snprintf(why, sizeof(why), "stopped by signal %s", strsignal((int)si.ssi_signo));
-                (void)mig_incoming_abort(in, why); /* too late (committed): it runs */
-            }
-        }
-        if (fds[1].revents)
-            continue; /* the outcome, read at the top */
-        if (cs)
-            control_server_handle(cs, &fds[cs_first], cs_n);
     }
+    loop_del_fd(v->loop, fd);
+    return o;
+}
+
+/* Runs until the VM ends. */
+static void run_vm(struct vmm_loop *v)
+{
+    struct tern_err err;
+    if (loop_add_fd(v->loop, v->vm->end_eventfd, LOOP_READ, on_vm_end, v, &err) < 0 ||
+        dev_serial_attach(&v->vm->serial, v->loop, &err) < 0) {
+        vm_request_end(v->vm, VMM_EXIT_INTERNAL, "%s", err.msg);
+        return;
+    }
+    watch_migration(v, false);
+    if (loop_run(v->loop, &err) < 0)
+        vm_request_end(v->vm, VMM_EXIT_INTERNAL, "%s", err.msg);
+    watch_migration(v, true);
+    dev_serial_detach(&v->vm->serial);
+    loop_del_fd(v->loop, v->vm->end_eventfd);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -210,26 +238,41 @@ static int cmd_run(int argc, char **argv)
     }
     /* The control socket answers from here on, also while an incoming
      * migration is received. */
+    static struct vmm_loop v;
+    v = (struct vmm_loop){.vm = &vm, .mig_fd = -1};
     static struct vmm_ctl ctl;
-    ctl = (struct vmm_ctl){.vm = &vm};
+    ctl = (struct vmm_ctl){.vm = &vm, .migration_changed = watch_migration, .loop_opaque = &v};
     struct control_server cs;
     struct control_server *csp = NULL;
+    if (loop_new(&v.loop, &err) < 0 ||
+        loop_add_fd(v.loop, sig_fd, LOOP_READ, on_signal, &v, &err) < 0) {
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        loop_free(v.loop);
+        vm_destroy(&vm);
+        close(sig_fd);
+        return VMM_EXIT_SETUP;
+    }
     if (opts.control_path) {
         if (control_server_open(&cs, opts.control_path, vmm_commands, vmm_nr_commands, &ctl,
-                                &err) < 0) {
+                                &err) < 0 ||
+            control_server_attach(&cs, v.loop, &err) < 0) {
             fprintf(stderr, "tern-vmm: %s\n", err.msg);
+            control_server_close(&cs);
+            loop_free(v.loop);
             vm_destroy(&vm);
             close(sig_fd);
             return VMM_EXIT_SETUP;
         }
         csp = &cs;
     }
+    v.cs = csp;
     struct mig_incoming *incoming = NULL;
     if (opts.incoming) {
         enum mig_incoming_outcome o = MIG_INCOMING_FAILED;
         if (mig_incoming_start(&incoming, &vm, &opts, &err) == 0) {
-            ctl.incoming = incoming;
-            o = incoming_loop(incoming, csp, sig_fd, &err);
+            ctl.incoming = v.in = incoming;
+            o = receive(&v, &err);
+            v.in = NULL;
         }
         if (o != MIG_INCOMING_RUN) {
             fprintf(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
@@ -238,6 +281,7 @@ static int cmd_run(int argc, char **argv)
             mig_incoming_destroy(incoming);
             if (csp)
                 control_server_close(csp);
+            loop_free(v.loop);
             vm_destroy(&vm);
             close(sig_fd);
             return VMM_EXIT_MIGRATION;
@@ -256,11 +300,12 @@ static int cmd_run(int argc, char **argv)
         if (ctl.stop_after_start)
             vm_request_end(&vm, VMM_EXIT_OK, "stopped through the control socket");
     }
-    main_loop(&vm, csp, sig_fd);
+    run_vm(&v);
     int status = vm_join(&vm);
     fprintf(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
     if (csp)
         control_server_close(csp);
+    loop_free(v.loop);
     vm_destroy(&vm);
     close(sig_fd);
     return status;

@@ -113,7 +113,12 @@ static json_t *cmd_migrate(void *opaque, json_t *req, struct tern_err *err)
     pthread_mutex_unlock(&vm->lock);
     if (st != VM_STATE_RUNNING)
         return tern_err_set(err, "only a running VM can migrate (it is %s)", vm_state_name(st)), NULL;
-    if (mig_source_start(&vm->migration, vm, &p, err) < 0)
+    if (c->migration_changed)
+        c->migration_changed(c->loop_opaque, true);
+    int rc = mig_source_start(&vm->migration, vm, &p, err);
+    if (c->migration_changed)
+        c->migration_changed(c->loop_opaque, false);
+    if (rc < 0)
         return NULL;
     return json_pack("{s:s}", "migration", "started");
 }

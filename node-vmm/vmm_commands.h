@@ -21,6 +21,11 @@ struct vmm_ctl {
     struct mig_incoming *incoming;
     bool received;          /* the guest came by an incoming migration, committed */
     bool stop_after_start;  /* `stop` arrived while committing: end once started */
+    /* Called before (true) and after (false) `migrate` replaces
+     * vm->migration, so the main loop stops watching the old one's events
+     * before it is freed. NULL: nobody watches. */
+    void (*migration_changed)(void *loop_opaque, bool before_replace);
+    void *loop_opaque;
 };
 
 extern const struct control_command vmm_commands[];

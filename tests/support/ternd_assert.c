@@ -27,8 +27,9 @@ json_t *tapi_ok(struct ternd_hosts *t, int h, json_t *req, json_t **reply)
 void tdefine(struct ternd_hosts *t, int h, const char *name, int mem_mib, const char *args)
 {
     json_t *reply;
-    json_t *cfg = json_pack("{s:s, s:s, s:i, s:i}", "kernel", t->guest, "cmdline", args,
-                            "mem_mib", mem_mib, "vcpus", 1);
+    json_t *cfg = json_pack("{s:s, s:i, s:i}", "kernel", t->guest, "mem_mib", mem_mib, "vcpus", 1);
+    if (args)
+        json_object_set_new(cfg, "cmdline", json_string(args));
     tapi_ok(t, h, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", name, "config", cfg),
             &reply);
     json_decref(reply);

@@ -10,7 +10,7 @@
  * "result" (valid until the caller decrefs *reply). */
 json_t *tapi_ok(struct ternd_hosts *t, int h, json_t *req, json_t **reply);
 
-/* vm.define NAME (the test guest, mem_mib, 1 vCPU, cmdline args) at host h. */
+/* vm.define NAME (the test guest, mem_mib, 1 vCPU, cmdline args if not NULL) at host h. */
 void tdefine(struct ternd_hosts *t, int h, const char *name, int mem_mib, const char *args);
 
 /* ternd_hosts_agree, or the test fails. */

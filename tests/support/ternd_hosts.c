@@ -259,6 +259,7 @@ char *ternd_shared_view(struct ternd_hosts *t, int h)
     if (!s)
         return NULL;
     json_object_del(s, "cluster");
+    json_object_del(s, "agent");
     char *d = json_dumps(s, JSON_SORT_KEYS | JSON_COMPACT);
     json_decref(s);
     return d;

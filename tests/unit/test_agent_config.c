@@ -33,7 +33,10 @@ static void parses_every_setting(void **state)
                        "vcpus = 12\n"
                        "cpg_group = tern-test\n"
                        "cgroups = no\n"
-                       "cgroup_layout = delegated\n";
+                       "cgroup_layout = delegated\n"
+                       "corosync_wait = 5\n"
+                       "client_idle_timeout = 60\n"
+                       "client_stuck_timeout = 7\n";
     assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), 0);
     assert_string_equal(c.host, "h1");
     assert_string_equal(c.run_dir, "/tmp/r");
@@ -50,6 +53,9 @@ static void parses_every_setting(void **state)
     assert_string_equal(c.cpg_group, "tern-test");
     assert_false(c.use_cgroups);
     assert_true(c.cgroup_delegated);
+    assert_int_equal(c.corosync_wait_s, 5);
+    assert_int_equal(c.client_idle_s, 60);
+    assert_int_equal(c.client_stuck_s, 7);
 }
 
 static void defaults(void **state)
@@ -64,6 +70,9 @@ static void defaults(void **state)
     assert_int_equal(c.migration_port_min, 7400);
     assert_true(c.use_cgroups);
     assert_false(c.cgroup_delegated);
+    assert_int_equal(c.corosync_wait_s, 60);
+    assert_int_equal(c.client_idle_s, 300);
+    assert_int_equal(c.client_stuck_s, 30);
 }
 
 static void expect_error(const char *text, const char *needle)
@@ -93,6 +102,9 @@ static void bad_lines(void **state)
     expect_error("migration_addr = example.com\n", "must be an IPv4 or IPv6 address");
     expect_error("cgroups = maybe\n", "cgroups must be yes or no");
     expect_error("cgroup_layout = flat\n", "cgroup_layout must be nested or delegated, got 'flat'");
+    expect_error("client_idle_timeout = 0\n", "client_idle_timeout must be 1..86400");
+    expect_error("client_stuck_timeout = soon\n", "client_stuck_timeout must be 1..3600");
+    expect_error("corosync_wait = 99999\n", "corosync_wait must be 0..3600");
 }
 
 static void check_names_missing_vmm(void **state)

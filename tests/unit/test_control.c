@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -78,19 +80,34 @@ static void test_dispatch(void **state)
 
 struct server_thread {
     struct control_server cs;
+    struct loop *loop;
     volatile int stop;
 };
 
 static void *serve(void *arg)
 {
     struct server_thread *st = arg;
-    while (!st->stop) {
-        struct pollfd fds[1 + CONTROL_MAX_CLIENTS];
-        int n = control_server_pollfds(&st->cs, fds);
-        if (poll(fds, (nfds_t)n, 20) > 0)
-            control_server_handle(&st->cs, fds, n);
-    }
+    struct tern_err err;
+    while (!st->stop)
+        if (loop_run_once(st->loop, 20, &err) < 0)
+            break;
     return NULL;
+}
+
+static void serve_start(struct server_thread *st, pthread_t *t)
+{
+    struct tern_err err;
+    assert_int_equal(loop_new(&st->loop, &err), 0);
+    assert_int_equal(control_server_attach(&st->cs, st->loop, &err), 0);
+    assert_int_equal(pthread_create(t, NULL, serve, st), 0);
+}
+
+static void serve_stop(struct server_thread *st, pthread_t t)
+{
+    st->stop = 1;
+    pthread_join(t, NULL);
+    control_server_close(&st->cs);
+    loop_free(st->loop);
 }
 
 static void test_socket_round_trip(void **state)
@@ -108,7 +125,7 @@ static void test_socket_round_trip(void **state)
     assert_non_null(strstr(err.msg, "in use"));
 
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, serve, &st), 0);
+    serve_start(&st, &t);
     for (int i = 0; i < 3; i++) {
         json_t *req = json_pack("{s:s, s:i}", "cmd", "echo", "arg", i);
         json_t *reply = NULL;
@@ -117,9 +134,7 @@ static void test_socket_round_trip(void **state)
         json_decref(req);
         json_decref(reply);
     }
-    st.stop = 1;
-    pthread_join(t, NULL);
-    control_server_close(&st.cs);
+    serve_stop(&st, t);
     assert_int_equal(access(path, F_OK), -1); /* socket file removed */
 
     json_t *req = json_pack("{s:s}", "cmd", "echo");
@@ -146,12 +161,63 @@ static void test_stale_socket_replaced(void **state)
     control_server_close(&cs2);
 }
 
+/* A client that pipelines requests and reads none of the replies is
+ * dropped once its socket is full; the server never waits for it and
+ * answers everyone else meanwhile. */
+static void test_client_that_does_not_read(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/tern-test-silent-%d.sock", (int)getpid());
+    struct server_thread st = {0};
+    struct tern_err err;
+    assert_int_equal(control_server_open(&st.cs, path, commands, 2, "srv", &err), 0);
+    pthread_t t;
+    serve_start(&st, &t);
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char line[1100];
+    memset(line, 'x', sizeof(line));
+    int n = snprintf(line, sizeof(line), "{\"cmd\":\"echo\",\"arg\":\"");
+    line[n + 1000] = '\0';
+    memset(line + n, 'y', 1000);
+    strcat(line, "\"}\n");
+    size_t len = strlen(line);
+    int sent = 0;
+    for (int i = 0; i < 4000; i++) {
+        if (send(fd, line, len, MSG_NOSIGNAL) != (ssize_t)len)
+            break; /* dropped: EPIPE / ECONNRESET */
+        sent++;
+    }
+    /* Others are served all along. */
+    json_t *req = json_pack("{s:s, s:i}", "cmd", "echo", "arg", 7), *reply = NULL;
+    assert_int_equal(control_call(path, req, 5000, &reply, &err), 0);
+    assert_int_equal(json_integer_value(json_object_get(reply, "arg")), 7);
+    json_decref(req);
+    json_decref(reply);
+    /* The silent client was dropped: reading ends (EOF or reset). */
+    char buf[65536];
+    ssize_t r;
+    long got = 0;
+    while ((r = recv(fd, buf, sizeof(buf), 0)) > 0)
+        got += r;
+    fprintf(stderr, "silent client: %d requests sent, %ld reply bytes before the drop\n", sent,
+            got);
+    assert_true(got < (long)sent * 1050);
+    close(fd);
+    serve_stop(&st, t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dispatch),
         cmocka_unit_test(test_socket_round_trip),
         cmocka_unit_test(test_stale_socket_replaced),
+        cmocka_unit_test(test_client_that_does_not_read),
     };
     return cmocka_run_group_tests_name("control", tests, NULL, NULL);
 }

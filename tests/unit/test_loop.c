@@ -109,9 +109,8 @@ static void test_remove_in_callback(void **unused)
     assert_int_equal(loop_add_fd(l, b[0], LOOP_READ, removing_cb, &c, &err), 0);
     assert_int_equal(write(a[1], "1", 1), 1);
     assert_int_equal(write(b[1], "1", 1), 1);
-    /* Whichever epoll reports first removes the other one; one ran. */
-    c.victim_fd = -1;
-    /* Decide the victim as b; if b comes first, it is not the victim. */
+    /* The victim is b: if a runs first it removes b, which must not run
+     * then; if b runs first, it is not removed by anyone before. One ran. */
     c.victim_fd = b[0];
     assert_int_equal(loop_run_once(l, 1000, &err), 0);
     assert_int_equal(c.reads + c.victim_ran, 1);
@@ -206,6 +205,42 @@ static void test_wake_and_stats(void **unused)
     loop_free(l);
 }
 
+static void stopping_cb(struct loop *l, int fd, unsigned events, void *opaque)
+{
+    (void)events;
+    char ch;
+    assert_int_equal(read(fd, &ch, 1), 1);
+    (*(int *)opaque)++;
+    loop_stop(l);
+}
+
+/* loop_stop ends the round: the other ready fd waits for the next
+ * loop_run, which runs again. */
+static void test_stop_ends_round(void **unused)
+{
+    (void)unused;
+    struct loop *l;
+    struct tern_err err;
+    assert_int_equal(loop_new(&l, &err), 0);
+    int a[2], b[2], ran = 0;
+    assert_int_equal(pipe2(a, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(pipe2(b, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(loop_add_fd(l, a[0], LOOP_READ, stopping_cb, &ran, &err), 0);
+    assert_int_equal(loop_add_fd(l, b[0], LOOP_READ, stopping_cb, &ran, &err), 0);
+    assert_int_equal(write(a[1], "1", 1), 1);
+    assert_int_equal(write(b[1], "1", 1), 1);
+    assert_int_equal(loop_run(l, &err), 0);
+    assert_int_equal(ran, 1);
+    assert_false(loop_stopping(l));
+    assert_int_equal(loop_run(l, &err), 0);
+    assert_int_equal(ran, 2);
+    for (int i = 0; i < 2; i++) {
+        close(a[i]);
+        close(b[i]);
+    }
+    loop_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_remove_in_callback),
         cmocka_unit_test(test_timers),
         cmocka_unit_test(test_wake_and_stats),
+        cmocka_unit_test(test_stop_ends_round),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
