@@ -50,6 +50,27 @@ bool agent_is_host(struct agent *a)
     return h && h->nodeid == a->nodeid;
 }
 
+bool agent_out_of_quorum_for(struct agent *a, double s)
+{
+    return a->quorum_lost_at > 0 && agent_now() - a->quorum_lost_at > s;
+}
+
+/* Follows quorum as this host sees it (its corosync and its state). */
+static void track_quorum(struct agent *a)
+{
+    bool q = a->quorate && replica_synced(a->replica) && cl_state_quorate(agent_state(a));
+    if (q) {
+        if (a->quorum_lost_at > 0)
+            agent_log("quorum back after %.1f s\n", agent_now() - a->quorum_lost_at);
+        a->quorum_lost_at = 0;
+        a->was_quorate = true;
+    } else if (a->was_quorate && a->quorum_lost_at == 0) {
+        a->quorum_lost_at = agent_now();
+        agent_log("this host is out of quorum: it starts nothing, and its HA VMs stop in %.0f "
+                  "s unless quorum returns\n", LOCAL_HA_SELF_STOP_S);
+    }
+}
+
 void agent_changed(struct agent *a)
 {
     a->dirty = true;
@@ -644,6 +665,7 @@ static void before_sleep(struct loop *l, void *opaque)
     }
     if (!a->dirty && !a->acks_moved)
         return;
+    track_quorum(a);
     bool reconcile = a->dirty && a->reconciled;
     a->dirty = a->acks_moved = false;
     if (reconcile)

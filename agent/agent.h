@@ -51,6 +51,10 @@ struct agent {
     uint32_t nodeid;
     size_t nr_nodes;         /* corosync's nodelist */
     bool quorate;            /* votequorum, as this node sees it */
+    /* Since when this host is out of quorum (0 while quorate, and before it
+     * was quorate once: a ternd that starts in a minority stops nothing). */
+    double quorum_lost_at;
+    bool was_quorate;
     bool announced;
     uint64_t announce_req;
     bool reconciled;         /* this host's identity is confirmed and what runs here settled */
@@ -100,6 +104,12 @@ bool agent_can_change(struct agent *a, struct tern_err *err);
 struct cl_state *agent_state(struct agent *a);
 /* The state names this node as host `a->host` (its announce was applied). */
 bool agent_is_host(struct agent *a);
+/* This host has been out of quorum for more than `s` seconds (after it
+ * was quorate): its HA VMs must stop (design.md invariant 4). */
+bool agent_out_of_quorum_for(struct agent *a, double s);
+/* How long out of quorum before this host kills its HA VMs: well inside
+ * the self-fence deadline survivors wait for (2 x watchdog_timeout + 1 s). */
+#define LOCAL_HA_SELF_STOP_S 1.0
 /* Something changed that local_reconcile and requests_poll should see
  * (they run before the loop sleeps). */
 void agent_changed(struct agent *a);

@@ -447,6 +447,14 @@ static void settle(struct agent *a, struct local_vm *lv, bool at_start)
         mig_settle_incoming(a, lv, vm, m);
         return;
     }
+    /* Out of quorum: the survivors may fence this host and restart its HA
+     * VMs once its deadline has passed; they must be gone by then. */
+    if (vm->ha && agent_out_of_quorum_for(a, LOCAL_HA_SELF_STOP_S) &&
+        lv->phase != LV_HANDED_OVER) {
+        lv->ended_expected = true;
+        lv_kill(lv, "this host is out of quorum: an HA VM stops before the self-fence deadline");
+        return;
+    }
     if (lv->phase == LV_HANDED_OVER) {
         if (!m || agent_now() - lv->phase_since > HANDOVER_KILL_AFTER_S) {
             lv->ended_expected = true;

@@ -13,9 +13,10 @@
 
 #define SIMPLE_TIMEOUT_S 15.0
 #define START_STOP_TIMEOUT_S 90.0
+#define FENCE_TIMEOUT_S 120.0
 #define MAX_PENDING 1024
 
-enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE };
+enum pending_kind { PEND_SIMPLE, PEND_START, PEND_STOP, PEND_MIGRATE, PEND_EVACUATE, PEND_FENCE };
 
 struct evac_item {
     char vm[CL_NAME_MAX];
@@ -41,6 +42,7 @@ struct pending {
     uint64_t mig_id;
     bool wait;
     double t_start, deadline;
+    uint32_t fence_seq, fence_attempts; /* PEND_FENCE: the episode, failures seen */
     /* evacuation */
     struct evac_item *items;
     size_t nr_items;
@@ -211,13 +213,18 @@ static void handle_vm_define(struct agent *a, int client, uint64_t gen, json_t *
     }
     json_t *ha = json_object_get(req, "ha");
     json_t *prio = json_object_get(req, "priority");
-    if ((ha && !json_is_boolean(ha)) || (prio && !json_is_integer(prio))) {
-        api_reply_err(a, client, gen, "malformed", "'ha' must be a boolean, 'priority' an integer");
+    json_t *group = json_object_get(req, "group");
+    if ((ha && !json_is_boolean(ha)) || (prio && !json_is_integer(prio)) ||
+        (group && !json_is_string(group))) {
+        api_reply_err(a, client, gen, "malformed",
+                      "'ha' must be a boolean, 'priority' an integer, 'group' a string");
         return;
     }
     json_t *msg = json_pack("{s:s, s:s, s:O, s:b, s:I}", "type", "vm_define", "name", name,
                             "config", config, "ha", ha ? json_is_true(ha) : 0, "priority",
                             prio ? json_integer_value(prio) : (json_int_t)0);
+    if (group && json_string_length(group) > 0)
+        json_object_set(msg, "group", group);
     struct pending *p = send_change(a, client, gen, PEND_SIMPLE, msg);
     if (p)
         snprintf(p->vm, sizeof(p->vm), "%s", name);
@@ -294,6 +301,36 @@ static void handle_host_mode(struct agent *a, int client, uint64_t gen, json_t *
     }
 }
 
+/* host.fence: a new fencing episode, run by the fencer; answered when the
+ * host is fenced or the attempt failed. host.confirm_fenced: the operator
+ * vouches that the host is off (its VMs are released at once). */
+static void handle_host_fence(struct agent *a, int client, uint64_t gen, json_t *req, bool run)
+{
+    const char *host;
+    if (!require_name(a, client, gen, req, "host", &host))
+        return;
+    const struct cl_host *h = cl_state_host(agent_state(a), host);
+    if (!h) {
+        api_reply_err(a, client, gen, "not_found", "host '%s' is not in the cluster", host);
+        return;
+    }
+    json_t *msg;
+    if (run) {
+        msg = json_pack("{s:s, s:s}", "type", "host_fence", "host", host);
+    } else {
+        char detail[CL_REASON_MAX];
+        snprintf(detail, sizeof(detail), "confirmed off by the operator (asked at %s)", a->host);
+        msg = json_pack("{s:s, s:s, s:I, s:s, s:s}", "type", "host_fenced", "host", host, "seq",
+                        (json_int_t)h->fence_seq, "method", "operator", "detail", detail);
+    }
+    struct pending *p = send_change(a, client, gen, run ? PEND_FENCE : PEND_SIMPLE, msg);
+    if (p) {
+        snprintf(p->host, sizeof(p->host), "%s", host);
+        if (run)
+            p->deadline = p->t_start + FENCE_TIMEOUT_S;
+    }
+}
+
 /* This agent itself (not replicated): its loop and its clients. */
 static json_t *agent_json(struct agent *a)
 {
@@ -352,6 +389,8 @@ void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req)
         handle_host_mode(a, client, gen, req, "active", PEND_SIMPLE);
     } else if (!strcmp(cmd, "host.evacuate")) {
         handle_host_mode(a, client, gen, req, "maintenance", PEND_EVACUATE);
+    } else if (!strcmp(cmd, "host.fence") || !strcmp(cmd, "host.confirm_fenced")) {
+        handle_host_fence(a, client, gen, req, !strcmp(cmd, "host.fence"));
     } else if (!strcmp(cmd, "host.remove")) {
         const char *host;
         if (!require_name(a, client, gen, req, "host", &host))
@@ -648,6 +687,12 @@ void requests_on_applied(struct agent *a, uint32_t sender, const json_t *msg, in
         p->applied_version = cl_state_version(s);
         p->lineage = a->lineage;
         switch (p->kind) {
+        case PEND_FENCE: {
+            const struct cl_host *h = cl_state_host(s, p->host);
+            p->fence_seq = h ? h->fence_seq : 0;
+            p->fence_attempts = h ? h->fence_attempts : 0;
+            break;
+        }
         case PEND_SIMPLE:
         case PEND_START:
         case PEND_STOP:
@@ -786,6 +831,28 @@ void requests_poll(struct agent *a)
         }
         if (p->kind == PEND_EVACUATE && p->items && evac_settle(a, p))
             continue;
+        if (p->kind == PEND_FENCE && durable(a, p)) {
+            const struct cl_host *h = cl_state_host(s, p->host);
+            if (!h || h->fence_seq != p->fence_seq) {
+                api_reply_err(a, p->client, p->client_gen, "failed",
+                              "host '%s': the fencing episode was replaced (%s)", p->host,
+                              h ? "a new one started" : "the host was removed");
+                pending_free(p);
+                continue;
+            }
+            if (h->fence == CL_FENCE_FENCED || h->fence == CL_FENCE_NONE) {
+                reply_simple(a, p);
+                pending_free(p);
+                continue;
+            }
+            if (h->fence == CL_FENCE_FAILED && h->fence_attempts > p->fence_attempts) {
+                api_reply_err(a, p->client, p->client_gen, "failed",
+                              "fencing host '%s' failed (attempt %u; it is retried): %s", p->host,
+                              h->fence_attempts, h->fence_detail);
+                pending_free(p);
+                continue;
+            }
+        }
         if (p->kind == PEND_MIGRATE && p->mig_id && !cl_state_migration(s, p->mig_id)) {
             /* Finished while we missed the event (e.g. across a resync). */
             const struct cl_vm *vm = cl_state_vm(s, p->vm);

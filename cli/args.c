@@ -27,10 +27,11 @@ static const struct cmd_spec commands[] = {
     {CLI_CMD_STATUS, NULL, "status", 0, "status", "hosts, quorum, VMs and migrations at a glance"},
     {CLI_CMD_VM_DEFINE, "vm", "define", 1,
      "vm define NAME --kernel K --mem SIZE --vcpus N [--initrd F] [--disk PATH[,ro]]...\n"
-     "                [--cmdline S] [--ha] [--priority N]",
+     "                [--cmdline S] [--ha] [--priority N] [--group G]",
      "defines a VM (stopped); SIZE is 512M, 1G, 1.5G or MiB (2048); relative\n"
-     "paths are made absolute; up to 4 disks; --ha restarts it elsewhere if its\n"
-     "host dies, higher --priority is placed first"},
+     "paths are made absolute; up to 4 disks; --ha restarts it elsewhere once its\n"
+     "host is fenced after it died, higher --priority is placed first; two VMs of\n"
+     "one --group share a host only when no other host fits"},
     {CLI_CMD_VM_START, "vm", "start", 1, "vm start NAME [--host H]",
      "starts the VM (on H, or where it fits best) and waits until it runs"},
     {CLI_CMD_VM_STOP, "vm", "stop", 1, "vm stop NAME", "stops the VM and waits until it has stopped"},
@@ -50,6 +51,14 @@ static const struct cmd_spec commands[] = {
      "forgets HOST for good (only while it is not in the cluster): its name is\n"
      "free for another node, and VMs it still owned are marked crashed. Only for\n"
      "a host that is truly gone (powered off, reinstalled): its VMs must not run"},
+    {CLI_CMD_HOST_FENCE, "host", "fence", 1, "host fence HOST",
+     "fences HOST now (powers it off through its fence devices, level by level)\n"
+     "and waits for the result; its VMs are then released and its HA VMs restarted\n"
+     "elsewhere"},
+    {CLI_CMD_HOST_CONFIRM_FENCED, "host", "confirm-fenced", 1, "host confirm-fenced HOST",
+     "vouches that HOST is off (you checked: powered off, unplugged), when no fence\n"
+     "device could do it: its VMs are released and its HA VMs restarted elsewhere.\n"
+     "Wrong here means a VM running twice: be sure"},
     {CLI_CMD_CLUSTER_INIT_CA, "cluster", "init-ca", 1, "cluster init-ca DIR [--name CN] [--days N] [--force]",
      "local, no agent: creates the cluster CA, DIR/ca.pem and DIR/ca-key.pem\n"
      "(default 3650 days); refuses to replace an existing CA unless --force\n"
@@ -87,7 +96,7 @@ const char *cli_cmd_name(enum cli_cmd cmd)
 
 bool cli_cmd_is_long(enum cli_cmd cmd)
 {
-    return cmd == CLI_CMD_VM_MIGRATE || cmd == CLI_CMD_HOST_EVACUATE;
+    return cmd == CLI_CMD_VM_MIGRATE || cmd == CLI_CMD_HOST_EVACUATE || cmd == CLI_CMD_HOST_FENCE;
 }
 
 static const char exit_codes_text[] =
@@ -287,6 +296,7 @@ static const struct opt_spec options[] = {
     {CLI_CMD_VM_DEFINE, "--disk", OPT_DISK, 0, 0, 0},
     {CLI_CMD_VM_DEFINE, "--ha", OPT_FLAG, 0, 0, F(ha)},
     {CLI_CMD_VM_DEFINE, "--priority", OPT_INT, -1000000, 1000000, F(priority)},
+    {CLI_CMD_VM_DEFINE, "--group", OPT_NAME, 0, 0, F(group)},
     {CLI_CMD_VM_START, "--host", OPT_NAME, 0, 0, F(host)},
     {CLI_CMD_VM_MIGRATE, "--to", OPT_NAME, 0, 0, F(host)},
     {CLI_CMD_VM_MIGRATE, "--downtime-ms", OPT_INT, 1, MAX_DOWNTIME_MS, F(downtime_ms)},
@@ -437,6 +447,7 @@ static int check_required(struct cli_args *a, const char **pos, int npos, struct
         const char *missing;
         switch (a->cmd) {
         case CLI_CMD_HOST_EVACUATE: case CLI_CMD_HOST_ACTIVATE: case CLI_CMD_HOST_REMOVE:
+        case CLI_CMD_HOST_FENCE: case CLI_CMD_HOST_CONFIRM_FENCED:
             missing = "a HOST";
             break;
         case CLI_CMD_CLUSTER_INIT_CA: missing = "a DIR"; break;
@@ -470,6 +481,7 @@ static int check_required(struct cli_args *a, const char **pos, int npos, struct
             return tern_err_set(err, "vm migrate needs --to HOST");
         return check_name("VM", a->name, err);
     case CLI_CMD_HOST_EVACUATE: case CLI_CMD_HOST_ACTIVATE: case CLI_CMD_HOST_REMOVE:
+    case CLI_CMD_HOST_FENCE: case CLI_CMD_HOST_CONFIRM_FENCED:
         return check_name("host", a->name, err);
     case CLI_CMD_CLUSTER_INIT_CA: case CLI_CMD_CLUSTER_ISSUE_CERT:
         if (!*a->name)

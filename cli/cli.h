@@ -59,6 +59,8 @@ enum cli_cmd {
     CLI_CMD_HOST_EVACUATE,
     CLI_CMD_HOST_ACTIVATE,
     CLI_CMD_HOST_REMOVE,
+    CLI_CMD_HOST_FENCE,
+    CLI_CMD_HOST_CONFIRM_FENCED,
     CLI_CMD_CLUSTER_INIT_CA,
     CLI_CMD_CLUSTER_ISSUE_CERT,
 };
@@ -93,6 +95,7 @@ struct cli_args {
     unsigned nr_disks;
     bool ha;
     int priority;
+    const char *group;        /* --group, NULL = none */
 
     /* vm migrate / host evacuate: 0 leaves the agent's default. */
     int downtime_ms;

@@ -222,6 +222,13 @@ static int show_result(const struct cli_args *a, const struct cli_io *io, const 
     case CLI_CMD_HOST_REMOVE:
         fprintf(out, "host %s removed from the cluster\n", a->name);
         break;
+    case CLI_CMD_HOST_FENCE:
+    case CLI_CMD_HOST_CONFIRM_FENCED: {
+        const json_t *f = json_object_get(json_object_get(result, "host"), "fence");
+        fprintf(out, "host %s is %s (%s)\n", a->name, jstr(f, "state", "fenced"),
+                jstr(f, "detail", ""));
+        break;
+    }
     default:
         break;
     }

@@ -212,7 +212,7 @@ static const char *yes_no(const json_t *o, const char *key)
 /* ---- views ---- */
 
 static const struct cli_col host_cols[] = {
-    {"NAME", 32, false}, {"STATE", 8, false},  {"MODE", 12, false},
+    {"NAME", 32, false}, {"STATE", 12, false}, {"MODE", 12, false},
     {"VMS", 0, true},    {"MEM(free/total)", 0, true}, {"VCPUS(free/total)", 0, true},
     {"ADDR", 39, false},
 };
@@ -238,15 +238,44 @@ void cli_render_hosts(FILE *out, const json_t *hosts)
         fmt_int(fv, sizeof(fv), h, "free_vcpus");
         fmt_int(tv, sizeof(tv), h, "vcpus");
         snprintf(vc, sizeof(vc), "%s/%s", fv, tv);
+        const char *state = json_is_boolean(online) ? (json_is_true(online) ? "online" : "offline")
+                                                    : "?";
+        const char *fence = jstr(json_object_get(h, "fence"), "state", "none");
+        if (!strcmp(fence, "pending"))
+            state = "fencing";
+        else if (!strcmp(fence, "failed"))
+            state = "fence-failed";
+        else if (!strcmp(fence, "fenced"))
+            state = "fenced";
+        else if (json_is_true(json_object_get(h, "lost")))
+            state = "lost";
         const char *cells[] = {
-            jstr(h, "name", "?"),
-            json_is_boolean(online) ? (json_is_true(online) ? "online" : "offline") : "?",
-            jstr(h, "mode", "?"), vms, mem, vc, jstr(h, "migration_addr", ""),
+            jstr(h, "name", "?"), state, jstr(h, "mode", "?"), vms, mem, vc,
+            jstr(h, "migration_addr", ""),
         };
         cli_table_add(t, cells);
     }
     cli_table_print(t, out);
     cli_table_free(t);
+    /* Fencing: what holds up the recovery of a host's VMs, said in full. */
+    json_array_foreach(hosts, i, h) {
+        const json_t *f = json_object_get(h, "fence");
+        const char *fs = jstr(f, "state", "none");
+        if (!strcmp(fs, "none"))
+            continue;
+        json_int_t attempts = 0;
+        jint(f, "attempts", &attempts);
+        if (!strcmp(fs, "fenced"))
+            fprintf(out, "%s: fenced (%s): %s\n", jstr(h, "name", "?"), jstr(f, "method", "?"),
+                    jstr(f, "detail", ""));
+        else if (!strcmp(fs, "failed"))
+            fprintf(out, "%s: fencing failed %" JSON_INTEGER_FORMAT " time%s, retried; its VMs "
+                    "wait: %s\n", jstr(h, "name", "?"), attempts, attempts == 1 ? "" : "s",
+                    jstr(f, "detail", ""));
+        else
+            fprintf(out, "%s: being fenced; its VMs wait: %s\n", jstr(h, "name", "?"),
+                    jstr(f, "detail", ""));
+    }
 }
 
 static const struct cli_col vm_cols[] = {

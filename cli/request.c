@@ -23,8 +23,11 @@ json_t *cli_build_request(const struct cli_args *a)
     case CLI_CMD_HOST_LIST:
         return json_pack("{s:s}", "cmd", "host.list");
     case CLI_CMD_VM_DEFINE:
-        return json_pack("{s:s, s:s, s:o, s:b, s:i}", "cmd", "vm.define", "name", a->name, "config",
-                         config_json(a), "ha", a->ha, "priority", a->priority);
+        r = json_pack("{s:s, s:s, s:o, s:b, s:i}", "cmd", "vm.define", "name", a->name, "config",
+                      config_json(a), "ha", a->ha, "priority", a->priority);
+        if (r && a->group)
+            json_object_set_new(r, "group", json_string(a->group));
+        return r;
     case CLI_CMD_VM_START:
         r = json_pack("{s:s, s:s}", "cmd", "vm.start", "name", a->name);
         if (r && a->host)
@@ -54,6 +57,10 @@ json_t *cli_build_request(const struct cli_args *a)
         return json_pack("{s:s, s:s}", "cmd", "host.activate", "host", a->name);
     case CLI_CMD_HOST_REMOVE:
         return json_pack("{s:s, s:s}", "cmd", "host.remove", "host", a->name);
+    case CLI_CMD_HOST_FENCE:
+        return json_pack("{s:s, s:s}", "cmd", "host.fence", "host", a->name);
+    case CLI_CMD_HOST_CONFIRM_FENCED:
+        return json_pack("{s:s, s:s}", "cmd", "host.confirm_fenced", "host", a->name);
     default:
         return NULL; /* local commands, or none */
     }

@@ -347,11 +347,27 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
     for (size_t i = 0; i < s->nr_hosts; i++) {
         struct cl_host *h = &s->hosts[i];
         h->online = h->nodeid != 0 && is_member(h->nodeid, c->members, c->nr_members);
-        if (h->online)
+        if (h->online) {
             h->lost = false;
+            /* Back before it was fenced: nothing was restarted elsewhere,
+             * so there is nothing to fence any more. (A fence that already
+             * powered it off still reports: its episode stays open.) */
+            if (h->fence == CL_FENCE_PENDING || h->fence == CL_FENCE_FAILED)
+                h->fence = CL_FENCE_NONE;
+        }
         for (size_t k = 0; k < c->nr_left && h->nodeid; k++)
-            if (c->left[k] == h->nodeid && c->left_reason[k] == CL_LEFT_NODE)
+            if (c->left[k] == h->nodeid && c->left_reason[k] == CL_LEFT_NODE && !h->lost) {
                 h->lost = true;
+                if (h->fence != CL_FENCE_FENCED) {
+                    h->fence = CL_FENCE_PENDING;
+                    h->fence_seq++;
+                    h->fence_attempts = 0;
+                    h->fence_method[0] = '\0';
+                    snprintf(h->fence_detail, sizeof(h->fence_detail),
+                             "its node left the membership; to be fenced before its VMs "
+                             "can run elsewhere");
+                }
+            }
     }
     /* A migration that has not committed needs both ends; once committed
      * the VM belongs to the destination and the migration only waits for
@@ -397,6 +413,7 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
     }
     s->quorate = false; /* a new configuration: if quorate, a new epoch */
     cl__update_quorum(s);
+    cl__recover(s); /* hosts back: room for HA VMs waiting */
     s->version++;
     if (s->quorate)
         s->q_version++;
@@ -414,6 +431,48 @@ const char *cl_vm_run_name(enum cl_vm_run r)
     case CL_RUN_LOST: return "lost";
     }
     return "unknown";
+}
+
+const char *cl_fence_state_name(enum cl_fence_state f)
+{
+    switch (f) {
+    case CL_FENCE_NONE: return "none";
+    case CL_FENCE_PENDING: return "pending";
+    case CL_FENCE_FAILED: return "failed";
+    case CL_FENCE_FENCED: return "fenced";
+    }
+    return "unknown";
+}
+
+const struct cl_host *cl_state_fencer(const struct cl_state *s, const char *target)
+{
+    if (!s->quorate)
+        return NULL;
+    const struct cl_host *best = NULL;
+    for (size_t i = 0; i < s->nr_hosts; i++) {
+        const struct cl_host *h = &s->hosts[i];
+        if (!h->online || !h->nodeid || h->fence != CL_FENCE_NONE ||
+            (target && !strcmp(h->name, target)))
+            continue;
+        if (!best || h->nodeid < best->nodeid)
+            best = h;
+    }
+    return best;
+}
+
+bool cl_state_take_fault(struct cl_state *s)
+{
+    bool f = s->fault;
+    s->fault = false;
+    return f;
+}
+
+size_t cl_state_nr_recovering(const struct cl_state *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nr_vms; i++)
+        n += s->vms[i].recover;
+    return n;
 }
 
 const char *cl_mig_phase_name(enum cl_mig_phase p)

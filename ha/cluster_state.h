@@ -28,6 +28,18 @@
 
 enum cl_host_mode { CL_HOST_ACTIVE, CL_HOST_MAINTENANCE };
 
+/* Fencing of a host (design.md "High availability"): a host whose node
+ * left the membership (or that the operator asked to fence) must be
+ * confirmed off before its VMs are released and its HA VMs restarted
+ * elsewhere. One episode per fence_seq: a result for another episode is
+ * refused. */
+enum cl_fence_state {
+    CL_FENCE_NONE,     /* nothing to do */
+    CL_FENCE_PENDING,  /* lost (or asked for): to be fenced */
+    CL_FENCE_FAILED,   /* fencing failed so far; retried, recovery waits */
+    CL_FENCE_FENCED,   /* confirmed off: its VMs were released (until it announces again) */
+};
+
 /* Bounds on what the state holds, so that it always fits what the cluster
  * can carry (a joining host gets all of it) and what clients can read. */
 #define CL_MAX_HOSTS 256
@@ -44,6 +56,12 @@ struct cl_host {
                                      ternd): its VMs' state is unknown until it returns */
     uint32_t expected_votes;      /* votequorum's expected votes, as it last announced */
     enum cl_host_mode mode;
+    uint32_t watchdog_s;          /* its self-fence watchdog's timeout, as announced (0: none) */
+    enum cl_fence_state fence;
+    uint32_t fence_seq;           /* the fencing episode (incremented when one starts) */
+    uint32_t fence_attempts;      /* failed attempts in this episode */
+    char fence_method[16];        /* how it was fenced: device, watchdog, operator */
+    char fence_detail[CL_REASON_MAX]; /* why it is fenced, or the last failure */
 };
 
 struct cl_disk {
@@ -79,6 +97,9 @@ struct cl_vm {
     struct cl_vm_config cfg;
     bool ha;
     int32_t priority;             /* higher first when placing */
+    char group[CL_NAME_MAX];      /* anti-affinity group ("" none): two VMs of one group
+                                     share a host only when no other host fits */
+    bool recover;                 /* HA VM of a fenced host, waiting to be placed */
     char owner[CL_NAME_MAX];      /* "" when it has no host */
     enum cl_vm_desired desired;
     enum cl_vm_run run;
@@ -140,6 +161,9 @@ enum cl_msg_type {
     CL_MSG_MIGRATION_COMMIT,
     CL_MSG_MIGRATION_DONE,
     CL_MSG_MIGRATION_ABORT,
+    CL_MSG_HOST_FENCE,
+    CL_MSG_HOST_FENCED,
+    CL_MSG_HOST_FENCE_FAILED,
     CL_MSG__COUNT
 };
 
@@ -172,6 +196,10 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
  * new quorum epoch, the counter that decides which side wins a merge.
  * Counts as one version. Never refused. */
 void cl_state_apply_config(struct cl_state *s, const struct cl_config *c);
+/* True (once) when applying ran out of memory on this host after the point
+ * where it could refuse (the failover placement of a configuration
+ * change): this replica differs from the others and must be rebuilt. */
+bool cl_state_take_fault(struct cl_state *s);
 
 /* Counts every applied message and configuration; equal on hosts with
  * equal state. */
@@ -253,6 +281,13 @@ int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct ter
 json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg);
 
 const char *cl_vm_run_name(enum cl_vm_run r);
+const char *cl_fence_state_name(enum cl_fence_state f);
+/* The member that runs fencing against `target`: the online host with the
+ * lowest node id other than the target, in a quorate configuration; NULL
+ * if none. Every host computes the same. */
+const struct cl_host *cl_state_fencer(const struct cl_state *s, const char *target);
+/* HA VMs of fenced hosts that wait for room. */
+size_t cl_state_nr_recovering(const struct cl_state *s);
 const char *cl_mig_phase_name(enum cl_mig_phase p);
 bool cl_name_valid(const char *name);
 

@@ -1,5 +1,5 @@
 /* Placement plans: where VMs go when several must move at once (a host
- * evacuated, later a failed host's HA VMs). Pure: a state in, a plan out;
+ * evacuated, a fenced host's HA VMs recovered). Pure: a state in, a plan out;
  * every host computes the same plan from the same state. Placements
  * reserve room as they are made, so two VMs of one plan never count on the
  * same free memory. */
@@ -11,6 +11,10 @@
 
 #include "cluster_state.h"
 
+/* The `why` of a placement that failed for lack of memory on this host
+ * (not a decision: callers inside apply treat it as a local fault). */
+#define CL_PLAN_OOM "out of memory planning"
+
 struct cl_placement {
     char vm[CL_NAME_MAX];
     char host[CL_NAME_MAX]; /* where it goes ("" when it fits nowhere) */
@@ -18,9 +22,10 @@ struct cl_placement {
 };
 
 /* Places p[0..n) in that order (each p[i].vm a defined VM) on online,
- * active hosts other than `exclude` (may be NULL): most free memory first,
- * then name, room reserved for the earlier ones. Returns how many found a
- * host. */
+ * active hosts not being fenced, other than `exclude` (may be NULL): hosts
+ * without a VM of the VM's anti-affinity group first, then the most free
+ * memory, then name; room reserved for the earlier ones. Returns how many
+ * found a host. */
 size_t cl_plan_place(const struct cl_state *s, struct cl_placement *p, size_t n,
                      const char *exclude);
 
@@ -30,5 +35,10 @@ size_t cl_plan_place(const struct cl_state *s, struct cl_placement *p, size_t n,
  * not). */
 size_t cl_plan_evacuation(const struct cl_state *s, const char *host, struct cl_placement *out,
                           size_t max);
+
+/* Recovery: the HA VMs of fenced hosts that wait for a host (vm->recover),
+ * highest priority first, then by name, placed as cl_plan_place does, at
+ * most `max`. Returns how many entries were filled (placed or not). */
+size_t cl_plan_recovery(const struct cl_state *s, struct cl_placement *out, size_t max);
 
 #endif

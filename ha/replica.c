@@ -305,6 +305,10 @@ static void apply_queue(struct replica *r)
 static void apply_config(struct replica *r, const struct cl_config *cfg)
 {
     cl_state_apply_config(r->state, cfg);
+    if (cl_state_take_fault(r->state)) {
+        go_fatal(r, "out of memory applying a configuration change");
+        return;
+    }
     journal(r, REPLICA_EV_CONFIG, 0, NULL, cfg);
 }
 
@@ -578,6 +582,10 @@ static void install(struct replica *r, ssize_t w, const char *doc_text, size_t l
          * already recorded in the state (or long gone). */
         struct cl_config cfg = {.members = r->members, .nr_members = r->nr_members};
         cl_state_apply_config(r->state, &cfg);
+        if (cl_state_take_fault(r->state)) {
+            go_fatal(r, "out of memory applying the configuration to the installed state");
+            return;
+        }
     }
     journal(r, REPLICA_EV_INSTALL, winner, NULL, NULL);
     bool was_synced = r->synced;

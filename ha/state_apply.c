@@ -4,6 +4,7 @@
  * the state exactly as it was. Errors carry a code (common/err.h) that the
  * agent hands on as its API error code: invalid, not_found, conflict,
  * no_capacity (internal only for out-of-memory). */
+#include "plan.h"
 #include "state_internal.h"
 
 #include <arpa/inet.h>
@@ -131,13 +132,14 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
 {
     struct cl_state *s = c->s;
     char name[CL_NAME_MAX], addr[CL_ADDR_MAX];
-    uint64_t mem, vcpus, expected;
+    uint64_t mem, vcpus, expected, watchdog;
     if (c->sender == 0)
         return tern_err_coded(err, TERN_ERR_INVALID, "node id 0 cannot announce a host");
     if (get_name(c->msg, "host", name, err) < 0 ||
         cl__get_uint(c->msg, "mem_mib", false, 0, 0, CL_HOST_MEM_MAX, &mem, err) < 0 ||
         cl__get_uint(c->msg, "vcpus", false, 0, 0, CL_HOST_VCPUS_MAX, &vcpus, err) < 0 ||
         cl__get_uint(c->msg, "expected_votes", true, 0, 0, CL_MAX_MEMBERS, &expected, err) < 0 ||
+        cl__get_uint(c->msg, "watchdog_s", true, 0, 0, CL_WATCHDOG_MAX_S, &watchdog, err) < 0 ||
         cl__get_str(c->msg, "migration_addr", NULL, addr, sizeof(addr), err) < 0)
         return -1;
     unsigned char bin[16];
@@ -190,8 +192,16 @@ static int h_host_announce(struct msg_ctx *c, struct tern_err *err)
     for (size_t i = 0; i < s->nr_members; i++)
         if (s->members[i] == c->sender)
             h->online = true;
-    if (h->online)
+    h->watchdog_s = (uint32_t)watchdog;
+    if (h->online) {
         h->lost = false;
+        /* Its ternd is back: a fenced host was powered on again and starts
+         * afresh (its VMs were released); a pending fence is moot. */
+        if (h->fence != CL_FENCE_NONE) {
+            h->fence = CL_FENCE_NONE;
+            h->fence_attempts = 0;
+        }
+    }
     cl__update_quorum(s);
     return 0;
 }
@@ -276,6 +286,10 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
                  json_integer_value(prio) > INT32_MAX))
         return tern_err_coded(err, TERN_ERR_INVALID, "\"priority\" must be a 32-bit integer");
     vm.priority = prio ? (int32_t)json_integer_value(prio) : 0;
+    const json_t *group = json_object_get(c->msg, "group");
+    if (group && !json_is_null(group) && !(json_is_string(group) && json_string_length(group) == 0) &&
+        get_name(c->msg, "group", vm.group, err) < 0)
+        return -1;
     size_t pos;
     if (cl__vm(s, vm.name, &pos))
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already defined", vm.name);
@@ -347,12 +361,20 @@ static int h_vm_start(struct msg_ctx *c, struct tern_err *err)
     if (chosen) {
         if (host_can_take(c->s, host, &vm->cfg, err) < 0)
             return -1;
-    } else if (cl_state_place(c->s, &vm->cfg, NULL, host, err) < 0) {
-        return -1;
+    } else {
+        struct cl_placement pl;
+        snprintf(pl.vm, sizeof(pl.vm), "%s", vm->name);
+        if (cl_plan_place(c->s, &pl, 1, NULL) == 0) {
+            if (!strcmp(pl.why, CL_PLAN_OOM))
+                return oom(err);
+            return tern_err_coded(err, TERN_ERR_NO_CAPACITY, "%s", pl.why);
+        }
+        memcpy(host, pl.host, sizeof(host));
     }
     vm->desired = CL_VM_RUNNING;
     memcpy(vm->owner, host, sizeof(vm->owner));
     vm->run = CL_RUN_STARTING;
+    vm->recover = false;
     vm->detail[0] = '\0';
     return 0;
 }
@@ -367,6 +389,7 @@ static int h_vm_stop(struct msg_ctx *c, struct tern_err *err)
                             "for it to finish or cancel it",
                             vm->name, (unsigned long long)vm->migration_id);
     vm->desired = CL_VM_STOPPED;
+    vm->recover = false;
     if (vm->run == CL_RUN_RUNNING || vm->run == CL_RUN_STARTING)
         vm->run = CL_RUN_STOPPING;
     return 0;
@@ -580,6 +603,100 @@ static int h_migration_abort(struct msg_ctx *c, struct tern_err *err)
     return 0;
 }
 
+/* ---- fencing ---- */
+
+/* The host named in a fencing message, and its episode ("seq"). */
+static int fence_target(struct msg_ctx *c, struct cl_host **h, uint32_t *seq, bool need_seq,
+                        struct tern_err *err)
+{
+    char name[CL_NAME_MAX];
+    uint64_t v = 0;
+    if (get_name(c->msg, "host", name, err) < 0 ||
+        (need_seq && cl__get_uint(c->msg, "seq", false, 0, 0, UINT32_MAX, &v, err) < 0))
+        return -1;
+    *h = cl__host(c->s, name, NULL);
+    if (!*h)
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "host '%s' is not known", name);
+    *seq = (uint32_t)v;
+    return 0;
+}
+
+/* The operator asks for a host to be fenced now (ternctl host fence): a
+ * new episode, run by the fencer like one for a lost host. */
+static int h_host_fence(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_host *h;
+    uint32_t seq;
+    if (fence_target(c, &h, &seq, false, err) < 0)
+        return -1;
+    if (h->fence == CL_FENCE_FENCED)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is fenced already (%s)", h->name,
+                              h->fence_detail);
+    if (h->fence == CL_FENCE_NONE || h->online) {
+        h->fence_seq++;
+        h->fence_attempts = 0;
+    }
+    h->fence = CL_FENCE_PENDING;
+    h->fence_method[0] = '\0';
+    snprintf(h->fence_detail, sizeof(h->fence_detail), "fencing asked for by the operator");
+    return 0;
+}
+
+/* The host is off: by a fence device (the fencer's levels succeeded), by
+ * its watchdog's deadline (it was lost longer than its self-fence
+ * deadline), or on the operator's word (ternctl host confirm-fenced). Its
+ * VMs are released and its HA VMs placed elsewhere. */
+static int h_host_fenced(struct msg_ctx *c, struct tern_err *err)
+{
+    static const char *const methods[] = {"device", "watchdog", "operator", NULL};
+    struct cl_host *h;
+    uint32_t seq;
+    int method;
+    char detail[CL_REASON_MAX];
+    if (fence_target(c, &h, &seq, true, err) < 0 ||
+        cl__get_enum(c->msg, "method", methods, &method, err) < 0 ||
+        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
+        return -1;
+    if (h->fence == CL_FENCE_FENCED)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is fenced already", h->name);
+    if (method != 0 && h->online)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is online (its ternd is in the "
+                              "membership): it is not off", h->name);
+    /* An operator's confirmation holds for whatever episode is open; a
+     * device's or a deadline's only for the one it was run for. */
+    if (method != 2 && seq != h->fence_seq)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "fencing result for episode %u of host "
+                              "'%s', which is at episode %u", seq, h->name, h->fence_seq);
+    if (method != 2 && h->fence == CL_FENCE_NONE && !h->lost)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is not being fenced", h->name);
+    if (method == 2 && !h->lost && h->fence == CL_FENCE_NONE)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' has not left the membership and "
+                              "is not being fenced: there is nothing to confirm", h->name);
+    h->fence = CL_FENCE_FENCED;
+    snprintf(h->fence_method, sizeof(h->fence_method), "%s", methods[method]);
+    cl__copy_utf8(h->fence_detail, sizeof(h->fence_detail), detail[0] ? detail : methods[method]);
+    cl__release_fenced(c->s, h);
+    return 0;
+}
+
+/* The fencer tried and failed (every level): recovery keeps waiting. */
+static int h_host_fence_failed(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_host *h;
+    uint32_t seq;
+    char detail[CL_REASON_MAX];
+    if (fence_target(c, &h, &seq, true, err) < 0 ||
+        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
+        return -1;
+    if (seq != h->fence_seq || (h->fence != CL_FENCE_PENDING && h->fence != CL_FENCE_FAILED))
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is not being fenced in episode "
+                              "%u", h->name, seq);
+    h->fence = CL_FENCE_FAILED;
+    h->fence_attempts++;
+    cl__copy_utf8(h->fence_detail, sizeof(h->fence_detail), detail);
+    return 0;
+}
+
 /* ---- dispatch ---- */
 
 /* What only a quorate configuration may do: every change a client asks
@@ -607,6 +724,9 @@ static const struct {
     [CL_MSG_MIGRATION_COMMIT] = {"migration_commit", h_migration_commit, QUORATE_ONLY},
     [CL_MSG_MIGRATION_DONE] = {"migration_done", h_migration_done, ANY_CONFIG},
     [CL_MSG_MIGRATION_ABORT] = {"migration_abort", h_migration_abort, ANY_CONFIG},
+    [CL_MSG_HOST_FENCE] = {"host_fence", h_host_fence, QUORATE_ONLY},
+    [CL_MSG_HOST_FENCED] = {"host_fenced", h_host_fenced, QUORATE_ONLY},
+    [CL_MSG_HOST_FENCE_FAILED] = {"host_fence_failed", h_host_fence_failed, QUORATE_ONLY},
 };
 
 const char *cl_msg_type_name(enum cl_msg_type t)
@@ -677,6 +797,10 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
                               type, s->nr_members, s->expected_votes);
     if (handlers[t].fn(&c, err) < 0)
         return -1;
+    /* Room may have appeared (or a host been fenced): HA VMs waiting get
+     * their place. Out of memory here is this host's alone: fatal. */
+    if (cl__recover(s) < 0)
+        return oom(err);
     if (origin)
         cl__origin_note(s, c.origin_node, c.origin_req); /* room reserved above */
     s->version++;

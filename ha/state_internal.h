@@ -12,6 +12,7 @@
 #define CL_VM_MEM_MIN 16u
 #define CL_VM_MEM_MAX 1048576u           /* MiB: 1 TiB */
 #define CL_VM_VCPUS_MAX 64u
+#define CL_WATCHDOG_MAX_S 3600u
 #define CL_DOWNTIME_DEFAULT 50u
 #define CL_DOWNTIME_MAX 60000u
 #define CL_BLOB_MAX 8192                 /* progress objects, serialized */
@@ -51,6 +52,7 @@ struct cl_state {
     size_t nr_members;
     uint32_t expected_votes;
     bool quorate;
+    bool fault;             /* cl_state_take_fault */
     uint64_t vm_charge;     /* sum of cl__vm_charge over the VMs */
     struct cl_origin *origins; /* sorted by node id */
     size_t nr_origins, cap_origins;
@@ -79,6 +81,15 @@ void cl__state_clear(struct cl_state *s);
 /* Recomputes expected votes and quorum from the members and the online
  * hosts' announcements; a change to quorate starts a new quorum epoch. */
 void cl__update_quorum(struct cl_state *s);
+
+/* failover.c: host `h` is confirmed off (fence episode over): its VMs are
+ * released; HA VMs meant to run wait for a host (recover). Then places
+ * what waits. */
+void cl__release_fenced(struct cl_state *s, struct cl_host *h);
+/* Places HA VMs waiting for a host (in a quorate configuration only):
+ * highest priority first, then by name (ha/plan.c). -1 when out of memory
+ * (and s->fault set): nothing placed. */
+int cl__recover(struct cl_state *s);
 
 /* Records that origin `nodeid` had request `req` applied. -1 when the
  * table is full (the message is then refused) or out of memory. */

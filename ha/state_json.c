@@ -194,23 +194,28 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
     for (size_t i = 0; i < s->nr_vms; i++)
         if (strcmp(s->vms[i].owner, h->name) == 0)
             nr_vms++;
-    return json_pack("{s:s, s:I, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "name",
-                     h->name, "nodeid", (json_int_t)h->nodeid, "online", h->online, "lost",
-                     h->lost, "mode", mode_names[h->mode == CL_HOST_MAINTENANCE], "mem_mib",
-                     (json_int_t)h->mem_mib, "vcpus", (json_int_t)h->vcpus, "free_mem_mib",
-                     (json_int_t)free_mem, "free_vcpus", (json_int_t)free_vcpus, "vms", nr_vms,
-                     "migration_addr", h->migration_addr, "expected_votes",
-                     (json_int_t)h->expected_votes);
+    return json_pack("{s:s, s:I, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, "
+                     "s:{s:s, s:I, s:I, s:s, s:s}}",
+                     "name", h->name, "nodeid", (json_int_t)h->nodeid, "online", h->online,
+                     "lost", h->lost, "mode", mode_names[h->mode == CL_HOST_MAINTENANCE],
+                     "mem_mib", (json_int_t)h->mem_mib, "vcpus", (json_int_t)h->vcpus,
+                     "free_mem_mib", (json_int_t)free_mem, "free_vcpus", (json_int_t)free_vcpus,
+                     "vms", nr_vms, "migration_addr", h->migration_addr, "expected_votes",
+                     (json_int_t)h->expected_votes, "watchdog_s", (json_int_t)h->watchdog_s,
+                     "fence", "state", cl_fence_state_name(h->fence), "seq",
+                     (json_int_t)h->fence_seq, "attempts", (json_int_t)h->fence_attempts,
+                     "method", h->fence_method, "detail", h->fence_detail);
 }
 
 json_t *cl_vm_to_json(const struct cl_vm *vm)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:i, s:o*, s:I, s:O?}", "name", vm->name,
-                     "owner", vm->owner, "desired", desired_names[vm->desired == CL_VM_RUNNING],
-                     "state", cl_vm_run_name(vm->run), "detail", vm->detail, "ha", vm->ha,
-                     "priority", (int)vm->priority, "config", cl_vm_config_to_json(&vm->cfg),
-                     "migration_id", (json_int_t)vm->migration_id, "last_migration",
-                     vm->last_migration);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:i, s:s, s:b, s:o*, s:I, s:O?}", "name",
+                     vm->name, "owner", vm->owner, "desired",
+                     desired_names[vm->desired == CL_VM_RUNNING], "state",
+                     cl_vm_run_name(vm->run), "detail", vm->detail, "ha", vm->ha, "priority",
+                     (int)vm->priority, "group", vm->group, "recover", vm->recover, "config",
+                     cl_vm_config_to_json(&vm->cfg), "migration_id",
+                     (json_int_t)vm->migration_id, "last_migration", vm->last_migration);
 }
 
 json_t *cl_migration_to_json(const struct cl_migration *m)
@@ -302,6 +307,25 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
         return -1;
     if (!cl_name_valid(h->name))
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid host name", h->name);
+    /* Fencing (format 2, later fields: absent in older files). */
+    static const char *const fence_names[] = {"none", "pending", "failed", "fenced", NULL};
+    uint64_t watchdog, seq = 0, attempts = 0;
+    int fence = 0;
+    const json_t *f = json_object_get(j, "fence");
+    if (cl__get_uint(j, "watchdog_s", true, 0, 0, CL_WATCHDOG_MAX_S, &watchdog, err) < 0)
+        return -1;
+    if (f && (!json_is_object(f) || cl__get_enum(f, "state", fence_names, &fence, err) < 0 ||
+              cl__get_uint(f, "seq", true, 0, 0, UINT32_MAX, &seq, err) < 0 ||
+              cl__get_uint(f, "attempts", true, 0, 0, UINT32_MAX, &attempts, err) < 0 ||
+              cl__get_str(f, "method", "", h->fence_method, sizeof(h->fence_method), err) < 0 ||
+              cl__get_str(f, "detail", "", h->fence_detail, sizeof(h->fence_detail), err) < 0))
+        return f && !json_is_object(f)
+                   ? tern_err_coded(err, TERN_ERR_INVALID, "\"fence\" must be an object")
+                   : tern_err_prefix(err, "fence");
+    h->watchdog_s = (uint32_t)watchdog;
+    h->fence = (enum cl_fence_state)fence;
+    h->fence_seq = (uint32_t)seq;
+    h->fence_attempts = (uint32_t)attempts;
     h->nodeid = (uint32_t)nodeid;
     h->expected_votes = (uint32_t)expected;
     h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
@@ -334,6 +358,11 @@ static int vm_from_json(const json_t *j, struct cl_vm *vm, struct tern_err *err)
         return -1;
     if (!cl_name_valid(vm->name))
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid VM name", vm->name);
+    if (cl__get_str(j, "group", "", vm->group, sizeof(vm->group), err) < 0 ||
+        cl__get_bool(j, "recover", false, &vm->recover, err) < 0)
+        return -1;
+    if (vm->group[0] && !cl_name_valid(vm->group))
+        return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid group name", vm->group);
     if (cl_vm_config_from_json(json_object_get(j, "config"), &vm->cfg, err) < 0)
         return -1;
     vm->priority = (int32_t)json_integer_value(prio);

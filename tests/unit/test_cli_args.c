@@ -330,6 +330,8 @@ static void test_requests(void **state)
     expect_request("host|evacuate|a|--parallel|2|--no-wait",
                    "{\"cmd\":\"host.evacuate\",\"host\":\"a\",\"parallel\":2,\"wait\":false}");
     expect_request("host|activate|a", "{\"cmd\":\"host.activate\",\"host\":\"a\"}");
+    expect_request("host|fence|a", "{\"cmd\":\"host.fence\",\"host\":\"a\"}");
+    expect_request("host|confirm-fenced|a", "{\"cmd\":\"host.confirm_fenced\",\"host\":\"a\"}");
     assert_null(request_for("cluster|init-ca|dir"));
     assert_null(request_for("cluster|issue-cert|dir|h"));
 }

@@ -99,6 +99,37 @@ static void test_status_table(void **state)
     json_decref(j);
 }
 
+/* Hosts being fenced: the state column says where fencing stands, and a
+ * line under the table says why their VMs wait. */
+static void test_fencing_hosts(void **state)
+{
+    (void)state;
+    json_t *j = json_loads(
+        "[{\"name\":\"a\",\"online\":true,\"mode\":\"active\",\"fence\":{\"state\":\"none\"}},"
+        "{\"name\":\"b\",\"online\":false,\"lost\":true,\"mode\":\"active\","
+        "\"fence\":{\"state\":\"failed\",\"attempts\":2,\"detail\":\"b-bmc: exit 1: Unable "
+        "to connect\"}},"
+        "{\"name\":\"c\",\"online\":false,\"lost\":true,\"mode\":\"active\","
+        "\"fence\":{\"state\":\"fenced\",\"method\":\"device\",\"detail\":\"c-bmc off\"}},"
+        "{\"name\":\"d\",\"online\":false,\"lost\":true,\"mode\":\"active\","
+        "\"fence\":{\"state\":\"pending\",\"detail\":\"its node left\"}},"
+        "{\"name\":\"e\",\"online\":false,\"lost\":true,\"mode\":\"active\"}]",
+        0, NULL);
+    assert_non_null(j);
+    char *out = render(cli_render_hosts, j);
+    if (!strstr(out, "\nb     fence-failed"))
+        fail_msg("got:\n%s", out);
+    assert_non_null(strstr(out, "\nc     fenced"));
+    assert_non_null(strstr(out, "\nd     fencing"));
+    assert_non_null(strstr(out, "\ne     lost"));
+    assert_non_null(strstr(out, "b: fencing failed 2 times, retried; its VMs wait: b-bmc: exit 1"));
+    assert_non_null(strstr(out, "c: fenced (device): c-bmc off"));
+    assert_non_null(strstr(out, "d: being fenced; its VMs wait: its node left"));
+    assert_null(strstr(out, "a: "));
+    free(out);
+    json_decref(j);
+}
+
 static void test_empty_and_partial(void **state)
 {
     (void)state;
@@ -435,7 +466,8 @@ static void test_progress_evacuation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status_table),  cmocka_unit_test(test_empty_and_partial),
+        cmocka_unit_test(test_status_table),
+        cmocka_unit_test(test_fencing_hosts),  cmocka_unit_test(test_empty_and_partial),
         cmocka_unit_test(test_truncate),      cmocka_unit_test(test_table),
         cmocka_unit_test(test_format_mib),    cmocka_unit_test(test_vm_show),
         cmocka_unit_test(test_units),         cmocka_unit_test(test_progress_line),

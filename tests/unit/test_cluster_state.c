@@ -942,6 +942,12 @@ static struct cl_state *busy_state(void)
     expect_ok(s, 2, "{\"type\":\"host_mode\",\"host\":\"h2\",\"mode\":\"maintenance\"}");
     announce(s, 5, "h5", 1024, 1); /* offline after the next membership */
     set_members(s, all, 4);
+    /* Fencing and anti-affinity fields travel too. */
+    expect_ok(s, 2, "{\"type\":\"host_fence\",\"host\":\"h5\"}");
+    expect_ok(s, 2, "{\"type\":\"host_fence_failed\",\"host\":\"h5\",\"seq\":1,"
+                    "\"detail\":\"bmc down\"}");
+    expect_ok(s, 1, "{\"type\":\"vm_define\",\"name\":\"zgrouped\",\"group\":\"db\","
+                    "\"config\":" CFG1G "}");
     return s;
 }
 
