@@ -163,6 +163,32 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
         c->client_idle_s = (unsigned)n;
         return 0;
     }
+    if (!strcmp(key, "image_dirs")) {
+        char buf[4096];
+        if (strlen(v) >= sizeof(buf))
+            return tern_err_set(err, "%s: image_dirs is too long", where);
+        snprintf(buf, sizeof(buf), "%s", v);
+        c->nr_image_dirs = 0;
+        for (char *save, *tok = strtok_r(buf, " \t", &save); tok;
+             tok = strtok_r(NULL, " \t", &save)) {
+            if (c->nr_image_dirs == TERND_IMAGE_DIRS_MAX)
+                return tern_err_set(err, "%s: at most %d image_dirs", where,
+                                    TERND_IMAGE_DIRS_MAX);
+            if (copy_abs_path(c->image_dirs[c->nr_image_dirs], sizeof(c->image_dirs[0]), tok,
+                              key, where, err) < 0)
+                return -1;
+            c->nr_image_dirs++;
+        }
+        if (!c->nr_image_dirs)
+            return tern_err_set(err, "%s: image_dirs needs at least one directory", where);
+        return 0;
+    }
+    if (!strcmp(key, "allow_block_devices")) {
+        if (parse_bool(v, &c->allow_block_devices) < 0)
+            return tern_err_set(err, "%s: allow_block_devices must be yes or no, got '%s'", where,
+                                v);
+        return 0;
+    }
     if (!strcmp(key, "client_stuck_timeout")) {
         uint64_t n;
         if (parse_u64(v, 1, 3600, &n) < 0)
@@ -315,6 +341,11 @@ int ternd_config_check(struct ternd_config *c, struct tern_err *err)
         if (access(p, R_OK) < 0)
             return tern_err_errno(err, errno, "tls_dir: cannot read %s (create it with `ternctl "
                                               "cluster issue-cert`)", p);
+    }
+    for (unsigned i = 0; i < c->nr_image_dirs; i++) {
+        struct stat st;
+        if (stat(c->image_dirs[i], &st) < 0 || !S_ISDIR(st.st_mode))
+            return tern_err_set(err, "image_dirs: %s is not a directory", c->image_dirs[i]);
     }
     if (c->shared_dir[0]) {
         struct stat st;

@@ -12,6 +12,7 @@
 #include "../ha/cluster_state.h"
 
 #define TERND_DEFAULT_CONFIG "/etc/tern/ternd.conf"
+#define TERND_IMAGE_DIRS_MAX 16
 
 struct ternd_config {
     char host[CL_NAME_MAX];          /* "" = the corosync nodelist name of this node */
@@ -33,6 +34,11 @@ struct ternd_config {
     /* cgroup_layout = delegated: ternd's starting cgroup is delegated to it
      * (systemd's Delegate=yes); see cgroup_enter_delegated. */
     bool cgroup_delegated;
+    /* Where disk images may be (image_dirs; none given: shared_dir), and
+     * whether block devices may be disks (disk_policy_check). */
+    char image_dirs[TERND_IMAGE_DIRS_MAX][PATH_MAX];
+    unsigned nr_image_dirs;
+    bool allow_block_devices;
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or
@@ -46,5 +52,13 @@ int ternd_config_parse(struct ternd_config *c, const char *text, const char *ori
                        struct tern_err *err);
 void ternd_config_defaults(struct ternd_config *c);
 int ternd_config_check(struct ternd_config *c, struct tern_err *err);
+
+/* Whether a VM may use the disk image `path` on this host (disk_policy.c):
+ * inside the image directories after resolving symlinks, a regular file
+ * (or a block device if allowed). A path that does not exist passes on its
+ * path alone unless `must_exist` (the host that starts the VM). -1 with an
+ * `invalid` error naming the path and the allowed directories. */
+int disk_policy_check(const struct ternd_config *c, const char *path, bool must_exist,
+                      struct tern_err *err);
 
 #endif

@@ -320,6 +320,9 @@ static void on_start_probe(struct loop *l, void *opaque)
 static struct local_vm *spawn(struct agent *a, const struct cl_vm *vm, const char *listen,
                               uint16_t port, const char *token, struct tern_err *err)
 {
+    for (unsigned i = 0; i < vm->cfg.nr_disks; i++)
+        if (disk_policy_check(&a->cfg, vm->cfg.disks[i].path, true, err) < 0)
+            return NULL;
     struct local_vm *lv = lv_new(a);
     if (!lv) {
         tern_err_set(err, "this host runs %d VM processes, the most it can", LOCAL_MAX_VMS);

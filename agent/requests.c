@@ -220,6 +220,18 @@ static void handle_vm_define(struct agent *a, int client, uint64_t gen, json_t *
                       "'ha' must be a boolean, 'priority' an integer, 'group' a string");
         return;
     }
+    /* This host's disk policy (the starting host checks its own again). */
+    struct cl_vm_config cfg;
+    struct tern_err err;
+    if (cl_vm_config_from_json(config, &cfg, &err) < 0) {
+        api_reply_err(a, client, gen, "invalid", "%s", err.msg);
+        return;
+    }
+    for (unsigned i = 0; i < cfg.nr_disks; i++)
+        if (disk_policy_check(&a->cfg, cfg.disks[i].path, false, &err) < 0) {
+            api_reply_err(a, client, gen, "invalid", "%s", err.msg);
+            return;
+        }
     json_t *msg = json_pack("{s:s, s:s, s:O, s:b, s:I}", "type", "vm_define", "name", name,
                             "config", config, "ha", ha ? json_is_true(ha) : 0, "priority",
                             prio ? json_integer_value(prio) : (json_int_t)0);
@@ -343,13 +355,51 @@ static json_t *agent_json(struct agent *a)
                      (json_int_t)as.refused_full);
 }
 
+/* The request's fields that have a type: present with another type is
+ * `invalid` (never silently ignored: "host": 5 must not place the VM
+ * anywhere); null counts as absent. Fields not listed are ignored. */
+static bool check_types(struct agent *a, int client, uint64_t gen, json_t *req)
+{
+    static const struct {
+        const char *key;
+        json_type type;
+        const char *what;
+    } fields[] = {
+        {"name", JSON_STRING, "a string"},    {"host", JSON_STRING, "a string"},
+        {"to", JSON_STRING, "a string"},      {"group", JSON_STRING, "a string"},
+        {"config", JSON_OBJECT, "an object"}, {"ha", JSON_TRUE, "true or false"},
+        {"wait", JSON_TRUE, "true or false"}, {"priority", JSON_INTEGER, "an integer"},
+        {"downtime_ms", JSON_INTEGER, "an integer"}, {"parallel", JSON_INTEGER, "an integer"},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        json_t *v = json_object_get(req, fields[i].key);
+        if (!v || json_is_null(v))
+            continue; /* null: as if absent */
+        bool ok = fields[i].type == JSON_TRUE ? json_is_boolean(v)
+                                              : json_typeof(v) == fields[i].type;
+        if (!ok) {
+            api_reply_err(a, client, gen, "invalid", "'%s' must be %s", fields[i].key,
+                          fields[i].what);
+            return false;
+        }
+    }
+    return true;
+}
+
 void requests_handle(struct agent *a, int client, uint64_t gen, json_t *req)
 {
+    json_t *jcmd = json_object_get(req, "cmd");
+    if (jcmd && !json_is_string(jcmd)) {
+        api_reply_err(a, client, gen, "invalid", "'cmd' must be a string");
+        return;
+    }
     const char *cmd = str_field(req, "cmd");
     if (!cmd) {
         api_reply_err(a, client, gen, "malformed", "'cmd' (a string) is required");
         return;
     }
+    if (!check_types(a, client, gen, req))
+        return;
     struct cl_state *s = agent_state(a);
     if (!strcmp(cmd, "status")) {
         api_reply_ok(a, client, gen,

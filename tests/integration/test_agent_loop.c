@@ -694,6 +694,51 @@ static void evacuation_without_quorum_stops(void **state)
     assert_true(vm_settles(3, "q2", "h1", "running", 5000));
 }
 
+/* Request contracts (issue 14): a field of the wrong type is refused as
+ * `invalid`, never ignored; a disk outside the image directories is
+ * refused; the last request of a client that shuts down its writing side
+ * without a newline is answered. */
+static void request_contracts(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"cmd\":\"vm.start\",\"name\":\"nosuch\",\"host\":5}",
+        "{\"cmd\":\"vm.migrate\",\"name\":\"nosuch\",\"to\":\"h2\",\"wait\":\"no\"}",
+        "{\"cmd\":\"host.evacuate\",\"host\":\"h1\",\"parallel\":\"2\"}",
+        "{\"cmd\":\"vm.define\",\"name\":\"t\",\"priority\":\"high\",\"config\":{}}",
+        "{\"cmd\":7}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *r = ternd_api_line(&T, 1, bad[i], NULL, 5000);
+        assert_non_null(r);
+        if (strcmp(jstr(r, "error", "code"), "invalid") != 0) {
+            char *d = json_dumps(r, 0);
+            fail_msg("%s: %s (expected invalid)", bad[i], d);
+        }
+        json_decref(r);
+    }
+    json_t *r = ternd_api_line(&T, 1, "{\"name\":\"x\"}", NULL, 5000);
+    assert_string_equal(jstr(r, "error", "code"), "malformed");
+    json_decref(r);
+    /* Disks: only inside the image directories (shared_dir here). */
+    json_t *cfg = json_pack("{s:s, s:i, s:i, s:[{s:s}]}", "kernel", T.guest, "mem_mib", 64,
+                            "vcpus", 1, "disks", "path", "/etc/shadow");
+    r = ternd_api(&T, 2, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", "shadow",
+                                   "config", cfg), NULL, 5000);
+    assert_string_equal(jstr(r, "error", "code"), "invalid");
+    assert_non_null(strstr(jstr(r, "error", "message"), "outside the image directories"));
+    json_decref(r);
+    /* No newline, then EOF on our side: still answered. */
+    int fd = agent_connect(3);
+    send_line(fd, "{\"cmd\":\"host.list\"}");
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    r = read_final(fd, 5000);
+    assert_non_null(r);
+    assert_true(json_is_true(json_object_get(r, "ok")));
+    json_decref(r);
+    close(fd);
+}
+
 /* The loop sleeps when there is nothing to do (it used to wake every
  * 20 ms for good): VMs running, no client, no migration. */
 static void idle_agent_sleeps(void **state)
@@ -717,6 +762,7 @@ int main(void)
         cmocka_unit_test(membership_change_ends_migration),
         cmocka_unit_test(evacuation_finishes_after_membership_change),
         cmocka_unit_test(evacuation_without_quorum_stops),
+        cmocka_unit_test(request_contracts),
         cmocka_unit_test(idle_agent_sleeps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -301,7 +301,8 @@ static void large_state_syncs_to_joiner(void **state)
         for (int d = 0; d < 4; d++) {
             memset(disk[d], 'd', 255);
             disk[d][255] = '\0';
-            snprintf(disk[d], 32, "/srv/shared/%04d-%d-", i, d);
+            /* Inside the hosts' shared_dir (their image directory). */
+            snprintf(disk[d], 128, "%.100s/shared/%04d-%d-", T.dir, i, d);
             disk[d][strlen(disk[d])] = 'd';
         }
         json_t *disks = json_pack("[{s:s},{s:s},{s:s},{s:s, s:b}]", "path", disk[0], "path",
