@@ -572,7 +572,6 @@ struct vmm_args {
     char *argv[48];
     int argc;
     char mem[32], vcpus[16], serial[PATH_MAX + 16], control[PATH_MAX];
-    char disks[CL_MAX_DISKS][CL_PATH_MAX + 4];
     char uri[CL_ADDR_MAX + 32];
 };
 
@@ -626,11 +625,11 @@ static int build_args(struct vmm_args *a, const struct vm_process *p,
     a->argv[n++] = a->mem;
     a->argv[n++] = "--vcpus";
     a->argv[n++] = a->vcpus;
+    /* --disk-rw/--disk-ro take the path as it is: a comma in it is part of
+     * the file's name, never a flag. */
     for (unsigned i = 0; i < cfg->nr_disks; i++) {
-        snprintf(a->disks[i], sizeof(a->disks[i]), "%s%s", cfg->disks[i].path,
-                 cfg->disks[i].ro ? ",ro" : "");
-        a->argv[n++] = "--disk";
-        a->argv[n++] = a->disks[i];
+        a->argv[n++] = cfg->disks[i].ro ? "--disk-ro" : "--disk-rw";
+        a->argv[n++] = (char *)cfg->disks[i].path;
     }
     if (snprintf(a->serial, sizeof(a->serial), "file:%s/serial.log", p->dir) >=
         (int)sizeof(a->serial))

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/text.h"
 #include "../node-vmm/options.h" /* VMM_MAX_VCPUS */
 
 #define MAX_DOWNTIME_MS 60000
@@ -225,6 +226,15 @@ static int copy_path(const char *opt, const char *s, char *dst, struct tern_err 
         return tern_err_set(err, "%s needs a path", opt);
     if (strlen(s) >= CL_PATH_MAX)
         return tern_err_set(err, "%s path is longer than %d bytes", opt, CL_PATH_MAX - 1);
+    /* The cluster refuses them too (ha/state_json.c): logs and terminals. */
+    const char *ctl = text_find_control(s);
+    if (ctl) {
+        char shown[CL_PATH_MAX * 4];
+        text_escape(shown, sizeof(shown), s, 0, NULL);
+        return tern_err_set(err, "%s path '%s' holds a control character at byte %zu; paths "
+                                 "may not hold newlines, tabs or escapes", opt, shown,
+                            (size_t)(ctl - s));
+    }
     strcpy(dst, s);
     return 0;
 }

@@ -219,7 +219,10 @@ int cl_state_save(const struct cl_state *s, const char *path, struct tern_err *e
 int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err);
 
 /* Config parsing shared with the agent API: {"kernel":..,"initrd":..,
- * "cmdline":..,"mem_mib":N,"vcpus":N,"disks":[{"path":..,"ro":false}]}. */
+ * "cmdline":..,"mem_mib":N,"vcpus":N,"disks":[{"path":..,"ro":false}]}.
+ * For a VM being defined: paths must be absolute and free of control
+ * characters (common/text.h); a state document read back keeps the paths
+ * it holds. */
 int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct tern_err *err);
 json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg);
 

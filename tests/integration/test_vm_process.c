@@ -26,6 +26,7 @@
 
 #include "agent/cgroup.h"
 #include "agent/vm_process.h"
+#include "node-vmm/options.h"
 #include "tests/support/proc.h"
 #include "tests/support/tls_certs.h"
 #include "tests/support/kvm.h"
@@ -91,7 +92,8 @@ static int teardown(void **state)
     }
     struct tern_err err;
     char vm[PATH_MAX + 16];
-    const char *names[] = {"web1", "web2", "web3", "web4", "bad", "in1", "stale", "cgtest"};
+    const char *names[] = {"web1", "web2", "web3", "web4", "bad", "in1", "stale", "cgtest",
+                           "disks"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(vm, sizeof(vm), "%s/vm-%s", f->cgroup, names[i]);
         if (cgroup_remove(vm, &err) < 0)
@@ -417,6 +419,72 @@ static void test_bad_kernel(void **state)
     assert_non_null(strstr(err.msg, "invalid VM name"));
 }
 
+/* Disk paths reach tern-vmm as they are, commas and all, with their
+ * read-only flag beside them: a stand-in VMM records its arguments, and
+ * tern-vmm's own parser reads them back. The real tern-vmm accepts them
+ * (without KVM it then stops at /dev/kvm, status 65, not 64 for bad
+ * arguments). */
+static void test_disk_paths_reach_vmm(void **state)
+{
+    struct fixture *f = *state;
+    struct cl_vm_config cfg = f->cfg;
+    static const char *const paths[] = {"/x/y.img,ro", "/x/a,b.img", "/x/c.img", "/x/d,ro,rw"};
+    static const bool ro[] = {false, true, false, true};
+    for (unsigned i = 0; i < 4; i++) {
+        snprintf(cfg.disks[i].path, sizeof(cfg.disks[i].path), "%s", paths[i]);
+        cfg.disks[i].ro = ro[i];
+    }
+    cfg.nr_disks = 4;
+
+    char script[PATH_MAX], args_file[PATH_MAX];
+    snprintf(script, sizeof(script), "%s/record-vmm", f->dir);
+    snprintf(args_file, sizeof(args_file), "%s/vmm-args", f->dir);
+    FILE *sf = fopen(script, "w");
+    assert_non_null(sf);
+    fprintf(sf, "#!/bin/sh\nprintf '%%s\\0' \"$@\" > '%s'\nexit 64\n", args_file);
+    assert_int_equal(fclose(sf), 0);
+    assert_int_equal(chmod(script, 0755), 0);
+    struct vm_process_env env = f->env;
+    snprintf(env.vmm_path, sizeof(env.vmm_path), "%s", script);
+    env.cgroup_dir[0] = '\0';
+    struct vm_process p;
+    struct tern_err err;
+    assert_int_equal(vm_process_start(&p, &env, "disks", &cfg, NULL, 0, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "status 64"));
+
+    /* Its arguments, NUL-separated: "run" and the options. */
+    static char buf[16384];
+    FILE *af = fopen(args_file, "r");
+    assert_non_null(af);
+    size_t len = fread(buf, 1, sizeof(buf) - 1, af);
+    fclose(af);
+    assert_true(len > 0 && buf[len - 1] == '\0');
+    char *argv[64];
+    int argc = 0;
+    for (size_t o = 0; o < len && argc < 64; o += strlen(buf + o) + 1)
+        argv[argc++] = buf + o;
+    assert_string_equal(argv[0], "run");
+    struct run_options opts;
+    if (parse_run_options(argc - 1, argv + 1, &opts, &err) < 0)
+        fail_msg("tern-vmm would refuse the agent's arguments: %s", err.msg);
+    assert_int_equal(opts.nr_disks, 4);
+    for (unsigned i = 0; i < 4; i++) {
+        assert_string_equal(opts.disks[i].path, paths[i]);
+        assert_int_equal(opts.disks[i].read_only, ro[i]);
+    }
+
+    /* The real tern-vmm gets past its arguments. */
+    int rc = vm_process_start(&p, &f->env, "disks", &cfg, NULL, 0, NULL, &err);
+    if (rc == 0) {
+        remember(f, p.pid);
+        vm_process_kill(&p); /* with KVM it may run (its disks are checked later) */
+        return;
+    }
+    print_message("error: %s\n", err.msg);
+    assert_null(strstr(err.msg, "status 64"));
+    assert_null(strstr(err.msg, "invalid --disk"));
+}
+
 static unsigned long long start_time(pid_t pid)
 {
     char path[64];
@@ -588,6 +656,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_while_detached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_kernel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_paths_reach_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_pid_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incoming, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cgroup_kill, setup, teardown),

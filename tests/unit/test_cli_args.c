@@ -199,6 +199,13 @@ static void test_vm_define(void **state)
               "--disk|/e",
               "at most 4 --disk");
     parse_bad("vm|define|web1|--kernel||--mem|1G|--vcpus|1", "--kernel needs a path");
+    /* Control characters: what the cluster refuses, shown escaped. */
+    parse_bad("vm|define|web1|--kernel|/k\nx|--mem|1G|--vcpus|1",
+              "--kernel path '/k\\nx' holds a control character at byte 2");
+    parse_bad("vm|define|web1|--kernel|/k|--initrd|/i\033[2J|--mem|1G|--vcpus|1",
+              "--initrd path '/i\\x1b[2J' holds a control character");
+    parse_bad("vm|define|web1|--kernel|/k|--mem|1G|--vcpus|1|--disk|/d\tx.img,ro",
+              "--disk path '/d\\tx.img' holds a control character");
     parse_bad("vm|define|web1|--kernel|/k|--mem|1G|--vcpus|1|--ha=1", "--ha takes no value");
     parse_bad("vm|define|web/1|--kernel|/k|--mem|1G|--vcpus|1", "VM name 'web/1' may only hold");
     parse_bad("vm|define|web1|--kernel|/k|--mem|1G|--vcpus|1|--to|x", "vm define does not take option '--to'");

@@ -242,6 +242,60 @@ static void test_config(void **unused)
     json_decref(j);
 }
 
+/* Paths with control characters can never be shown or logged safely:
+ * refused where a VM is defined. Commas are ordinary characters. A state
+ * document that holds such a path (saved before this check) still loads. */
+static void test_config_control_characters(void **unused)
+{
+    (void)unused;
+    expect_config_error("{\"kernel\":\"/k\\nternd: 00:00:00.000 forged\",\"mem_mib\":64}",
+                        "\"kernel\" holds a control character at byte 2");
+    expect_config_error("{\"kernel\":\"/k\",\"initrd\":\"/i\\u001b[2J\",\"mem_mib\":64}",
+                        "\"initrd\" holds a control character");
+    expect_config_error("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/d\\tx\"}]}",
+                        "disks[0]: \"path\" holds a control character");
+    expect_config_error("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/d\\u007f\"}]}",
+                        "control character");
+    expect_config_error("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/a\"},"
+                        "{\"path\":\"/d\\u009b2J\"}]}",
+                        "disks[1]: \"path\" holds a control character at byte 2");
+    /* The message shows the path escaped, never raw. */
+    struct cl_vm_config cfg;
+    struct tern_err err = {0};
+    json_t *j = json_loads("{\"kernel\":\"/k\\u001b]0;pwned\\u0007\",\"mem_mib\":64}", 0, NULL);
+    assert_int_equal(cl_vm_config_from_json(j, &cfg, &err), -1);
+    assert_non_null(strstr(err.msg, "'/k\\x1b]0;pwned\\x07'"));
+    assert_null(strchr(err.msg, '\033'));
+    json_decref(j);
+    /* Commas, spaces and UTF-8 are fine. */
+    j = json_loads("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/x/a,b.img\"},"
+                   "{\"path\":\"/x/y.img,ro\"},{\"path\":\"/x/caf\\u00e9 1.img\",\"ro\":true}]}",
+                   0, NULL);
+    assert_int_equal(cl_vm_config_from_json(j, &cfg, &err), 0);
+    assert_string_equal(cfg.disks[0].path, "/x/a,b.img");
+    assert_string_equal(cfg.disks[1].path, "/x/y.img,ro");
+    assert_false(cfg.disks[1].ro);
+    json_decref(j);
+
+    /* Through the state: refused, and nothing changes. */
+    struct cl_state *s = three_hosts();
+    expect_refused(s, 1, "{\"type\":\"vm_define\",\"name\":\"v\",\"config\":{\"kernel\":\"/k\","
+                         "\"mem_mib\":64,\"disks\":[{\"path\":\"/d\\n\"}]}}",
+                   "[invalid]", "control character");
+    /* A document from before keeps its VM. */
+    define(s, "old", 64, 1);
+    json_t *doc = cl_state_to_json(s);
+    json_t *vm = json_array_get(json_object_get(doc, "vms"), 0);
+    json_object_set_new(json_object_get(vm, "config"), "kernel", json_string("/boot/k\nx"));
+    struct cl_state *t = cl_state_new();
+    if (cl_state_from_json(t, doc, &err) != 0)
+        fail_msg("a stored path with a newline made the document unreadable: %s", err.msg);
+    assert_string_equal(cl_state_vm(t, "old")->cfg.kernel, "/boot/k\nx");
+    json_decref(doc);
+    cl_state_free(t);
+    cl_state_free(s);
+}
+
 static void test_malformed_messages(void **unused)
 {
     (void)unused;
@@ -1438,6 +1492,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_control_characters),
         cmocka_unit_test(test_malformed_messages),
         cmocka_unit_test(test_host_announce),
         cmocka_unit_test(test_host_mode),
