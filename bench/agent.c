@@ -244,13 +244,15 @@ int main(int argc, char **argv)
         goto out;
     double t0 = now_s();
     for (int i = 0; i < NR_VMS; i++) {
-        char name[32];
+        char name[32], disk[96];
         snprintf(name, sizeof(name), "vm%04d", i);
+        /* Each VM its own image: two VMs may not write one. */
+        snprintf(disk, sizeof(disk), "/shared/vms/%s-long-disk-image-name.img", name);
         json_t *r = call(1 + i % 2, json_pack("{s:s, s:s, s:{s:s, s:s, s:i, s:i, s:[{s:s, s:b}]}, s:b, s:i}",
                                      "cmd", "vm.define", "name", name, "config", "kernel", guest,
                                      "cmdline", "fill=64 dirty=10 hb=1000 check=1000 disk=1",
-                                     "mem_mib", 1024, "vcpus", 2, "disks", "path",
-                                     "/shared/vms/some-long-disk-image-name.img", "ro", 0, "ha", 1,
+                                     "mem_mib", 1024, "vcpus", 2, "disks", "path", disk, "ro", 0,
+                                     "ha", 1,
                                      "priority", i % 10));
         if (!r || !json_is_true(json_object_get(r, "ok"))) {
             fprintf(stderr, "agent: defining %s failed\n", name);

@@ -176,6 +176,13 @@ static int config_from_json(const json_t *j, bool defining, struct cl_vm_config 
                 get_path(d, "path", true, defining, c.disks[i].path, err) < 0 ||
                 cl__get_bool(d, "ro", false, &c.disks[i].ro, err) < 0)
                 return tern_err_prefix(err, "config: disks[%zu]", i);
+            /* One image twice in a VM, written through either: two
+             * devices writing one file corrupt it. */
+            for (size_t k = 0; defining && k < i; k++)
+                if (!strcmp(c.disks[k].path, c.disks[i].path) && !(c.disks[k].ro && c.disks[i].ro))
+                    return tern_err_coded(err, TERN_ERR_INVALID, "config: disks[%zu] and "
+                                          "disks[%zu] are the same image (%s); one image may be "
+                                          "given twice only read-only", k, i, c.disks[i].path);
         }
         c.nr_disks = (unsigned)json_array_size(disks);
     }
