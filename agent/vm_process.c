@@ -1,6 +1,7 @@
 #include "vm_process.h"
 
 #include "../common/fileio.h"
+#include "../common/text.h"
 #include "../common/unix_addr.h"
 
 #include <dirent.h>
@@ -654,12 +655,11 @@ static off_t log_header(int fd, const struct vmm_args *a)
     struct tm tm;
     size_t o = strftime(line, sizeof(line), "=== %Y-%m-%dT%H:%M:%S%z ternd starts:",
                         localtime_r(&t, &tm));
-    for (int i = 0; i < a->argc && o < sizeof(line); i++) {
+    for (int i = 0; i < a->argc && o + 2 < sizeof(line); i++) {
         bool secret = i > 0 && !strcmp(a->argv[i - 1], "--token");
-        int w = snprintf(line + o, sizeof(line) - o, " %s", secret ? "<token>" : a->argv[i]);
-        if (w < 0)
-            break;
-        o += (size_t)w;
+        line[o++] = ' ';
+        /* Escaped: a command line with a newline must not forge lines. */
+        o += text_escape(line + o, sizeof(line) - o, secret ? "<token>" : a->argv[i], 0, NULL);
     }
     if (o >= sizeof(line) - 1)
         o = sizeof(line) - 2;

@@ -1,6 +1,7 @@
 /* ternctl: one command line, end to end (cli_main). */
 #include "cli.h"
 
+#include "../common/text.h"
 #include "../common/version.h"
 
 #include <inttypes.h>
@@ -10,21 +11,29 @@
 
 static int fail(const struct cli_io *io, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* "ternctl: MESSAGE" on stderr. Messages carry the agent's words, names
+ * and paths from configurations and VMM logs: control characters are
+ * escaped (common/text.h), newlines kept (a VMM log's tail spans lines). */
 static int fail(const struct cli_io *io, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("ternctl: ", io->err);
-    vfprintf(io->err, fmt, ap);
-    fputc('\n', io->err);
+    char *msg = NULL;
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    fputs("ternctl: ", io->err);
+    text_fputs(n >= 0 ? msg : "(out of memory formatting a message)", io->err, TEXT_KEEP_NEWLINES);
+    fputc('\n', io->err);
+    free(msg);
     fflush(io->err);
     return code;
 }
 
 static void print_json(FILE *out, const json_t *j)
 {
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* ASCII only: nothing in it can be a terminal control (JSON escapes
+     * C0; \u escapes the rest). */
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
     if (s) {
         fprintf(out, "%s\n", s);
         free(s);
@@ -51,10 +60,10 @@ static int run_cluster(const struct cli_args *a, const struct cli_io *io)
             print_json(io->out, j);
             json_decref(j);
         } else {
-            fprintf(io->out,
-                    "created CA '%s' in %s: ca.pem, ca-key.pem (valid %d days)\n"
-                    "keep ca-key.pem off the hosts; next: ternctl cluster issue-cert %s HOST\n",
-                    a->ca_name, a->name, a->days, a->name);
+            text_put_line(io->out, "created CA '%s' in %s: ca.pem, ca-key.pem (valid %d days)",
+                          a->ca_name, a->name, a->days);
+            text_put_line(io->out, "keep ca-key.pem off the hosts; next: ternctl cluster "
+                                   "issue-cert %s HOST", a->name);
         }
         return CLI_EXIT_OK;
     }
@@ -66,10 +75,10 @@ static int run_cluster(const struct cli_args *a, const struct cli_io *io)
         print_json(io->out, j);
         json_decref(j);
     } else {
-        fprintf(io->out,
-                "issued a certificate for %s in %s: ca.pem, cert.pem, key.pem (valid %d days)\n"
-                "copy that directory to %s as ternd's tls_dir (tern-vmm --tls-dir)\n",
-                a->host, out_dir, a->days, a->host);
+        text_put_line(io->out, "issued a certificate for %s in %s: ca.pem, cert.pem, key.pem "
+                               "(valid %d days)", a->host, out_dir, a->days);
+        text_put_line(io->out, "copy that directory to %s as ternd's tls_dir (tern-vmm --tls-dir)",
+                      a->host);
     }
     return CLI_EXIT_OK;
 }
@@ -99,10 +108,10 @@ static int migrate_done(const struct cli_args *a, const struct cli_io *io, const
         if (a->json)
             print_json(io->out, result);
         else if (id >= 0)
-            fprintf(io->out, "migration %" JSON_INTEGER_FORMAT " of %s to %s started\n", id, a->name,
-                    a->host);
+            text_put_line(io->out, "migration %" JSON_INTEGER_FORMAT " of %s to %s started", id,
+                          a->name, a->host);
         else
-            fprintf(io->out, "migration of %s to %s started\n", a->name, a->host);
+            text_put_line(io->out, "migration of %s to %s started", a->name, a->host);
         return CLI_EXIT_OK;
     }
     const json_t *m = json_object_get(result, "migration");
@@ -114,7 +123,7 @@ static int migrate_done(const struct cli_args *a, const struct cli_io *io, const
     if (a->json)
         print_json(io->out, result);
     else if (ok)
-        fprintf(io->out, "%s\n", sum);
+        text_put_line(io->out, "%s", sum);
     if (!ok)
         return fail(io, CLI_EXIT_FAILED, "%s", sum);
     return CLI_EXIT_OK;
@@ -126,24 +135,24 @@ static size_t print_evacuation(FILE *out, const char *host, const json_t *r)
     const json_t *moved = json_object_get(r, "moved"), *failed = json_object_get(r, "failed");
     size_t nm = json_array_size(moved), nf = json_array_size(failed);
     if (nm + nf == 0)
-        fprintf(out, "evacuated %s: no VMs to move\n", host);
+        text_put_line(out, "evacuated %s: no VMs to move", host);
     else
-        fprintf(out, "evacuated %s: %zu of %zu VM%s moved\n", host, nm, nm + nf,
-                nm + nf == 1 ? "" : "s");
+        text_put_line(out, "evacuated %s: %zu of %zu VM%s moved", host, nm, nm + nf,
+                      nm + nf == 1 ? "" : "s");
     size_t i;
     json_t *e;
     json_array_foreach(moved, i, e) {
-        char t[32] = "?";
+        char t[32] = "?", pause[48] = "";
         json_t *s = json_object_get(e, "total_s"), *p = json_object_get(e, "pause_ms");
         if (json_is_number(s))
             cli_format_seconds(t, sizeof(t), json_number_value(s));
-        fprintf(out, "  %s -> %s in %s", jstr(e, "vm", "?"), jstr(e, "to", "?"), t);
         if (json_is_number(p))
-            fprintf(out, ", pause %.1f ms", json_number_value(p));
-        fputc('\n', out);
+            snprintf(pause, sizeof(pause), ", pause %.1f ms", json_number_value(p));
+        text_put_line(out, "  %s -> %s in %s%s", jstr(e, "vm", "?"), jstr(e, "to", "?"), t, pause);
     }
     json_array_foreach(failed, i, e)
-        fprintf(out, "  %s: not moved: %s\n", jstr(e, "vm", "?"), jstr(e, "error", "no reason given"));
+        text_put_line(out, "  %s: not moved: %s", jstr(e, "vm", "?"),
+                      jstr(e, "error", "no reason given"));
     return nf;
 }
 
@@ -152,13 +161,13 @@ static int evacuate_done(const struct cli_args *a, const struct cli_io *io, cons
     if (a->json) {
         print_json(io->out, result);
     } else if (a->no_wait) {
-        fprintf(io->out, "evacuation of %s started\n", a->name);
+        text_put_line(io->out, "evacuation of %s started", a->name);
         size_t i;
         json_t *m;
         json_array_foreach(json_object_get(result, "migrations"), i, m)
-            fprintf(io->out, "  migration %" JSON_INTEGER_FORMAT ": %s -> %s\n",
-                    json_integer_value(json_object_get(m, "id")), jstr(m, "vm", "?"),
-                    jstr(m, "to", "?"));
+            text_put_line(io->out, "  migration %" JSON_INTEGER_FORMAT ": %s -> %s",
+                          json_integer_value(json_object_get(m, "id")), jstr(m, "vm", "?"),
+                          jstr(m, "to", "?"));
         return CLI_EXIT_OK;
     }
     size_t nf = a->json ? json_array_size(json_object_get(result, "failed"))
@@ -201,26 +210,26 @@ static int show_result(const struct cli_args *a, const struct cli_io *io, const 
         break;
     case CLI_CMD_VM_DEFINE:
         cli_format_mib(mem, sizeof(mem), a->mem_mib);
-        fprintf(out, "defined VM %s: %s, %d vCPU%s%s (state: %s)\n", a->name, mem, a->vcpus,
-                a->vcpus == 1 ? "" : "s", a->ha ? ", HA" : "", jstr(vm, "state", "stopped"));
+        text_put_line(out, "defined VM %s: %s, %d vCPU%s%s (state: %s)", a->name, mem, a->vcpus,
+                      a->vcpus == 1 ? "" : "s", a->ha ? ", HA" : "", jstr(vm, "state", "stopped"));
         break;
     case CLI_CMD_VM_START:
-        fprintf(out, "VM %s is %s on %s\n", a->name, jstr(vm, "state", "running"),
-                jstr(vm, "owner", "?"));
+        text_put_line(out, "VM %s is %s on %s", a->name, jstr(vm, "state", "running"),
+                      jstr(vm, "owner", "?"));
         break;
     case CLI_CMD_VM_STOP:
-        fprintf(out, "VM %s is %s\n", a->name, jstr(vm, "state", "stopped"));
+        text_put_line(out, "VM %s is %s", a->name, jstr(vm, "state", "stopped"));
         break;
     case CLI_CMD_VM_UNDEFINE:
-        fprintf(out, "VM %s undefined\n", a->name);
+        text_put_line(out, "VM %s undefined", a->name);
         break;
     case CLI_CMD_HOST_ACTIVATE: {
         const json_t *h = json_object_get(result, "host");
-        fprintf(out, "host %s is %s\n", a->name, jstr(h, "mode", "active"));
+        text_put_line(out, "host %s is %s", a->name, jstr(h, "mode", "active"));
         break;
     }
     case CLI_CMD_HOST_REMOVE:
-        fprintf(out, "host %s removed from the cluster\n", a->name);
+        text_put_line(out, "host %s removed from the cluster", a->name);
         break;
     default:
         break;

@@ -163,15 +163,20 @@ void text_fputs(const char *s, FILE *f, unsigned flags)
     }
 }
 
-void text_log_line(FILE *f, const char *fmt, ...)
+void text_vput_line(FILE *f, const char *prefix, const char *fmt, va_list ap)
 {
     char raw[LOG_LINE_MAX], line[LOG_LINE_MAX + 8];
-    va_list ap;
-    va_start(ap, fmt);
+    size_t o = 0;
+    if (prefix) {
+        o = strlen(prefix);
+        if (o > LOG_LINE_MAX / 4)
+            o = LOG_LINE_MAX / 4;
+        memcpy(line, prefix, o);
+    }
     int w = vsnprintf(raw, sizeof(raw), fmt, ap);
-    va_end(ap);
     if (w < 0) {
-        fputs("(unprintable log message)\n", f);
+        snprintf(line + o, sizeof(line) - o, "(unprintable log message)\n");
+        fputs(line, f);
         return;
     }
     bool cut = (size_t)w >= sizeof(raw);
@@ -179,7 +184,7 @@ void text_log_line(FILE *f, const char *fmt, ...)
     if (!cut && len && raw[len - 1] == '\n')
         raw[--len] = '\0';
     bool cut2;
-    size_t o = text_escape(line, LOG_LINE_MAX - 4, raw, 0, &cut2);
+    o += text_escape(line + o, LOG_LINE_MAX - 4 - o, raw, 0, &cut2);
     if (cut || cut2) {
         memcpy(line + o, "...", 3);
         o += 3;
@@ -187,4 +192,12 @@ void text_log_line(FILE *f, const char *fmt, ...)
     line[o++] = '\n';
     line[o] = '\0';
     fputs(line, f);
+}
+
+void text_put_line(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    text_vput_line(f, NULL, fmt, ap);
+    va_end(ap);
 }

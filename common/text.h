@@ -13,6 +13,7 @@
 #ifndef TERN_COMMON_TEXT_H
 #define TERN_COMMON_TEXT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -42,6 +43,11 @@ void text_fputs(const char *s, FILE *f, unsigned flags);
  * end, in one fputs (lines from threads do not interleave on an unbuffered
  * or line-buffered stream). A trailing newline in the format is the line's
  * end, not text. Lines longer than 4 KiB are cut, ending in "...". */
-void text_log_line(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void text_put_line(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The same with a va_list, after `prefix` (the program's own text, a
+ * timestamp: written as it is). */
+void text_vput_line(FILE *f, const char *prefix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #endif

@@ -19,6 +19,7 @@
 #include "snapshot.h"
 #include "vm.h"
 #include "vmm_commands.h"
+#include "../common/text.h"
 
 #define CTL_EXIT_FAILED 1      /* the VMM answered with an error */
 #define CTL_EXIT_UNAVAILABLE 69 /* could not reach the VMM */
@@ -174,26 +175,26 @@ static int cmd_run(int argc, char **argv)
     struct run_options opts;
     struct tern_err err = {0};
     if (parse_run_options(argc, argv, &opts, &err) < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
     int sig_fd = signalfd_for_termination(&err);
     if (sig_fd < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_SETUP;
     }
     static struct snapshot_reader snap = {.fd = -1};
     if (opts.restore && (snapshot_open(&snap, opts.restore, &err) < 0 ||
                          snapshot_apply_config(&snap, &opts, &err) < 0)) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         snapshot_close(&snap);
         close(sig_fd);
         return VMM_EXIT_SETUP;
     }
     static struct vm vm;
     if (vm_create(&vm, &opts, &err) < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         snapshot_close(&snap);
         close(sig_fd);
         return VMM_EXIT_SETUP;
@@ -202,7 +203,7 @@ static int cmd_run(int argc, char **argv)
         int rc = snapshot_restore(&snap, &vm, &err);
         snapshot_close(&snap);
         if (rc < 0) {
-            fprintf(stderr, "tern-vmm: restore failed: %s\n", err.msg);
+            text_put_line(stderr, "tern-vmm: restore failed: %s\n", err.msg);
             vm_destroy(&vm);
             close(sig_fd);
             return VMM_EXIT_SETUP;
@@ -217,7 +218,7 @@ static int cmd_run(int argc, char **argv)
     if (opts.control_path) {
         if (control_server_open(&cs, opts.control_path, vmm_commands, vmm_nr_commands, &ctl,
                                 &err) < 0) {
-            fprintf(stderr, "tern-vmm: %s\n", err.msg);
+            text_put_line(stderr, "tern-vmm: %s\n", err.msg);
             vm_destroy(&vm);
             close(sig_fd);
             return VMM_EXIT_SETUP;
@@ -232,7 +233,7 @@ static int cmd_run(int argc, char **argv)
             o = incoming_loop(incoming, csp, sig_fd, &err);
         }
         if (o != MIG_INCOMING_RUN) {
-            fprintf(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
+            text_put_line(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
                     err.msg);
             ctl.incoming = NULL;
             mig_incoming_destroy(incoming);
@@ -244,12 +245,12 @@ static int cmd_run(int argc, char **argv)
         }
     }
     if (vm_start(&vm, &err) < 0)
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
     if (incoming) {
         mig_incoming_running(incoming); /* the source may end now */
         ctl.incoming = NULL;
         ctl.received = true;
-        fprintf(stderr, "tern-vmm: migration received; the guest runs here\n");
+        text_put_line(stderr, "tern-vmm: migration received; the guest runs here\n");
         json_t *ev = json_pack("{s:s}", "event", "running");
         control_server_notify(csp, ev);
         json_decref(ev);
@@ -258,7 +259,7 @@ static int cmd_run(int argc, char **argv)
     }
     main_loop(&vm, csp, sig_fd);
     int status = vm_join(&vm);
-    fprintf(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
+    text_put_line(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
     if (csp)
         control_server_close(csp);
     vm_destroy(&vm);
@@ -271,7 +272,7 @@ static int cmd_run(int argc, char **argv)
 static json_t *save_request(int argc, char **argv)
 {
     if (argc < 1 || argc > 2 || (argc == 2 && strcmp(argv[1], "--stop"))) {
-        fprintf(stderr, "tern-vmm ctl: usage: ctl PATH save FILE [--stop]\n");
+        text_put_line(stderr, "tern-vmm ctl: usage: ctl PATH save FILE [--stop]\n");
         return NULL;
     }
     char file[PATH_MAX];
@@ -281,7 +282,7 @@ static json_t *save_request(int argc, char **argv)
         char cwd[PATH_MAX];
         if (!getcwd(cwd, sizeof(cwd)) ||
             snprintf(file, sizeof(file), "%s/%s", cwd, argv[0]) >= (int)sizeof(file)) {
-            fprintf(stderr, "tern-vmm ctl: cannot make '%s' an absolute path\n", argv[0]);
+            text_put_line(stderr, "tern-vmm ctl: cannot make '%s' an absolute path\n", argv[0]);
             return NULL;
         }
     }
@@ -293,7 +294,7 @@ static json_t *save_request(int argc, char **argv)
 static json_t *migrate_request(int argc, char **argv)
 {
     if (argc < 1) {
-        fprintf(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
+        text_put_line(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
                         "[--downtime-ms N] [--streams N] [--max-seconds N] [--timeout-ms N] [--commit-gate]\n");
         return NULL;
     }
@@ -305,7 +306,7 @@ static json_t *migrate_request(int argc, char **argv)
             continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "tern-vmm ctl: %s needs a value\n", argv[i]);
+            text_put_line(stderr, "tern-vmm ctl: %s needs a value\n", argv[i]);
             json_decref(req);
             return NULL;
         }
@@ -320,7 +321,7 @@ static json_t *migrate_request(int argc, char **argv)
                    !strcmp(o, "--max-seconds") || !strcmp(o, "--timeout-ms")) {
             double d = strtod(v, &end);
             if (*end || end == v) {
-                fprintf(stderr, "tern-vmm ctl: %s wants a number, not '%s'\n", o, v);
+                text_put_line(stderr, "tern-vmm ctl: %s wants a number, not '%s'\n", o, v);
                 json_decref(req);
                 return NULL;
             }
@@ -331,7 +332,7 @@ static json_t *migrate_request(int argc, char **argv)
             bool whole = !strcmp(key, "streams") || !strcmp(key, "timeout_ms");
             json_object_set_new(req, key, whole ? json_integer((json_int_t)d) : json_real(d));
         } else {
-            fprintf(stderr, "tern-vmm ctl: unknown migrate option '%s'\n", o);
+            text_put_line(stderr, "tern-vmm ctl: unknown migrate option '%s'\n", o);
             json_decref(req);
             return NULL;
         }
@@ -398,7 +399,7 @@ static int follow_migration(const char *path)
 static int cmd_ctl(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "tern-vmm ctl: expected a socket path and a command\n");
+        text_put_line(stderr, "tern-vmm ctl: expected a socket path and a command\n");
         usage(stderr);
         return VMM_EXIT_USAGE;
     }
@@ -421,13 +422,13 @@ static int cmd_ctl(int argc, char **argv)
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok |= !strcmp(cmd, known[i]);
         if (!ok) {
-            fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save, "
+            text_put_line(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save, "
                             "migrate, migrate-cancel, migrate-commit, migrate-abort)\n",
                     cmd);
             return VMM_EXIT_USAGE;
         }
         if (argc != 2) {
-            fprintf(stderr, "tern-vmm ctl: %s takes no arguments\n", cmd);
+            text_put_line(stderr, "tern-vmm ctl: %s takes no arguments\n", cmd);
             return VMM_EXIT_USAGE;
         }
         req = json_pack("{s:s}", "cmd", cmd);
@@ -437,13 +438,13 @@ static int cmd_ctl(int argc, char **argv)
     int rc = control_call(path, req, timeout_ms, &reply, &err);
     json_decref(req);
     if (rc < 0) {
-        fprintf(stderr, "tern-vmm ctl: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm ctl: %s\n", err.msg);
         return CTL_EXIT_UNAVAILABLE;
     }
     int status = json_is_true(json_object_get(reply, "ok")) ? 0 : CTL_EXIT_FAILED;
     if (status) {
         const char *e = json_string_value(json_object_get(reply, "error"));
-        fprintf(stderr, "tern-vmm ctl: %s failed: %s\n", cmd, e ? e : "(no reason given)");
+        text_put_line(stderr, "tern-vmm ctl: %s failed: %s\n", cmd, e ? e : "(no reason given)");
     } else if (!strcmp(cmd, "migrate")) {
         json_decref(reply);
         return follow_migration(path);
@@ -475,7 +476,7 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (!strcmp(argv[1], "ctl"))
         return cmd_ctl(argc - 2, argv + 2);
-    fprintf(stderr, "tern-vmm: unknown command '%s'\n", argv[1]);
+    text_put_line(stderr, "tern-vmm: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return VMM_EXIT_USAGE;
 }

@@ -508,6 +508,130 @@ static void test_e2e_evacuate(void **state)
     run_free(&r);
 }
 
+/* No raw control character in `s` (newlines only where `lines` allows),
+ * and no line of it starts with `forged`. */
+static void assert_clean(const char *what, const char *s, bool newlines, const char *forged)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n' && newlines)
+            continue;
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            fail_msg("%s holds a raw control character 0x%02x: '%s'", what, *p, s);
+    }
+    for (const char *l = s; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (forged && !strncmp(l, forged, strlen(forged)))
+            fail_msg("%s has a forged line: '%s'", what, s);
+}
+
+/* Names, paths and messages from the agent (and so from configurations and
+ * VMM logs) reach the terminal with their control characters escaped:
+ * errors, results, progress, summaries, tables and --json. */
+static void test_e2e_hostile_text(void **state)
+{
+    (void)state;
+    /* An error carrying a VMM log's tail with an escape in a disk path. */
+    static const char *const err_lines[] = {
+        "{\"ok\":false,\"error\":{\"code\":\"failed\",\"message\":\"starting VM 'w': tern-vmm "
+        "exited with status 65: cannot open /srv/\\u001b[2J\\u001b]0;owned\\u0007x.img\\r\\n"
+        "ternctl: forged\\u009b31m\"}}"};
+    struct script s = {.lines = err_lines, .nlines = 1};
+    script_start(&s);
+    const char *args[] = {"vm", "start", "w", NULL};
+    struct run r = run_cli(s.path, args);
+    script_stop(&s);
+    assert_int_equal(r.rc, CLI_EXIT_FAILED);
+    assert_clean("stderr", r.err, true, NULL);
+    assert_string_equal(r.err, "ternctl: starting VM 'w': tern-vmm exited with status 65: cannot "
+                               "open /srv/\\x1b[2J\\x1b]0;owned\\x07x.img\\r\n"
+                               "ternctl: forged\\xc2\\x9b31m\n");
+    run_free(&r);
+    /* The same with --json: the object is ASCII, the message as above. */
+    struct script s1 = {.lines = err_lines, .nlines = 1};
+    script_start(&s1);
+    const char *jargs[] = {"--json", "vm", "start", "w", NULL};
+    r = run_cli(s1.path, jargs);
+    script_stop(&s1);
+    assert_int_equal(r.rc, CLI_EXIT_FAILED);
+    assert_clean("--json stdout", r.out, true, NULL);
+    for (const char *p = r.out; *p; p++)
+        assert_true((unsigned char)*p < 0x80);
+    assert_non_null(strstr(r.out, "\\u001B[2J"));
+    assert_non_null(strstr(r.out, "\\u009B31m"));
+    assert_clean("stderr", r.err, true, NULL);
+    run_free(&r);
+
+    /* A result whose fields hold a newline and an escape. */
+    static const char *const ok_lines[] = {
+        "{\"ok\":true,\"result\":{\"vm\":{\"state\":\"running\\u001b[8m\",\"owner\":"
+        "\"h1\\nVM w is stopped\"}}}"};
+    struct script s2 = {.lines = ok_lines, .nlines = 1};
+    script_start(&s2);
+    r = run_cli(s2.path, args);
+    script_stop(&s2);
+    assert_int_equal(r.rc, CLI_EXIT_OK);
+    assert_string_equal(r.out, "VM w is running\\x1b[8m on h1\\nVM w is stopped\n");
+    run_free(&r);
+
+    /* Progress (not a terminal), the summary and an evacuation's list. */
+    static const char *const evac[] = {
+        "{\"progress\":{\"host\":\"a\",\"total\":1,\"done\":0,\"vm\":\"v\\u001b[1A\",\"to\":\"b\"}}",
+        "{\"ok\":false,\"error\":{\"code\":\"failed\",\"message\":\"some VMs could not be moved\"},"
+        "\"result\":{\"host\":\"a\",\"moved\":[{\"vm\":\"m\\r\",\"to\":\"b\\u0007\",\"total_s\":1}],"
+        "\"failed\":[{\"vm\":\"v\",\"error\":\"no room\\nevacuated a: 2 of 2 VMs moved\"}]}}"};
+    struct script s3 = {.lines = evac, .nlines = 2};
+    script_start(&s3);
+    const char *eargs[] = {"host", "evacuate", "a", NULL};
+    r = run_cli(s3.path, eargs);
+    script_stop(&s3);
+    assert_int_equal(r.rc, CLI_EXIT_PARTIAL);
+    assert_clean("stdout", r.out, true, "evacuated a: 2 of 2");
+    assert_string_equal(r.out, "VM 1/1: v\\x1b[1A -> b\n"
+                               "evacuated a: 1 of 2 VMs moved\n"
+                               "  m\\r -> b\\x07 in 1.0 s\n"
+                               "  v: not moved: no room\\nevacuated a: 2 of 2 VMs moved\n");
+    run_free(&r);
+
+    /* A migration that failed, with the reason from another host. */
+    static const char *const mig[] = {
+        "{\"ok\":true,\"result\":{\"migration\":{\"id\":1,\"vm\":\"w\",\"from\":\"a\",\"to\":\"b\","
+        "\"outcome\":\"failed\",\"reason\":\"lost\\u001bc\"}}}"};
+    struct script s4 = {.lines = mig, .nlines = 1};
+    script_start(&s4);
+    const char *margs[] = {"vm", "migrate", "w", "--to", "b", NULL};
+    r = run_cli(s4.path, margs);
+    script_stop(&s4);
+    assert_int_equal(r.rc, CLI_EXIT_FAILED);
+    assert_string_equal(r.err, "ternctl: migration of w from a to b failed: lost\\x1bc\n");
+    run_free(&r);
+
+    /* status and vm show: the cluster line, tables and key/value lines. */
+    static const char *const status[] = {
+        "{\"ok\":true,\"result\":{\"cluster\":{\"local_host\":\"h\\u001b]0;x\\u0007\",\"nodeid\":1,"
+        "\"quorate\":true,\"members\":1,\"version\":1},\"hosts\":[{\"name\":\"h\\u009b1\","
+        "\"online\":true}],\"vms\":[{\"name\":\"v\",\"state\":\"crashed\",\"detail\":"
+        "\"x\\u001b[2J\\ny\",\"config\":{}}],\"migrations\":[]}}"};
+    struct script s5 = {.lines = status, .nlines = 1};
+    script_start(&s5);
+    const char *sargs[] = {"status", NULL};
+    r = run_cli(s5.path, sargs);
+    script_stop(&s5);
+    assert_int_equal(r.rc, CLI_EXIT_OK);
+    assert_clean("status", r.out, true, "y");
+    assert_non_null(strstr(r.out, "local host h\\x1b]0;x\\x07 (node 1)"));
+    run_free(&r);
+    static const char *const show[] = {
+        "{\"ok\":true,\"result\":{\"vm\":{\"name\":\"v\",\"config\":{\"cmdline\":\"a\\u001b[2Jb\","
+        "\"disks\":[{\"path\":\"/d\\u0085\\nx\"}]}}}}"};
+    struct script s6 = {.lines = show, .nlines = 1};
+    script_start(&s6);
+    const char *vargs[] = {"vm", "show", "v", NULL};
+    r = run_cli(s6.path, vargs);
+    script_stop(&s6);
+    assert_int_equal(r.rc, CLI_EXIT_OK);
+    assert_clean("vm show", r.out, true, "x");
+    run_free(&r);
+}
+
 static void test_e2e_bad_agent(void **state)
 {
     (void)state;
@@ -744,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_e2e_migrate),        cmocka_unit_test(test_e2e_migrate_json),
         cmocka_unit_test(test_e2e_migrate_no_wait), cmocka_unit_test(test_e2e_error),
         cmocka_unit_test(test_e2e_evacuate),       cmocka_unit_test(test_e2e_bad_agent),
+        cmocka_unit_test(test_e2e_hostile_text),
         cmocka_unit_test(test_e2e_status_and_define), cmocka_unit_test(test_e2e_simple_commands),
         cmocka_unit_test(test_binary),
     };

@@ -89,7 +89,7 @@ static void test_cut(void **state)
     assert_string_equal(out, "");
 }
 
-static void test_log_line(void **state)
+static void test_put_line(void **state)
 {
     (void)state;
     char *buf = NULL;
@@ -97,8 +97,8 @@ static void test_log_line(void **state)
     FILE *f = open_memstream(&buf, &len);
     assert_non_null(f);
     const char *name = "web1\nternd: 00:00:00.000 refused everything";
-    text_log_line(f, "defining %s\n", name);
-    text_log_line(f, "no newline in the format: %s", "\033]0;title\007");
+    text_put_line(f, "defining %s\n", name);
+    text_put_line(f, "no newline in the format: %s", "\033]0;title\007");
     fclose(f);
     assert_string_equal(buf, "defining web1\\nternd: 00:00:00.000 refused everything\n"
                              "no newline in the format: \\x1b]0;title\\x07\n");
@@ -111,7 +111,7 @@ static void test_log_line(void **state)
     big[9999] = '\0';
     buf = NULL;
     f = open_memstream(&buf, &len);
-    text_log_line(f, "%s", big);
+    text_put_line(f, "%s", big);
     fclose(f);
     assert_true(strlen(buf) <= 4096);
     assert_int_equal(strchr(buf, '\n') - buf, (long)strlen(buf) - 1);
@@ -126,7 +126,7 @@ int main(void)
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_find_control),
         cmocka_unit_test(test_cut),
-        cmocka_unit_test(test_log_line),
+        cmocka_unit_test(test_put_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
