@@ -54,7 +54,7 @@ static json_t *call(int h, json_t *req)
     struct tern_err err;
     json_t *reply = NULL;
     int64_t deadline = cli_now_ms() + 30000;
-    if (cli_conn_open(&c, sock, &err) == 0) {
+    if (cli_conn_open(&c, sock, deadline, &err) == 0) {
         if (cli_conn_send(&c, req, deadline, &err) == 0 && cli_conn_next(&c, deadline, &r, &err) == 0)
             reply = json_incref(r.root);
         cli_reply_clear(&r);

@@ -117,8 +117,8 @@ void cli_usage(FILE *out, enum cli_cmd cmd)
             "\nGlobal options (before the command, or after it):\n"
             "  --socket PATH   ternd's control socket (default $TERN_SOCKET, else %s)\n"
             "  --json          print results as one JSON object; progress as JSON lines\n"
-            "  --timeout SEC   how long to wait for a reply, except for migrations and\n"
-            "                  evacuations (default %d)\n"
+            "  --timeout SEC   how long to wait for ternd: connecting and its reply (a\n"
+            "                  migration or evacuation waits for its work) (default %d)\n"
             "  -h, --help      this text; 'ternctl COMMAND --help' for one command\n"
             "  --version       print the version and exit\n\n"
             "%s",

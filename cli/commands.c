@@ -261,17 +261,19 @@ static int run_agent(const struct cli_args *a, const struct cli_io *io)
     json_t *req = cli_build_request(a);
     if (!req)
         return fail(io, CLI_EXIT_FAILED, "building the request: out of memory");
+    /* --timeout bounds connecting, sending and the reply together. Long
+     * work that is waited for may take minutes: its reply has no deadline
+     * (the agent streams progress, and a dead agent closes the socket). */
+    int64_t until = cli_now_ms() + (int64_t)a->timeout_s * 1000;
+    bool streams = cli_cmd_is_long(a->cmd) && !a->no_wait;
+    int64_t deadline = streams ? -1 : until;
     struct cli_conn c;
-    if (cli_conn_open(&c, a->socket, &err) < 0) {
+    if (cli_conn_open(&c, a->socket, until, &err) < 0) {
         json_decref(req);
         return fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
     }
-    /* Long work that is waited for may take minutes: no deadline (the
-     * agent streams progress, and a dead agent closes the socket). */
-    bool streams = cli_cmd_is_long(a->cmd) && !a->no_wait;
-    int64_t deadline = streams ? -1 : cli_now_ms() + (int64_t)a->timeout_s * 1000;
     int rc;
-    if (cli_conn_send(&c, req, cli_now_ms() + (int64_t)a->timeout_s * 1000, &err) < 0) {
+    if (cli_conn_send(&c, req, until, &err) < 0) {
         rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
         goto out;
     }

@@ -860,6 +860,65 @@ static void test_binary(void **state)
     free(err);
 }
 
+/* A ternd that does not accept (stopped, swamped) with its listen queue
+ * full: `ternctl --timeout 2 status` gives up after about 2 s, exit 3,
+ * saying why; it does not hang in connect(). */
+static void test_connect_timeout(void **state)
+{
+    (void)state;
+    const char *bin = test_build_path("ternctl");
+    if (access(bin, X_OK) != 0)
+        fail_msg("%s is missing: build it first (make BUILD=... all)", bin);
+    char *dir = test_make_tmpdir("cli-backlog");
+    assert_non_null(dir);
+    char path[108];
+    assert_true(strlen(dir) + 16 < sizeof(path));
+    snprintf(path, sizeof(path), "%s/ternd.sock", dir);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    /* Fill the queue: connect until the kernel says it is full. */
+    int fill[64], nfill = 0;
+    bool full = false;
+    while (nfill < 64 && !full) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            fill[nfill++] = fd;
+            continue;
+        }
+        assert_int_equal(errno, EAGAIN);
+        close(fd);
+        full = true;
+    }
+    assert_true(full);
+
+    char *argv[] = {(char *)bin, "--socket", path, "--timeout", "2", "status", NULL};
+    struct test_proc p;
+    int64_t t0 = cli_now_ms();
+    assert_int_equal(test_proc_start(&p, dir, argv), 0);
+    int exited = test_proc_wait(&p, 10000);
+    int64_t took = cli_now_ms() - t0;
+    test_proc_kill(&p);
+    char *err = test_read_text(p.err_path);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    close(lfd);
+    test_rmtree(dir);
+    free(dir);
+    if (!exited)
+        fail_msg("ternctl --timeout 2 still waited after 10 s");
+    print_message("gave up after %lld ms: %s", (long long)took, err);
+    assert_int_equal(p.status, CLI_EXIT_UNREACHABLE);
+    assert_true(took >= 1900 && took < 6000);
+    assert_non_null(strstr(err, "cannot reach ternd at "));
+    assert_non_null(strstr(err, "listen queue is full"));
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -870,7 +929,7 @@ int main(void)
         cmocka_unit_test(test_e2e_evacuate),       cmocka_unit_test(test_e2e_bad_agent),
         cmocka_unit_test(test_e2e_hostile_text),
         cmocka_unit_test(test_e2e_status_and_define), cmocka_unit_test(test_e2e_simple_commands),
-        cmocka_unit_test(test_binary),
+        cmocka_unit_test(test_binary),             cmocka_unit_test(test_connect_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
