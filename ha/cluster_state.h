@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/api_limits.h"
 #include "../common/err.h"
 
 #define CL_NAME_MAX 64      /* host and VM names: [A-Za-z0-9._-], 1..63 chars */
@@ -23,7 +24,7 @@
 #define CL_CMDLINE_MAX 1024
 #define CL_ADDR_MAX 64      /* an IPv4/IPv6 address literal */
 #define CL_TOKEN_MAX 80
-#define CL_MAX_DISKS 4
+#define CL_MAX_DISKS TERN_VM_DISKS_MAX
 #define CL_REASON_MAX 256
 
 enum cl_host_mode { CL_HOST_ACTIVE, CL_HOST_MAINTENANCE };

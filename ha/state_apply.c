@@ -309,8 +309,8 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
         cl__get_bool(c->msg, "ha", false, &vm.ha, err) < 0)
         return -1;
     const json_t *prio = json_object_get(c->msg, "priority");
-    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
-                 json_integer_value(prio) > INT32_MAX))
+    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < TERN_PRIORITY_MIN ||
+                 json_integer_value(prio) > TERN_PRIORITY_MAX))
         return tern_err_coded(err, TERN_ERR_INVALID, "\"priority\" must be a 32-bit integer");
     vm.priority = prio ? (int32_t)json_integer_value(prio) : 0;
     size_t pos;
@@ -470,8 +470,8 @@ static int h_migration_begin(struct msg_ctx *c, struct tern_err *err)
     char to[CL_NAME_MAX];
     uint64_t downtime;
     if (find_vm(c, "vm", &vm, err) < 0 || get_name(c->msg, "to", to, err) < 0 ||
-        cl__get_uint(c->msg, "downtime_ms", true, CL_DOWNTIME_DEFAULT, 1, CL_DOWNTIME_MAX,
-                     &downtime, err) < 0)
+        cl__get_uint(c->msg, "downtime_ms", true, CL_DOWNTIME_DEFAULT, TERN_DOWNTIME_MS_MIN,
+                     CL_DOWNTIME_MAX, &downtime, err) < 0)
         return -1;
     if (vm->migration_id)
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already being migrated (migration "

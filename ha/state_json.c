@@ -156,7 +156,7 @@ static int config_from_json(const json_t *j, bool defining, struct cl_vm_config 
         get_path(j, "initrd", false, defining, c.initrd, err) < 0 ||
         cl__get_str(j, "cmdline", "", c.cmdline, sizeof(c.cmdline), err) < 0 ||
         cl__get_uint(j, "mem_mib", false, 0, CL_VM_MEM_MIN, CL_VM_MEM_MAX, &mem, err) < 0 ||
-        cl__get_uint(j, "vcpus", true, 1, 1, CL_VM_VCPUS_MAX, &vcpus, err) < 0)
+        cl__get_uint(j, "vcpus", true, 1, TERN_VM_VCPUS_MIN, CL_VM_VCPUS_MAX, &vcpus, err) < 0)
         return tern_err_prefix(err, "config");
     c.mem_mib = mem;
     c.vcpus = (uint32_t)vcpus;

@@ -1,9 +1,15 @@
 #include "options.h"
+#include "../common/api_limits.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* tern-vmm runs whatever VM the cluster's API lets a client define. */
+_Static_assert(TERN_VM_VCPUS_MAX <= VMM_MAX_VCPUS && TERN_VM_DISKS_MAX <= VMM_MAX_DISKS &&
+                   TERN_VM_MEM_MIN_MIB >= 16 && TERN_VM_MEM_MAX_MIB <= (1u << 20),
+               "common/api_limits.h allows VMs that tern-vmm cannot run");
 
 int parse_size(const char *s, uint64_t *out, struct tern_err *err)
 {
