@@ -9,24 +9,62 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(const struct cli_io *io, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void print_json(FILE *out, const json_t *j);
+
 /* "ternctl: MESSAGE" on stderr. Messages carry the agent's words, names
  * and paths from configurations and VMM logs: control characters are
- * escaped (common/text.h), newlines kept (a VMM log's tail spans lines). */
-static int fail(const struct cli_io *io, int code, const char *fmt, ...)
+ * escaped (common/text.h), newlines kept (a VMM log's tail spans lines).
+ * With json_code (--json), {"error":{"code":json_code,"message":MESSAGE}}
+ * goes to stdout first. Returns exit_code. */
+static int vfail(const struct cli_io *io, const char *json_code, int exit_code, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 4, 0)));
+static int vfail(const struct cli_io *io, const char *json_code, int exit_code, const char *fmt,
+                 va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     char *msg = NULL;
-    int n = vasprintf(&msg, fmt, ap);
-    va_end(ap);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    const char *text = msg ? msg : "(out of memory formatting a message)";
+    if (json_code) {
+        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", json_code, "message", text);
+        if (j)
+            print_json(io->out, j);
+        json_decref(j);
+        fflush(io->out);
+    }
     fputs("ternctl: ", io->err);
-    text_fputs(n >= 0 ? msg : "(out of memory formatting a message)", io->err, TEXT_KEEP_NEWLINES);
+    text_fputs(text, io->err, TEXT_KEEP_NEWLINES);
     fputc('\n', io->err);
     free(msg);
     fflush(io->err);
-    return code;
+    return exit_code;
+}
+
+/* An error with the message on stderr only (the JSON, if any, is out). */
+static int fail(const struct cli_io *io, int exit_code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(const struct cli_io *io, int exit_code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(io, NULL, exit_code, fmt, ap);
+    va_end(ap);
+    return exit_code;
+}
+
+/* ternctl's own errors, which no agent reply describes: with --json also
+ * as {"error":{"code":CODE,"message":...}} on stdout. CODE: "usage" (exit
+ * 2), "unreachable" (exit 3), "failed" (a local command), "internal". */
+static int fail_own(const struct cli_io *io, bool json, const char *code, int exit_code,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int fail_own(const struct cli_io *io, bool json, const char *code, int exit_code,
+                    const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(io, json ? code : NULL, exit_code, fmt, ap);
+    va_end(ap);
+    return exit_code;
 }
 
 static void print_json(FILE *out, const json_t *j)
@@ -53,7 +91,7 @@ static int run_cluster(const struct cli_args *a, const struct cli_io *io)
     struct tern_err err = {0};
     if (a->cmd == CLI_CMD_CLUSTER_INIT_CA) {
         if (cli_cluster_init_ca(a->name, a->ca_name, a->days, a->force, &err) < 0)
-            return fail(io, CLI_EXIT_FAILED, "%s", err.msg);
+            return fail_own(io, a->json, "failed", CLI_EXIT_FAILED, "%s", err.msg);
         if (a->json) {
             json_t *j = json_pack("{s:s, s:s, s:s, s:i}", "dir", a->name, "name", a->ca_name,
                                   "files", "ca.pem ca-key.pem", "days", a->days);
@@ -69,7 +107,7 @@ static int run_cluster(const struct cli_args *a, const struct cli_io *io)
     }
     char out_dir[4096];
     if (cli_cluster_issue_cert(a->name, a->host, a->days, out_dir, sizeof(out_dir), &err) < 0)
-        return fail(io, CLI_EXIT_FAILED, "%s", err.msg);
+        return fail_own(io, a->json, "failed", CLI_EXIT_FAILED, "%s", err.msg);
     if (a->json) {
         json_t *j = json_pack("{s:s, s:s, s:i}", "host", a->host, "dir", out_dir, "days", a->days);
         print_json(io->out, j);
@@ -260,7 +298,8 @@ static int run_agent(const struct cli_args *a, const struct cli_io *io)
     struct tern_err err = {0};
     json_t *req = cli_build_request(a);
     if (!req)
-        return fail(io, CLI_EXIT_FAILED, "building the request: out of memory");
+        return fail_own(io, a->json, "internal", CLI_EXIT_FAILED,
+                        "building the request: out of memory");
     /* --timeout bounds connecting, sending and the reply together. Long
      * work that is waited for may take minutes: its reply has no deadline
      * (the agent streams progress, and a dead agent closes the socket). */
@@ -270,11 +309,11 @@ static int run_agent(const struct cli_args *a, const struct cli_io *io)
     struct cli_conn c;
     if (cli_conn_open(&c, a->socket, until, &err) < 0) {
         json_decref(req);
-        return fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+        return fail_own(io, a->json, "unreachable", CLI_EXIT_UNREACHABLE, "%s", err.msg);
     }
     int rc;
     if (cli_conn_send(&c, req, until, &err) < 0) {
-        rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+        rc = fail_own(io, a->json, "unreachable", CLI_EXIT_UNREACHABLE, "%s", err.msg);
         goto out;
     }
     struct cli_progress prog = {
@@ -285,7 +324,7 @@ static int run_agent(const struct cli_args *a, const struct cli_io *io)
         struct cli_reply r;
         if (cli_conn_next(&c, deadline, &r, &err) < 0) {
             cli_progress_end(&prog);
-            rc = fail(io, CLI_EXIT_UNREACHABLE, "%s", err.msg);
+            rc = fail_own(io, a->json, "unreachable", CLI_EXIT_UNREACHABLE, "%s", err.msg);
             goto out;
         }
         if (r.kind == CLI_REPLY_PROGRESS) {
@@ -305,12 +344,25 @@ out:
     return rc;
 }
 
+/* --json among the arguments (before a "--"), for a command line that
+ * did not parse as far as it. */
+static bool wants_json(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            return false;
+        if (!strcmp(argv[i], "--json"))
+            return true;
+    }
+    return false;
+}
+
 int cli_main(int argc, char **argv, const struct cli_io *io)
 {
     struct cli_args a;
     struct tern_err err = {0};
     if (cli_parse_args(argc, argv, io->env_socket, &a, &err) < 0) {
-        fail(io, CLI_EXIT_USAGE, "%s", err.msg);
+        fail_own(io, a.json || wants_json(argc, argv), "usage", CLI_EXIT_USAGE, "%s", err.msg);
         if (a.cmd == CLI_CMD_NONE)
             fprintf(io->err, "Try 'ternctl --help'.\n");
         else
@@ -328,6 +380,6 @@ int cli_main(int argc, char **argv, const struct cli_io *io)
     if (a.cmd == CLI_CMD_CLUSTER_INIT_CA || a.cmd == CLI_CMD_CLUSTER_ISSUE_CERT)
         return run_cluster(&a, io);
     if (cli_resolve_paths(&a, &err) < 0)
-        return fail(io, CLI_EXIT_USAGE, "%s", err.msg);
+        return fail_own(io, a.json, "usage", CLI_EXIT_USAGE, "%s", err.msg);
     return run_agent(&a, io);
 }

@@ -860,6 +860,84 @@ static void test_binary(void **state)
     free(err);
 }
 
+/* stdout is exactly one JSON object {"error":{"code":CODE,"message":M}},
+ * and M is what stderr says after "ternctl: ". */
+static void expect_json_error(const struct run *r, const char *code)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(r->out, 0, &jerr);
+    if (!j)
+        fail_msg("stdout is not one JSON object (%s): '%s'", jerr.text, r->out);
+    assert_ptr_equal(strchr(r->out, '\n'), r->out + strlen(r->out) - 1);
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    assert_int_equal(json_object_size(j), 1);
+    if (strcmp(json_string_value(json_object_get(e, "code")) ?: "", code))
+        fail_msg("error code in '%s', expected %s", r->out, code);
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 0);
+    assert_int_equal(strncmp(r->err, "ternctl: ", 9), 0);
+    assert_int_equal(strncmp(r->err + 9, msg, strlen(msg)), 0);
+    json_decref(j);
+}
+
+/* --json: errors that no agent reply describes (unreachable, usage) are
+ * still one {"error":...} object on stdout, with the usual exit code. */
+static void test_e2e_json_own_errors(void **state)
+{
+    (void)state;
+    const char *args[] = {"--json", "status", NULL};
+    struct run r = run_cli("/nonexistent/ternd.sock", args);
+    assert_int_equal(r.rc, CLI_EXIT_UNREACHABLE);
+    expect_json_error(&r, "unreachable");
+    assert_non_null(strstr(r.out, "cannot reach ternd at /nonexistent/ternd.sock"));
+    run_free(&r);
+
+    /* A reply that is not JSON, and one that does not come in time. */
+    static const char *const junk[] = {"hello there"};
+    struct script s = {.lines = junk, .nlines = 1};
+    script_start(&s);
+    r = run_cli(s.path, args);
+    script_stop(&s);
+    assert_int_equal(r.rc, CLI_EXIT_UNREACHABLE);
+    expect_json_error(&r, "unreachable");
+    run_free(&r);
+    struct script s2 = {.hold_ms = 1500};
+    script_start(&s2);
+    const char *targs[] = {"vm", "list", "--timeout", "1", "--json", NULL};
+    r = run_cli(s2.path, targs);
+    script_stop(&s2);
+    assert_int_equal(r.rc, CLI_EXIT_UNREACHABLE);
+    expect_json_error(&r, "unreachable");
+    run_free(&r);
+
+    /* Usage errors: a missing argument, an unknown option before --json
+     * was even reached, a file named by --kernel that does not exist. */
+    const char *u1[] = {"--json", "vm", "start", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u1);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    expect_json_error(&r, "usage");
+    run_free(&r);
+    const char *u2[] = {"status", "--bogus", "--json", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u2);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    expect_json_error(&r, "usage");
+    run_free(&r);
+    const char *u3[] = {"--json", "vm", "define", "w", "--kernel", "no/such/kernel", "--mem", "1G",
+                        "--vcpus", "1", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u3);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    expect_json_error(&r, "usage");
+    run_free(&r);
+    /* Without --json, stdout stays empty. */
+    const char *u4[] = {"vm", "start", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u4);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+}
+
 /* A ternd that does not accept (stopped, swamped) with its listen queue
  * full: `ternctl --timeout 2 status` gives up after about 2 s, exit 3,
  * saying why; it does not hang in connect(). */
@@ -927,7 +1005,7 @@ int main(void)
         cmocka_unit_test(test_e2e_migrate),        cmocka_unit_test(test_e2e_migrate_json),
         cmocka_unit_test(test_e2e_migrate_no_wait), cmocka_unit_test(test_e2e_error),
         cmocka_unit_test(test_e2e_evacuate),       cmocka_unit_test(test_e2e_bad_agent),
-        cmocka_unit_test(test_e2e_hostile_text),
+        cmocka_unit_test(test_e2e_hostile_text),   cmocka_unit_test(test_e2e_json_own_errors),
         cmocka_unit_test(test_e2e_status_and_define), cmocka_unit_test(test_e2e_simple_commands),
         cmocka_unit_test(test_binary),             cmocka_unit_test(test_connect_timeout),
     };
