@@ -75,13 +75,17 @@ static int connect_until(int fd, const struct sockaddr_un *addr, int64_t deadlin
             continue;
         }
         /* EINPROGRESS (not what Linux does for unix sockets, but allowed):
-         * wait for the outcome. */
+         * wait for the outcome; connect() is not called again. */
         struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int n = poll(&p, 1, w);
-        if (n < 0 && errno != EINTR)
+        int n;
+        while ((n = poll(&p, 1, w)) < 0 && errno == EINTR)
+            w = poll_wait_ms(deadline_ms);
+        if (n < 0)
             return -1;
-        if (n <= 0)
-            continue; /* the deadline is checked above */
+        if (n == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
         int soerr = 0;
         socklen_t len = sizeof(soerr);
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
