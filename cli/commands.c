@@ -27,6 +27,12 @@ static int vfail(const struct cli_io *io, const char *json_code, int exit_code, 
     const char *text = msg ? msg : "(out of memory formatting a message)";
     if (json_code) {
         json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", json_code, "message", text);
+        if (!j) {
+            /* Not UTF-8 (a path typed in another encoding): escaped, it is. */
+            char safe[TERN_ERR_MAX * 4];
+            text_escape(safe, sizeof(safe), text, TEXT_KEEP_NEWLINES, NULL);
+            j = json_pack("{s:{s:s, s:s}}", "error", "code", json_code, "message", safe);
+        }
         if (j)
             print_json(io->out, j);
         json_decref(j);

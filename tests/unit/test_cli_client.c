@@ -930,6 +930,14 @@ static void test_e2e_json_own_errors(void **state)
     assert_int_equal(r.rc, CLI_EXIT_USAGE);
     expect_json_error(&r, "usage");
     run_free(&r);
+    /* A path that is not UTF-8 still makes a JSON error (escaped). */
+    const char *u5[] = {"--json", "vm", "define", "w", "--kernel", "no/such/k\xff", "--mem", "1G",
+                        "--vcpus", "1", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u5);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    assert_non_null(strstr(r.out, "\"code\":\"usage\""));
+    assert_non_null(strstr(r.out, "no/such/k\\\\xff"));
+    run_free(&r);
     /* Without --json, stdout stays empty. */
     const char *u4[] = {"vm", "start", NULL};
     r = run_cli("/nonexistent/ternd.sock", u4);
