@@ -2,6 +2,7 @@
  * the disk (agent.h). */
 #include "agent.h"
 #include "cgroup.h"
+#include "../common/text.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,14 +30,16 @@ void agent_log(const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     localtime_r(&ts.tv_sec, &tm);
-    char line[TERN_ERR_MAX * 2];
-    int n = snprintf(line, sizeof(line), "ternd: %02d:%02d:%02d.%03ld ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000);
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "ternd: %02d:%02d:%02d.%03ld ", tm.tm_hour, tm.tm_min,
+             tm.tm_sec, ts.tv_nsec / 1000000);
+    /* One line, whatever names, paths and messages from requests and
+     * other hosts hold (control characters escaped), in one write:
+     * stderr is line-buffered. */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    text_vput_line(stderr, prefix, fmt, ap);
     va_end(ap);
-    fputs(line, stderr); /* one write per line: stderr is line-buffered */
 }
 
 struct cl_state *agent_state(struct agent *a)

@@ -270,13 +270,15 @@ static void handle_vm_migrate(struct agent *a, int client, uint64_t gen, json_t 
         !require_name(a, client, gen, req, "to", &to))
         return;
     json_t *dt = json_object_get(req, "downtime_ms");
-    if (dt && (!json_is_integer(dt) || json_integer_value(dt) < 1 ||
-               json_integer_value(dt) > 60000)) {
-        api_reply_err(a, client, gen, "invalid", "'downtime_ms' must be 1..60000");
+    if (dt && (!json_is_integer(dt) || json_integer_value(dt) < TERN_DOWNTIME_MS_MIN ||
+               json_integer_value(dt) > TERN_DOWNTIME_MS_MAX)) {
+        api_reply_err(a, client, gen, "invalid", "'downtime_ms' must be %u..%u",
+                      TERN_DOWNTIME_MS_MIN, TERN_DOWNTIME_MS_MAX);
         return;
     }
     json_t *msg = json_pack("{s:s, s:s, s:s, s:I}", "type", "migration_begin", "vm", name, "to",
-                            to, "downtime_ms", dt ? json_integer_value(dt) : (json_int_t)50);
+                            to, "downtime_ms",
+                            dt ? json_integer_value(dt) : (json_int_t)TERN_DOWNTIME_MS_DEFAULT);
     struct pending *p = send_change(a, client, gen, PEND_MIGRATE, msg);
     if (p) {
         snprintf(p->vm, sizeof(p->vm), "%s", name);
@@ -293,9 +295,10 @@ static void handle_host_mode(struct agent *a, int client, uint64_t gen, json_t *
     if (!require_name(a, client, gen, req, "host", &host))
         return;
     json_t *par = json_object_get(req, "parallel");
-    if (par && (!json_is_integer(par) || json_integer_value(par) < 1 ||
-                json_integer_value(par) > 16)) {
-        api_reply_err(a, client, gen, "invalid", "'parallel' must be 1..16");
+    if (par && (!json_is_integer(par) || json_integer_value(par) < TERN_PARALLEL_MIN ||
+                json_integer_value(par) > TERN_PARALLEL_MAX)) {
+        api_reply_err(a, client, gen, "invalid", "'parallel' must be %u..%u", TERN_PARALLEL_MIN,
+                      TERN_PARALLEL_MAX);
         return;
     }
     if (!cl_state_host(agent_state(a), host)) {
@@ -307,7 +310,7 @@ static void handle_host_mode(struct agent *a, int client, uint64_t gen, json_t *
     if (p) {
         snprintf(p->host, sizeof(p->host), "%s", host);
         p->wait = get_wait(req);
-        p->parallel = par ? (unsigned)json_integer_value(par) : 2;
+        p->parallel = par ? (unsigned)json_integer_value(par) : TERN_PARALLEL_DEFAULT;
         if (kind == PEND_EVACUATE)
             p->deadline = 0;
     }
@@ -591,7 +594,7 @@ static void evac_next(struct agent *a, struct pending *p)
         json_t *msg = cl_msg_new(CL_MSG_MIGRATION_BEGIN);
         json_object_set_new(msg, "vm", json_string(it->vm));
         json_object_set_new(msg, "to", json_string(it->to));
-        json_object_set_new(msg, "downtime_ms", json_integer(50));
+        json_object_set_new(msg, "downtime_ms", json_integer(TERN_DOWNTIME_MS_DEFAULT));
         it->req = agent_send(a, msg, &err);
         json_decref(msg);
         if (!it->req) {

@@ -1,6 +1,7 @@
 #include "vm_process.h"
 
 #include "../common/fileio.h"
+#include "../common/text.h"
 #include "../common/unix_addr.h"
 
 #include <dirent.h>
@@ -572,7 +573,6 @@ struct vmm_args {
     char *argv[48];
     int argc;
     char mem[32], vcpus[16], serial[PATH_MAX + 16], control[PATH_MAX];
-    char disks[CL_MAX_DISKS][CL_PATH_MAX + 4];
     char uri[CL_ADDR_MAX + 32];
 };
 
@@ -626,11 +626,11 @@ static int build_args(struct vmm_args *a, const struct vm_process *p,
     a->argv[n++] = a->mem;
     a->argv[n++] = "--vcpus";
     a->argv[n++] = a->vcpus;
+    /* --disk-rw/--disk-ro take the path as it is: a comma in it is part of
+     * the file's name, never a flag. */
     for (unsigned i = 0; i < cfg->nr_disks; i++) {
-        snprintf(a->disks[i], sizeof(a->disks[i]), "%s%s", cfg->disks[i].path,
-                 cfg->disks[i].ro ? ",ro" : "");
-        a->argv[n++] = "--disk";
-        a->argv[n++] = a->disks[i];
+        a->argv[n++] = cfg->disks[i].ro ? "--disk-ro" : "--disk-rw";
+        a->argv[n++] = (char *)cfg->disks[i].path;
     }
     if (snprintf(a->serial, sizeof(a->serial), "file:%s/serial.log", p->dir) >=
         (int)sizeof(a->serial))
@@ -655,12 +655,11 @@ static off_t log_header(int fd, const struct vmm_args *a)
     struct tm tm;
     size_t o = strftime(line, sizeof(line), "=== %Y-%m-%dT%H:%M:%S%z ternd starts:",
                         localtime_r(&t, &tm));
-    for (int i = 0; i < a->argc && o < sizeof(line); i++) {
+    for (int i = 0; i < a->argc && o + 2 < sizeof(line); i++) {
         bool secret = i > 0 && !strcmp(a->argv[i - 1], "--token");
-        int w = snprintf(line + o, sizeof(line) - o, " %s", secret ? "<token>" : a->argv[i]);
-        if (w < 0)
-            break;
-        o += (size_t)w;
+        line[o++] = ' ';
+        /* Escaped: a command line with a newline must not forge lines. */
+        o += text_escape(line + o, sizeof(line) - o, secret ? "<token>" : a->argv[i], 0, NULL);
     }
     if (o >= sizeof(line) - 1)
         o = sizeof(line) - 2;

@@ -54,7 +54,7 @@ static json_t *call(int h, json_t *req)
     struct tern_err err;
     json_t *reply = NULL;
     int64_t deadline = cli_now_ms() + 30000;
-    if (cli_conn_open(&c, sock, &err) == 0) {
+    if (cli_conn_open(&c, sock, deadline, &err) == 0) {
         if (cli_conn_send(&c, req, deadline, &err) == 0 && cli_conn_next(&c, deadline, &r, &err) == 0)
             reply = json_incref(r.root);
         cli_reply_clear(&r);
@@ -205,8 +205,9 @@ static int setup(void)
         if (!f)
             return -1;
         fprintf(f, "host = h%d\nrun_dir = %s/h%d/run/tern\nstate_dir = %s/h%d/state\n"
-                   "tls_dir = %s\nvmm_path = %s\nmem = 100000G\nvcpus = 4096\n",
-                h, dir, h, dir, h, tls, vmm);
+                   "tls_dir = %s\nvmm_path = %s\nmem = 100000G\nvcpus = 4096\n"
+                   "shared_dir = %s/shared\n",
+                h, dir, h, dir, h, tls, vmm, dir);
         fclose(f);
         if (test_cluster_start_corosync(&cl, h, err, sizeof(err)) < 0) {
             fprintf(stderr, "agent: corosync: %s\n", err);
@@ -244,13 +245,16 @@ int main(int argc, char **argv)
         goto out;
     double t0 = now_s();
     for (int i = 0; i < NR_VMS; i++) {
-        char name[32];
+        char name[32], disk[384];
         snprintf(name, sizeof(name), "vm%04d", i);
+        /* Each VM its own image (two VMs may not write one), in the hosts'
+         * image directory (shared_dir); never created. */
+        snprintf(disk, sizeof(disk), "%s/shared/vms/%s-long-disk-image-name.img", dir, name);
         json_t *r = call(1 + i % 2, json_pack("{s:s, s:s, s:{s:s, s:s, s:i, s:i, s:[{s:s, s:b}]}, s:b, s:i}",
                                      "cmd", "vm.define", "name", name, "config", "kernel", guest,
                                      "cmdline", "fill=64 dirty=10 hb=1000 check=1000 disk=1",
-                                     "mem_mib", 1024, "vcpus", 2, "disks", "path",
-                                     "/shared/vms/some-long-disk-image-name.img", "ro", 0, "ha", 1,
+                                     "mem_mib", 1024, "vcpus", 2, "disks", "path", disk, "ro", 0,
+                                     "ha", 1,
                                      "priority", i % 10));
         if (!r || !json_is_true(json_object_get(r, "ok"))) {
             fprintf(stderr, "agent: defining %s failed\n", name);

@@ -8,10 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../node-vmm/options.h" /* VMM_MAX_VCPUS */
+#include "../common/api_limits.h" /* what the agent accepts: the same ranges */
+#include "../common/text.h"
 
-#define MAX_DOWNTIME_MS 60000
-#define MAX_PARALLEL 64
 #define MAX_DAYS 36500
 
 struct cmd_spec {
@@ -125,8 +124,8 @@ void cli_usage(FILE *out, enum cli_cmd cmd)
             "\nGlobal options (before the command, or after it):\n"
             "  --socket PATH   ternd's control socket (default $TERN_SOCKET, else %s)\n"
             "  --json          print results as one JSON object; progress as JSON lines\n"
-            "  --timeout SEC   how long to wait for a reply, except for migrations and\n"
-            "                  evacuations (default %d)\n"
+            "  --timeout SEC   how long to wait for ternd: connecting and its reply (a\n"
+            "                  migration or evacuation waits for its work) (default %d)\n"
             "  -h, --help      this text; 'ternctl COMMAND --help' for one command\n"
             "  --version       print the version and exit\n\n"
             "%s",
@@ -234,6 +233,15 @@ static int copy_path(const char *opt, const char *s, char *dst, struct tern_err 
         return tern_err_set(err, "%s needs a path", opt);
     if (strlen(s) >= CL_PATH_MAX)
         return tern_err_set(err, "%s path is longer than %d bytes", opt, CL_PATH_MAX - 1);
+    /* The cluster refuses them too (ha/state_json.c): logs and terminals. */
+    const char *ctl = text_find_control(s);
+    if (ctl) {
+        char shown[CL_PATH_MAX * 4];
+        text_escape(shown, sizeof(shown), s, 0, NULL);
+        return tern_err_set(err, "%s path '%s' holds a control character at byte %zu; paths "
+                                 "may not hold newlines, tabs or escapes", opt, shown,
+                            (size_t)(ctl - s));
+    }
     strcpy(dst, s);
     return 0;
 }
@@ -291,17 +299,19 @@ static const struct opt_spec options[] = {
     {CLI_CMD_VM_DEFINE, "--kernel", OPT_PATH, 0, 0, F(kernel)},
     {CLI_CMD_VM_DEFINE, "--initrd", OPT_PATH, 0, 0, F(initrd)},
     {CLI_CMD_VM_DEFINE, "--mem", OPT_SIZE, 0, 0, F(mem_mib)},
-    {CLI_CMD_VM_DEFINE, "--vcpus", OPT_INT, 1, VMM_MAX_VCPUS, F(vcpus)},
+    {CLI_CMD_VM_DEFINE, "--vcpus", OPT_INT, TERN_VM_VCPUS_MIN, TERN_VM_VCPUS_MAX, F(vcpus)},
     {CLI_CMD_VM_DEFINE, "--cmdline", OPT_TEXT, 0, CL_CMDLINE_MAX - 1, F(cmdline)},
     {CLI_CMD_VM_DEFINE, "--disk", OPT_DISK, 0, 0, 0},
     {CLI_CMD_VM_DEFINE, "--ha", OPT_FLAG, 0, 0, F(ha)},
-    {CLI_CMD_VM_DEFINE, "--priority", OPT_INT, -1000000, 1000000, F(priority)},
+    {CLI_CMD_VM_DEFINE, "--priority", OPT_INT, TERN_PRIORITY_MIN, TERN_PRIORITY_MAX, F(priority)},
     {CLI_CMD_VM_DEFINE, "--group", OPT_NAME, 0, 0, F(group)},
     {CLI_CMD_VM_START, "--host", OPT_NAME, 0, 0, F(host)},
     {CLI_CMD_VM_MIGRATE, "--to", OPT_NAME, 0, 0, F(host)},
-    {CLI_CMD_VM_MIGRATE, "--downtime-ms", OPT_INT, 1, MAX_DOWNTIME_MS, F(downtime_ms)},
+    {CLI_CMD_VM_MIGRATE, "--downtime-ms", OPT_INT, TERN_DOWNTIME_MS_MIN, TERN_DOWNTIME_MS_MAX,
+     F(downtime_ms)},
     {CLI_CMD_VM_MIGRATE, "--no-wait", OPT_FLAG, 0, 0, F(no_wait)},
-    {CLI_CMD_HOST_EVACUATE, "--parallel", OPT_INT, 1, MAX_PARALLEL, F(parallel)},
+    {CLI_CMD_HOST_EVACUATE, "--parallel", OPT_INT, TERN_PARALLEL_MIN, TERN_PARALLEL_MAX,
+     F(parallel)},
     {CLI_CMD_HOST_EVACUATE, "--no-wait", OPT_FLAG, 0, 0, F(no_wait)},
     {CLI_CMD_CLUSTER_INIT_CA, "--force", OPT_FLAG, 0, 0, F(force)},
     {CLI_CMD_CLUSTER_INIT_CA, "--name", OPT_NAME, 0, 0, F(ca_name)},
@@ -370,10 +380,18 @@ static int apply_option(struct parser *ps, const struct opt_spec *o)
     switch (o->kind) {
     case OPT_INT:
         return parse_int(o->name, v, o->min, o->max, (int *)field, err);
-    case OPT_SIZE:
-        if (cli_parse_size_mib(v, (uint64_t *)field, err) < 0)
+    case OPT_SIZE: {
+        uint64_t *mib = field;
+        if (cli_parse_size_mib(v, mib, err) < 0)
             return tern_err_prefix(err, "%s", o->name);
+        if (*mib < TERN_VM_MEM_MIN_MIB || *mib > TERN_VM_MEM_MAX_MIB) {
+            char lo[16], hi[16];
+            cli_format_mib(lo, sizeof(lo), TERN_VM_MEM_MIN_MIB);
+            cli_format_mib(hi, sizeof(hi), TERN_VM_MEM_MAX_MIB);
+            return tern_err_set(err, "%s must be %s..%s, not %s", o->name, lo, hi, v);
+        }
         return 0;
+    }
     case OPT_PATH:
         return copy_path(o->name, v, (char *)field, err);
     case OPT_TEXT:

@@ -165,9 +165,13 @@ struct cli_conn {
     char path[CLI_SOCKET_MAX];
 };
 
-/* Connects to the agent's socket. On failure the message is
- * "cannot reach ternd at PATH: <strerror>; is ternd running?". */
-int cli_conn_open(struct cli_conn *c, const char *path, struct tern_err *err);
+/* Connects to the agent's socket, giving up at deadline_ms (negative: no
+ * deadline). On failure the message is "cannot reach ternd at PATH:
+ * <strerror>; is ternd running?", or says that no connection came before
+ * the deadline (a ternd that is stopped or swamped, its listen queue
+ * full). */
+int cli_conn_open(struct cli_conn *c, const char *path, int64_t deadline_ms,
+                  struct tern_err *err);
 
 /* Wraps an already connected stream socket (tests use a socketpair). The
  * connection owns fd from now on. */

@@ -45,23 +45,78 @@ void cli_conn_init_fd(struct cli_conn *c, int fd)
         (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK); /* without it, poll still guards every read */
 }
 
-int cli_conn_open(struct cli_conn *c, const char *path, struct tern_err *err)
+/* How often a connect to a full listen queue is tried again. */
+#define CONNECT_RETRY_MS 20
+
+/* connect() without blocking past the deadline. A unix socket whose
+ * listen queue is full (a stopped or swamped ternd) does not queue a
+ * non-blocking connect: it fails with EAGAIN at once, and is tried again
+ * until there is room or the deadline passes. -1 with errno (ETIMEDOUT
+ * when the deadline passed). */
+static int connect_until(int fd, const struct sockaddr_un *addr, int64_t deadline_ms)
+{
+    for (;;) {
+        if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+            return 0;
+        int e = errno;
+        if (e == EINTR)
+            continue;
+        if (e != EAGAIN && e != EINPROGRESS)
+            return -1;
+        int w = poll_wait_ms(deadline_ms);
+        if (w == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (e == EAGAIN) {
+            if (poll(NULL, 0, w < 0 || w > CONNECT_RETRY_MS ? CONNECT_RETRY_MS : w) < 0 &&
+                errno != EINTR)
+                return -1;
+            continue;
+        }
+        /* EINPROGRESS (not what Linux does for unix sockets, but allowed):
+         * wait for the outcome; connect() is not called again. */
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int n;
+        while ((n = poll(&p, 1, w)) < 0 && errno == EINTR)
+            w = poll_wait_ms(deadline_ms);
+        if (n < 0)
+            return -1;
+        if (n == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        int soerr = 0;
+        socklen_t len = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+            return -1;
+        if (soerr) {
+            errno = soerr;
+            return -1;
+        }
+        return 0;
+    }
+}
+
+int cli_conn_open(struct cli_conn *c, const char *path, int64_t deadline_ms,
+                  struct tern_err *err)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
     struct sockaddr_un addr;
     if (unix_addr_fill(&addr, path, "socket", err) < 0)
         return -1;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tern_err_errno(err, errno, "creating a unix socket");
-    int rc;
-    do
-        rc = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0) {
+    int64_t t0 = cli_now_ms();
+    if (connect_until(fd, &addr, deadline_ms) < 0) {
         int e = errno;
         close(fd);
+        if (e == ETIMEDOUT)
+            return tern_err_set(err, "cannot reach ternd at %s: no connection within %.1f s "
+                                     "(its listen queue is full: is ternd stopped or "
+                                     "overloaded?)", path, (double)(cli_now_ms() - t0) / 1000.0);
         return tern_err_set(err, "cannot reach ternd at %s: %s; is ternd running?", path,
                             strerror(e));
     }

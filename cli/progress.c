@@ -1,6 +1,8 @@
 /* ternctl: progress of migrations and evacuations, and their summaries. */
 #include "cli.h"
 
+#include "../common/text.h"
+
 #include <stdlib.h>
 #include <stdarg.h>
 #include <string.h>
@@ -176,7 +178,7 @@ void cli_progress_event(struct cli_progress *p, const json_t *ev, double now_s)
 {
     if (p->json) {
         json_t *wrap = json_pack("{s:O}", "progress", ev);
-        char *s = wrap ? json_dumps(wrap, JSON_COMPACT) : NULL;
+        char *s = wrap ? json_dumps(wrap, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
         if (s)
             fprintf(p->out, "%s\n", s);
         free(s);
@@ -214,7 +216,7 @@ void cli_progress_event(struct cli_progress *p, const json_t *ev, double now_s)
     bool changed = !p->printed || strcmp(key, p->last_key);
     if (!changed && now_s - p->last_print_s < 1.0)
         return;
-    fprintf(p->out, "%s\n", line);
+    text_put_line(p->out, "%s", line);
     fflush(p->out);
     p->printed = true;
     p->last_print_s = now_s;

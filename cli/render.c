@@ -1,6 +1,8 @@
 /* ternctl's views of replies: aligned tables and key/value lines. */
 #include "cli.h"
 
+#include "../common/text.h"
+
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +25,30 @@ static size_t u8_width(const char *s)
     return n;
 }
 
+/* The next character of s: its length in bytes, and whether it is a
+ * control (common/text.h: C0, DEL, C1, a byte of broken UTF-8), which a
+ * cell shows as one space (a newline in a message would break a table,
+ * an escape would drive the terminal). */
+static size_t next_char(const char *s, bool *control)
+{
+    size_t ctl = text_control_len(s);
+    *control = ctl > 0;
+    if (ctl)
+        return ctl;
+    unsigned char b = (unsigned char)*s;
+    return b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : 2; /* well-formed: not a control */
+}
+
 void cli_truncate(char *dst, size_t cap, const char *src, size_t max_width)
 {
     if (!cap)
         return;
     if (!src)
         src = "";
-    size_t width = u8_width(src);
+    size_t width = 0;
+    bool control;
+    for (const char *p = src; *p; p += next_char(p, &control))
+        width++;
     bool cut = max_width && width > max_width;
     size_t keep = cut ? (max_width > 3 ? max_width - 3 : max_width) : width;
     size_t o = 0, chars = 0;
@@ -37,19 +56,18 @@ void cli_truncate(char *dst, size_t cap, const char *src, size_t max_width)
     if (strlen(tail) >= cap)
         tail = "";
     size_t room = cap - 1 - strlen(tail); /* bytes for the kept characters */
-    for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
-        bool starts_char = (*p & 0xc0) != 0x80;
-        if (starts_char) {
-            if (chars == keep)
-                break;
-            /* Room for this whole character? */
-            size_t clen = *p < 0x80 ? 1 : *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2;
-            if (o + clen > room)
-                break;
-            chars++;
-        }
-        /* Control characters (a newline in a message) would break a table. */
-        dst[o++] = *p < 0x20 || *p == 0x7f ? ' ' : (char)*p;
+    for (const char *p = src; *p && chars < keep;) {
+        size_t clen = next_char(p, &control);
+        size_t olen = control ? 1 : clen;
+        if (o + olen > room) /* room for this whole character? */
+            break;
+        if (control)
+            dst[o] = ' ';
+        else
+            memcpy(dst + o, p, clen);
+        o += olen;
+        chars++;
+        p += clen;
     }
     strcpy(dst + o, tail);
 }
@@ -354,8 +372,10 @@ void cli_render_status(FILE *out, const json_t *result)
     fmt_int(nodeid, sizeof(nodeid), c, "nodeid");
     fmt_int(members, sizeof(members), c, "members");
     fmt_int(version, sizeof(version), c, "version");
-    fprintf(out, "cluster: local host %s (node %s), quorate: %s, members: %s, version: %s",
-            jstr(c, "local_host", "?"), nodeid, yes_no(c, "quorate"), members, version);
+    char host[CL_NAME_MAX * 4];
+    text_escape(host, sizeof(host), jstr(c, "local_host", "?"), 0, NULL);
+    fprintf(out, "cluster: local host %s (node %s), quorate: %s, members: %s, version: %s", host,
+            nodeid, yes_no(c, "quorate"), members, version);
     if (json_is_false(json_object_get(c, "synced")))
         fputs(", not yet synced", out);
     fputs("\n\nHOSTS\n", out);

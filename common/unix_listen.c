@@ -40,7 +40,7 @@ int unix_listen_replace(const char *path, const char *what, int backlog, mode_t 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tern_err_errno(err, errno, "creating the %s", what);
-    if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 || (mode && chmod(tmp_path, mode) < 0) ||
+    if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 || chmod(tmp_path, mode) < 0 ||
         listen(fd, backlog) < 0 || rename(tmp_path, path) < 0) {
         int e = errno;
         close(fd);

@@ -13,10 +13,11 @@
 /* Listens on `path` (non-blocking, close-on-exec). A socket file nobody
  * answers on is replaced; one that another process still serves is
  * refused with UNIX_LISTEN_IN_USE. The socket is bound under a temporary
- * name, made `mode` (0: left as umask made it) and renamed into place once
- * listening, so whoever finds `path` can connect at once. `what` names the
- * socket in errors ("control socket"). Returns the fd, or -1 or
- * UNIX_LISTEN_IN_USE with err set. */
+ * name, made exactly `mode` whatever the umask (nobody can connect before
+ * that: it does not listen yet) and renamed into place once listening, so
+ * whoever finds `path` can connect at once. `what` names the socket in
+ * errors ("control socket"). Returns the fd, or -1 or UNIX_LISTEN_IN_USE
+ * with err set. */
 int unix_listen_replace(const char *path, const char *what, int backlog, mode_t mode,
                         struct tern_err *err);
 

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/api_limits.h"
 #include "../common/err.h"
 
 #define CL_NAME_MAX 64      /* host and VM names: [A-Za-z0-9._-], 1..63 chars */
@@ -23,7 +24,7 @@
 #define CL_CMDLINE_MAX 1024
 #define CL_ADDR_MAX 64      /* an IPv4/IPv6 address literal */
 #define CL_TOKEN_MAX 80
-#define CL_MAX_DISKS 4
+#define CL_MAX_DISKS TERN_VM_DISKS_MAX
 #define CL_REASON_MAX 256
 
 enum cl_host_mode { CL_HOST_ACTIVE, CL_HOST_MAINTENANCE };
@@ -276,7 +277,10 @@ int cl_state_save(const struct cl_state *s, const char *path, struct tern_err *e
 int cl_state_load(struct cl_state *s, const char *path, struct tern_err *err);
 
 /* Config parsing shared with the agent API: {"kernel":..,"initrd":..,
- * "cmdline":..,"mem_mib":N,"vcpus":N,"disks":[{"path":..,"ro":false}]}. */
+ * "cmdline":..,"mem_mib":N,"vcpus":N,"disks":[{"path":..,"ro":false}]}.
+ * For a VM being defined: paths must be absolute and free of control
+ * characters (common/text.h); a state document read back keeps the paths
+ * it holds. */
 int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct tern_err *err);
 json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg);
 

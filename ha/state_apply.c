@@ -272,6 +272,43 @@ static int h_host_mode(struct msg_ctx *c, struct tern_err *err)
 
 /* ---- VMs ---- */
 
+/* Two VMs must not open one disk image where either writes it: two
+ * writers corrupt it, and a reader sees a filesystem changing under it.
+ * Shared read-only images are fine. Paths are compared as written (the
+ * state cannot look at files, and hosts may mount storage differently).
+ * The first other VM by name that conflicts with `cfg` (only VMs that are
+ * not stopped or crashed, if `active_only`) sets *err (`conflict`, naming
+ * it and the image); 0 if there is none. */
+static int check_disk_conflict(const struct cl_state *s, const char *self,
+                               const struct cl_vm_config *cfg, bool active_only, const char *doing,
+                               struct tern_err *err)
+{
+    if (!cfg->nr_disks)
+        return 0;
+    for (size_t i = 0; i < s->nr_vms; i++) {
+        const struct cl_vm *o = &s->vms[i];
+        if (!strcmp(o->name, self))
+            continue;
+        if (active_only && (o->run == CL_RUN_STOPPED || o->run == CL_RUN_CRASHED))
+            continue;
+        for (unsigned d = 0; d < cfg->nr_disks; d++) {
+            for (unsigned e = 0; e < o->cfg.nr_disks; e++) {
+                const struct cl_disk *mine = &cfg->disks[d], *theirs = &o->cfg.disks[e];
+                if (strcmp(mine->path, theirs->path) || (mine->ro && theirs->ro))
+                    continue;
+                return tern_err_coded(
+                    err, TERN_ERR_CONFLICT,
+                    "cannot %s VM '%s': disk %s is %s by VM '%s'%s%s; two VMs may share an "
+                    "image only read-only",
+                    doing, self, mine->path, theirs->ro ? "used read-only" : "used read-write",
+                    o->name, active_only ? ", which is " : "",
+                    active_only ? cl_vm_run_name(o->run) : "");
+            }
+        }
+    }
+    return 0;
+}
+
 static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
 {
     struct cl_state *s = c->s;
@@ -282,8 +319,8 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
         cl__get_bool(c->msg, "ha", false, &vm.ha, err) < 0)
         return -1;
     const json_t *prio = json_object_get(c->msg, "priority");
-    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
-                 json_integer_value(prio) > INT32_MAX))
+    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < TERN_PRIORITY_MIN ||
+                 json_integer_value(prio) > TERN_PRIORITY_MAX))
         return tern_err_coded(err, TERN_ERR_INVALID, "\"priority\" must be a 32-bit integer");
     vm.priority = prio ? (int32_t)json_integer_value(prio) : 0;
     const json_t *group = json_object_get(c->msg, "group");
@@ -293,6 +330,8 @@ static int h_vm_define(struct msg_ctx *c, struct tern_err *err)
     size_t pos;
     if (cl__vm(s, vm.name, &pos))
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already defined", vm.name);
+    if (check_disk_conflict(s, vm.name, &vm.cfg, false, "define", err) < 0)
+        return -1;
     uint64_t charged = cl_state_charged_bytes(s), more = cl__vm_charge(&vm.cfg);
     if (charged + more > CL_STATE_MAX_BYTES)
         return tern_err_coded(err, TERN_ERR_NO_CAPACITY, "the cluster state would grow beyond %u "
@@ -358,6 +397,10 @@ static int h_vm_start(struct msg_ctx *c, struct tern_err *err)
                             "removed (ternctl host remove %s)",
                             vm->name, vm->owner, vm->owner, vm->owner);
     }
+    /* Define refuses such pairs; a state from before that check may hold
+     * them, and then only one of them runs at a time. */
+    if (check_disk_conflict(c->s, vm->name, &vm->cfg, true, "start", err) < 0)
+        return -1;
     if (chosen) {
         if (host_can_take(c->s, host, &vm->cfg, err) < 0)
             return -1;
@@ -450,8 +493,8 @@ static int h_migration_begin(struct msg_ctx *c, struct tern_err *err)
     char to[CL_NAME_MAX];
     uint64_t downtime;
     if (find_vm(c, "vm", &vm, err) < 0 || get_name(c->msg, "to", to, err) < 0 ||
-        cl__get_uint(c->msg, "downtime_ms", true, CL_DOWNTIME_DEFAULT, 1, CL_DOWNTIME_MAX,
-                     &downtime, err) < 0)
+        cl__get_uint(c->msg, "downtime_ms", true, CL_DOWNTIME_DEFAULT, TERN_DOWNTIME_MS_MIN,
+                     CL_DOWNTIME_MAX, &downtime, err) < 0)
         return -1;
     if (vm->migration_id)
         return tern_err_coded(err, TERN_ERR_CONFLICT, "VM '%s' is already being migrated (migration "

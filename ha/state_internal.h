@@ -5,16 +5,18 @@
 #define TERN_HA_STATE_INTERNAL_H
 
 #include "cluster_state.h"
+#include "../common/api_limits.h"
 
 /* Bounds that keep arithmetic far from overflow and documents small. */
 #define CL_HOST_MEM_MAX (1ull << 40)     /* MiB: 1 EiB */
 #define CL_HOST_VCPUS_MAX 65536u
-#define CL_VM_MEM_MIN 16u
-#define CL_VM_MEM_MAX 1048576u           /* MiB: 1 TiB */
-#define CL_VM_VCPUS_MAX 64u
+/* What clients may ask for: the API's ranges (common/api_limits.h). */
+#define CL_VM_MEM_MIN TERN_VM_MEM_MIN_MIB
+#define CL_VM_MEM_MAX TERN_VM_MEM_MAX_MIB /* MiB: 1 TiB */
+#define CL_VM_VCPUS_MAX TERN_VM_VCPUS_MAX
+#define CL_DOWNTIME_DEFAULT TERN_DOWNTIME_MS_DEFAULT
+#define CL_DOWNTIME_MAX TERN_DOWNTIME_MS_MAX
 #define CL_WATCHDOG_MAX_S 3600u
-#define CL_DOWNTIME_DEFAULT 50u
-#define CL_DOWNTIME_MAX 60000u
 #define CL_BLOB_MAX 8192                 /* progress objects, serialized */
 #define CL_RESULT_MAX 2048               /* a migration's result record, serialized */
 #define CL_MAX_ORIGINS 1024              /* nodes whose last request id is kept */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../common/fileio.h"
+#include "../common/text.h"
 #include "../proto/crc32.h"
 
 #define STATE_FORMAT "tern-cluster-state"
@@ -95,16 +96,29 @@ int cl__get_enum(const json_t *obj, const char *key, const char *const *names, i
     return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" has an unknown value '%s'", key, buf);
 }
 
-/* An absolute path; when not required, absent or "" is allowed too. */
-static int get_path(const json_t *obj, const char *key, bool required, char *dst,
-                    struct tern_err *err)
+/* An absolute path; when not required, absent or "" is allowed too.
+ * `printable`: control characters (common/text.h: newlines, escapes, C1)
+ * are refused. A path reaches tern-vmm's command line, logs and
+ * terminals; a newline in it would forge log lines, an escape drive the
+ * operator's terminal. Checked where a VM is defined; documents (a state
+ * saved or synced by an earlier version) are read as they were stored. */
+static int get_path(const json_t *obj, const char *key, bool required, bool printable,
+                    char *dst, struct tern_err *err)
 {
     if (cl__get_str(obj, key, required ? NULL : "", dst, CL_PATH_MAX, err) < 0)
         return -1;
     if (dst[0] == '\0' && !required)
         return 0;
+    char shown[CL_PATH_MAX * 4];
+    text_escape(shown, sizeof(shown), dst, 0, NULL);
+    const char *ctl = printable ? text_find_control(dst) : NULL;
+    if (ctl)
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" holds a control character at byte "
+                              "%zu ('%s'): newlines, escapes and other control characters are "
+                              "not allowed in paths", key, (size_t)(ctl - dst), shown);
     if (dst[0] != '/')
-        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be an absolute path (got '%s')", key, dst);
+        return tern_err_coded(err, TERN_ERR_INVALID, "\"%s\" must be an absolute path (got '%s')",
+                              key, shown);
     return 0;
 }
 
@@ -125,7 +139,10 @@ static int check_keys(const json_t *obj, const char *const *known, const char *w
 
 /* ---- VM configuration ---- */
 
-int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct tern_err *err)
+/* `defining`: a new VM's configuration (cl_vm_config_from_json); else
+ * one read from a state document (see get_path). */
+static int config_from_json(const json_t *j, bool defining, struct cl_vm_config *cfg,
+                            struct tern_err *err)
 {
     static const char *const keys[] = {"kernel", "initrd", "cmdline", "mem_mib",
                                        "vcpus",  "disks",  NULL};
@@ -135,11 +152,11 @@ int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct ter
     memset(&c, 0, sizeof(c));
     uint64_t mem, vcpus;
     if (check_keys(j, keys, "config", err) < 0 ||
-        get_path(j, "kernel", true, c.kernel, err) < 0 ||
-        get_path(j, "initrd", false, c.initrd, err) < 0 ||
+        get_path(j, "kernel", true, defining, c.kernel, err) < 0 ||
+        get_path(j, "initrd", false, defining, c.initrd, err) < 0 ||
         cl__get_str(j, "cmdline", "", c.cmdline, sizeof(c.cmdline), err) < 0 ||
         cl__get_uint(j, "mem_mib", false, 0, CL_VM_MEM_MIN, CL_VM_MEM_MAX, &mem, err) < 0 ||
-        cl__get_uint(j, "vcpus", true, 1, 1, CL_VM_VCPUS_MAX, &vcpus, err) < 0)
+        cl__get_uint(j, "vcpus", true, 1, TERN_VM_VCPUS_MIN, CL_VM_VCPUS_MAX, &vcpus, err) < 0)
         return tern_err_prefix(err, "config");
     c.mem_mib = mem;
     c.vcpus = (uint32_t)vcpus;
@@ -156,14 +173,26 @@ int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct ter
             if (!json_is_object(d))
                 return tern_err_coded(err, TERN_ERR_INVALID, "config: disks[%zu] must be an object", i);
             if (check_keys(d, dkeys, "disk", err) < 0 ||
-                get_path(d, "path", true, c.disks[i].path, err) < 0 ||
+                get_path(d, "path", true, defining, c.disks[i].path, err) < 0 ||
                 cl__get_bool(d, "ro", false, &c.disks[i].ro, err) < 0)
                 return tern_err_prefix(err, "config: disks[%zu]", i);
+            /* One image twice in a VM, written through either: two
+             * devices writing one file corrupt it. */
+            for (size_t k = 0; defining && k < i; k++)
+                if (!strcmp(c.disks[k].path, c.disks[i].path) && !(c.disks[k].ro && c.disks[i].ro))
+                    return tern_err_coded(err, TERN_ERR_INVALID, "config: disks[%zu] and "
+                                          "disks[%zu] are the same image (%s); one image may be "
+                                          "given twice only read-only", k, i, c.disks[i].path);
         }
         c.nr_disks = (unsigned)json_array_size(disks);
     }
     *cfg = c;
     return 0;
+}
+
+int cl_vm_config_from_json(const json_t *j, struct cl_vm_config *cfg, struct tern_err *err)
+{
+    return config_from_json(j, true, cfg, err);
 }
 
 json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg)
@@ -363,7 +392,7 @@ static int vm_from_json(const json_t *j, struct cl_vm *vm, struct tern_err *err)
         return -1;
     if (vm->group[0] && !cl_name_valid(vm->group))
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid group name", vm->group);
-    if (cl_vm_config_from_json(json_object_get(j, "config"), &vm->cfg, err) < 0)
+    if (config_from_json(json_object_get(j, "config"), false, &vm->cfg, err) < 0)
         return -1;
     vm->priority = (int32_t)json_integer_value(prio);
     vm->desired = desired ? CL_VM_RUNNING : CL_VM_STOPPED;

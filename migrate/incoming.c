@@ -33,6 +33,7 @@
 #include "page_codec.h"
 #include "session.h"
 #include "stream_io.h"
+#include "../common/text.h"
 
 #define ACCEPT_TIMEOUT_MS (10 * 60 * 1000) /* the source may start minutes later */
 #define IDLE_TIMEOUT_MS 30000             /* silence from a live source */
@@ -542,7 +543,7 @@ static int await_commit(struct mig_incoming *in, struct mig_rxbuf *rx, struct te
                     in->source_committed = true;
                     pthread_mutex_unlock(&in->lock);
                     if (noted)
-                        fprintf(stderr, "tern-vmm: migration: the source committed; waiting for "
+                        text_put_line(stderr, "tern-vmm: migration: the source committed; waiting for "
                                         "this host's agent to confirm the commit\n");
                     continue; /* the decision, whoever made it, is read above */
                 }
@@ -566,7 +567,7 @@ static int await_commit(struct mig_incoming *in, struct mig_rxbuf *rx, struct te
         pthread_mutex_lock(&in->lock);
         snprintf(in->link_error, sizeof(in->link_error), "%s", e.msg[0] ? e.msg : "connection lost");
         pthread_mutex_unlock(&in->lock);
-        fprintf(stderr, "tern-vmm: migration: READY was sent but the source is unreachable (%s); "
+        text_put_line(stderr, "tern-vmm: migration: READY was sent but the source is unreachable (%s); "
                         "waiting for the agent's migrate-commit or migrate-abort\n", e.msg);
     }
 }
@@ -717,7 +718,7 @@ int mig_incoming_start(struct mig_incoming **out, struct vm *vm, const struct ru
     }
     in->thread_started = true;
     /* Only now: whoever reads this may connect at once. */
-    fprintf(stderr, "tern-vmm: waiting for a migration on %s:%u%s\n", o->incoming_at.host,
+    text_put_line(stderr, "tern-vmm: waiting for a migration on %s:%u%s\n", o->incoming_at.host,
             o->incoming_at.port, in->gate ? " (commit gate: the agent decides the handover)" : "");
     *out = in;
     return 0;
@@ -817,7 +818,7 @@ void mig_incoming_running(struct mig_incoming *in)
     pthread_mutex_unlock(&in->lock);
     if (ch0 && link)
         (void)send_rec(ch0, mig_running_encode, &ignored);
-    fprintf(stderr, "tern-vmm: migration: state applied in %.1f ms, committed by the %s after "
+    text_put_line(stderr, "tern-vmm: migration: state applied in %.1f ms, committed by the %s after "
                     "%.1f ms\n",
             in->apply_ms, in->decided_by, in->commit_wait_ms);
     incoming_free(in);

@@ -37,6 +37,7 @@
 #include "page_codec.h"
 #include "session.h"
 #include "stream_io.h"
+#include "../common/text.h"
 
 #define CONNECT_TIMEOUT_MS 15000
 /* Pages of one stream share a 2 MiB-aligned block (512 pages): good
@@ -604,7 +605,7 @@ static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s
         pthread_mutex_lock(&m->lock);
         snprintf(m->link_error, sizeof(m->link_error), "%s", e.msg[0] ? e.msg : "connection lost");
         pthread_mutex_unlock(&m->lock);
-        fprintf(stderr, "tern-vmm: migration: ready, waiting for the agent; the destination is "
+        text_put_line(stderr, "tern-vmm: migration: ready, waiting for the agent; the destination is "
                         "unreachable (%s)\n", e.msg);
     }
 }
@@ -781,7 +782,7 @@ static void *source_thread(void *arg)
     bool running_seen = false;
     if (m->p.commit_gate) {
         set_phase(m, MIG_PHASE_READY);
-        fprintf(stderr, "tern-vmm: migration: the destination has everything; the guest stays "
+        text_put_line(stderr, "tern-vmm: migration: the destination has everything; the guest stays "
                         "paused until migrate-commit or migrate-abort\n");
         enum gate_decision d = await_agent(m, &st[0], &rx, &running_seen);
         if (d == GATE_QUIT) {
@@ -829,7 +830,7 @@ static void *source_thread(void *arg)
     dl = NULL;
     json_t *result = mig_source_status(m);
     char *line = result ? json_dumps(result, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    fprintf(stderr, "tern-vmm: migration result: %s\n", line ? line : "{}");
+    text_put_line(stderr, "tern-vmm: migration result: %s\n", line ? line : "{}");
     free(line);
     json_decref(result);
     /* Keep answering status for a moment so whoever started the migration
@@ -845,7 +846,7 @@ fail:
          * resume here; stay paused for the cluster (or an operator) to
          * decide. */
         finish(m, "unknown", err.msg);
-        fprintf(stderr, "tern-vmm: migration: COMMIT was sent but not confirmed (%s); the guest "
+        text_put_line(stderr, "tern-vmm: migration: COMMIT was sent but not confirmed (%s); the guest "
                         "stays paused here and must not be resumed until the destination is "
                         "known to be down\n", err.msg);
         goto out;
@@ -858,7 +859,7 @@ fail:
         vm_resume(vm, VM_HOLD_MIGRATION, NULL); /* an operator's pause stays */
     }
     finish(m, atomic_load(&m->cancel) ? "cancelled" : "failed", err.msg);
-    fprintf(stderr, "tern-vmm: migration to %s:%u failed: %s; the guest keeps running here\n",
+    text_put_line(stderr, "tern-vmm: migration to %s:%u failed: %s; the guest keeps running here\n",
             m->p.to.host, m->p.to.port, err.msg);
 out:
     crew_stop(&crew);

@@ -24,7 +24,9 @@ int control_server_open(struct control_server *cs, const char *path,
     cs->commands = commands;
     cs->nr_commands = nr_commands;
     cs->opaque = opaque;
-    int fd = unix_listen_replace(path, "control socket", 8, 0, err);
+    /* Root's only: whoever can connect can save the guest's memory to any
+     * file and send it anywhere (docs/control-protocol.md). */
+    int fd = unix_listen_replace(path, "control socket", 8, CONTROL_SOCKET_MODE, err);
     if (fd == UNIX_LISTEN_IN_USE)
         return tern_err_set(err,
                             "control socket %s is in use by another process; choose another --control path",

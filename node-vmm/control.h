@@ -47,8 +47,13 @@ struct control_server {
     struct control_client clients[CONTROL_MAX_CLIENTS];
 };
 
-/* Listens on `path`. A stale socket file (nobody answering) is replaced;
- * one that another process still serves is an error. */
+/* The control socket's mode, whatever the umask: its owner's only (root's
+ * under ternd). */
+#define CONTROL_SOCKET_MODE 0600
+
+/* Listens on `path`, mode CONTROL_SOCKET_MODE. A stale socket file (nobody
+ * answering) is replaced; one that another process still serves is an
+ * error. */
 int control_server_open(struct control_server *cs, const char *path,
                         const struct control_command *commands, size_t nr_commands,
                         void *opaque, struct tern_err *err);

@@ -1,4 +1,5 @@
 #include "dev_virtio_blk.h"
+#include "../common/text.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -126,7 +127,7 @@ static void bad_request(struct virtio_blk *dev, const char *why)
     if (dev->logged_bad_request)
         return;
     dev->logged_bad_request = true;
-    fprintf(stderr,
+    text_put_line(stderr,
             "tern-vmm: %s: bad request from the guest (%s); failing it (further ones are "
             "counted, not logged)\n",
             dev->name, why);
@@ -251,13 +252,13 @@ static void req_complete_io(struct virtio_blk *dev, struct blk_req *rq, int res,
         goto again;
     if (rq->type == VIRTIO_BLK_T_FLUSH) {
         if (res < 0)
-            fprintf(stderr, "tern-vmm: %s: flush of %s failed: %s\n", dev->name, dev->path,
+            text_put_line(stderr, "tern-vmm: %s: flush of %s failed: %s\n", dev->name, dev->path,
                     strerror(-res));
         req_finish(dev, rq, res < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK, pushed);
         return;
     }
     if (res <= 0 || (uint64_t)res > rq->remaining) {
-        fprintf(stderr, "tern-vmm: %s: %s of %s at offset %llu failed: %s\n", dev->name,
+        text_put_line(stderr, "tern-vmm: %s: %s of %s at offset %llu failed: %s\n", dev->name,
                 rq->type == VIRTIO_BLK_T_IN ? "read" : "write", dev->path,
                 (unsigned long long)rq->offset,
                 res < 0 ? strerror(-res) : "unexpected end of file");
@@ -420,7 +421,7 @@ static void arm_read(struct virtio_blk *dev, int fd, uint64_t *buf, uint64_t tag
     struct io_uring_sqe *sqe = io_uring_get_sqe(&dev->ring);
     if (!sqe) {
         /* Cannot happen: the ring has room for every slot and both reads. */
-        fprintf(stderr, "tern-vmm: %s: io_uring submission ring full\n", dev->name);
+        text_put_line(stderr, "tern-vmm: %s: io_uring submission ring full\n", dev->name);
         return;
     }
     io_uring_prep_read(sqe, fd, buf, sizeof(*buf), 0);
@@ -488,7 +489,7 @@ static void *blk_thread(void *arg)
         if (ret < 0 && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN) {
             if (!logged_enter_error) {
                 logged_enter_error = true;
-                fprintf(stderr, "tern-vmm: %s: io_uring_submit_and_wait: %s\n", dev->name,
+                text_put_line(stderr, "tern-vmm: %s: io_uring_submit_and_wait: %s\n", dev->name,
                         strerror(-ret));
             }
             struct timespec ms = {.tv_sec = 0, .tv_nsec = 1000000};

@@ -19,6 +19,7 @@
 #include "snapshot.h"
 #include "vm.h"
 #include "vmm_commands.h"
+#include "../common/text.h"
 
 #define CTL_EXIT_FAILED 1      /* the VMM answered with an error */
 #define CTL_EXIT_UNAVAILABLE 69 /* could not reach the VMM */
@@ -47,7 +48,9 @@ static void usage(FILE *f)
             "run   boots a PVH ELF kernel or an LZ4-compressed Linux bzImage. The VM ends\n"
             "      when the guest writes its exit status to the debug-exit port (0x501),\n"
             "      on `ctl PATH stop`, or on SIGTERM/SIGINT (exit status 0).\n"
-            "      --disk adds a virtio-blk disk backed by a raw image (,ro: read-only).\n"
+            "      --disk adds a virtio-blk disk backed by a raw image (,ro: read-only;\n"
+            "      PATH without commas); --disk-rw PATH / --disk-ro PATH take any path\n"
+            "      as it is, commas included.\n"
             "      --restore continues a snapshot; options given must match it.\n"
             "ctl   sends one command to a running tern-vmm and prints the reply as JSON.\n"
             "      save pauses the VM, writes its state and memory to FILE atomically, then\n"
@@ -159,7 +162,7 @@ static void watch_migration(void *opaque, bool before_replace)
     if (loop_add_fd(v->loop, fd, LOOP_READ, on_migration_event, v, &err) == 0)
         v->mig_fd = fd;
     else /* its status still answers; only the watchers miss the events */
-        fprintf(stderr, "tern-vmm: watching the migration's events: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: watching the migration's events: %s\n", err.msg);
 }
 
 /* Receives an incoming migration; returns its outcome, never PENDING. */
@@ -202,26 +205,26 @@ static int cmd_run(int argc, char **argv)
     struct run_options opts;
     struct tern_err err = {0};
     if (parse_run_options(argc, argv, &opts, &err) < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
     int sig_fd = signalfd_for_termination(&err);
     if (sig_fd < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         return VMM_EXIT_SETUP;
     }
     static struct snapshot_reader snap = {.fd = -1};
     if (opts.restore && (snapshot_open(&snap, opts.restore, &err) < 0 ||
                          snapshot_apply_config(&snap, &opts, &err) < 0)) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         snapshot_close(&snap);
         close(sig_fd);
         return VMM_EXIT_SETUP;
     }
     static struct vm vm;
     if (vm_create(&vm, &opts, &err) < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         snapshot_close(&snap);
         close(sig_fd);
         return VMM_EXIT_SETUP;
@@ -230,7 +233,7 @@ static int cmd_run(int argc, char **argv)
         int rc = snapshot_restore(&snap, &vm, &err);
         snapshot_close(&snap);
         if (rc < 0) {
-            fprintf(stderr, "tern-vmm: restore failed: %s\n", err.msg);
+            text_put_line(stderr, "tern-vmm: restore failed: %s\n", err.msg);
             vm_destroy(&vm);
             close(sig_fd);
             return VMM_EXIT_SETUP;
@@ -246,7 +249,7 @@ static int cmd_run(int argc, char **argv)
     struct control_server *csp = NULL;
     if (loop_new(&v.loop, &err) < 0 ||
         loop_add_fd(v.loop, sig_fd, LOOP_READ, on_signal, &v, &err) < 0) {
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
         loop_free(v.loop);
         vm_destroy(&vm);
         close(sig_fd);
@@ -256,7 +259,7 @@ static int cmd_run(int argc, char **argv)
         if (control_server_open(&cs, opts.control_path, vmm_commands, vmm_nr_commands, &ctl,
                                 &err) < 0 ||
             control_server_attach(&cs, v.loop, &err) < 0) {
-            fprintf(stderr, "tern-vmm: %s\n", err.msg);
+            text_put_line(stderr, "tern-vmm: %s\n", err.msg);
             control_server_close(&cs);
             loop_free(v.loop);
             vm_destroy(&vm);
@@ -275,7 +278,7 @@ static int cmd_run(int argc, char **argv)
             v.in = NULL;
         }
         if (o != MIG_INCOMING_RUN) {
-            fprintf(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
+            text_put_line(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",
                     err.msg);
             ctl.incoming = NULL;
             mig_incoming_destroy(incoming);
@@ -288,12 +291,12 @@ static int cmd_run(int argc, char **argv)
         }
     }
     if (vm_start(&vm, &err) < 0)
-        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm: %s\n", err.msg);
     if (incoming) {
         mig_incoming_running(incoming); /* the source may end now */
         ctl.incoming = NULL;
         ctl.received = true;
-        fprintf(stderr, "tern-vmm: migration received; the guest runs here\n");
+        text_put_line(stderr, "tern-vmm: migration received; the guest runs here\n");
         json_t *ev = json_pack("{s:s}", "event", "running");
         control_server_notify(csp, ev);
         json_decref(ev);
@@ -302,7 +305,7 @@ static int cmd_run(int argc, char **argv)
     }
     run_vm(&v);
     int status = vm_join(&vm);
-    fprintf(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
+    text_put_line(stderr, "tern-vmm: VM ended: %s (exit status %d)\n", vm.exit_reason, status);
     if (csp)
         control_server_close(csp);
     loop_free(v.loop);
@@ -316,7 +319,7 @@ static int cmd_run(int argc, char **argv)
 static json_t *save_request(int argc, char **argv)
 {
     if (argc < 1 || argc > 2 || (argc == 2 && strcmp(argv[1], "--stop"))) {
-        fprintf(stderr, "tern-vmm ctl: usage: ctl PATH save FILE [--stop]\n");
+        text_put_line(stderr, "tern-vmm ctl: usage: ctl PATH save FILE [--stop]\n");
         return NULL;
     }
     char file[PATH_MAX];
@@ -326,7 +329,7 @@ static json_t *save_request(int argc, char **argv)
         char cwd[PATH_MAX];
         if (!getcwd(cwd, sizeof(cwd)) ||
             snprintf(file, sizeof(file), "%s/%s", cwd, argv[0]) >= (int)sizeof(file)) {
-            fprintf(stderr, "tern-vmm ctl: cannot make '%s' an absolute path\n", argv[0]);
+            text_put_line(stderr, "tern-vmm ctl: cannot make '%s' an absolute path\n", argv[0]);
             return NULL;
         }
     }
@@ -338,7 +341,7 @@ static json_t *save_request(int argc, char **argv)
 static json_t *migrate_request(int argc, char **argv)
 {
     if (argc < 1) {
-        fprintf(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
+        text_put_line(stderr, "tern-vmm ctl: usage: ctl PATH migrate tls://HOST:PORT --tls-dir DIR --token T "
                         "[--downtime-ms N] [--streams N] [--max-seconds N] [--timeout-ms N] [--commit-gate]\n");
         return NULL;
     }
@@ -350,7 +353,7 @@ static json_t *migrate_request(int argc, char **argv)
             continue;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "tern-vmm ctl: %s needs a value\n", argv[i]);
+            text_put_line(stderr, "tern-vmm ctl: %s needs a value\n", argv[i]);
             json_decref(req);
             return NULL;
         }
@@ -365,7 +368,7 @@ static json_t *migrate_request(int argc, char **argv)
                    !strcmp(o, "--max-seconds") || !strcmp(o, "--timeout-ms")) {
             double d = strtod(v, &end);
             if (*end || end == v) {
-                fprintf(stderr, "tern-vmm ctl: %s wants a number, not '%s'\n", o, v);
+                text_put_line(stderr, "tern-vmm ctl: %s wants a number, not '%s'\n", o, v);
                 json_decref(req);
                 return NULL;
             }
@@ -376,7 +379,7 @@ static json_t *migrate_request(int argc, char **argv)
             bool whole = !strcmp(key, "streams") || !strcmp(key, "timeout_ms");
             json_object_set_new(req, key, whole ? json_integer((json_int_t)d) : json_real(d));
         } else {
-            fprintf(stderr, "tern-vmm ctl: unknown migrate option '%s'\n", o);
+            text_put_line(stderr, "tern-vmm ctl: unknown migrate option '%s'\n", o);
             json_decref(req);
             return NULL;
         }
@@ -443,7 +446,7 @@ static int follow_migration(const char *path)
 static int cmd_ctl(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "tern-vmm ctl: expected a socket path and a command\n");
+        text_put_line(stderr, "tern-vmm ctl: expected a socket path and a command\n");
         usage(stderr);
         return VMM_EXIT_USAGE;
     }
@@ -466,13 +469,13 @@ static int cmd_ctl(int argc, char **argv)
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok |= !strcmp(cmd, known[i]);
         if (!ok) {
-            fprintf(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save, "
+            text_put_line(stderr, "tern-vmm ctl: unknown command '%s' (status, pause, resume, stop, save, "
                             "migrate, migrate-cancel, migrate-commit, migrate-abort)\n",
                     cmd);
             return VMM_EXIT_USAGE;
         }
         if (argc != 2) {
-            fprintf(stderr, "tern-vmm ctl: %s takes no arguments\n", cmd);
+            text_put_line(stderr, "tern-vmm ctl: %s takes no arguments\n", cmd);
             return VMM_EXIT_USAGE;
         }
         req = json_pack("{s:s}", "cmd", cmd);
@@ -482,13 +485,13 @@ static int cmd_ctl(int argc, char **argv)
     int rc = control_call(path, req, timeout_ms, &reply, &err);
     json_decref(req);
     if (rc < 0) {
-        fprintf(stderr, "tern-vmm ctl: %s\n", err.msg);
+        text_put_line(stderr, "tern-vmm ctl: %s\n", err.msg);
         return CTL_EXIT_UNAVAILABLE;
     }
     int status = json_is_true(json_object_get(reply, "ok")) ? 0 : CTL_EXIT_FAILED;
     if (status) {
         const char *e = json_string_value(json_object_get(reply, "error"));
-        fprintf(stderr, "tern-vmm ctl: %s failed: %s\n", cmd, e ? e : "(no reason given)");
+        text_put_line(stderr, "tern-vmm ctl: %s failed: %s\n", cmd, e ? e : "(no reason given)");
     } else if (!strcmp(cmd, "migrate")) {
         json_decref(reply);
         return follow_migration(path);
@@ -520,7 +523,7 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (!strcmp(argv[1], "ctl"))
         return cmd_ctl(argc - 2, argv + 2);
-    fprintf(stderr, "tern-vmm: unknown command '%s'\n", argv[1]);
+    text_put_line(stderr, "tern-vmm: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return VMM_EXIT_USAGE;
 }

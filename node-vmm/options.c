@@ -1,9 +1,15 @@
 #include "options.h"
+#include "../common/api_limits.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* tern-vmm runs whatever VM the cluster's API lets a client define. */
+_Static_assert(TERN_VM_VCPUS_MAX <= VMM_MAX_VCPUS && TERN_VM_DISKS_MAX <= VMM_MAX_DISKS &&
+                   TERN_VM_MEM_MIN_MIB >= 16 && TERN_VM_MEM_MAX_MIB <= (1u << 20),
+               "common/api_limits.h allows VMs that tern-vmm cannot run");
 
 int parse_size(const char *s, uint64_t *out, struct tern_err *err)
 {
@@ -109,10 +115,15 @@ int parse_endpoint(const char *s, struct endpoint *out, struct tern_err *err)
 int parse_disk_spec(char *s, struct disk_spec *out, struct tern_err *err)
 {
     *out = (struct disk_spec){.path = s};
-    char *comma = strrchr(s, ',');
+    char *comma = strchr(s, ',');
     if (comma) {
+        /* Only "PATH,ro" with a PATH free of commas: any other comma could
+         * be part of the file's name, and a guess would open the wrong
+         * file (or the right one with the wrong access). */
         if (strcmp(comma + 1, "ro") != 0)
-            return tern_err_set(err, "invalid --disk '%s'; expected PATH or PATH,ro", s);
+            return tern_err_set(err, "invalid --disk '%s': PATH[,ro] cannot hold a path with a "
+                                     "comma; use --disk-rw PATH or --disk-ro PATH, which take "
+                                     "the path as it is", s);
         *comma = '\0';
         out->read_only = true;
     }
@@ -167,11 +178,21 @@ int parse_run_options(int argc, char **argv, struct run_options *o, struct tern_
                 return -1;
         } else if (!strcmp(opt, "--control")) {
             o->control_path = val;
-        } else if (!strcmp(opt, "--disk")) {
+        } else if (!strcmp(opt, "--disk") || !strcmp(opt, "--disk-rw") ||
+                   !strcmp(opt, "--disk-ro")) {
             if (o->nr_disks == VMM_MAX_DISKS)
-                return tern_err_set(err, "at most %d --disk options", VMM_MAX_DISKS);
-            if (parse_disk_spec(argv[i], &o->disks[o->nr_disks], err) < 0)
-                return -1;
+                return tern_err_set(err, "at most %d disks (--disk, --disk-rw, --disk-ro)",
+                                    VMM_MAX_DISKS);
+            struct disk_spec *d = &o->disks[o->nr_disks];
+            if (!strcmp(opt, "--disk")) {
+                if (parse_disk_spec(argv[i], d, err) < 0)
+                    return -1;
+            } else {
+                /* The path exactly as given, whatever it holds. */
+                if (!*val)
+                    return tern_err_set(err, "%s needs a path to a raw disk image", opt);
+                *d = (struct disk_spec){.path = val, .read_only = !strcmp(opt, "--disk-ro")};
+            }
             o->nr_disks++;
             o->disks_given = true;
         } else {

@@ -70,13 +70,14 @@ int parse_serial_spec(const char *s, struct serial_spec *out, struct tern_err *e
 /* Parses "tls://HOST:PORT". */
 int parse_endpoint(const char *s, struct endpoint *out, struct tern_err *err);
 
-/* Parses "PATH" or "PATH,ro" (--disk). */
+/* Parses --disk's "PATH" or "PATH,ro"; a PATH with a comma is refused
+ * (ambiguous: --disk-rw PATH and --disk-ro PATH take any path as it is). */
 int parse_disk_spec(char *s, struct disk_spec *out, struct tern_err *err);
 
 /* Parses the arguments after "run" (argv[0] is the first option). Checks
  * required options and ranges, not whether files exist. With --restore,
  * --kernel/--initrd/--cmdline are refused and --mem is optional. May write
- * into argv strings (--disk options are split at their comma). */
+ * into argv strings (--disk PATH,ro is split at its comma). */
 int parse_run_options(int argc, char **argv, struct run_options *out, struct tern_err *err);
 
 #endif

@@ -3,10 +3,13 @@
 # hosts in network namespaces on one machine, each with its own corosync and
 # ternd; a test-guest VM with a dirtying workload and a disk on shared
 # storage is started, live-migrated across the hosts, a host is evacuated,
-# and `ternctl status` is printed. Everything is removed at the end unless
-# KEEP=1 (then `make demo-down` removes it).
+# and `ternctl status` is printed. Everything is removed at the end, also
+# when the demo fails, unless KEEP=1: then the cluster, its processes and
+# its logs stay, succeeded or failed, and `make demo-down` removes them.
+# tests/packaging/test_demo.sh checks both ends with stand-in programs.
 #
 # usage: scripts/demo.sh BUILD_DIR [up|down]
+# TERN_DEMO_DIR: where the cluster lives (/tmp/tern-demo).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -36,23 +39,58 @@ if [ -e "$DIR/hosts.json" ]; then
     down
 fi
 
-cleanup() {
-    rc=$?
-    if [ "${KEEP:-0}" = 1 ] && [ $rc -eq 0 ]; then
-        echo
-        echo "demo: left running (KEEP=1). Try:"
-        echo "  $TERNCTL --socket $DIR/h1/run/tern/ternd.sock status"
-        echo "remove it with: make demo-down"
-    else
-        if [ $rc -ne 0 ]; then
-            echo "demo: failed (status $rc); logs: $DIR/h*/ternd.log $DIR/h*/log/ (kept for a look: KEEP=1)" >&2
-            for h in 1 2 3; do
-                [ -f "$DIR/h$h/ternd.log" ] && { echo "--- h$h/ternd.log (last lines)" >&2; tail -n 15 "$DIR/h$h/ternd.log" >&2; }
-            done
+# The last lines of each host's ternd log, on stderr.
+show_logs() {
+    local h
+    for h in $(seq 1 $HOSTS); do
+        if [ -f "$DIR/h$h/ternd.log" ]; then
+            echo "--- h$h/ternd.log (last lines)" >&2
+            tail -n 15 "$DIR/h$h/ternd.log" >&2
         fi
-        say "tearing down"
-        down
+    done
+}
+
+# How to remove a kept cluster.
+down_hint() {
+    if [ "$DIR" = /tmp/tern-demo ]; then
+        echo "make demo-down"
+    else
+        echo "TERN_DEMO_DIR=$DIR make demo-down"
     fi
+}
+
+# The end, however the demo got there (status rc): with KEEP=1 everything
+# stays, and the message says where; otherwise it is torn down.
+finish() {
+    local rc=$1
+    if [ "${KEEP:-0}" = 1 ]; then
+        if [ "$rc" -eq 0 ]; then
+            echo
+            echo "demo: left running (KEEP=1). Try:"
+            echo "  $TERNCTL --socket $DIR/h1/run/tern/ternd.sock status"
+        else
+            show_logs
+            echo "demo: failed (status $rc); kept as it is (KEEP=1): the cluster in $DIR," >&2
+            echo "  ternd logs $DIR/h*/ternd.log, corosync logs $DIR/h*/log/," >&2
+            echo "  VM logs $DIR/h*/run/tern/vms/*/vmm.log;" >&2
+            echo "  ternctl: $TERNCTL --socket $DIR/h1/run/tern/ternd.sock status" >&2
+        fi
+        echo "remove it with: $(down_hint)"
+        return
+    fi
+    if [ "$rc" -ne 0 ]; then
+        show_logs
+        echo "demo: failed (status $rc); the logs above are all that stays: run it with KEEP=1" \
+            "to keep the cluster and its logs for a look" >&2
+    fi
+    say "tearing down"
+    down
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    finish $rc
     exit $rc
 }
 trap cleanup EXIT

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/api_limits.h"
 #include "node-vmm/control.h"
 #include "tests/support/kvm.h"
 #include "tests/support/proc.h"
@@ -320,8 +321,61 @@ static void clear_errors(void **state)
             NULL, 10000);
     assert_string_equal(err_code(r), "invalid");
     json_decref(r);
+    /* The API's ranges (common/api_limits.h, which ternctl checks too): at
+     * the edge a request gets past the check (and fails for another
+     * reason), one beyond it is invalid. */
+    r = api(1, json_pack("{s:s, s:s, s:i}", "cmd", "host.evacuate", "host", "h9", "parallel",
+                         (int)TERN_PARALLEL_MAX + 1), NULL, 5000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
+    r = api(1, json_pack("{s:s, s:s, s:i}", "cmd", "host.evacuate", "host", "h9", "parallel",
+                         (int)TERN_PARALLEL_MAX), NULL, 5000);
+    assert_string_equal(err_code(r), "not_found");
+    json_decref(r);
+    r = api(2, json_pack("{s:s, s:s, s:s, s:i}", "cmd", "vm.migrate", "name", "nosuchvm", "to",
+                         "h1", "downtime_ms", (int)TERN_DOWNTIME_MS_MAX + 1), NULL, 5000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
+    r = api(2, json_pack("{s:s, s:s, s:s, s:i, s:b}", "cmd", "vm.migrate", "name", "nosuchvm",
+                         "to", "h1", "downtime_ms", (int)TERN_DOWNTIME_MS_MAX, "wait", 0),
+            NULL, 10000);
+    assert_string_equal(err_code(r), "not_found");
+    json_decref(r);
+    r = api(3, json_pack("{s:s, s:s, s:{s:s, s:i}}", "cmd", "vm.define", "name", "huge",
+                         "config", "kernel", "/k", "mem_mib", (int)TERN_VM_MEM_MAX_MIB + 1),
+            NULL, 10000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
+    api_ok(3, json_pack("{s:s, s:s, s:{s:s, s:i, s:i}}", "cmd", "vm.define", "name", "huge",
+                        "config", "kernel", "/k", "mem_mib", (int)TERN_VM_MEM_MAX_MIB, "vcpus",
+                        (int)TERN_VM_VCPUS_MAX), &r);
+    json_decref(r);
+    api_ok(1, json_pack("{s:s, s:s}", "cmd", "vm.undefine", "name", "huge"), &r);
+    json_decref(r);
+    /* A name and a disk path that would forge lines in every host's log
+     * (the cluster refuses both, and every host logs the refusal). */
+    r = api(2, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define",
+                         "name", "x\nternd: 00:00:00.000 FORGED name",
+                         "config", json_pack("{s:s, s:i}", "kernel", "/k", "mem_mib", 64)),
+            NULL, 10000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
+    r = api(3, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", "esc",
+                         "config", json_pack("{s:s, s:i, s:[{s:s}]}", "kernel", "/k", "mem_mib", 64,
+                                             "disks", "path",
+                                             "/d\nternd: 00:00:00.000 FORGED path\033[2J")),
+            NULL, 10000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
     /* Every agent still answers after all that. */
     wait_agreed(0xe, 3, 5000);
+    for (int h = 1; h <= HOSTS; h++) {
+        char *text = test_read_text(T.ternd[h].err_path);
+        assert_non_null(strstr(text, "refused vm_define")); /* it was logged */
+        if (strstr(text, "\nternd: 00:00:00.000 FORGED") || strchr(text, '\033'))
+            fail_msg("h%d's ternd log has a forged line or a raw escape:\n%s", h, text);
+        free(text);
+    }
 }
 
 /* Capacity refusals need VMs that run (hosts offer 1 GiB each). */

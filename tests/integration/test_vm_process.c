@@ -26,6 +26,7 @@
 
 #include "agent/cgroup.h"
 #include "agent/vm_process.h"
+#include "node-vmm/options.h"
 #include "tests/support/proc.h"
 #include "tests/support/tls_certs.h"
 #include "tests/support/kvm.h"
@@ -91,7 +92,8 @@ static int teardown(void **state)
     }
     struct tern_err err;
     char vm[PATH_MAX + 16];
-    const char *names[] = {"web1", "web2", "web3", "web4", "bad", "in1", "stale", "cgtest"};
+    const char *names[] = {"web1", "web2", "web3", "web4", "bad", "in1", "stale", "cgtest",
+                           "disks", "logs"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(vm, sizeof(vm), "%s/vm-%s", f->cgroup, names[i]);
         if (cgroup_remove(vm, &err) < 0)
@@ -417,6 +419,134 @@ static void test_bad_kernel(void **state)
     assert_non_null(strstr(err.msg, "invalid VM name"));
 }
 
+/* Disk paths reach tern-vmm as they are, commas and all, with their
+ * read-only flag beside them: a stand-in VMM records its arguments, and
+ * tern-vmm's own parser reads them back. The real tern-vmm accepts them
+ * (without KVM it then stops at /dev/kvm, status 65, not 64 for bad
+ * arguments). */
+static void test_disk_paths_reach_vmm(void **state)
+{
+    struct fixture *f = *state;
+    struct cl_vm_config cfg = f->cfg;
+    static const char *const paths[] = {"/x/y.img,ro", "/x/a,b.img", "/x/c.img", "/x/d,ro,rw"};
+    static const bool ro[] = {false, true, false, true};
+    for (unsigned i = 0; i < 4; i++) {
+        snprintf(cfg.disks[i].path, sizeof(cfg.disks[i].path), "%s", paths[i]);
+        cfg.disks[i].ro = ro[i];
+    }
+    cfg.nr_disks = 4;
+
+    char script[PATH_MAX], args_file[PATH_MAX];
+    snprintf(script, sizeof(script), "%s/record-vmm", f->dir);
+    snprintf(args_file, sizeof(args_file), "%s/vmm-args", f->dir);
+    FILE *sf = fopen(script, "w");
+    assert_non_null(sf);
+    fprintf(sf, "#!/bin/sh\nprintf '%%s\\0' \"$@\" > '%s'\nexit 64\n", args_file);
+    assert_int_equal(fclose(sf), 0);
+    assert_int_equal(chmod(script, 0755), 0);
+    struct vm_process_env env = f->env;
+    snprintf(env.vmm_path, sizeof(env.vmm_path), "%s", script);
+    env.cgroup_dir[0] = '\0';
+    struct vm_process p;
+    struct tern_err err;
+    assert_int_equal(vm_process_start(&p, &env, "disks", &cfg, NULL, 0, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "status 64"));
+
+    /* Its arguments, NUL-separated: "run" and the options. */
+    static char buf[16384];
+    FILE *af = fopen(args_file, "r");
+    assert_non_null(af);
+    size_t len = fread(buf, 1, sizeof(buf) - 1, af);
+    fclose(af);
+    assert_true(len > 0 && buf[len - 1] == '\0');
+    char *argv[64];
+    int argc = 0;
+    for (size_t o = 0; o < len && argc < 64; o += strlen(buf + o) + 1)
+        argv[argc++] = buf + o;
+    assert_string_equal(argv[0], "run");
+    struct run_options opts;
+    if (parse_run_options(argc - 1, argv + 1, &opts, &err) < 0)
+        fail_msg("tern-vmm would refuse the agent's arguments: %s", err.msg);
+    assert_int_equal(opts.nr_disks, 4);
+    for (unsigned i = 0; i < 4; i++) {
+        assert_string_equal(opts.disks[i].path, paths[i]);
+        assert_int_equal(opts.disks[i].read_only, ro[i]);
+    }
+
+    /* The real tern-vmm gets past its arguments. */
+    int rc = vm_process_start(&p, &f->env, "disks", &cfg, NULL, 0, NULL, &err);
+    if (rc == 0) {
+        remember(f, p.pid);
+        vm_process_kill(&p); /* with KVM it may run (its disks are checked later) */
+        return;
+    }
+    print_message("error: %s\n", err.msg);
+    assert_null(strstr(err.msg, "status 64"));
+    assert_null(strstr(err.msg, "invalid --disk"));
+}
+
+/* No line in `text` starts with `forged`, and no raw control character
+ * but the newlines is in it. */
+static void assert_not_forged(const char *what, const char *text, const char *forged)
+{
+    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        if (!strncmp(l, forged, strlen(forged)))
+            fail_msg("%s has a forged line:\n%s", what, text);
+    for (const char *p = text; *p; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\n') || *p == 0x7f)
+            fail_msg("%s holds a raw control character 0x%02x:\n%s", what, (unsigned char)*p,
+                     text);
+}
+
+/* A command line (and disk paths) with newlines and terminal escapes: the
+ * line ternd writes into vmm.log before each start stays one line, and
+ * tern-vmm's own messages quote such text escaped. */
+static void test_logs_not_forged(void **state)
+{
+    struct fixture *f = *state;
+    struct cl_vm_config cfg = f->cfg;
+    snprintf(cfg.cmdline, sizeof(cfg.cmdline),
+             "quiet\n=== 2000-01-01T00:00:00+0000 ternd starts: forged\033[2J");
+    char script[PATH_MAX];
+    snprintf(script, sizeof(script), "%s/quiet-vmm", f->dir);
+    FILE *sf = fopen(script, "w");
+    assert_non_null(sf);
+    fputs("#!/bin/sh\nexit 64\n", sf);
+    assert_int_equal(fclose(sf), 0);
+    assert_int_equal(chmod(script, 0755), 0);
+    struct vm_process_env env = f->env;
+    snprintf(env.vmm_path, sizeof(env.vmm_path), "%s", script);
+    env.cgroup_dir[0] = '\0';
+    struct vm_process p;
+    struct tern_err err;
+    assert_int_equal(vm_process_start(&p, &env, "logs", &cfg, NULL, 0, NULL, &err), -1);
+    char log[PATH_MAX + 32];
+    snprintf(log, sizeof(log), "%s/vms/logs/vmm.log", env.run_dir);
+    char *text = test_read_text(log);
+    assert_int_equal(test_count_text(log, "\n"), 1); /* the stand-in writes nothing */
+    assert_non_null(strstr(text, "--cmdline quiet\\n=== 2000-01-01T00:00:00+0000 ternd starts: "
+                                 "forged\\x1b[2J"));
+    assert_not_forged("vmm.log", text, "=== 2000");
+    free(text);
+
+    /* tern-vmm itself, refusing arguments that hold such text. */
+    char out_dir[200];
+    assert_true(strlen(f->dir) < 150);
+    snprintf(out_dir, sizeof(out_dir), "%s/direct", f->dir);
+    assert_int_equal(mkdir(out_dir, 0700), 0);
+    char *const argv[] = {f->env.vmm_path, "run", "--kernel", "/k", "--mem", "64M", "--disk",
+                          "/x/a\ntern-vmm: VM ended: forged\033[2J,b.img", NULL};
+    struct test_proc tp;
+    assert_int_equal(test_proc_start(&tp, out_dir, argv), 0);
+    assert_int_equal(test_proc_wait(&tp, 10000), 1);
+    assert_int_equal(tp.status, 64);
+    text = test_read_text(tp.err_path);
+    print_message("tern-vmm: %s", text);
+    assert_non_null(strstr(text, "/x/a\\ntern-vmm: VM ended: forged\\x1b[2J,b.img"));
+    assert_not_forged("tern-vmm's stderr", text, "tern-vmm: VM ended");
+    free(text);
+}
+
 static unsigned long long start_time(pid_t pid)
 {
     char path[64];
@@ -588,6 +718,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_while_detached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_kernel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_paths_reach_vmm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logs_not_forged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_pid_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incoming, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cgroup_kill, setup, teardown),

@@ -81,6 +81,37 @@ test_conf_keys_everywhere() {
     return $rc
 }
 
+# ternd's exit statuses (its --help, agent/main.c) are each in ternd(8)'s
+# EXIT STATUS and in docs/ternd.md's "Exit status:" paragraph. With an
+# argument, the man page's source is read from that file instead.
+ternd_exit_statuses() {
+    grep -o 'Exit status: [^"]*' "$TERN_SOURCE/agent/main.c" | grep -oE '\b[0-9]+\b'
+}
+check_exit_statuses() {
+    local scd=${1:-$TERN_SOURCE/docs/man/ternd.8.scd} codes c rc=0 man md
+    mapfile -t codes < <(ternd_exit_statuses)
+    at_least 4 "ternd exit statuses" "${codes[@]}" || return 1
+    man=$(sed -n '/^# EXIT STATUS/,/^# /p' "$scd")
+    md=$(sed -n '/^Exit status:/,/^$/p' "$TERN_SOURCE/docs/ternd.md")
+    for c in "${codes[@]}"; do
+        grep -qx "\*$c\*" <<<"$man" || { fail "ternd(8) EXIT STATUS lacks $c"; rc=1; }
+        grep -qE "(^|[^0-9])$c([^0-9]|$)" <<<"$md" || { fail "docs/ternd.md's exit statuses lack $c"; rc=1; }
+    done
+    return $rc
+}
+test_ternd_exit_statuses() {
+    check_exit_statuses
+}
+test_exit_statuses_can_fail() {
+    local tmp
+    tmp=$(mktemp)
+    grep -vx '\*78\*' "$TERN_SOURCE/docs/man/ternd.8.scd" >"$tmp"
+    ! check_exit_statuses "$tmp" 2>/dev/null
+    local rc=$?
+    rm -f "$tmp"
+    return $rc
+}
+
 # A word that is not there is reported (the check itself can fail).
 test_mentions_can_fail() {
     ! mentions ternctl.1 --no-such-option-anywhere 2>/dev/null
@@ -93,4 +124,6 @@ run_test test_tern_vmm_page
 run_test test_ternd_page
 run_test test_conf_keys_everywhere
 run_test test_mentions_can_fail
+run_test test_ternd_exit_statuses
+run_test test_exit_statuses_can_fail
 summary

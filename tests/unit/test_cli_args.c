@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "cli/cli.h"
+#include "common/api_limits.h"
 #include "tests/support/proc.h"
 
 #define MAXARGS 40
@@ -199,6 +200,13 @@ static void test_vm_define(void **state)
               "--disk|/e",
               "at most 4 --disk");
     parse_bad("vm|define|web1|--kernel||--mem|1G|--vcpus|1", "--kernel needs a path");
+    /* Control characters: what the cluster refuses, shown escaped. */
+    parse_bad("vm|define|web1|--kernel|/k\nx|--mem|1G|--vcpus|1",
+              "--kernel path '/k\\nx' holds a control character at byte 2");
+    parse_bad("vm|define|web1|--kernel|/k|--initrd|/i\033[2J|--mem|1G|--vcpus|1",
+              "--initrd path '/i\\x1b[2J' holds a control character");
+    parse_bad("vm|define|web1|--kernel|/k|--mem|1G|--vcpus|1|--disk|/d\tx.img,ro",
+              "--disk path '/d\\tx.img' holds a control character");
     parse_bad("vm|define|web1|--kernel|/k|--mem|1G|--vcpus|1|--ha=1", "--ha takes no value");
     parse_bad("vm|define|web/1|--kernel|/k|--mem|1G|--vcpus|1", "VM name 'web/1' may only hold");
     parse_bad("vm|define|web1|--kernel|/k|--mem|1G|--vcpus|1|--to|x", "vm define does not take option '--to'");
@@ -268,7 +276,7 @@ static void test_other_commands(void **state)
     parse_bad("vm|migrate|web1|--to|b|--parallel|2", "vm migrate does not take option '--parallel'");
     parse_bad("vm|list|web1", "unexpected argument 'web1'");
     parse_bad("host|evacuate", "host evacuate needs a HOST");
-    parse_bad("host|evacuate|a|--parallel|0", "--parallel must be 1..64");
+    parse_bad("host|evacuate|a|--parallel|0", "--parallel must be 1..16");
     parse_bad("host|evacuate|a|--no-wait=1", "--no-wait takes no value");
     parse_bad("host|activate|a|--force", "host activate does not take option '--force'");
     parse_bad("cluster|init-ca", "cluster init-ca needs a DIR");
@@ -381,6 +389,84 @@ static void test_resolve_paths(void **state)
     free(dir);
 }
 
+/* Whether ternctl accepts `line` (with %llu filled in by v). */
+static bool cli_accepts(const char *fmt, long long v)
+{
+    char line[512];
+    snprintf(line, sizeof(line), fmt, v);
+    struct cli_args a;
+    struct tern_err err;
+    return parse(line, NULL, &a, &err) == 0;
+}
+
+/* Whether the cluster state accepts a configuration with this memory and
+ * these vCPUs (what ternd's vm.define ends in). */
+static bool state_accepts(long long mem_mib, long long vcpus)
+{
+    char text[256];
+    snprintf(text, sizeof(text), "{\"kernel\":\"/k\",\"mem_mib\":%lld,\"vcpus\":%lld}", mem_mib,
+             vcpus);
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    struct cl_vm_config cfg;
+    struct tern_err err;
+    bool ok = cl_vm_config_from_json(j, &cfg, &err) == 0;
+    json_decref(j);
+    return ok;
+}
+
+/* ternctl refuses exactly what the agent refuses: the ranges of
+ * common/api_limits.h, at both edges, for every option that has one; for
+ * memory and vCPUs the cluster state's own check agrees value by value. */
+static void test_limits_match_agent(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *fmt;
+        long long min, max;
+    } ranges[] = {
+        {"vm|define|v|--kernel|/k|--mem|%lld|--vcpus|1", TERN_VM_MEM_MIN_MIB, TERN_VM_MEM_MAX_MIB},
+        {"vm|define|v|--kernel|/k|--mem|1G|--vcpus|%lld", TERN_VM_VCPUS_MIN, TERN_VM_VCPUS_MAX},
+        {"vm|define|v|--kernel|/k|--mem|1G|--vcpus|1|--priority|%lld", TERN_PRIORITY_MIN,
+         TERN_PRIORITY_MAX},
+        {"vm|migrate|v|--to|h|--downtime-ms|%lld", TERN_DOWNTIME_MS_MIN, TERN_DOWNTIME_MS_MAX},
+        {"host|evacuate|h|--parallel|%lld", TERN_PARALLEL_MIN, TERN_PARALLEL_MAX},
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        const char *f = ranges[i].fmt;
+        if (!cli_accepts(f, ranges[i].min) || !cli_accepts(f, ranges[i].max))
+            fail_msg("'%s' refuses %lld or %lld, which the agent accepts", f, ranges[i].min,
+                     ranges[i].max);
+        if (cli_accepts(f, ranges[i].min - 1) || cli_accepts(f, ranges[i].max + 1))
+            fail_msg("'%s' accepts %lld or %lld, which the agent refuses", f, ranges[i].min - 1,
+                     ranges[i].max + 1);
+    }
+    /* The documented sizes: 1T is the most, 2T is refused, as are 15M. */
+    struct cli_args a;
+    parse_ok("vm|define|v|--kernel|/k|--mem|1T|--vcpus|1", &a);
+    assert_int_equal(a.mem_mib, TERN_VM_MEM_MAX_MIB);
+    parse_bad("vm|define|v|--kernel|/k|--mem|2T|--vcpus|1", "--mem must be 16M..1T, not 2T");
+    parse_bad("vm|define|v|--kernel|/k|--mem|15M|--vcpus|1", "--mem must be 16M..1T, not 15M");
+    parse_bad("host|evacuate|h|--parallel|17", "--parallel must be 1..16, not 17");
+    /* Value by value against the cluster state, around every edge. */
+    static const long long mems[] = {1, 15, 16, 17, 1024, 1048575, 1048576, 1048577, 2097152};
+    for (size_t i = 0; i < sizeof(mems) / sizeof(mems[0]); i++)
+        if (cli_accepts("vm|define|v|--kernel|/k|--mem|%lld|--vcpus|1", mems[i]) !=
+            state_accepts(mems[i], 1))
+            fail_msg("--mem %lld: ternctl and the cluster state disagree", mems[i]);
+    for (long long v = 0; v <= 66; v++)
+        if (cli_accepts("vm|define|v|--kernel|/k|--mem|64|--vcpus|%lld", v) != state_accepts(64, v))
+            fail_msg("--vcpus %lld: ternctl and the cluster state disagree", v);
+    /* Disks: as many as the state keeps. */
+    char line[512] = "vm|define|v|--kernel|/k|--mem|64|--vcpus|1";
+    for (int d = 0; d < TERN_VM_DISKS_MAX; d++)
+        snprintf(line + strlen(line), sizeof(line) - strlen(line), "|--disk|/d%d", d);
+    parse_ok(line, &a);
+    assert_int_equal(a.nr_disks, CL_MAX_DISKS);
+    strcat(line, "|--disk|/dx");
+    parse_bad(line, "at most 4 --disk");
+}
+
 static void test_usage_text(void **state)
 {
     (void)state;
@@ -419,7 +505,7 @@ int main(void)
         cmocka_unit_test(test_size),           cmocka_unit_test(test_globals),
         cmocka_unit_test(test_vm_define),      cmocka_unit_test(test_other_commands),
         cmocka_unit_test(test_requests),       cmocka_unit_test(test_resolve_paths),
-        cmocka_unit_test(test_usage_text),
+        cmocka_unit_test(test_usage_text),     cmocka_unit_test(test_limits_match_agent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -247,6 +247,31 @@ static void test_commands(void **state)
     assert_int_equal(run.rc, CLI_EXIT_FAILED);
     assert_non_null(strstr(run.err, "ternctl: "));
     assert_non_null(strstr(run.err, "use --force to replace it"));
+    /* With --json a failure is an {"error":...} object on stdout too. */
+    const char *init_json[] = {"--json", "cluster", "init-ca", ca, NULL};
+    run_cli(init_json);
+    assert_int_equal(run.rc, CLI_EXIT_FAILED);
+    json_t *e = json_loads(run.out, 0, NULL);
+    if (!e)
+        fail_msg("init-ca --json failure printed no JSON: '%s'", run.out);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "error"), "code")),
+                        "failed");
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(e, "error"),
+                                                             "message")),
+                           "use --force to replace it"));
+    json_decref(e);
+    char noca[600];
+    snprintf(noca, sizeof(noca), "%s/no-ca-here", dir);
+    const char *issue_json[] = {"--json", "cluster", "issue-cert", noca, "h1", NULL};
+    run_cli(issue_json);
+    assert_int_equal(run.rc, CLI_EXIT_FAILED);
+    e = json_loads(run.out, 0, NULL);
+    if (!e)
+        fail_msg("issue-cert --json failure printed no JSON: '%s'", run.out);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "error"), "code")),
+                        "failed");
+    json_decref(e);
+    assert_non_null(strstr(run.err, "ternctl: "));
     const char *force[] = {"cluster", "init-ca", ca, "--force", NULL};
     run_cli(force);
     assert_int_equal(run.rc, CLI_EXIT_OK);

@@ -508,6 +508,130 @@ static void test_e2e_evacuate(void **state)
     run_free(&r);
 }
 
+/* No raw control character in `s` (newlines only where `lines` allows),
+ * and no line of it starts with `forged`. */
+static void assert_clean(const char *what, const char *s, bool newlines, const char *forged)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n' && newlines)
+            continue;
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            fail_msg("%s holds a raw control character 0x%02x: '%s'", what, *p, s);
+    }
+    for (const char *l = s; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (forged && !strncmp(l, forged, strlen(forged)))
+            fail_msg("%s has a forged line: '%s'", what, s);
+}
+
+/* Names, paths and messages from the agent (and so from configurations and
+ * VMM logs) reach the terminal with their control characters escaped:
+ * errors, results, progress, summaries, tables and --json. */
+static void test_e2e_hostile_text(void **state)
+{
+    (void)state;
+    /* An error carrying a VMM log's tail with an escape in a disk path. */
+    static const char *const err_lines[] = {
+        "{\"ok\":false,\"error\":{\"code\":\"failed\",\"message\":\"starting VM 'w': tern-vmm "
+        "exited with status 65: cannot open /srv/\\u001b[2J\\u001b]0;owned\\u0007x.img\\r\\n"
+        "ternctl: forged\\u009b31m\"}}"};
+    struct script s = {.lines = err_lines, .nlines = 1};
+    script_start(&s);
+    const char *args[] = {"vm", "start", "w", NULL};
+    struct run r = run_cli(s.path, args);
+    script_stop(&s);
+    assert_int_equal(r.rc, CLI_EXIT_FAILED);
+    assert_clean("stderr", r.err, true, NULL);
+    assert_string_equal(r.err, "ternctl: starting VM 'w': tern-vmm exited with status 65: cannot "
+                               "open /srv/\\x1b[2J\\x1b]0;owned\\x07x.img\\r\n"
+                               "ternctl: forged\\xc2\\x9b31m\n");
+    run_free(&r);
+    /* The same with --json: the object is ASCII, the message as above. */
+    struct script s1 = {.lines = err_lines, .nlines = 1};
+    script_start(&s1);
+    const char *jargs[] = {"--json", "vm", "start", "w", NULL};
+    r = run_cli(s1.path, jargs);
+    script_stop(&s1);
+    assert_int_equal(r.rc, CLI_EXIT_FAILED);
+    assert_clean("--json stdout", r.out, true, NULL);
+    for (const char *p = r.out; *p; p++)
+        assert_true((unsigned char)*p < 0x80);
+    assert_non_null(strstr(r.out, "\\u001B[2J"));
+    assert_non_null(strstr(r.out, "\\u009B31m"));
+    assert_clean("stderr", r.err, true, NULL);
+    run_free(&r);
+
+    /* A result whose fields hold a newline and an escape. */
+    static const char *const ok_lines[] = {
+        "{\"ok\":true,\"result\":{\"vm\":{\"state\":\"running\\u001b[8m\",\"owner\":"
+        "\"h1\\nVM w is stopped\"}}}"};
+    struct script s2 = {.lines = ok_lines, .nlines = 1};
+    script_start(&s2);
+    r = run_cli(s2.path, args);
+    script_stop(&s2);
+    assert_int_equal(r.rc, CLI_EXIT_OK);
+    assert_string_equal(r.out, "VM w is running\\x1b[8m on h1\\nVM w is stopped\n");
+    run_free(&r);
+
+    /* Progress (not a terminal), the summary and an evacuation's list. */
+    static const char *const evac[] = {
+        "{\"progress\":{\"host\":\"a\",\"total\":1,\"done\":0,\"vm\":\"v\\u001b[1A\",\"to\":\"b\"}}",
+        "{\"ok\":false,\"error\":{\"code\":\"failed\",\"message\":\"some VMs could not be moved\"},"
+        "\"result\":{\"host\":\"a\",\"moved\":[{\"vm\":\"m\\r\",\"to\":\"b\\u0007\",\"total_s\":1}],"
+        "\"failed\":[{\"vm\":\"v\",\"error\":\"no room\\nevacuated a: 2 of 2 VMs moved\"}]}}"};
+    struct script s3 = {.lines = evac, .nlines = 2};
+    script_start(&s3);
+    const char *eargs[] = {"host", "evacuate", "a", NULL};
+    r = run_cli(s3.path, eargs);
+    script_stop(&s3);
+    assert_int_equal(r.rc, CLI_EXIT_PARTIAL);
+    assert_clean("stdout", r.out, true, "evacuated a: 2 of 2");
+    assert_string_equal(r.out, "VM 1/1: v\\x1b[1A -> b\n"
+                               "evacuated a: 1 of 2 VMs moved\n"
+                               "  m\\r -> b\\x07 in 1.0 s\n"
+                               "  v: not moved: no room\\nevacuated a: 2 of 2 VMs moved\n");
+    run_free(&r);
+
+    /* A migration that failed, with the reason from another host. */
+    static const char *const mig[] = {
+        "{\"ok\":true,\"result\":{\"migration\":{\"id\":1,\"vm\":\"w\",\"from\":\"a\",\"to\":\"b\","
+        "\"outcome\":\"failed\",\"reason\":\"lost\\u001bc\"}}}"};
+    struct script s4 = {.lines = mig, .nlines = 1};
+    script_start(&s4);
+    const char *margs[] = {"vm", "migrate", "w", "--to", "b", NULL};
+    r = run_cli(s4.path, margs);
+    script_stop(&s4);
+    assert_int_equal(r.rc, CLI_EXIT_FAILED);
+    assert_string_equal(r.err, "ternctl: migration of w from a to b failed: lost\\x1bc\n");
+    run_free(&r);
+
+    /* status and vm show: the cluster line, tables and key/value lines. */
+    static const char *const status[] = {
+        "{\"ok\":true,\"result\":{\"cluster\":{\"local_host\":\"h\\u001b]0;x\\u0007\",\"nodeid\":1,"
+        "\"quorate\":true,\"members\":1,\"version\":1},\"hosts\":[{\"name\":\"h\\u009b1\","
+        "\"online\":true}],\"vms\":[{\"name\":\"v\",\"state\":\"crashed\",\"detail\":"
+        "\"x\\u001b[2J\\ny\",\"config\":{}}],\"migrations\":[]}}"};
+    struct script s5 = {.lines = status, .nlines = 1};
+    script_start(&s5);
+    const char *sargs[] = {"status", NULL};
+    r = run_cli(s5.path, sargs);
+    script_stop(&s5);
+    assert_int_equal(r.rc, CLI_EXIT_OK);
+    assert_clean("status", r.out, true, "y");
+    assert_non_null(strstr(r.out, "local host h\\x1b]0;x\\x07 (node 1)"));
+    run_free(&r);
+    static const char *const show[] = {
+        "{\"ok\":true,\"result\":{\"vm\":{\"name\":\"v\",\"config\":{\"cmdline\":\"a\\u001b[2Jb\","
+        "\"disks\":[{\"path\":\"/d\\u0085\\nx\"}]}}}}"};
+    struct script s6 = {.lines = show, .nlines = 1};
+    script_start(&s6);
+    const char *vargs[] = {"vm", "show", "v", NULL};
+    r = run_cli(s6.path, vargs);
+    script_stop(&s6);
+    assert_int_equal(r.rc, CLI_EXIT_OK);
+    assert_clean("vm show", r.out, true, "x");
+    run_free(&r);
+}
+
 static void test_e2e_bad_agent(void **state)
 {
     (void)state;
@@ -736,6 +860,151 @@ static void test_binary(void **state)
     free(err);
 }
 
+/* stdout is exactly one JSON object {"error":{"code":CODE,"message":M}},
+ * and M is what stderr says after "ternctl: ". */
+static void expect_json_error(const struct run *r, const char *code)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(r->out, 0, &jerr);
+    if (!j)
+        fail_msg("stdout is not one JSON object (%s): '%s'", jerr.text, r->out);
+    assert_ptr_equal(strchr(r->out, '\n'), r->out + strlen(r->out) - 1);
+    json_t *e = json_object_get(j, "error");
+    assert_true(json_is_object(e));
+    assert_int_equal(json_object_size(j), 1);
+    if (strcmp(json_string_value(json_object_get(e, "code")) ?: "", code))
+        fail_msg("error code in '%s', expected %s", r->out, code);
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    assert_non_null(msg);
+    assert_true(strlen(msg) > 0);
+    assert_int_equal(strncmp(r->err, "ternctl: ", 9), 0);
+    assert_int_equal(strncmp(r->err + 9, msg, strlen(msg)), 0);
+    json_decref(j);
+}
+
+/* --json: errors that no agent reply describes (unreachable, usage) are
+ * still one {"error":...} object on stdout, with the usual exit code. */
+static void test_e2e_json_own_errors(void **state)
+{
+    (void)state;
+    const char *args[] = {"--json", "status", NULL};
+    struct run r = run_cli("/nonexistent/ternd.sock", args);
+    assert_int_equal(r.rc, CLI_EXIT_UNREACHABLE);
+    expect_json_error(&r, "unreachable");
+    assert_non_null(strstr(r.out, "cannot reach ternd at /nonexistent/ternd.sock"));
+    run_free(&r);
+
+    /* A reply that is not JSON, and one that does not come in time. */
+    static const char *const junk[] = {"hello there"};
+    struct script s = {.lines = junk, .nlines = 1};
+    script_start(&s);
+    r = run_cli(s.path, args);
+    script_stop(&s);
+    assert_int_equal(r.rc, CLI_EXIT_UNREACHABLE);
+    expect_json_error(&r, "unreachable");
+    run_free(&r);
+    struct script s2 = {.hold_ms = 1500};
+    script_start(&s2);
+    const char *targs[] = {"vm", "list", "--timeout", "1", "--json", NULL};
+    r = run_cli(s2.path, targs);
+    script_stop(&s2);
+    assert_int_equal(r.rc, CLI_EXIT_UNREACHABLE);
+    expect_json_error(&r, "unreachable");
+    run_free(&r);
+
+    /* Usage errors: a missing argument, an unknown option before --json
+     * was even reached, a file named by --kernel that does not exist. */
+    const char *u1[] = {"--json", "vm", "start", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u1);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    expect_json_error(&r, "usage");
+    run_free(&r);
+    const char *u2[] = {"status", "--bogus", "--json", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u2);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    expect_json_error(&r, "usage");
+    run_free(&r);
+    const char *u3[] = {"--json", "vm", "define", "w", "--kernel", "no/such/kernel", "--mem", "1G",
+                        "--vcpus", "1", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u3);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    expect_json_error(&r, "usage");
+    run_free(&r);
+    /* A path that is not UTF-8 still makes a JSON error (escaped). */
+    const char *u5[] = {"--json", "vm", "define", "w", "--kernel", "no/such/k\xff", "--mem", "1G",
+                        "--vcpus", "1", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u5);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    assert_non_null(strstr(r.out, "\"code\":\"usage\""));
+    assert_non_null(strstr(r.out, "no/such/k\\\\xff"));
+    run_free(&r);
+    /* Without --json, stdout stays empty. */
+    const char *u4[] = {"vm", "start", NULL};
+    r = run_cli("/nonexistent/ternd.sock", u4);
+    assert_int_equal(r.rc, CLI_EXIT_USAGE);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+}
+
+/* A ternd that does not accept (stopped, swamped) with its listen queue
+ * full: `ternctl --timeout 2 status` gives up after about 2 s, exit 3,
+ * saying why; it does not hang in connect(). */
+static void test_connect_timeout(void **state)
+{
+    (void)state;
+    const char *bin = test_build_path("ternctl");
+    if (access(bin, X_OK) != 0)
+        fail_msg("%s is missing: build it first (make BUILD=... all)", bin);
+    char *dir = test_make_tmpdir("cli-backlog");
+    assert_non_null(dir);
+    char path[108];
+    assert_true(strlen(dir) + 16 < sizeof(path));
+    snprintf(path, sizeof(path), "%s/ternd.sock", dir);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    /* Fill the queue: connect until the kernel says it is full. */
+    int fill[64], nfill = 0;
+    bool full = false;
+    while (nfill < 64 && !full) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            fill[nfill++] = fd;
+            continue;
+        }
+        assert_int_equal(errno, EAGAIN);
+        close(fd);
+        full = true;
+    }
+    assert_true(full);
+
+    char *argv[] = {(char *)bin, "--socket", path, "--timeout", "2", "status", NULL};
+    struct test_proc p;
+    int64_t t0 = cli_now_ms();
+    assert_int_equal(test_proc_start(&p, dir, argv), 0);
+    int exited = test_proc_wait(&p, 10000);
+    int64_t took = cli_now_ms() - t0;
+    test_proc_kill(&p);
+    char *err = test_read_text(p.err_path);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    close(lfd);
+    test_rmtree(dir);
+    free(dir);
+    if (!exited)
+        fail_msg("ternctl --timeout 2 still waited after 10 s");
+    print_message("gave up after %lld ms: %s", (long long)took, err);
+    assert_int_equal(p.status, CLI_EXIT_UNREACHABLE);
+    assert_true(took >= 1900 && took < 6000);
+    assert_non_null(strstr(err, "cannot reach ternd at "));
+    assert_non_null(strstr(err, "listen queue is full"));
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -744,8 +1013,9 @@ int main(void)
         cmocka_unit_test(test_e2e_migrate),        cmocka_unit_test(test_e2e_migrate_json),
         cmocka_unit_test(test_e2e_migrate_no_wait), cmocka_unit_test(test_e2e_error),
         cmocka_unit_test(test_e2e_evacuate),       cmocka_unit_test(test_e2e_bad_agent),
+        cmocka_unit_test(test_e2e_hostile_text),   cmocka_unit_test(test_e2e_json_own_errors),
         cmocka_unit_test(test_e2e_status_and_define), cmocka_unit_test(test_e2e_simple_commands),
-        cmocka_unit_test(test_binary),
+        cmocka_unit_test(test_binary),             cmocka_unit_test(test_connect_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

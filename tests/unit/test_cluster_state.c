@@ -242,6 +242,60 @@ static void test_config(void **unused)
     json_decref(j);
 }
 
+/* Paths with control characters can never be shown or logged safely:
+ * refused where a VM is defined. Commas are ordinary characters. A state
+ * document that holds such a path (saved before this check) still loads. */
+static void test_config_control_characters(void **unused)
+{
+    (void)unused;
+    expect_config_error("{\"kernel\":\"/k\\nternd: 00:00:00.000 forged\",\"mem_mib\":64}",
+                        "\"kernel\" holds a control character at byte 2");
+    expect_config_error("{\"kernel\":\"/k\",\"initrd\":\"/i\\u001b[2J\",\"mem_mib\":64}",
+                        "\"initrd\" holds a control character");
+    expect_config_error("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/d\\tx\"}]}",
+                        "disks[0]: \"path\" holds a control character");
+    expect_config_error("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/d\\u007f\"}]}",
+                        "control character");
+    expect_config_error("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/a\"},"
+                        "{\"path\":\"/d\\u009b2J\"}]}",
+                        "disks[1]: \"path\" holds a control character at byte 2");
+    /* The message shows the path escaped, never raw. */
+    struct cl_vm_config cfg;
+    struct tern_err err = {0};
+    json_t *j = json_loads("{\"kernel\":\"/k\\u001b]0;pwned\\u0007\",\"mem_mib\":64}", 0, NULL);
+    assert_int_equal(cl_vm_config_from_json(j, &cfg, &err), -1);
+    assert_non_null(strstr(err.msg, "'/k\\x1b]0;pwned\\x07'"));
+    assert_null(strchr(err.msg, '\033'));
+    json_decref(j);
+    /* Commas, spaces and UTF-8 are fine. */
+    j = json_loads("{\"kernel\":\"/k\",\"mem_mib\":64,\"disks\":[{\"path\":\"/x/a,b.img\"},"
+                   "{\"path\":\"/x/y.img,ro\"},{\"path\":\"/x/caf\\u00e9 1.img\",\"ro\":true}]}",
+                   0, NULL);
+    assert_int_equal(cl_vm_config_from_json(j, &cfg, &err), 0);
+    assert_string_equal(cfg.disks[0].path, "/x/a,b.img");
+    assert_string_equal(cfg.disks[1].path, "/x/y.img,ro");
+    assert_false(cfg.disks[1].ro);
+    json_decref(j);
+
+    /* Through the state: refused, and nothing changes. */
+    struct cl_state *s = three_hosts();
+    expect_refused(s, 1, "{\"type\":\"vm_define\",\"name\":\"v\",\"config\":{\"kernel\":\"/k\","
+                         "\"mem_mib\":64,\"disks\":[{\"path\":\"/d\\n\"}]}}",
+                   "[invalid]", "control character");
+    /* A document from before keeps its VM. */
+    define(s, "old", 64, 1);
+    json_t *doc = cl_state_to_json(s);
+    json_t *vm = json_array_get(json_object_get(doc, "vms"), 0);
+    json_object_set_new(json_object_get(vm, "config"), "kernel", json_string("/boot/k\nx"));
+    struct cl_state *t = cl_state_new();
+    if (cl_state_from_json(t, doc, &err) != 0)
+        fail_msg("a stored path with a newline made the document unreadable: %s", err.msg);
+    assert_string_equal(cl_state_vm(t, "old")->cfg.kernel, "/boot/k\nx");
+    json_decref(doc);
+    cl_state_free(t);
+    cl_state_free(s);
+}
+
 static void test_malformed_messages(void **unused)
 {
     (void)unused;
@@ -417,6 +471,78 @@ static void test_vm_define_undefine(void **unused)
     expect_ok(s, 2, "{\"type\":\"vm_stop\",\"name\":\"db\"}");
     expect_ok(s, 2, "{\"type\":\"vm_undefine\",\"name\":\"db\"}");
     assert_int_equal(cl_state_nr_vms(s), 0);
+    cl_state_free(s);
+}
+
+static void define_disks(struct cl_state *s, const char *name, const char *disks, const char *code,
+                         const char *needle)
+{
+    char m[512];
+    snprintf(m, sizeof(m),
+             "{\"type\":\"vm_define\",\"name\":\"%s\",\"config\":{\"kernel\":\"/boot/k\","
+             "\"mem_mib\":64,\"disks\":[%s]}}",
+             name, disks);
+    if (code)
+        expect_refused(s, 1, m, code, needle);
+    else
+        expect_ok(s, 1, m);
+}
+
+/* One disk image read-write in two VMs is refused at define and at start
+ * (naming the other VM); images shared read-only are fine. */
+static void test_shared_disks(void **unused)
+{
+    (void)unused;
+    struct cl_state *s = three_hosts();
+    define_disks(s, "a", "{\"path\":\"/s/a.img\"},{\"path\":\"/s/iso\",\"ro\":true}", NULL, NULL);
+    define_disks(s, "b", "{\"path\":\"/s/a.img\"}", "[conflict]",
+                 "cannot define VM 'b': disk /s/a.img is used read-write by VM 'a'");
+    /* Reading an image another VM writes is refused too. */
+    define_disks(s, "b", "{\"path\":\"/s/b.img\"},{\"path\":\"/s/a.img\",\"ro\":true}", "[conflict]",
+                 "disk /s/a.img is used read-write by VM 'a'");
+    define_disks(s, "c", "{\"path\":\"/s/iso\",\"ro\":true}", NULL, NULL);
+    define_disks(s, "d", "{\"path\":\"/s/iso\"}", "[conflict]",
+                 "disk /s/iso is used read-only by VM 'a'; two VMs may share an image only "
+                 "read-only");
+    /* Within one VM: twice read-only is fine, written through either is not. */
+    define_disks(s, "e", "{\"path\":\"/s/e.img\"},{\"path\":\"/s/e.img\",\"ro\":true}", "[invalid]",
+                 "disks[0] and disks[1] are the same image (/s/e.img)");
+    define_disks(s, "e", "{\"path\":\"/s/iso\",\"ro\":true},{\"path\":\"/s/iso\",\"ro\":true}",
+                 NULL, NULL);
+    /* Once 'a' is gone its image is free. */
+    expect_ok(s, 1, "{\"type\":\"vm_undefine\",\"name\":\"a\"}");
+    define_disks(s, "b", "{\"path\":\"/s/a.img\"}", NULL, NULL);
+
+    /* A state from before the check may hold two VMs writing one image:
+     * then only one of them starts at a time. */
+    define_disks(s, "x", "{\"path\":\"/s/x.img\"}", NULL, NULL);
+    define_disks(s, "y", "{\"path\":\"/s/y.img\"}", NULL, NULL);
+    json_t *doc = cl_state_to_json(s);
+    json_t *vms = json_object_get(doc, "vms");
+    size_t i;
+    json_t *v;
+    json_array_foreach(vms, i, v) {
+        if (!strcmp(json_string_value(json_object_get(v, "name")), "y"))
+            json_object_set_new(json_array_get(json_object_get(json_object_get(v, "config"),
+                                                               "disks"), 0),
+                                "path", json_string("/s/x.img"));
+    }
+    struct cl_state *t = cl_state_new();
+    struct tern_err err;
+    if (cl_state_from_json(t, doc, &err) != 0)
+        fail_msg("document refused: %s", err.msg);
+    json_decref(doc);
+    start_on(t, "x", "h1");
+    expect_refused(t, 1, "{\"type\":\"vm_start\",\"name\":\"y\",\"host\":\"h2\"}", "[conflict]",
+                   "cannot start VM 'y': disk /s/x.img is used read-write by VM 'x', which is "
+                   "starting");
+    expect_refused(t, 1, "{\"type\":\"vm_start\",\"name\":\"y\"}", "[conflict]", "VM 'x'");
+    /* Crashed or stopped, x holds nothing. */
+    expect_ok(t, 1, "{\"type\":\"vm_report\",\"name\":\"x\",\"run\":\"crashed\"}");
+    start_on(t, "y", "h2");
+    expect_refused(t, 1, "{\"type\":\"vm_start\",\"name\":\"x\",\"host\":\"h1\"}", "[conflict]",
+                   "disk /s/x.img is used read-write by VM 'y', which is starting");
+    cl_state_free(t);
     cl_state_free(s);
 }
 
@@ -1444,10 +1570,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_control_characters),
         cmocka_unit_test(test_malformed_messages),
         cmocka_unit_test(test_host_announce),
         cmocka_unit_test(test_host_mode),
         cmocka_unit_test(test_vm_define_undefine),
+        cmocka_unit_test(test_shared_disks),
         cmocka_unit_test(test_vm_start_stop),
         cmocka_unit_test(test_vm_report),
         cmocka_unit_test(test_migration_success),

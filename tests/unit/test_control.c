@@ -13,6 +13,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <sys/stat.h>
+
+#include "common/unix_listen.h"
 #include "node-vmm/control.h"
 
 static int echo_calls;
@@ -211,6 +214,42 @@ static void test_client_that_does_not_read(void **state)
     serve_stop(&st, t);
 }
 
+/* The socket is its owner's only, whatever the umask: a permissive one
+ * must not open the VM to every local user. The helper under it sets any
+ * mode exactly (ternd's API socket is 0660). */
+static void test_socket_mode(void **state)
+{
+    (void)state;
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/tern-test-mode-%d.sock", (int)getpid());
+    struct tern_err err;
+    mode_t old = umask(0);
+    struct control_server cs;
+    int rc = control_server_open(&cs, path, commands, 2, "a", &err);
+    struct stat st;
+    int st_rc = stat(path, &st);
+    control_server_close(&cs);
+    umask(old);
+    assert_int_equal(rc, 0);
+    assert_int_equal(st_rc, 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0600);
+
+    static const mode_t umasks[] = {0, 022, 077};
+    for (size_t i = 0; i < 3; i++) {
+        old = umask(umasks[i]);
+        int fd = unix_listen_replace(path, "test socket", 4, 0660, &err);
+        umask(old);
+        assert_true(fd >= 0);
+        assert_int_equal(stat(path, &st), 0);
+        close(fd);
+        unlink(path);
+        if ((st.st_mode & 07777) != 0660)
+            fail_msg("umask %03o: socket mode %04o, wanted 0660", (unsigned)umasks[i],
+                     (unsigned)(st.st_mode & 07777));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_socket_round_trip),
         cmocka_unit_test(test_stale_socket_replaced),
         cmocka_unit_test(test_client_that_does_not_read),
+        cmocka_unit_test(test_socket_mode),
     };
     return cmocka_run_group_tests_name("control", tests, NULL, NULL);
 }
