@@ -312,7 +312,11 @@ static void clear_errors(void **state)
     r = api(3, json_pack("{s:s, s:s}", "cmd", "host.evacuate", "host", "h9"), NULL, 5000);
     assert_string_equal(err_code(r), "not_found");
     json_decref(r);
+    /* A field of the wrong type is invalid (a missing one malformed). */
     r = api(1, json_pack("{s:s, s:i}", "cmd", "vm.show", "name", 5), NULL, 5000);
+    assert_string_equal(err_code(r), "invalid");
+    json_decref(r);
+    r = api(1, json_pack("{s:s}", "cmd", "vm.show"), NULL, 5000);
     assert_string_equal(err_code(r), "malformed");
     json_decref(r);
     r = api(3, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", "bad",
