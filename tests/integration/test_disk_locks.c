@@ -50,6 +50,8 @@ struct fixture {
     char img[512], ro[520]; /* ro: "img,ro" */
     struct proc procs[MAX_PROCS];
     int nprocs;
+    struct test_tls tls; /* made by tests that need it, removed at teardown */
+    bool tls_made;
 };
 
 static int setup(void **state)
@@ -70,6 +72,8 @@ static int teardown(void **state)
     struct fixture *f = *state;
     for (int i = 0; i < f->nprocs; i++)
         test_proc_kill(&f->procs[i].p);
+    if (f->tls_made)
+        test_tls_destroy(&f->tls);
     test_rmtree(f->dir);
     free(f->dir);
     free(f);
@@ -276,12 +280,13 @@ static void test_vmm_incoming_not_refused_while_receiving(void **state)
     struct tern_err err;
     assert_int_equal(disk_lock_open(&l, f->img, true, &err), 0);
     assert_int_equal(disk_lock_take(&l, false, &err), 0);
-    struct test_tls tls;
     char terr[256];
-    assert_int_equal(test_tls_make(&tls, terr, sizeof(terr)), 0);
+    if (test_tls_make(&f->tls, terr, sizeof(terr)) < 0)
+        fail_msg("test certificates: %s", terr);
+    f->tls_made = true;
     char uri[64];
     snprintf(uri, sizeof(uri), "tls://127.0.0.1:%d", free_port());
-    const char *args[] = {"--disk", f->img, "--incoming", uri, "--tls-dir", tls.host_b,
+    const char *args[] = {"--disk", f->img, "--incoming", uri, "--tls-dir", f->tls.host_b,
                           "--token", TOKEN, NULL};
     struct proc *p = start(f, "tern-vmm", args);
     const char *why;
@@ -298,10 +303,9 @@ static void test_vmm_incoming_not_refused_while_receiving(void **state)
     assert_null(strstr(e, "in use by another VM process"));
     free(e);
     /* But a read-only disk held for writing is refused even so. */
-    const char *ro[] = {"--disk", f->ro, "--incoming", uri, "--tls-dir", tls.host_b,
+    const char *ro[] = {"--disk", f->ro, "--incoming", uri, "--tls-dir", f->tls.host_b,
                         "--token", TOKEN, NULL};
     expect_refused(f, start(f, "tern-vmm", ro), "locked for writing", getpid());
-    test_tls_destroy(&tls);
     disk_lock_close(&l);
 }
 
