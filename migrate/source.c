@@ -610,6 +610,29 @@ static enum gate_decision await_agent(struct mig_source *m, struct mig_stream *s
     }
 }
 
+/* The guest will never run here again (paused for good, disks quiesced
+ * since stop-and-copy): the disks' write locks go to the destination,
+ * which takes them before its guest runs (invariant 7). */
+static void hand_over_disks(struct mig_source *m)
+{
+    vm_release_disks(m->vm);
+    fprintf(stderr, "tern-vmm: migration: committing; disk write locks released for the "
+                    "destination\n");
+}
+
+/* COMMIT could not be sent without the gate: the destination never got it
+ * and the guest is to resume here, which needs the write locks back. If
+ * they cannot be had (someone took them meanwhile), it must not. */
+static int take_disks_back(struct mig_source *m, struct tern_err *err)
+{
+    struct tern_err e;
+    if (vm_lock_disks(m->vm, true, &e) == 0)
+        return 0;
+    return tern_err_prefix(err, "the disk locks released for the destination cannot be taken "
+                                "back (%s), so the guest stays paused here",
+                           e.msg);
+}
+
 static void *source_thread(void *arg)
 {
     struct mig_source *m = arg;
@@ -798,6 +821,7 @@ static void *source_thread(void *arg)
         }
         /* Commit: from here on the guest never resumes here. */
         committed = true;
+        hand_over_disks(m);
         set_phase(m, MIG_PHASE_COMMITTING);
         if (mig_fault("src-exit-at-commit"))
             _exit(94); /* the agents agreed; COMMIT never goes out on the wire */
@@ -812,8 +836,17 @@ static void *source_thread(void *arg)
     if (!running_seen) {
         rec_buf_reset(&b);
         mig_commit_encode(&b);
-        if (mig_send_recbuf(st[0].ch, &b, &err) < 0)
-            goto fail; /* not sent: ungated, the destination never got it */
+        /* Ungated, COMMIT is the decision: the locks go first, so that the
+         * destination finds them free the moment COMMIT arrives. */
+        bool ungated = !committed;
+        if (ungated)
+            hand_over_disks(m);
+        if (mig_send_recbuf(st[0].ch, &b, &err) < 0) {
+            /* Not sent: ungated, the destination never got it. */
+            if (ungated && take_disks_back(m, &err) < 0)
+                committed = true; /* stays paused: see fail */
+            goto fail;
+        }
         committed = true;
         if (expect_record(&st[0], &rx, REC_TYPE_MIG_RUNNING, m->p.timeout_ms, &err) < 0)
             goto fail;

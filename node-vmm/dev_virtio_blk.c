@@ -857,6 +857,11 @@ uint64_t virtio_blk_capacity(const struct virtio_blk *dev)
     return dev->capacity;
 }
 
+int virtio_blk_image_fd(const struct virtio_blk *dev)
+{
+    return dev->fd;
+}
+
 void virtio_blk_test_notify(struct virtio_blk *dev)
 {
     efd_signal(dev->notify_fd);

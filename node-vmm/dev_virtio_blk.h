@@ -171,6 +171,10 @@ void virtio_blk_get_stats(struct virtio_blk *dev, struct virtio_blk_stats *out);
 /* Capacity in 512-byte sectors. */
 uint64_t virtio_blk_capacity(const struct virtio_blk *dev);
 
+/* The image's file descriptor, for identity checks (fstat: is it the file
+ * that was locked?) only: its I/O belongs to the device thread. */
+int virtio_blk_image_fd(const struct virtio_blk *dev);
+
 /* --- for tests (usable with or without KVM) --- */
 
 /* What a 4-byte QueueNotify write does: wakes the device thread. */

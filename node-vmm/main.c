@@ -50,7 +50,8 @@ static void usage(FILE *f)
             "      on `ctl PATH stop`, or on SIGTERM/SIGINT (exit status 0).\n"
             "      --disk adds a virtio-blk disk backed by a raw image (,ro: read-only;\n"
             "      PATH without commas); --disk-rw PATH / --disk-ro PATH take any path\n"
-            "      as it is, commas included.\n"
+            "      as it is, commas included. Disks are locked against other VM processes:\n"
+            "      one writer, or any number of readers (docs/virtio-blk.md).\n"
             "      --restore continues a snapshot; options given must match it.\n"
             "ctl   sends one command to a running tern-vmm and prints the reply as JSON.\n"
             "      save pauses the VM, writes its state and memory to FILE atomically, then\n"
@@ -60,9 +61,10 @@ static void usage(FILE *f)
             "      migrate-abort (docs/migration.md).\n"
             "\n"
             "exit status of run: the guest's debug-exit byte; 0 when stopped; %d bad\n"
-            "arguments; %d set-up failed (missing file, bad kernel, no KVM); %d internal\n"
-            "error; %d guest crashed (triple fault, KVM internal error, unhandled I/O);\n"
-            "%d incoming migration failed or aborted (the guest never ran here).\n",
+            "arguments; %d set-up failed (missing file, bad kernel, no KVM, a disk image\n"
+            "in use by another VM process); %d internal error; %d guest crashed (triple\n"
+            "fault, KVM internal error, unhandled I/O); %d incoming migration failed or\n"
+            "aborted (the guest never ran here).\n",
             VMM_EXIT_USAGE, VMM_EXIT_SETUP, VMM_EXIT_INTERNAL, VMM_EXIT_GUEST_CRASH,
             VMM_EXIT_MIGRATION);
 }
@@ -183,6 +185,70 @@ static enum mig_incoming_outcome receive(struct vmm_loop *v, struct tern_err *er
     return o;
 }
 
+static bool vm_ending(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool ending = vm->state == VM_STATE_ENDING;
+    pthread_mutex_unlock(&vm->lock);
+    return ending;
+}
+
+static void on_lock_retry(struct loop *l, void *opaque)
+{
+    (void)opaque;
+    loop_stop(l);
+}
+
+/* The incoming migration committed here: the write locks of the
+ * read-write disks (vm_lock_disks), before the guest may run. The source
+ * lets go of them at its own commit, which may come a moment after this
+ * side's (each agent tells its own VMM), so a disk still held is retried
+ * from the loop, which keeps answering the control socket, for up to
+ * DISK_LOCK_HANDOVER_MS; a stop (signal, or `stop`, flagged in
+ * *stop_asked) ends the wait. */
+static int take_disk_locks(struct vmm_loop *v, const bool *stop_asked, struct tern_err *err)
+{
+    if (vm_lock_disks(v->vm, false, err) == 0)
+        return 0;
+    if (err->code != TERN_ERR_CONFLICT)
+        return -1;
+    fprintf(stderr, "tern-vmm: waiting up to %d ms for the source to release its disk locks (%s)\n",
+            DISK_LOCK_HANDOVER_MS, err->msg);
+    if (loop_add_fd(v->loop, v->vm->end_eventfd, LOOP_READ, on_vm_end, v, err) < 0)
+        return -1;
+    int64_t start = loop_now_ms(), deadline = start + DISK_LOCK_HANDOVER_MS;
+    int rc = -1;
+    for (unsigned attempt = 0;; attempt++) {
+        uint64_t t = loop_add_timer(v->loop, disk_lock_retry_ms(attempt), on_lock_retry, v);
+        struct tern_err lerr;
+        if (!t || loop_run(v->loop, &lerr) < 0) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
+            nanosleep(&ts, NULL); /* the loop failed: wait without it */
+        }
+        loop_del_timer(v->loop, t);
+        if (vm_ending(v->vm) || *stop_asked) {
+            tern_err_set(err, "told to stop while waiting for the source to release the disk locks");
+            break;
+        }
+        bool last = loop_now_ms() >= deadline;
+        if (vm_lock_disks(v->vm, last, err) == 0) {
+            fprintf(stderr, "tern-vmm: disk locks taken after %lld ms\n",
+                    (long long)(loop_now_ms() - start));
+            rc = 0;
+            break;
+        }
+        if (err->code != TERN_ERR_CONFLICT)
+            break;
+        if (last) {
+            tern_err_prefix(err, "the source did not release its disk locks within %d ms",
+                            DISK_LOCK_HANDOVER_MS);
+            break;
+        }
+    }
+    loop_del_fd(v->loop, v->vm->end_eventfd);
+    return rc;
+}
+
 /* Runs until the VM ends. */
 static void run_vm(struct vmm_loop *v)
 {
@@ -276,6 +342,15 @@ static int cmd_run(int argc, char **argv)
             ctl.incoming = v.in = incoming;
             o = receive(&v, &err);
             v.in = NULL;
+        }
+        if (o == MIG_INCOMING_RUN && take_disk_locks(&v, &ctl.stop_after_start, &err) < 0) {
+            o = MIG_INCOMING_FAILED;
+            tern_err_prefix(&err, "the migration committed here");
+        }
+        if (o == MIG_INCOMING_RUN && vm_ending(&vm)) { /* a signal came after the commit */
+            o = MIG_INCOMING_FAILED;
+            tern_err_set(&err, "the migration committed here, but the VMM was told to stop before the "
+                              "guest started");
         }
         if (o != MIG_INCOMING_RUN) {
             text_put_line(stderr, "tern-vmm: incoming migration failed: %s; the guest was not started here\n",

@@ -234,6 +234,9 @@ static int vm_setup_disks(struct vm *vm, const struct run_options *o, char *cmdl
         if (virtio_blk_create(&vm->disks[i], &cfg, &vm->mem, vm->vm_fd, &vm->dirty, err) < 0)
             return tern_err_prefix(err, "disk %u", i);
         vm->nr_disks++;
+        /* The file locked is the file written (the path may have changed). */
+        if (disk_lock_same_file(&vm->disk_locks[i], virtio_blk_image_fd(vm->disks[i]), err) < 0)
+            return -1;
         if (mmio_bus_register(&vm->mmio, virtio_blk_mmio(vm->disks[i]), err) < 0)
             return -1;
         size_t len = strlen(cmdline);
@@ -244,6 +247,44 @@ static int vm_setup_disks(struct vm *vm, const struct run_options *o, char *cmdl
         snprintf(cmdline + len, cap - len, "%s%s", len ? " " : "", param);
     }
     return 0;
+}
+
+/* Opens a lock for every disk and takes them (invariant 7), before
+ * anything else is set up: a VM whose disk another process uses goes no
+ * further. An incoming VM takes only the read locks now (the source holds
+ * and uses the write locks until its commit). */
+static int vm_lock_disks_at_create(struct vm *vm, const struct run_options *o,
+                                   struct tern_err *err)
+{
+    for (unsigned i = 0; i < o->nr_disks; i++) {
+        if (disk_lock_open(&vm->disk_locks[i], o->disks[i].path, !o->disks[i].read_only, err) < 0)
+            return -1;
+        vm->nr_disk_locks++;
+    }
+    unsigned which = o->incoming ? DISK_LOCK_READERS : DISK_LOCK_ALL;
+    return disk_lock_take_set(vm->disk_locks, vm->nr_disk_locks, which, true, err);
+}
+
+int vm_lock_disks(struct vm *vm, bool find_holder, struct tern_err *err)
+{
+    if (disk_lock_take_set(vm->disk_locks, vm->nr_disk_locks, DISK_LOCK_WRITERS, find_holder,
+                           err) < 0)
+        return -1;
+    atomic_store(&vm->disks_handed_over, false);
+    return 0;
+}
+
+void vm_release_disks(struct vm *vm)
+{
+    atomic_store(&vm->disks_handed_over, true);
+    for (unsigned i = 0; i < vm->nr_disk_locks; i++) {
+        struct disk_lock *l = &vm->disk_locks[i];
+        struct tern_err e;
+        if (!l->write || disk_lock_release(l, &e) == 0)
+            continue;
+        fprintf(stderr, "tern-vmm: %s; closing it instead\n", e.msg);
+        disk_lock_close(l);
+    }
 }
 
 int vm_create(struct vm *vm, const struct run_options *o, struct tern_err *err)
@@ -258,6 +299,8 @@ int vm_create(struct vm *vm, const struct run_options *o, struct tern_err *err)
     vm->nr_vcpus = o->vcpus;
 
     struct kvm_cpuid2 *supported = NULL;
+    if (vm_lock_disks_at_create(vm, o, err) < 0)
+        goto fail;
     if (kvm_open_checked(vm, err) < 0)
         goto fail;
     vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
@@ -473,6 +516,10 @@ void vm_destroy(struct vm *vm)
     for (unsigned i = 0; i < vm->nr_disks; i++)
         virtio_blk_destroy(vm->disks[i]);
     vm->nr_disks = 0;
+    /* Only now that nothing writes the images any more. */
+    for (unsigned i = 0; i < vm->nr_disk_locks; i++)
+        disk_lock_close(&vm->disk_locks[i]);
+    vm->nr_disk_locks = 0;
     vmm_dirty_free(&vm->dirty);
     if (vm->serial.pio.ops)
         dev_serial_close(&vm->serial);

@@ -18,6 +18,7 @@
 #include "boot.h"
 #include "dev_heartbeat.h"
 #include "dev_serial.h"
+#include "disk_lock.h"
 #include "guest_memory.h"
 #include "mmio.h"
 #include "options.h"
@@ -92,6 +93,13 @@ struct vm {
     struct disk_spec disk_specs[VMM_MAX_DISKS]; /* paths point into disk_paths */
     char disk_paths[VMM_MAX_DISKS][PATH_MAX];
     struct virtio_blk *disks[VMM_MAX_DISKS];
+    /* Disk image locks (disk_lock.h; invariant 7), disk_locks[i] for disk
+     * i: vm_create takes them all, except that an incoming VM takes its
+     * write locks only at commit (vm_lock_disks); a migration's source
+     * releases them at its commit (vm_release_disks). */
+    struct disk_lock disk_locks[VMM_MAX_DISKS];
+    unsigned nr_disk_locks;
+    atomic_bool disks_handed_over; /* released at a migration's commit: never write again */
     bool restoring; /* created for --restore: no kernel loaded, state comes later */
     struct mig_source *migration; /* the last live migration from here (migrate/) */
     uint32_t *saved_msrs; /* MSRs that travel with vCPU state, probed once (vcpu_state.c) */
@@ -107,10 +115,28 @@ struct vm {
     struct timespec started;
 };
 
-/* Opens KVM, creates the VM, its RAM, irqchip, PIT, devices and vCPUs, and
- * loads the kernel (unless opts->restore: then RAM and state come from the
- * snapshot). Nothing runs yet. On failure everything is released. */
+/* Locks the disk images first (read-write disks for writing, read-only
+ * ones for reading; with opts->incoming only the read-only ones: the
+ * source still writes), refusing with disk_lock_take's message if another
+ * process holds one; then opens KVM, creates the VM, its RAM, irqchip,
+ * PIT, devices and vCPUs, and loads the kernel (unless opts->restore: then
+ * RAM and state come from the snapshot). Nothing runs yet. On failure
+ * everything is released. */
 int vm_create(struct vm *vm, const struct run_options *opts, struct tern_err *err);
+
+/* The write locks vm_create left untaken (an incoming VM's read-write
+ * disks): one non-blocking attempt, all or nothing. A disk still held by
+ * another process is TERN_ERR_CONFLICT: the caller retries (the source
+ * releases at its commit). find_holder as in disk_lock_take. Also clears
+ * disks_handed_over. */
+int vm_lock_disks(struct vm *vm, bool find_holder, struct tern_err *err);
+
+/* A migration's source, at its commit: lets go of the write locks of the
+ * read-write disks so that the destination can take them, and marks the
+ * VM handed over. Call only with the guest paused for good and the disks
+ * quiesced: from here on nothing may write the images. A lock that will
+ * not release is closed (which ends it). */
+void vm_release_disks(struct vm *vm);
 
 /* Starts the device threads, then one thread per vCPU. */
 int vm_start(struct vm *vm, struct tern_err *err);

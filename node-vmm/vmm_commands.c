@@ -249,6 +249,12 @@ static json_t *cmd_save(void *opaque, json_t *req, struct tern_err *err)
     if (stop_j && !json_is_boolean(stop_j))
         return tern_err_set(err, "save: \"stop\" must be true or false"), NULL;
     bool stop = json_is_true(stop_j);
+    /* A save drains and then restarts the disks, which would serve requests
+     * the destination now serves: never after the hand-over (invariant 7). */
+    if (atomic_load(&vm->disks_handed_over))
+        return tern_err_set(err, "save: this VM was handed over to a migration's destination (its "
+                                 "disk locks went with it); this copy must not run or write again"),
+               NULL;
     /* Its own hold: a guest the operator paused stays paused afterwards. */
     if (vm_pause(vm, VM_HOLD_SAVE, err) < 0)
         return NULL;

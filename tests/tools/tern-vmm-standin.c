@@ -1,18 +1,32 @@
-/* tern-vmm-standin: a stand-in for tern-vmm in tests of the agent (ternd)
- * on machines without KVM. It runs NO guest: it takes tern-vmm's command
- * line (`run ... --control PATH [--incoming tls://ADDR:PORT --token T
- * --commit-gate]`, everything else ignored) and speaks its control protocol
- * (docs/control-protocol.md: status, stop, watch, migrate, migrate-commit,
- * migrate-abort, migrate-cancel) so that ternd's supervision, migrations,
- * evacuations and failovers can be exercised: what the agent does, not what
- * a VM does. Tests that need a guest use the real tern-vmm on KVM.
+/* tern-vmm-standin: a STAND-IN for tern-vmm in tests of the agent (ternd)
+ * on machines without KVM. It runs NO guest. What it imitates of tern-vmm:
+ *  - the command line ternd gives it (`run ... --control PATH [--disk-rw
+ *    PATH | --disk-ro PATH | --disk PATH[,ro]]... [--incoming
+ *    tls://ADDR:PORT --token T --commit-gate]`; --disk is parsed by
+ *    tern-vmm's own parse_disk_spec, --disk-rw/--disk-ro take the path as
+ *    it is, everything else is ignored);
+ *  - the disk image locks (node-vmm/disk_lock.h, invariant 7), taken
+ *    through the same module at the same moments: every disk's lock
+ *    before anything else (a disk in use elsewhere: the same message on
+ *    stderr, exit status 65, no control socket); an incoming VM only the
+ *    read-only disks' at start and the write locks at its commit, retried
+ *    for up to DISK_LOCK_HANDOVER_MS (then exit 75, "the guest was not
+ *    started here"); a source releases its write locks when told to
+ *    commit, and keeps them on an abort;
+ *  - its control protocol (docs/control-protocol.md: status, stop, watch,
+ *    migrate, migrate-commit, migrate-abort, migrate-cancel) and its exit
+ *    statuses (0, 64, 65, 75);
+ * so that ternd's supervision, migrations, evacuations, failovers and its
+ * handling of a refused start can be exercised: what the agent does, not
+ * what a VM does. Tests that need a guest use the real tern-vmm on KVM.
  *
  * A "migration" between two stand-ins is a TCP connection from the source
  * to the destination's --incoming address carrying the token: the
  * destination answers READY at once; the source then waits in phase
  * "ready" (commit gate) for its agent, and sends COMMIT or ABORT; the
  * destination runs only on its own agent's migrate-commit, as tern-vmm
- * does. A heartbeat counter advances every 10 ms while "running".
+ * does, once it holds its disks' write locks. A heartbeat counter
+ * advances every 10 ms while "running".
  *
  * TERN_STANDIN_FAIL_MIGRATE=1 makes a source fail its migration at once.
  * While a file named `standin-hold` exists next to the control socket, a
@@ -32,6 +46,8 @@
 
 #include "common/loop.h"
 #include "common/unix_listen.h"
+#include "node-vmm/disk_lock.h"
+#include "node-vmm/options.h"
 
 #define MAX_CONN 16
 
@@ -66,6 +82,11 @@ static struct {
     char in_phase[16]; /* waiting, ready, committing */
     bool source_committed;
     bool gate;
+    /* disks: their locks, as tern-vmm's (disk_lock.h) */
+    struct disk_lock locks[VMM_MAX_DISKS];
+    unsigned nr_disks;
+    int64_t lock_deadline; /* destination committing: until when it retries */
+    unsigned lock_attempt;
     const char *control;
     int exit_code;
 } S = {.peer = -1, .listen_fd = -1, .in_peer = -1};
@@ -245,6 +266,11 @@ static const char *source_decide(bool commit)
         return commit ? "migrate-commit: not in phase ready" : "migrate-abort: no migration runs";
     S.held = false;
     if (commit) {
+        /* As tern-vmm at its commit: the guest never runs here again, the
+         * destination takes the disks' write locks. */
+        struct tern_err err;
+        if (disk_lock_release_set(S.locks, S.nr_disks, DISK_LOCK_WRITERS, &err) < 0)
+            fprintf(stderr, "tern-vmm: %s\n", err.msg);
         set_phase("committing");
         if (S.peer >= 0 && send(S.peer, "COMMIT\n", 7, MSG_NOSIGNAL) != 7)
             close_peer(&S.peer);
@@ -274,9 +300,9 @@ static void on_in_peer(struct loop *l, int fd, unsigned events, void *opaque)
         return;
     if (n <= 0) {
         close_peer(&S.in_peer);
-        if (strcmp(S.in_phase, "ready") != 0)
+        if (S.state == ST_INCOMING && !strcmp(S.in_phase, "waiting"))
             end_now(75); /* before READY: the guest never ran here */
-        return;             /* after READY: the agent decides */
+        return;          /* after READY: the agent decides */
     }
     buf[n] = '\0';
     if (!strncmp(buf, "TOKEN ", 6) && !strcmp(S.in_phase, "waiting")) {
@@ -294,8 +320,8 @@ static void on_in_peer(struct loop *l, int fd, unsigned events, void *opaque)
     }
     if (strstr(buf, "COMMIT"))
         S.source_committed = true; /* noted, not obeyed: the agent decides */
-    if (strstr(buf, "ABORT"))
-        end_now(75);
+    if (strstr(buf, "ABORT") && S.state == ST_INCOMING && !strcmp(S.in_phase, "ready"))
+        end_now(75); /* once committing here, the agent's commit stands */
 }
 
 static void on_listen(struct loop *l, int fd, unsigned events, void *opaque)
@@ -317,12 +343,8 @@ static void on_listen(struct loop *l, int fd, unsigned events, void *opaque)
     S.in_peer = c;
 }
 
-static const char *dest_commit(void)
+static void dest_run(void)
 {
-    if (S.state != ST_INCOMING)
-        return NULL; /* running already: a repeat is harmless */
-    if (strcmp(S.in_phase, "ready") != 0)
-        return "migrate-commit: the destination has not received the complete state yet";
     S.state = ST_RUNNING;
     S.handover_gap_ms = 5.0;
     S.heartbeats++;
@@ -331,6 +353,57 @@ static const char *dest_commit(void)
     close_peer(&S.listen_fd);
     fprintf(stderr, "tern-vmm: migration received; the guest runs here (committed by the agent)\n");
     notify("running", NULL, NULL);
+}
+
+static void dest_fail(const char *why)
+{
+    fprintf(stderr, "tern-vmm: incoming migration failed: the migration committed here: %s; the "
+                    "guest was not started here\n",
+            why);
+    end_now(75);
+}
+
+/* Committed here: the write locks first, retried (the source releases at
+ * its own commit) until DISK_LOCK_HANDOVER_MS have passed, as tern-vmm. */
+static void dest_take_locks(struct loop *l, void *opaque)
+{
+    (void)opaque;
+    if (S.state != ST_INCOMING || strcmp(S.in_phase, "committing") != 0)
+        return; /* stopped meanwhile */
+    bool last = loop_now_ms() >= S.lock_deadline;
+    struct tern_err err;
+    if (disk_lock_take_set(S.locks, S.nr_disks, DISK_LOCK_WRITERS, last, &err) == 0) {
+        dest_run();
+        return;
+    }
+    if (err.code != TERN_ERR_CONFLICT) {
+        dest_fail(err.msg);
+        return;
+    }
+    if (last) {
+        char why[TERN_ERR_MAX + 96];
+        snprintf(why, sizeof(why), "the source did not release its disk locks within %d ms: %s",
+                 DISK_LOCK_HANDOVER_MS, err.msg);
+        dest_fail(why);
+        return;
+    }
+    if (S.lock_attempt == 0)
+        fprintf(stderr, "tern-vmm: waiting up to %d ms for the source to release its disk locks "
+                        "(%s)\n",
+                DISK_LOCK_HANDOVER_MS, err.msg);
+    loop_add_timer(l, disk_lock_retry_ms(S.lock_attempt++), dest_take_locks, NULL);
+}
+
+static const char *dest_commit(void)
+{
+    if (S.state != ST_INCOMING || !strcmp(S.in_phase, "committing"))
+        return NULL; /* running or committing already: a repeat is harmless */
+    if (strcmp(S.in_phase, "ready") != 0)
+        return "migrate-commit: the destination has not received the complete state yet";
+    snprintf(S.in_phase, sizeof(S.in_phase), "committing");
+    S.lock_deadline = loop_now_ms() + DISK_LOCK_HANDOVER_MS;
+    S.lock_attempt = 0;
+    dest_take_locks(S.loop, NULL);
     return NULL;
 }
 
@@ -368,20 +441,26 @@ static void answer(struct conn *c, const char *line)
     } else if (!strcmp(cmd, "stop")) {
         reply(c->fd, json_pack("{s:b}", "ok", 1));
         json_decref(req);
-        end_now(0);
+        if (S.state == ST_INCOMING && !strcmp(S.in_phase, "committing"))
+            dest_fail("told to stop while waiting for the source to release the disk locks");
+        else
+            end_now(0);
         return;
     } else if (!strcmp(cmd, "migrate")) {
         refused = source_migrate(req);
     } else if (!strcmp(cmd, "migrate-commit")) {
         refused = S.state == ST_INCOMING || S.listen_fd >= 0 ? dest_commit() : source_decide(true);
     } else if (!strcmp(cmd, "migrate-abort") || !strcmp(cmd, "migrate-cancel")) {
-        if (S.state == ST_INCOMING) {
+        if (S.state == ST_INCOMING && !strcmp(S.in_phase, "committing")) {
+            refused = "migrate-abort: too late, the guest was committed here and is starting";
+        } else if (S.state == ST_INCOMING) {
             reply(c->fd, json_pack("{s:b}", "ok", 1));
             json_decref(req);
             end_now(75);
             return;
+        } else {
+            refused = source_decide(false);
         }
-        refused = source_decide(false);
     } else {
         refused = "unknown command";
     }
@@ -454,8 +533,30 @@ int main(int argc, char **argv)
         return 64;
     }
     const char *incoming = NULL;
+    struct disk_spec disks[VMM_MAX_DISKS];
+    struct tern_err err;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--control") && i + 1 < argc)
+        if (!strcmp(argv[i], "--disk") && i + 1 < argc) {
+            if (S.nr_disks == VMM_MAX_DISKS) {
+                fprintf(stderr, "tern-vmm: at most %d --disk options\n", VMM_MAX_DISKS);
+                return 64;
+            }
+            if (parse_disk_spec(argv[++i], &disks[S.nr_disks], &err) < 0) {
+                fprintf(stderr, "tern-vmm: %s\n", err.msg);
+                return 64;
+            }
+            S.nr_disks++;
+        } else if ((!strcmp(argv[i], "--disk-rw") || !strcmp(argv[i], "--disk-ro")) &&
+                   i + 1 < argc) {
+            /* The path as given (ternd passes disks this way). */
+            if (S.nr_disks == VMM_MAX_DISKS || !argv[i + 1][0]) {
+                fprintf(stderr, "tern-vmm: bad or too many disk options\n");
+                return 64;
+            }
+            disks[S.nr_disks++] = (struct disk_spec){.path = argv[i + 1],
+                                                     .read_only = !strcmp(argv[i], "--disk-ro")};
+            i++;
+        } else if (!strcmp(argv[i], "--control") && i + 1 < argc)
             S.control = argv[++i];
         else if (!strcmp(argv[i], "--incoming") && i + 1 < argc)
             incoming = argv[++i];
@@ -471,8 +572,20 @@ int main(int argc, char **argv)
     const char *slash = strrchr(S.control, '/');
     snprintf(S.hold_path, sizeof(S.hold_path), "%.*sstandin-hold",
              slash ? (int)(slash - S.control + 1) : 0, S.control);
+    /* The disks' locks before anything else, as tern-vmm's vm_create: an
+     * incoming VM takes its write locks only at commit. */
+    for (unsigned i = 0; i < S.nr_disks; i++) {
+        if (disk_lock_open(&S.locks[i], disks[i].path, !disks[i].read_only, &err) < 0) {
+            fprintf(stderr, "tern-vmm: %s\n", err.msg);
+            return 65;
+        }
+    }
+    if (disk_lock_take_set(S.locks, S.nr_disks, incoming ? DISK_LOCK_READERS : DISK_LOCK_ALL, true,
+                           &err) < 0) {
+        fprintf(stderr, "tern-vmm: %s\n", err.msg);
+        return 65;
+    }
     signal(SIGPIPE, SIG_IGN);
-    struct tern_err err;
     if (loop_new(&S.loop, &err) < 0) {
         fprintf(stderr, "tern-vmm-standin: %s\n", err.msg);
         return 70;
