@@ -15,7 +15,7 @@ OPT ?= -O2
 # EXTRA_CFLAGS/EXTRA_LDFLAGS: added flags (debian/rules passes dpkg-buildflags').
 CFLAGS := -std=gnu11 -Wall -Wextra -Werror $(OPT) -g -D_GNU_SOURCE -I. -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(SANFLAGS) $(EXTRA_LDFLAGS)
-LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lcpg -lvotequorum -lcmap -lqb -lpthread
+LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lcpg -lvotequorum -lcmap -lqb -lmicrohttpd -lpthread
 TEST_LIBS := -lcmocka
 
 CORE_SRCS := $(wildcard common/*.c) $(wildcard proto/*.c) $(wildcard dirtylog/*.c) $(wildcard migrate/*.c) \

@@ -259,6 +259,7 @@ static void on_replica_applied(void *opaque, uint32_t sender, const json_t *msg,
     if (rc == 0 && msg)
         local_on_applied(a, msg);
     requests_on_applied(a, sender, msg, rc, err);
+    metrics_on_applied(a, msg, rc);
     agent_changed(a);
 }
 
@@ -706,7 +707,7 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     a->outq = calloc(1, sizeof(*a->outq));
     if (!a->outq)
         return tern_err_set(err, "out of memory");
-    if (requests_new(a, err) < 0 || local_new(a, err) < 0)
+    if (requests_new(a, err) < 0 || local_new(a, err) < 0 || metrics_open(a, err) < 0)
         return -1;
 
     struct cl_state *st = cl_state_new();
@@ -767,8 +768,10 @@ int agent_run(struct agent *a, struct tern_err *err)
 
 void agent_destroy(struct agent *a)
 {
-    if (a->loop)
+    if (a->loop) {
         api_close(a);
+        metrics_close(a);
+    }
     if (a->local)
         local_free(a);
     if (a->requests)

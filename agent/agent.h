@@ -42,6 +42,7 @@ struct api;
 struct local;
 struct requests;
 struct outq;
+struct metrics;
 
 struct agent {
     struct ternd_config cfg;
@@ -77,6 +78,7 @@ struct agent {
     struct api *api;
     struct local *local;
     struct requests *requests;
+    struct metrics *metrics; /* NULL while metrics are off (metrics.c) */
 };
 
 /* agent.c: set-up (config, locks, corosync, persisted state, control
@@ -150,6 +152,24 @@ void requests_poll(struct agent *a);
  * failed): pending changes that it no longer holds are answered as not
  * acknowledged; after a rejoin, so are those whose fate is unknown. */
 void requests_on_replaced(struct agent *a, bool rejoined);
+
+/* metrics.c: Prometheus metrics over HTTP on metrics_addr (off when it is
+ * not set; docs/ternd.md "Metrics"), served from the loop by libmicrohttpd
+ * without threads of its own. Gauges come from the replica at scrape time;
+ * counters and histograms count since this ternd started. Every function
+ * is called on the loop's thread and is a no-op while metrics are off. */
+int metrics_open(struct agent *a, struct tern_err *err);
+void metrics_close(struct agent *a);
+/* A state message applied here (rc 0) or refused: counts migrations that
+ * ended (migration_done, migration_abort, and those a membership change or
+ * a VM report ended), evacuations (host_mode maintenance). */
+void metrics_on_applied(struct agent *a, const json_t *msg, int rc);
+/* A fencing attempt this host ran, and its result. */
+void metrics_count_fence(struct agent *a, bool ok);
+/* A failover this host ran: from the host lost to its HA VMs placed. */
+void metrics_observe_failover(struct agent *a, double seconds);
+/* An HA restart placed on this host. */
+void metrics_count_vm_restart(struct agent *a);
 
 /* local_vms.c: what this host runs, settled against the state. */
 int local_new(struct agent *a, struct tern_err *err);

@@ -91,6 +91,48 @@ static int parse_bool(const char *v, bool *out)
     return -1;
 }
 
+/* metrics_addr: "PORT" (loopback), "IPV4:PORT" or "[IPV6]:PORT". */
+static int parse_metrics_addr(struct ternd_config *c, const char *v, const char *where,
+                              struct tern_err *err)
+{
+    char host[CL_ADDR_MAX];
+    const char *port;
+    if (v[0] == '[') {
+        const char *close = strchr(v, ']');
+        if (!close || close[1] != ':' || (size_t)(close - v - 1) >= sizeof(host))
+            goto bad;
+        memcpy(host, v + 1, (size_t)(close - v - 1));
+        host[close - v - 1] = '\0';
+        port = close + 2;
+        unsigned char tmp[16];
+        if (inet_pton(AF_INET6, host, tmp) != 1)
+            goto bad;
+    } else if (strchr(v, ':')) {
+        const char *colon = strrchr(v, ':');
+        if ((size_t)(colon - v) >= sizeof(host))
+            goto bad;
+        memcpy(host, v, (size_t)(colon - v));
+        host[colon - v] = '\0';
+        port = colon + 1;
+        unsigned char tmp[4];
+        if (inet_pton(AF_INET, host, tmp) != 1)
+            goto bad;
+    } else {
+        snprintf(host, sizeof(host), "127.0.0.1");
+        port = v;
+    }
+    uint64_t n;
+    if (parse_u64(port, 1, 65535, &n) < 0)
+        goto bad;
+    snprintf(c->metrics_host, sizeof(c->metrics_host), "%s", host);
+    c->metrics_port = (uint16_t)n;
+    return 0;
+bad:
+    return tern_err_set(err, "%s: metrics_addr must be PORT (on 127.0.0.1), IPV4:PORT or "
+                             "[IPV6]:PORT with a port of 1..65535 (e.g. 127.0.0.1:9650 or "
+                             "[::1]:9650), got '%s'", where, v);
+}
+
 static int set_key(struct ternd_config *c, const char *key, const char *v, const char *where,
                    struct tern_err *err)
 {
@@ -198,6 +240,8 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
         c->client_stuck_s = (unsigned)n;
         return 0;
     }
+    if (!strcmp(key, "metrics_addr"))
+        return parse_metrics_addr(c, v, where, err);
     if (!strcmp(key, "cgroups")) {
         if (parse_bool(v, &c->use_cgroups) < 0)
             return tern_err_set(err, "%s: cgroups must be yes or no, got '%s'", where, v);

@@ -39,6 +39,11 @@ struct ternd_config {
     char image_dirs[TERND_IMAGE_DIRS_MAX][PATH_MAX];
     unsigned nr_image_dirs;
     bool allow_block_devices;
+    /* metrics_addr: where ternd serves Prometheus metrics (agent/metrics.c);
+     * metrics_port 0 = off (the default). metrics_host is an IPv4 or IPv6
+     * literal (a bare port in the file means 127.0.0.1). */
+    char metrics_host[CL_ADDR_MAX];
+    uint16_t metrics_port;
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or

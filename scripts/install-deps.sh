@@ -7,8 +7,8 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     liburing-dev liblz4-dev libssl-dev libjansson-dev libcmocka-dev zlib1g-dev
-    libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev
-    corosync iproute2 openssl python3
+    libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev libmicrohttpd-dev
+    corosync iproute2 openssl python3 python3-prometheus-client
     scdoc groff-base man-db systemd
 )
 

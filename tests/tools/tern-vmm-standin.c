@@ -26,7 +26,9 @@
  * "ready" (commit gate) for its agent, and sends COMMIT or ABORT; the
  * destination runs only on its own agent's migrate-commit, as tern-vmm
  * does, once it holds its disks' write locks. A heartbeat counter
- * advances every 10 ms while "running".
+ * advances every 10 ms while "running". Its status reports the
+ * migration's elapsed_s (from the migrate command to the destination's
+ * READY) and a constant bytes_sent, as tern-vmm reports its own.
  *
  * TERN_STANDIN_FAIL_MIGRATE=1 makes a source fail its migration at once.
  * While a file named `standin-hold` exists next to the control socket, a
@@ -73,6 +75,7 @@ static struct {
     char reason[256];
     int peer;         /* source: connection to the destination */
     char uri[128], out_token[128];
+    int64_t mig_started, mig_sent; /* loop_now_ms at migrate and at READY (0: not yet) */
     bool held;        /* told to migrate while standin-hold exists */
     char hold_path[4200];
     /* destination side */
@@ -118,11 +121,14 @@ static json_t *status(void)
     if (S.handover_gap_ms > 0)
         json_object_set_new(json_object_get(j, "heartbeat"), "handover_gap_ms",
                             json_real(S.handover_gap_ms));
-    if (S.phase[0])
+    if (S.phase[0]) {
+        int64_t end = S.mig_sent ? S.mig_sent : loop_now_ms();
         json_object_set_new(j, "migration",
-                            json_pack("{s:s, s:s, s:s, s:i, s:I}", "phase", S.phase, "outcome",
-                                      S.outcome, "reason", S.reason, "round", 0, "bytes_sent",
-                                      (json_int_t)4096));
+                            json_pack("{s:s, s:s, s:s, s:i, s:I, s:f}", "phase", S.phase,
+                                      "outcome", S.outcome, "reason", S.reason, "round", 0,
+                                      "bytes_sent", (json_int_t)4096, "elapsed_s",
+                                      (double)(end - S.mig_started) / 1000.0));
+    }
     if (S.state == ST_INCOMING)
         json_object_set_new(j, "incoming", json_pack("{s:s, s:b, s:b}", "phase", S.in_phase,
                                                      "commit_gate", S.gate, "source_committed",
@@ -190,6 +196,7 @@ static void on_peer(struct loop *l, int fd, unsigned events, void *opaque)
         /* the whole "state" went over: paused, waiting for the agent */
         S.state = ST_PAUSED;
         S.paused_at = loop_now_ms();
+        S.mig_sent = S.paused_at;
         set_phase("ready");
     }
     if (strstr(buf, "RUNNING")) {
@@ -203,6 +210,8 @@ static const char *source_migrate(const json_t *req)
 {
     if (S.state != ST_RUNNING || (S.phase[0] && strcmp(S.phase, "done")))
         return "a migration is running or the guest is not running";
+    S.mig_started = loop_now_ms();
+    S.mig_sent = 0;
     if (getenv("TERN_STANDIN_FAIL_MIGRATE")) {
         snprintf(S.outcome, sizeof(S.outcome), "failed");
         snprintf(S.reason, sizeof(S.reason), "stand-in told to fail");

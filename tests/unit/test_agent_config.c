@@ -36,7 +36,8 @@ static void parses_every_setting(void **state)
                        "cgroup_layout = delegated\n"
                        "corosync_wait = 5\n"
                        "client_idle_timeout = 60\n"
-                       "client_stuck_timeout = 7\n";
+                       "client_stuck_timeout = 7\n"
+                       "metrics_addr = 10.77.0.2:9650\n";
     assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), 0);
     assert_string_equal(c.host, "h1");
     assert_string_equal(c.run_dir, "/tmp/r");
@@ -56,6 +57,8 @@ static void parses_every_setting(void **state)
     assert_int_equal(c.corosync_wait_s, 5);
     assert_int_equal(c.client_idle_s, 60);
     assert_int_equal(c.client_stuck_s, 7);
+    assert_string_equal(c.metrics_host, "10.77.0.2");
+    assert_int_equal(c.metrics_port, 9650);
 }
 
 static void defaults(void **state)
@@ -73,6 +76,7 @@ static void defaults(void **state)
     assert_int_equal(c.corosync_wait_s, 60);
     assert_int_equal(c.client_idle_s, 300);
     assert_int_equal(c.client_stuck_s, 30);
+    assert_int_equal(c.metrics_port, 0); /* metrics off */
 }
 
 static void expect_error(const char *text, const char *needle)
@@ -105,6 +109,49 @@ static void bad_lines(void **state)
     expect_error("client_idle_timeout = 0\n", "client_idle_timeout must be 1..86400");
     expect_error("client_stuck_timeout = soon\n", "client_stuck_timeout must be 1..3600");
     expect_error("corosync_wait = 99999\n", "corosync_wait must be 0..3600");
+    expect_error("metrics_addr = localhost:9650\n", "metrics_addr must be PORT (on 127.0.0.1), "
+                 "IPV4:PORT or [IPV6]:PORT");
+}
+
+/* metrics_addr: a bare port is loopback; IPv4:port, [IPv6]:port; anything
+ * else (names, no port, port 0 or > 65535, IPv6 without brackets) is
+ * refused with what is expected and what was given. */
+static void metrics_addr_forms(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *value, *host;
+        unsigned port;
+    } good[] = {
+        {"9650", "127.0.0.1", 9650},
+        {"127.0.0.1:9650", "127.0.0.1", 9650},
+        {"0.0.0.0:1", "0.0.0.0", 1},
+        {"[::1]:9650", "::1", 9650},
+        {"[fd00::7]:65535", "fd00::7", 65535},
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct ternd_config c;
+        struct tern_err err;
+        char text[128];
+        ternd_config_defaults(&c);
+        snprintf(text, sizeof(text), "metrics_addr = %s\n", good[i].value);
+        if (ternd_config_parse(&c, text, "t.conf", &err) < 0)
+            fail_msg("%s: %s", good[i].value, err.msg);
+        assert_string_equal(c.metrics_host, good[i].host);
+        assert_int_equal(c.metrics_port, good[i].port);
+    }
+    static const char *const bad[] = {
+        "0",           "65536",         "127.0.0.1",      "127.0.0.1:",     "127.0.0.1:0",
+        "10.0.0.300:80", "::1:9650",    "[::1]",          "[::1]9650",      "[10.0.0.1]:80",
+        "host-a:9650", "9650x",         ":9650",          "127.0.0.1:-1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[128], got[160];
+        snprintf(text, sizeof(text), "\nmetrics_addr = %s\n", bad[i]);
+        snprintf(got, sizeof(got), "got '%s'", bad[i]);
+        expect_error(text, "t.conf line 2: metrics_addr must be");
+        expect_error(text, got);
+    }
 }
 
 static void check_names_missing_vmm(void **state)
@@ -181,6 +228,7 @@ int main(void)
         cmocka_unit_test(parses_every_setting),
         cmocka_unit_test(defaults),
         cmocka_unit_test(bad_lines),
+        cmocka_unit_test(metrics_addr_forms),
         cmocka_unit_test(check_names_missing_vmm),
         cmocka_unit_test(missing_file),
         cmocka_unit_test(shipped_example),
