@@ -20,7 +20,8 @@
  * Properties: (a), (b), (c) are assertions after every step; (d) is checked
  * in every terminal state (nothing left to do: heals and agent restarts are
  * always possible, so a terminal state has the cluster whole and every agent
- * up; the adversary's budget is finite, so every fair run ends in one).
+ * up; the adversary's budget is finite, and it may stop at any time, so
+ * every fair run ends in one).
  *
  * The default is the protocol the model shows to be safe; it differs from
  * spec/model-brief.md (and local_vms.c) in three points, each with a switch
@@ -173,6 +174,8 @@ byte d2s[2]; byte n_d2s;   /* records in flight, destination -> source */
 
 /* --- adversary budgets, ghosts --- */
 byte splits, acrashes, vkills, sbreaks;
+bool adv_done;             /* the adversary stopped (so that runs can end before
+                            * its budget is spent) */
 bool s_killed, d_killed;   /* the adversary killed that VMM */
 bool d_told;               /* dstA told dV migrate-commit, its replica holding the commit */
 /* (d), in the terminal state: named so that spin's report says which */
@@ -449,7 +452,7 @@ active proctype world()
 	/* Split the whole cluster: S | D, T with one side. Agreed delivery:
 	 * undelivered messages may first be delivered in the old configuration
 	 * on one side only (their senders'); the rest are lost. */
-	:: splits < SPLITS && comp[S] != DEAD && comp[S] == comp[D] && comp[T] == comp[S] -> atomic {
+	:: !adv_done && splits < SPLITS && comp[S] != DEAD && comp[S] == comp[D] && comp[T] == comp[S] -> atomic {
 		tk = comp[S];                                       /* the old configuration */
 		if :: tmask = (1 << S) | (1 << T) :: tmask = (1 << S) fi;   /* S's side */
 		if :: tside = tmask :: tside = 7 ^ tmask fi;        /* the side that may deliver */
@@ -480,9 +483,9 @@ active proctype world()
 
 	/* An agent crashes (its host leaves the group; its VMM lives on) and
 	 * restarts (re-attaches to its VMM, unsynced, alone until a heal). */
-	:: acrashes < AGENT_CRASHES && up[S] -> d_step {
+	:: !adv_done && acrashes < AGENT_CRASHES && up[S] -> d_step {
 		printf("EV the source agent crashes\n"); acrashes++; agent_crash(S); dump(); check(); reset_tmp() }
-	:: acrashes < AGENT_CRASHES && up[D] -> d_step {
+	:: !adv_done && acrashes < AGENT_CRASHES && up[D] -> d_step {
 		printf("EV the destination agent crashes\n"); acrashes++; agent_crash(D); dump(); check(); reset_tmp() }
 	:: !up[S] -> d_step {
 		printf("EV the source agent restarts\n"); up[S] = 1;
@@ -600,16 +603,18 @@ active proctype world()
 		dstvm = DV_DEAD; dump(); check(); reset_tmp() }
 
 	/* ---------------- the adversary ---------------- */
-	:: sbreaks < STREAM_BREAKS && sok -> d_step {
+	:: !adv_done && sbreaks < STREAM_BREAKS && sok -> d_step {
 		printf("EV adversary: the migration stream breaks\n");
 		sbreaks++; sok = 0; n_s2d = 0; n_d2s = 0; s2d[0] = 0; s2d[1] = 0; d2s[0] = 0; d2s[1] = 0;
 		dump(); check(); reset_tmp() }
-	:: vkills < VMM_KILLS && srcvm != SV_DEAD -> d_step {
+	:: !adv_done && vkills < VMM_KILLS && srcvm != SV_DEAD -> d_step {
 		printf("EV adversary: sV killed\n");
 		vkills++; srcvm = SV_DEAD; s_killed = 1; dump(); check(); reset_tmp() }
-	:: vkills < VMM_KILLS && dstvm != DV_DEAD && dstvm != DV_NONE -> d_step {
+	:: !adv_done && vkills < VMM_KILLS && dstvm != DV_DEAD && dstvm != DV_NONE -> d_step {
 		printf("EV adversary: dV killed\n");
 		vkills++; dstvm = DV_DEAD; d_killed = 1; dump(); check(); reset_tmp() }
+
+	:: !adv_done -> d_step { printf("EV adversary: stops\n"); adv_done = 1 }
 
 	/* Nothing left to do: a terminal state. */
 	:: else -> break
