@@ -31,11 +31,14 @@ PROGRAMS := $(BUILD)/tern-vmm $(if $(wildcard agent/main.c),$(BUILD)/ternd) \
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
+# The spin models (docs/cluster-state.md, "The model"); `make model-deep`
+# runs the slow checks too.
+MODEL_TESTS := $(BUILD)/tests/model/test_models
 # kvm_skip.c uses cmocka: only the test programs link it.
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out tests/support/kvm_skip.c,$(wildcard tests/support/*.c)))
 TEST_CMOCKA_OBJS := $(BUILD)/obj/tests/support/kvm_skip.o
 
-all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench
+all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) $(MODEL_TESTS) bench
 
 include tests/guest/guest.mk
 
@@ -67,6 +70,15 @@ $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_SUPPORT_
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
 
+# The spin models: a wrapper that runs tests/model/run-models.sh on $(BUILD).
+$(MODEL_TESTS): tests/model/run-models.sh
+	@mkdir -p $(dir $@)
+	@printf '#!/bin/sh\nexec "%s/tests/model/run-models.sh" "%s" "$$@"\n' "$(CURDIR)" "$(abspath $(BUILD))" > $@
+	@chmod +x $@
+
+model-deep: deps
+	@tests/model/run-models.sh $(BUILD) --deep
+
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 bench: $(BENCH_BINS)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(TEST_SUPPORT_OBJS) $(LIB)
@@ -79,7 +91,7 @@ deps:
 # Tests install what they need first, so a fresh machine needs nothing by hand.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@tests/run-tests.sh $(BUILD) unit integration
+	@tests/run-tests.sh $(BUILD) unit integration model
 
 test-unit: deps
 	@$(MAKE) --no-print-directory all
@@ -149,6 +161,6 @@ fuzz: deps
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
+.PHONY: all deps demo demo-down test test-unit test-slow model-deep asan bench bench-boot bench-snapshot bench-migrate bench-agent fuzz clean
 
 -include $(shell find $(BUILD)/obj build-fuzz/obj -name '*.d' 2>/dev/null)

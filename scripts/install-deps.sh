@@ -8,6 +8,7 @@ PACKAGES=(
     liburing-dev liblz4-dev libssl-dev libjansson-dev libcmocka-dev zlib1g-dev
     libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev
     corosync iproute2 openssl python3
+    spin
 )
 
 missing=()
