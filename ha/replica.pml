@@ -44,6 +44,13 @@
  *   BRIEF_RULE         all four: the brief read literally.
  *   OLD_MERGE_RULE     the old replica.c: as BRIEF_RULE, but the winner is
  *                      "synced first, then higher version, then lowest id".
+ *   MAIN_RULE          ha/replica.c as merged in main (commit 7c700e5):
+ *                      LOCAL_EPOCH, CONFIG_AT_CONFCHG and ACK_BY_VERSION, with
+ *                      offers of the counters from before the configuration,
+ *                      q_version a count of the events applied while quorate,
+ *                      the order q_epoch, q_version, version, and a pending
+ *                      request kept through an install when the winning state
+ *                      holds it. spin finds an acknowledged change lost.
  *   KEEP_PENDING       an origin keeps waiting for its acknowledgement across
  *                      the install of another node's state (the brief does not
  *                      say); spin finds a loss. Fixed: that wait ends there
@@ -73,6 +80,19 @@
 
 #ifdef OLD_MERGE_RULE
 #define BRIEF_RULE
+#endif
+#ifdef MAIN_RULE
+/* ha/replica.c as merged in main (7c700e5): a state's own epoch counter,
+ * the configuration applied at the configuration change, offers of the
+ * counters from before it, q_version counting the events applied while
+ * quorate, acknowledgement by version; a pending request survives an
+ * install when the state that won holds it. */
+#define LOCAL_EPOCH
+#define CONFIG_AT_CONFCHG
+#define ACK_BY_VERSION
+#define PRECONFIG_OFFER
+#define QV_COUNT
+#define REBASE_PENDING
 #endif
 #ifdef BRIEF_RULE
 #define LOCAL_EPOCH
@@ -113,6 +133,9 @@ byte qe[N];          /* q_epoch */
 byte qv[N];          /* q_version: version of the last event applied while quorate */
 byte lg[N];          /* the client changes it contains (bit k: change k) */
 bool quor[N];        /* the last configuration it applied was quorate */
+#ifdef PRECONFIG_OFFER
+byte oqe[N]; byte oqv[N]; byte ovr[N];   /* MAIN_RULE: what it offers in a round */
+#endif
 
 /* --- each node's disk: survives a crash --- */
 byte pver[N]; byte pqe[N]; byte pqv[N]; byte plg[N];
@@ -199,15 +222,23 @@ inline drop_msgs(c) {
 	cep[c] = 0
 }
 
+/* q_version after an event applied while quorate: the version then (fixed),
+ * one more event (MAIN_RULE: a count), or not kept (ORDER_BY_VERSION). */
+#if defined(QV_COUNT)
+#define QV_STEP(q, v) q++
+#elif defined(ORDER_BY_VERSION)
+#define QV_STEP(q, v) skip
+#else
+#define QV_STEP(q, v) q = v
+#endif
+
 /* cl_state_apply for a client change: refused (no effect, not even on the
  * version) in a non-quorate configuration. */
 inline apply_change(i, k) {
 	if
 	:: quor[i] ->
 		ver[i]++;
-#ifndef ORDER_BY_VERSION
-		qv[i] = ver[i];
-#endif
+		QV_STEP(qv[i], ver[i]);
 		lg[i] = lg[i] | (1 << k);
 		if
 		:: orig[k] == i -> pend[k] = ver[i]   /* the origin waits for the watermark */
@@ -230,9 +261,7 @@ inline apply_config(i, c, n) {
 #else
 		qe[i] = cep[c];
 #endif
-#ifndef ORDER_BY_VERSION
-		qv[i] = ver[i];
-#endif
+		QV_STEP(qv[i], ver[i]);
 		skip
 	:: else
 	fi
@@ -253,9 +282,13 @@ inline enqueue(i, k) {
 }
 
 /* Offer a beats offer b, b having the lower node id (round_winner). A
- * replica applies nothing in a round, so its offer is its state now. */
+ * replica applies nothing in a round, so its offer is its state now
+ * (MAIN_RULE: what it recorded at the configuration change). */
 #if defined(OLD_MERGE_RULE)
 #define BEATS(a, b) ((synced[a] && !synced[b]) || (synced[a] == synced[b] && ver[a] > ver[b]))
+#elif defined(PRECONFIG_OFFER)
+#define BEATS(a, b) (oqe[a] > oqe[b] || (oqe[a] == oqe[b] && (oqv[a] > oqv[b] || \
+                     (oqv[a] == oqv[b] && ovr[a] > ovr[b]))))
 #elif defined(ORDER_BY_VERSION)
 #define BEATS(a, b) (qe[a] > qe[b] || (qe[a] == qe[b] && ver[a] > ver[b]))
 #else
@@ -412,9 +445,7 @@ inline deliver(c, X, M) {
 #else
 				nqe = cep[c];
 #endif
-#ifndef ORDER_BY_VERSION
-				nqv = nver;
-#endif
+				QV_STEP(nqv, nver);
 				skip
 			:: else
 			fi;
@@ -436,7 +467,21 @@ inline deliver(c, X, M) {
 					/* another node's history: the disk and what this
 					 * node's clients wait for refer to the old one */
 					pval[dj] = 0;
-#ifndef KEEP_PENDING
+#if defined(REBASE_PENDING)
+					/* requests_on_replaced: kept if the state that won holds
+					 * it, then durable once that state is */
+					ai = 0;
+					do
+					:: ai < CH ->
+						if
+						:: orig[ai] == dj && pend[ai] > 0 ->
+							if :: nlg & (1 << ai) -> pend[ai] = nver :: else -> pend[ai] = 0 fi
+						:: else
+						fi;
+						ai++
+					:: else -> break
+					od;
+#elif !defined(KEEP_PENDING)
 					ai = 0;
 					do
 					:: ai < CH -> if :: orig[ai] == dj -> pend[ai] = 0 :: else fi; ai++
@@ -496,6 +541,9 @@ inline confchg(M, joined) {
 				inr[bi] = 0
 			:: else
 			fi;
+#ifdef PRECONFIG_OFFER
+			oqe[bi] = qe[bi]; oqv[bi] = qv[bi]; ovr[bi] = ver[bi];
+#endif
 #ifdef CONFIG_AT_CONFCHG
 			if :: synced[bi] -> apply_config(bi, tc, tn) :: else fi;
 #endif
@@ -596,6 +644,9 @@ inline check_invariants() {
 inline crash_node(i) {
 	comp[i] = DEAD;
 	synced[i] = 0; inr[i] = 0; offered[i] = 0; ssent[i] = 0; rq[i] = 0; cfgv[i] = 0;
+#ifdef PRECONFIG_OFFER
+	oqe[i] = 0; oqv[i] = 0; ovr[i] = 0;
+#endif
 	ver[i] = 0; qe[i] = 0; qv[i] = 0; lg[i] = 0; quor[i] = 0;
 	aj = 0;
 	do :: aj < CH -> if :: orig[aj] == i -> pend[aj] = 0 :: else fi; aj++ :: else -> break od

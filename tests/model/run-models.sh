@@ -160,6 +160,7 @@ check replica_fixed              $R holds        "-DEVMAX=4"                    
 check replica_fixed_restart_into $R holds        "-DEVMAX=3 -DRESTART_INTO"      -DCOLLAPSE
 check replica_old_merge_rule     $R "fails:$P1"  "-DEVMAX=3 -DOLD_MERGE_RULE"    -DCOLLAPSE
 check replica_brief_rule         $R "fails:$P1"  "-DEVMAX=3 -DBRIEF_RULE"        -DCOLLAPSE
+check replica_main_rule          $R "fails:$P1"  "-DEVMAX=4 -DMAIN_RULE"         -DCOLLAPSE
 check replica_config_at_confchg  $R "fails:$P1"  "-DEVMAX=3 -DCONFIG_AT_CONFCHG" -DCOLLAPSE
 check replica_order_by_version   $R "fails:$P1"  "-DEVMAX=3 -DORDER_BY_VERSION"  -DCOLLAPSE
 check replica_keep_pending       $R "fails:$P1"  "-DEVMAX=3 -DKEEP_PENDING"      -DCOLLAPSE
