@@ -62,7 +62,12 @@ check() {
     # than the search needs
     local hash=-w23
     [ "$expect" = holds ] || hash=-w20
-    (cd "$dir" && nice ./pan -m100000 $hash > pan.out 2>&1)
+    # CPU seconds (user+sys): pan's own "elapsed time" is wall-clock, which
+    # other loads on the machine stretch
+    local TIMEFORMAT='%U %S'
+    { time (cd "$dir" && nice ./pan -m100000 $hash > pan.out 2>&1); } 2> "$dir/cpu.txt"
+    local cpu
+    cpu=$(awk '{ printf "%.1f", $1 + $2 }' "$dir/cpu.txt")
     local errors states depth secs
     errors=$(sed -n 's/.*errors: \([0-9]\+\).*/\1/p' "$dir/pan.out" | tail -n1)
     states=$(sed -n 's/^ *\([0-9.e+]\+\) states, stored.*/\1/p' "$dir/pan.out" | tail -n1)
@@ -88,7 +93,7 @@ check() {
             fail "$name" "$why"
             return
         fi
-        echo "    $model ${defs:-(defaults)}: holds; whole state space: $states states, depth $depth, ${secs}s"
+        echo "    $model ${defs:-(defaults)}: holds; whole state space: $states states, depth $depth, ${cpu}s CPU (${secs}s)"
         ;;
     fails:*)
         local want=${expect#fails:}
@@ -105,7 +110,7 @@ check() {
         replay "$dir" "$base" "$defs"
         local events
         events=$(grep -c '^ *EV ' "$dir/counterexample.txt")
-        echo "    $model $defs: counterexample as expected: ${got#pan:1: }, $events events (${states} states searched, ${secs}s)"
+        echo "    $model $defs: counterexample as expected: ${got#pan:1: }, $events events (${states} states searched, ${cpu}s CPU)"
         echo "    replayed in $dir/counterexample.txt"
         ;;
     esac
