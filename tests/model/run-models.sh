@@ -132,7 +132,7 @@ replay() {
     [ -n "$trail" ] || return 0
     # shellcheck disable=SC2086
     (cd "$dir" && spin -t -k "$(basename "$trail")" $defs "$base" 2>&1 |
-        grep -v -E '^\s*$|^spin: trail ends|^#processes|^\s+[a-z_]+(\[[0-9]+\])? = |^[0-9]+:\s+proc|processes created' \
+        grep -v -E '^\s*$|^spin: trail ends|^#processes|^\s+[a-z_][a-z_0-9]*(\[[0-9]+\])? = |^ *[0-9]+:\s+proc|process(es)? created' \
         > counterexample.txt)
 }
 
