@@ -38,7 +38,11 @@ TEST_CMOCKA_SRCS := tests/support/kvm_skip.c tests/support/ternd_assert.c
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_CMOCKA_SRCS),$(wildcard tests/support/*.c)))
 TEST_CMOCKA_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_CMOCKA_SRCS))
 
-all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) bench dist
+# The spin models (docs/cluster-state.md, "The model"); `make model-deep`
+# runs the slow checks too.
+MODEL_TESTS := $(BUILD)/tests/model/test_models
+
+all: $(PROGRAMS) $(BUILD)/testguest.elf $(UNIT_TESTS) $(INTEGRATION_TESTS) $(MODEL_TESTS) bench dist
 
 # What `--version` prints (common/version.h): scripts/version.sh, unless given
 # (debian/rules passes the package's version).
@@ -97,6 +101,15 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT_OBJS) $(TEST_C
 $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
+
+# The spin models: a wrapper that runs tests/model/run-models.sh on $(BUILD).
+$(MODEL_TESTS): tests/model/run-models.sh
+	@mkdir -p $(dir $@)
+	@printf '#!/bin/sh\nexec "%s/tests/model/run-models.sh" "%s" "$$@"\n' "$(CURDIR)" "$(abspath $(BUILD))" > $@
+	@chmod +x $@
+
+model-deep: deps
+	@tests/model/run-models.sh $(BUILD) --deep
 
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 bench: $(BENCH_BINS)
@@ -158,7 +171,7 @@ deps:
 # Tests install what they need first, so a fresh machine needs nothing by hand.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@tests/run-tests.sh $(BUILD) unit integration packaging
+	@tests/run-tests.sh $(BUILD) unit integration packaging model
 
 test-unit: deps
 	@$(MAKE) --no-print-directory all
@@ -235,6 +248,6 @@ clean:
 
 FORCE:
 
-.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow asan bench bench-boot bench-snapshot bench-migrate bench-agent bench-agent-loop fuzz clean
+.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow model-deep asan bench bench-boot bench-snapshot bench-migrate bench-agent bench-agent-loop fuzz clean
 
 -include $(shell find $(BUILD)/obj build-fuzz/obj -name '*.d' 2>/dev/null)

@@ -10,6 +10,7 @@ PACKAGES=(
     libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev libmicrohttpd-dev
     corosync iproute2 openssl python3 python3-prometheus-client
     scdoc groff-base man-db systemd
+    spin
 )
 
 # `install-deps.sh deb`: also what `make deb` and `make test-deb` need (debian/control's
