@@ -19,7 +19,7 @@ LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lcpg -lvotequorum -lcmap -lq
 TEST_LIBS := -lcmocka
 
 CORE_SRCS := $(wildcard common/*.c) $(wildcard proto/*.c) $(wildcard dirtylog/*.c) $(wildcard migrate/*.c) \
-	$(wildcard ha/*.c)
+	$(wildcard ha/*.c) $(wildcard fencing/*.c)
 VMM_SRCS := $(filter-out node-vmm/main.c,$(wildcard node-vmm/*.c))
 AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
 CLI_SRCS := $(filter-out cli/main.c,$(wildcard cli/*.c))

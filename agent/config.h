@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../common/err.h"
+#include "../fencing/fence.h"
 #include "../ha/cluster_state.h"
 
 #define TERND_DEFAULT_CONFIG "/etc/tern/ternd.conf"
@@ -33,6 +34,9 @@ struct ternd_config {
     /* cgroup_layout = delegated: ternd's starting cgroup is delegated to it
      * (systemd's Delegate=yes); see cgroup_enter_delegated. */
     bool cgroup_delegated;
+    /* fence_agent_dir, fence_timeout, fence_device, fence_level, watchdog,
+     * watchdog_timeout (fencing/fence.h, docs/fencing.md). */
+    struct fence_config fence;
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or
