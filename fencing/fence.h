@@ -111,4 +111,65 @@ const struct fence_device *fence_config_device(const struct fence_config *c, con
 /* The value of argument `key` of device d, or NULL. */
 const char *fence_device_arg(const struct fence_device *d, const char *key);
 
+/* ---- runs --------------------------------------------------------------- */
+
+/* One agent run: the fence-agents calling convention. */
+struct fence_result {
+    bool ok;                 /* exit status 0 within the timeout */
+    int exit_status;         /* or -1 if killed / could not start */
+    bool timed_out;
+    double ms;               /* wall time of the run */
+    char device[64];
+    char output[1024];       /* the tail of its stdout+stderr, for the operator;
+                              * why it could not start, if it did not */
+};
+
+/* For `status` (and the on/off checks of other actions) fence agents exit 0
+ * for "on", 2 for "off", anything else for "could not tell": */
+#define FENCE_STATUS_OFF 2
+
+/* The actions a run may ask for. */
+bool fence_action_valid(const char *action);
+
+/* One device, one action (e.g. `monitor` for `ternctl host list`, or
+ * `status`). -1 with err (nothing started, done never called) for an
+ * unknown device or action. Otherwise done(opaque, result) is called
+ * exactly once, from a later loop callback (also when the agent could not
+ * be started: a missing agent, a refused password file: ok false,
+ * exit_status -1, the reason in output). `*out` (may be NULL) is the run
+ * until done returns; it is freed then. `c` must stay valid and unchanged
+ * until then. */
+struct fence_run;
+int fence_device_run(struct loop *l, const struct fence_config *c, const char *device,
+                     const char *action, void (*done)(void *, const struct fence_result *),
+                     void *opaque, struct fence_run **out, struct tern_err *err);
+/* Kills the run's process group (SIGKILL); done is not called. The process
+ * is reaped by a later loop callback (keep running the loop, or exit). Not
+ * from inside the run's own done. */
+void fence_run_cancel(struct fence_run *r);
+
+/* A fence of one target host: its levels in order of index. All devices of
+ * a level run in parallel; the level succeeds when every one of them
+ * succeeds (when one fails, the others of its level are killed and the
+ * next level starts); the first level that succeeds ends the fence with ok;
+ * when every level failed, ok is false. `reboot` of a level with several
+ * devices (say two PDUs of one host) is done as `off` on all of them, then
+ * `on` on all of them (never one reboot after the other, which would leave
+ * the host powered throughout); such a level succeeds when every `off`
+ * did; the `on` runs are reported too. `runs` lists every run made, level
+ * by level, in the order of the configuration (valid during the callback). */
+struct fence_op;
+typedef void (*fence_done_fn)(void *opaque, bool ok, const struct fence_result *runs,
+                              size_t nr_runs);
+/* action: "off", "reboot", "on", "status", "monitor". A host without
+ * levels: -1, err says so (code not_found); an unknown action: -1
+ * (invalid). Otherwise done is called exactly once from a later loop
+ * callback, after which the op is freed. `c` must stay valid and unchanged
+ * until then. `*out` may be NULL. */
+int fence_op_start(struct loop *l, const struct fence_config *c, const char *host,
+                   const char *action, fence_done_fn done, void *opaque, struct fence_op **out,
+                   struct tern_err *err);
+/* Kills its agents; done is not called. Not from inside its own done. */
+void fence_op_cancel(struct fence_op *op);
+
 #endif

@@ -10,6 +10,9 @@ PACKAGES=(
     libcpg-dev libvotequorum-dev libcmap-dev libquorum-dev libqb-dev
     corosync iproute2 openssl python3
     scdoc groff-base man-db systemd
+    # Fencing (docs/fencing.md): fence agents (fence_ipmilan, fence_dummy),
+    # and for the test hosts' BMCs OpenIPMI's ipmi_sim and ipmitool.
+    fence-agents openipmi ipmitool
 )
 
 # `install-deps.sh deb`: also what `make deb` and `make test-deb` need (debian/control's
