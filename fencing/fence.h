@@ -172,4 +172,48 @@ int fence_op_start(struct loop *l, const struct fence_config *c, const char *hos
 /* Kills its agents; done is not called. Not from inside its own done. */
 void fence_op_cancel(struct fence_op *op);
 
+/* ---- watchdog ------------------------------------------------------------ */
+
+/* A watchdog device (/dev/watchdog; or a FIFO read by a stand-in in tests)
+ * fed by a thread of its own: a keepalive every min(timeout/4, 250 ms), but
+ * only while the last watchdog_healthy is younger than timeout/2. Once it
+ * has let that window pass it never feeds again: the device resets the
+ * host within `timeout` of the last keepalive, and nothing (a later
+ * watchdog_healthy, a disarming close) stops that. So a host whose last
+ * watchdog_healthy was at T is reset by T + watchdog_reset_deadline_ms():
+ * what survivors may count on (docs/fencing.md). */
+struct watchdog;
+
+/* Opens and arms the device (one keepalive now; the open counts as a
+ * healthy call), sets its timeout (WDIOC_SETTIMEOUT when the device has it;
+ * a FIFO has not, which is fine). A device that insists on a longer
+ * timeout than asked is refused (and disarmed). Never blocks: a FIFO
+ * nobody reads yet is an error (ENXIO). */
+int watchdog_open(const char *path, unsigned timeout_s, struct watchdog **out,
+                  struct tern_err *err);
+/* The loop says: quorate and alive, now. Cheap (an atomic store); call it
+ * from a loop timer well within timeout/2. Any thread. */
+void watchdog_healthy(struct watchdog *w);
+/* Stops the thread and closes the device. With `disarm`, writes the magic
+ * 'V' first so the device stops counting (an orderly shutdown of a healthy
+ * host); without, the device keeps counting and resets the host unless
+ * something opens and feeds it again in time. After the thread stopped
+ * feeding (expired), nothing is written: the reset stays due. NULL is
+ * ignored. */
+void watchdog_close(struct watchdog *w, bool disarm);
+/* The timeout the device runs with (what the device accepted). */
+unsigned watchdog_timeout_s(const struct watchdog *w);
+/* Milliseconds from a host's last watchdog_healthy by which its watchdog
+ * has reset it: timeout/2 (still fed) + one feeding period (a keepalive
+ * decided just before the window closed) + timeout (the device). */
+int64_t watchdog_reset_deadline_ms(unsigned timeout_s);
+
+struct watchdog_stats {
+    uint64_t keepalives;     /* writes that fed it, the arming one included */
+    uint64_t write_errors;
+    int last_errno;          /* of the last failed write */
+    bool expired;            /* it stopped feeding: the reset is due */
+};
+struct watchdog_stats watchdog_stats(struct watchdog *w);
+
 #endif
