@@ -496,27 +496,33 @@ static void real_fence_dummy(void **state)
 
 /* ---- levels ---- */
 
-/* fence_rec: records "NAME ACTION" in DIR/actions, sleeps `sleep=`,
- * exits `result=`. */
+/* fence_rec: records "NAME ACTION" in DIR/actions and its pid in
+ * DIR/NAME.pid, waits until the file `waitfor=` is there (up to 15 s),
+ * sleeps `sleep=`, exits `result=`. */
 static void rec_agent(struct t *t)
 {
     char body[1024];
     snprintf(body, sizeof(body),
-             "n=; a=; r=0; s=\n"
+             "n=; a=; r=0; s=; w=\n"
              "while IFS= read -r l; do case \"$l\" in action=*) a=${l#action=};; "
-             "name=*) n=${l#name=};; result=*) r=${l#result=};; sleep=*) s=${l#sleep=};; esac; "
-             "done\n"
+             "name=*) n=${l#name=};; result=*) r=${l#result=};; sleep=*) s=${l#sleep=};; "
+             "waitfor=*) w=${l#waitfor=};; esac; done\n"
              "echo \"$n $a\" >> %s/actions\necho $$ > %s/$n.pid\n"
+             "i=0; while [ -n \"$w\" ] && [ ! -s \"$w\" ] && [ $i -lt 1500 ]; do sleep 0.01; "
+             "i=$((i+1)); done\n"
              "[ -n \"$s\" ] && sleep \"$s\"\necho \"$n: $a -> $r\"\nexit $r",
              t->dir, t->dir);
     agent(t, "fence_rec", body);
-    const char *devs[] = {"ok1 name=ok1",  "ok2 name=ok2",         "bad1 name=bad1 result=1",
+    const char *devs[] = {"ok1 name=ok1", "ok2 name=ok2", "bad1 name=bad1 result=1",
                           "bad2 name=bad2 result=1", "slow1 name=slow1 sleep=300"};
     for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
         char name[16];
         sscanf(devs[i], "%15s", name);
         conf(t, "fence_device", "%s fence_rec %s", name, devs[i] + strlen(name) + 1);
     }
+    /* Fails once slow1 has started (so that there is something to kill). */
+    conf(t, "fence_device", "bad1late fence_rec name=bad1late result=1 waitfor=%s/slow1.pid",
+         t->dir);
 }
 
 static char *actions(struct t *t)
@@ -571,7 +577,7 @@ static void failed_device_ends_its_level(void **state)
 {
     struct t *t = *state;
     rec_agent(t);
-    conf(t, "fence_level", "h1 1 slow1,bad1");
+    conf(t, "fence_level", "h1 1 slow1,bad1late");
     conf(t, "fence_level", "h1 2 ok1");
     int64_t t0 = loop_now_ms();
     op(t, "h1", "off", 20000);
@@ -580,8 +586,9 @@ static void failed_device_ends_its_level(void **state)
     assert_int_equal(t->nr_runs, 3);
     assert_string_equal(t->runs[0].device, "slow1");
     assert_false(t->runs[0].ok);
-    expect_output(&t->runs[0], "killed before it ended: bad1, of the same level, failed");
-    assert_string_equal(t->runs[1].device, "bad1");
+    expect_output(&t->runs[0], "killed before it ended: bad1late, of the same level, failed");
+    assert_string_equal(t->runs[1].device, "bad1late");
+    assert_false(t->runs[1].ok);
     assert_string_equal(t->runs[2].device, "ok1");
     assert_true(t->runs[2].ok);
     for (int i = 0; i < 20; i++)
