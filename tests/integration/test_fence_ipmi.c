@@ -13,8 +13,9 @@
  *   - two levels: the first (wrong password) fails, the second succeeds.
  *
  * The timings are printed (stderr) for docs/fencing.md. With
- * TERN_FENCE_MEASURE_LANPLUS=1 it also times lanplus=1 without cipher=3
- * (about 15 s here: ipmitool asks for the cipher suites first). */
+ * TERN_FENCE_MEASURE=1 it also times the slow settings (about 25 s more):
+ * lanplus=1 without cipher=3 (ipmitool asks for the cipher suites first),
+ * and plain IPMI 1.5 with the right and a wrong password. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,7 +56,8 @@ static struct {
     struct fence_result runs[8];
     size_t nr_runs;
     /* timings for the closing summary (ms) */
-    double t_off, t_off_op, t_status_off, t_status_on, t_wrong, t_down, t_levels, t_lanplus;
+    double t_off, t_off_op, t_status_off, t_status_on, t_wrong, t_down, t_levels;
+    double t_lanplus, t_lan15, t_lan15_wrong; /* TERN_FENCE_MEASURE=1 */
 } S = {.root_netns = -1};
 
 static void conf(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -144,6 +146,12 @@ static int setup_hosts(void)
     conf("fence_device", "h1-bmc-lanplus-only fence_ipmilan ip=%s username=admin "
                          "password_file=%s/h1-bmc.pw lanplus=1 power_wait=0",
          S.bmc[1].addr, S.dir);
+    conf("fence_device", "h1-bmc-lan15 fence_ipmilan ip=%s username=admin "
+                         "password_file=%s/h1-bmc.pw power_wait=0",
+         S.bmc[1].addr, S.dir);
+    conf("fence_device", "h1-bmc-lan15-badpw fence_ipmilan ip=%s username=admin "
+                         "password_file=%s/wrong.pw power_wait=0",
+         S.bmc[1].addr, S.dir);
     conf("fence_level", "h1 1 h1-bmc");
     conf("fence_level", "h2 1 h2-bmc");
     conf("fence_level", "h3 1 h3-bmc-badpw");
@@ -206,7 +214,10 @@ static int group_teardown(void **state)
             "  two levels, the first failing: %.0f ms\n",
             S.t_off, S.t_off_op, S.t_status_off, S.t_status_on, S.t_wrong, S.t_down, S.t_levels);
     if (S.t_lanplus > 0)
-        fprintf(stderr, "  lanplus=1 without cipher=3: status in %.0f ms\n", S.t_lanplus);
+        fprintf(stderr,
+                "  lanplus=1 without cipher=3: status in %.0f ms; IPMI 1.5 (no lanplus): status "
+                "in %.0f ms, a wrong password failed in %.0f ms\n",
+                S.t_lanplus, S.t_lan15, S.t_lan15_wrong);
     return 0;
 }
 
@@ -325,10 +336,18 @@ static void off_powers_the_host_off(void **state)
     assert_true(S.res.ok);
     expect_output(&S.res, "Status: ON");
     assert_true(host_powered(3));
-    if (getenv("TERN_FENCE_MEASURE_LANPLUS")) {
+    if (getenv("TERN_FENCE_MEASURE")) {
+        /* h1 runs nothing: its BMC says off. */
         device_run(S.cfg, "h1-bmc-lanplus-only", "status");
         S.t_lanplus = S.res.ms;
         assert_int_equal(S.res.exit_status, FENCE_STATUS_OFF);
+        device_run(S.cfg, "h1-bmc-lan15", "status");
+        S.t_lan15 = S.res.ms;
+        assert_int_equal(S.res.exit_status, FENCE_STATUS_OFF);
+        device_run(S.cfg, "h1-bmc-lan15-badpw", "status");
+        S.t_lan15_wrong = S.res.ms;
+        assert_false(S.res.ok);
+        assert_int_not_equal(S.res.exit_status, FENCE_STATUS_OFF);
     }
 }
 
