@@ -19,7 +19,7 @@ LIBS := -luring -llz4 -ljansson -lssl -lcrypto -lz -lcpg -lvotequorum -lcmap -lq
 TEST_LIBS := -lcmocka
 
 CORE_SRCS := $(wildcard common/*.c) $(wildcard proto/*.c) $(wildcard dirtylog/*.c) $(wildcard migrate/*.c) \
-	$(wildcard ha/*.c)
+	$(wildcard ha/*.c) $(wildcard fencing/*.c)
 VMM_SRCS := $(filter-out node-vmm/main.c,$(wildcard node-vmm/*.c))
 AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
 CLI_SRCS := $(filter-out cli/main.c,$(wildcard cli/*.c))
@@ -29,7 +29,8 @@ LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRCS) $(VMM_SRCS) $(AGENT_SRC
 PROGRAMS := $(BUILD)/tern-vmm $(if $(wildcard agent/main.c),$(BUILD)/ternd) \
 	$(if $(wildcard cli/main.c),$(BUILD)/ternctl) \
 	$(if $(wildcard tests/tools/tern-testhosts.c),$(BUILD)/tern-testhosts) \
-	$(if $(wildcard tests/tools/tern-vmm-standin.c),$(BUILD)/tern-vmm-standin)
+	$(if $(wildcard tests/tools/tern-vmm-standin.c),$(BUILD)/tern-vmm-standin) \
+	$(if $(wildcard tests/tools/tern-watchdog-standin.c),$(BUILD)/tern-watchdog-standin)
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/unit/test_*.c))
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
@@ -93,6 +94,11 @@ $(BUILD)/tern-testhosts: $(BUILD)/obj/tests/tools/tern-testhosts.o $(TEST_SUPPOR
 # A VMM stand-in for agent tests on machines without KVM (it runs no guest).
 $(BUILD)/tern-vmm-standin: $(BUILD)/obj/tests/tools/tern-vmm-standin.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# A watchdog device stand-in for tests (this machine has no /dev/watchdog):
+# kills a test host's cgroup when not fed (docs/fencing.md).
+$(BUILD)/tern-watchdog-standin: $(BUILD)/obj/tests/tools/tern-watchdog-standin.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)

@@ -26,6 +26,7 @@ void ternd_config_defaults(struct ternd_config *c)
     c->corosync_wait_s = 60;
     c->client_idle_s = 300;
     c->client_stuck_s = 30;
+    fence_config_defaults(&c->fence);
 }
 
 static int copy_str(char *dst, size_t cap, const char *v, const char *key, const char *where,
@@ -134,7 +135,7 @@ bad:
 }
 
 static int set_key(struct ternd_config *c, const char *key, const char *v, const char *where,
-                   struct tern_err *err)
+                   int lineno, struct tern_err *err)
 {
     if (!strcmp(key, "host")) {
         if (!cl_name_valid(v))
@@ -254,6 +255,9 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
         c->cgroup_delegated = !strcmp(v, "delegated");
         return 0;
     }
+    int rc = fence_config_set(&c->fence, key, v, where, lineno, err);
+    if (rc <= 0)
+        return rc;
     return tern_err_set(err, "%s: unknown setting '%s' (see docs/ternd.md)", where, key);
 }
 
@@ -296,7 +300,7 @@ int ternd_config_parse(struct ternd_config *c, const char *text, const char *ori
                 if (!*val)
                     rc = tern_err_set(err, "%s: '%s' has no value", where, key);
                 else
-                    rc = set_key(c, key, val, where, err);
+                    rc = set_key(c, key, val, where, lineno, err);
             }
         }
         free(line);
@@ -306,7 +310,8 @@ int ternd_config_parse(struct ternd_config *c, const char *text, const char *ori
         if (*p == '\n')
             p++;
     }
-    return 0;
+    /* Fence levels may name devices defined further down. */
+    return fence_config_finish(&c->fence, origin, err);
 }
 
 static int ensure_dir(const char *path, const char *what, struct tern_err *err)
@@ -396,6 +401,8 @@ int ternd_config_check(struct ternd_config *c, struct tern_err *err)
         if (stat(c->shared_dir, &st) < 0 || !S_ISDIR(st.st_mode))
             return tern_err_set(err, "shared_dir %s is not a directory", c->shared_dir);
     }
+    if (fence_config_check(&c->fence, err) < 0)
+        return -1;
     if (ensure_dir(c->run_dir, "run", err) < 0 || ensure_dir(c->state_dir, "state", err) < 0)
         return -1;
     if (!c->mem_mib)

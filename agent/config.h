@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../common/err.h"
+#include "../fencing/fence.h"
 #include "../ha/cluster_state.h"
 
 #define TERND_DEFAULT_CONFIG "/etc/tern/ternd.conf"
@@ -44,6 +45,9 @@ struct ternd_config {
      * literal (a bare port in the file means 127.0.0.1). */
     char metrics_host[CL_ADDR_MAX];
     uint16_t metrics_port;
+    /* fence_agent_dir, fence_timeout, fence_device, fence_level, watchdog,
+     * watchdog_timeout (fencing/fence.h, docs/fencing.md). */
+    struct fence_config fence;
 };
 
 /* Fills defaults, reads `path`, checks the result (directories exist or

@@ -11,6 +11,9 @@ PACKAGES=(
     corosync iproute2 openssl python3 python3-prometheus-client
     scdoc groff-base man-db systemd
     spin
+    # Fencing (docs/fencing.md): fence agents (fence_ipmilan, fence_dummy),
+    # and for the test hosts' BMCs OpenIPMI's ipmi_sim and ipmitool.
+    fence-agents openipmi ipmitool
 )
 
 # `install-deps.sh deb`: also what `make deb` and `make test-deb` need (debian/control's

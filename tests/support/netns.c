@@ -65,6 +65,7 @@ static int create(struct test_hosts *h, int nr, const char *prefix, int first, c
         return -1;
     }
     h->nr = nr;
+    snprintf(h->veth_base, sizeof(h->veth_base), "%s", veth_base);
     /* The longest name is the last host's. */
     if (snprintf(h->sw, sizeof(h->sw), "%sh%d", prefix, nr + first) >= (int)sizeof(h->sw)) {
         snprintf(err, errlen, "namespace name prefix '%s' is too long", prefix);
@@ -155,6 +156,7 @@ int test_hosts_attach_named(struct test_hosts *h, int nr, const char *prefix)
     char veth[12];
     named_veth_base(prefix, veth, sizeof(veth));
     h->nr = nr;
+    snprintf(h->veth_base, sizeof(h->veth_base), "%s", veth);
     snprintf(h->sw, sizeof(h->sw), "%ssw", prefix);
     for (int i = 0; i < nr; i++) {
         snprintf(h->ns[i], sizeof(h->ns[i]), "%sh%d", prefix, i + 1);
@@ -192,11 +194,54 @@ void test_hosts_destroy(struct test_hosts *h)
     for (int i = 0; i < h->nr; i++)
         if (h->ns[i][0])
             run("ip netns del %s", h->ns[i]);
+    for (int k = 0; k < h->nr_extra; k++)
+        run("ip netns del %s", h->extra_ns[k]);
+    h->nr_extra = 0;
     run("ip netns del %s", h->sw);
     h->created = false;
     for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++)
         if (live[i] == h)
             live[i] = NULL;
+}
+
+int test_hosts_add_extra(struct test_hosts *h, const char *suffix, const char *addr, char *ns,
+                         size_t nslen, char *err, size_t errlen)
+{
+    if (!h->created || h->nr_extra == TEST_HOSTS_EXTRA_MAX || strlen(suffix) > 6 ||
+        strlen(h->sw) < 2) {
+        snprintf(err, errlen, "cannot add namespace '%s' to the test hosts (not created, or "
+                              "%d extra ones already, or a suffix over 6 characters)",
+                 suffix, TEST_HOSTS_EXTRA_MAX);
+        return -1;
+    }
+    int k = h->nr_extra;
+    char *name = h->extra_ns[k];
+    /* The hosts' prefix is the switch's name without "sw". */
+    if (snprintf(name, sizeof(h->extra_ns[k]), "%.*s%s", (int)strlen(h->sw) - 2, h->sw,
+                 suffix) >= (int)sizeof(h->extra_ns[k])) {
+        snprintf(err, errlen, "namespace name for '%s' too long", suffix);
+        return -1;
+    }
+    char veth[16];
+    snprintf(veth, sizeof(veth), "%sx%d", h->veth_base, k);
+    if (run("ip netns add %s", name)) {
+        snprintf(err, errlen, "cannot create network namespace %s", name);
+        return -1;
+    }
+    h->nr_extra++;
+    if (run("ip link add %s type veth peer name %ss", veth, veth) ||
+        run("ip link set %s netns %s", veth, name) ||
+        run("ip link set %ss netns %s", veth, h->sw) ||
+        run("ip -n %s link set %ss master br0", h->sw, veth) ||
+        run("ip -n %s link set %ss up", h->sw, veth) ||
+        run("ip -n %s addr add %s/24 dev %s", name, addr, veth) ||
+        run("ip -n %s link set %s up", name, veth) || run("ip -n %s link set lo up", name)) {
+        snprintf(err, errlen, "cannot join namespace %s to the test bridge with address %s", name,
+                 addr);
+        return -1;
+    }
+    snprintf(ns, nslen, "%s", name);
+    return 0;
 }
 
 int test_host_link(const struct test_hosts *h, int i, bool up)

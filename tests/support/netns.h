@@ -13,6 +13,7 @@
 #include "proc.h"
 
 #define TEST_HOSTS_MAX 8
+#define TEST_HOSTS_EXTRA_MAX 8
 
 struct test_hosts {
     int nr;
@@ -21,6 +22,11 @@ struct test_hosts {
     char ns[TEST_HOSTS_MAX][32];    /* host namespaces */
     char veth[TEST_HOSTS_MAX][16];  /* host-side interface names */
     char addr[TEST_HOSTS_MAX][16];  /* 10.77.0.(i+1) */
+    char veth_base[12];             /* veths are <veth_base>h<n>, <veth_base>x<k> */
+    /* More namespaces on the bridge that are not hosts (a test host's BMC):
+     * test_hosts_add_extra. Removed with the hosts. */
+    int nr_extra;
+    char extra_ns[TEST_HOSTS_EXTRA_MAX][32];
 };
 
 /* Creates `nr` hosts. Returns 0, or -1 with a message in err. Needs root
@@ -48,6 +54,15 @@ void test_hosts_remove_prefix(const char *prefix);
 
 /* Removes the namespaces and links. Safe to call twice. */
 void test_hosts_destroy(struct test_hosts *h);
+
+/* One more network namespace on bridge 0 that is not a host, named
+ * `<prefix><suffix>` (suffix: at most 6 characters, e.g. "bmc2") with
+ * address `addr` (in 10.77.0.0/24, not a host's) and lo up: for a device
+ * that must outlive the host it serves (a BMC, tests/support/bmc.h). Its
+ * name goes to `ns`. Removed by test_hosts_destroy, and by the reaper like
+ * the hosts'. */
+int test_hosts_add_extra(struct test_hosts *h, const char *suffix, const char *addr, char *ns,
+                         size_t nslen, char *err, size_t errlen);
 
 /* Takes host i's link down (a network partition) or up again. */
 int test_host_link(const struct test_hosts *h, int i, bool up);

@@ -11,6 +11,7 @@
 
 #include "agent/config.h"
 #include "common/fileio.h"
+#include "tests/support/proc.h"
 
 static void parses_every_setting(void **state)
 {
@@ -154,6 +155,87 @@ static void metrics_addr_forms(void **state)
     }
 }
 
+/* The fencing keys (fencing/fence_config.c has their own tests): parsed
+ * into c.fence, their errors with the file and line. */
+static void fencing_keys(void **state)
+{
+    (void)state;
+    struct ternd_config c;
+    struct tern_err err;
+    ternd_config_defaults(&c);
+    assert_int_equal(c.fence.timeout_ms, 20000);
+    assert_string_equal(c.fence.agent_dir, "/usr/sbin");
+    assert_string_equal(c.fence.watchdog, "");
+    assert_int_equal(c.fence.watchdog_timeout_s, 10);
+    const char *text = "host = h1\n"
+                       "fence_level = h2 1 h2-bmc\n"
+                       "fence_agent_dir = /opt/fence\n"
+                       "fence_timeout = 7\n"
+                       "fence_device = h2-bmc fence_ipmilan ip=10.77.0.202 username=admin "
+                       "password_file=/etc/tern/fence/h2 lanplus=1 cipher=3 power_wait=0\n"
+                       "watchdog = /dev/watchdog\n"
+                       "watchdog_timeout = 6\n";
+    if (ternd_config_parse(&c, text, "t.conf", &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(c.host, "h1");
+    assert_string_equal(c.fence.agent_dir, "/opt/fence");
+    assert_int_equal(c.fence.timeout_ms, 7000);
+    assert_int_equal(c.fence.nr_devices, 1);
+    assert_string_equal(c.fence.devices[0].agent, "fence_ipmilan");
+    assert_int_equal(c.fence.devices[0].line, 5);
+    assert_true(fence_config_has_levels(&c.fence, "h2"));
+    assert_false(fence_config_has_levels(&c.fence, "h1"));
+    assert_string_equal(c.fence.watchdog, "/dev/watchdog");
+    assert_int_equal(c.fence.watchdog_timeout_s, 6);
+
+    expect_error("host = h1\nfence_device = a fence_x password=s\n",
+                 "t.conf line 2: fence_device a: no 'password=' in ternd.conf");
+    expect_error("fence_device = a fence_x ip=1\nfence_level = h1 1 a,b\n",
+                 "t.conf line 2: fence_level h1 1: no fence_device named 'b'");
+    expect_error("\nfence_timeout = 0\n", "t.conf line 2: fence_timeout must be 1..600");
+    expect_error("fence_device = a fence_x ip=1\nfence_device = a fence_x ip=2\n",
+                 "t.conf line 2: fence_device a is defined twice (first at line 1)");
+}
+
+/* ternd at start: a device whose agent is missing stops it, naming the
+ * file and the line. */
+static void load_checks_fence_agents(void **state)
+{
+    (void)state;
+    char *dir = test_make_tmpdir("agent-config");
+    assert_non_null(dir);
+    char path[512], text[2048];
+    static const char *const tls[] = {"ca.pem", "cert.pem", "key.pem"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, tls[i]);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fclose(f);
+    }
+    snprintf(path, sizeof(path), "%s/ternd.conf", dir);
+    snprintf(text, sizeof(text),
+             "run_dir = %s/run\nstate_dir = %s/state\ntls_dir = %s\nvmm_path = /bin/true\n"
+             "fence_agent_dir = %s\n"
+             "fence_device = h2-bmc fence_nothere ip=10.77.0.202\n",
+             dir, dir, dir, dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    struct ternd_config c;
+    struct tern_err err;
+    int rc = ternd_config_load(&c, path, &err);
+    char want[600];
+    snprintf(want, sizeof(want), "%s: line 6: fence_device h2-bmc: agent %s/fence_nothere", path,
+             dir);
+    bool found = strstr(err.msg, want) != NULL;
+    test_rmtree(dir);
+    free(dir);
+    assert_int_equal(rc, -1);
+    if (!found)
+        fail_msg("error '%s' lacks '%s'", err.msg, want);
+}
+
 static void check_names_missing_vmm(void **state)
 {
     (void)state;
@@ -220,6 +302,12 @@ static void shipped_example(void **state)
     assert_string_equal(c.control_socket, sock);
     /* The shipped unit needs the delegated layout: the one active line. */
     assert_true(c.cgroup_delegated);
+    /* The fencing example: one device, one level naming it. */
+    assert_int_equal(c.fence.nr_devices, 1);
+    assert_int_equal(c.fence.nr_levels, 1);
+    assert_int_equal(c.fence.timeout_ms, d.fence.timeout_ms);
+    assert_string_equal(c.fence.agent_dir, d.fence.agent_dir);
+    assert_int_equal(c.fence.watchdog_timeout_s, d.fence.watchdog_timeout_s);
 }
 
 int main(void)
@@ -229,6 +317,8 @@ int main(void)
         cmocka_unit_test(defaults),
         cmocka_unit_test(bad_lines),
         cmocka_unit_test(metrics_addr_forms),
+        cmocka_unit_test(fencing_keys),
+        cmocka_unit_test(load_checks_fence_agents),
         cmocka_unit_test(check_names_missing_vmm),
         cmocka_unit_test(missing_file),
         cmocka_unit_test(shipped_example),
