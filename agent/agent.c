@@ -274,6 +274,7 @@ static void announce(struct agent *a)
     json_object_set_new(m, "vcpus", json_integer((json_int_t)a->cfg.vcpus));
     json_object_set_new(m, "migration_addr", json_string(a->cfg.migration_addr));
     json_object_set_new(m, "expected_votes", json_integer((json_int_t)expected));
+    json_object_set_new(m, "watchdog_s", json_integer(ha_watchdog_s(a)));
     uint64_t req = agent_report(a, m);
     if (req) {
         a->announced = true;
@@ -674,6 +675,8 @@ static void before_sleep(struct loop *l, void *opaque)
     a->dirty = a->acks_moved = false;
     if (reconcile)
         local_reconcile(a, false);
+    if (a->reconciled)
+        ha_reconcile(a);
     requests_poll(a);
 }
 
@@ -707,7 +710,8 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     a->outq = calloc(1, sizeof(*a->outq));
     if (!a->outq)
         return tern_err_set(err, "out of memory");
-    if (requests_new(a, err) < 0 || local_new(a, err) < 0 || metrics_open(a, err) < 0)
+    if (requests_new(a, err) < 0 || local_new(a, err) < 0 || metrics_open(a, err) < 0 ||
+        ha_new(a, err) < 0)
         return -1;
 
     struct cl_state *st = cl_state_new();
@@ -771,6 +775,7 @@ void agent_destroy(struct agent *a)
     if (a->loop) {
         api_close(a);
         metrics_close(a);
+        ha_free(a, a->exit_status == 0); /* a clean stop disarms the watchdog */
     }
     if (a->local)
         local_free(a);

@@ -79,6 +79,7 @@ struct agent {
     struct local *local;
     struct requests *requests;
     struct metrics *metrics; /* NULL while metrics are off (metrics.c) */
+    struct ha *ha;           /* ha.c */
 };
 
 /* agent.c: set-up (config, locks, corosync, persisted state, control
@@ -137,6 +138,17 @@ struct api_stats {
     uint64_t dropped_stuck, dropped_idle, refused_full;
 };
 struct api_stats api_stats(struct agent *a);
+
+/* ha.c: fencing as the cluster state asks it of this host, and the
+ * watchdog. ha_reconcile runs before the loop sleeps (level-triggered). */
+int ha_new(struct agent *a, struct tern_err *err);
+/* disarm: an orderly stop (the watchdog stops counting). */
+void ha_free(struct agent *a, bool disarm);
+void ha_reconcile(struct agent *a);
+/* The watchdog timeout this host announces: its armed watchdog's, else 0. */
+unsigned ha_watchdog_s(struct agent *a);
+/* When this agent first saw `host` being fenced (agent_now), 0 if never. */
+double ha_lost_seen(struct agent *a, const char *host);
 
 /* requests.c: one request from a client. */
 int requests_new(struct agent *a, struct tern_err *err);

@@ -311,6 +311,19 @@ static void on_start_probe(struct loop *l, void *opaque)
     lv->up = true;
     agent_log("VM %s: %s process up (pid %d)\n", lv->proc.name,
               lv->incoming_kind ? "incoming" : "its", (int)lv->proc.pid);
+    /* An HA restart after its host was fenced: how long since that host
+     * was lost, as this agent saw it. */
+    const struct cl_vm *vm = cl_state_vm(agent_state(lv->a), lv->proc.name);
+    if (!lv->incoming_kind && vm && vm->recovered_from[0] &&
+        !strncmp(vm->detail, "restarted by HA", 15)) {
+        double lost = ha_lost_seen(lv->a, vm->recovered_from);
+        metrics_count_vm_restart(lv->a);
+        if (lost > 0) {
+            metrics_observe_failover(lv->a, agent_now() - lost);
+            agent_log("VM %s: restarted by HA %.3f s after %s was seen lost\n", vm->name,
+                      agent_now() - lost, vm->recovered_from);
+        }
+    }
     if (!lv->incoming_kind)
         lv_set_phase(lv, LV_RUNNING, "its control socket answers");
     else

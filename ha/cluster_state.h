@@ -101,6 +101,7 @@ struct cl_vm {
     char group[CL_NAME_MAX];      /* anti-affinity group ("" none): two VMs of one group
                                      share a host only when no other host fits */
     bool recover;                 /* HA VM of a fenced host, waiting to be placed */
+    char recovered_from[CL_NAME_MAX]; /* the fenced host of its last HA restart ("" none) */
     char owner[CL_NAME_MAX];      /* "" when it has no host */
     enum cl_vm_desired desired;
     enum cl_vm_run run;

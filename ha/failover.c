@@ -32,6 +32,7 @@ void cl__release_fenced(struct cl_state *s, struct cl_host *h)
         vm->run = CL_RUN_STOPPED;
         if (vm->ha && vm->desired == CL_VM_RUNNING && was_running) {
             vm->recover = true;
+            snprintf(vm->recovered_from, sizeof(vm->recovered_from), "%s", h->name);
             snprintf(vm->detail, sizeof(vm->detail),
                      "its host %s was fenced; waiting for a host to restart it", h->name);
         } else {
@@ -74,8 +75,8 @@ int cl__recover(struct cl_state *s)
         vm->run = CL_RUN_STARTING;
         vm->desired = CL_VM_RUNNING;
         vm->recover = false;
-        snprintf(vm->detail, sizeof(vm->detail), "restarted by HA on %s (its host was fenced)",
-                 p[i].host);
+        snprintf(vm->detail, sizeof(vm->detail), "restarted by HA on %s (its host %s was fenced)",
+                 p[i].host, vm->recovered_from);
     }
     free(p);
     return 0;

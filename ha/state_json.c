@@ -238,11 +238,12 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
 
 json_t *cl_vm_to_json(const struct cl_vm *vm)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:i, s:s, s:b, s:o*, s:I, s:O?}", "name",
-                     vm->name, "owner", vm->owner, "desired",
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:i, s:s, s:b, s:s, s:o*, s:I, s:O?}",
+                     "name", vm->name, "owner", vm->owner, "desired",
                      desired_names[vm->desired == CL_VM_RUNNING], "state",
                      cl_vm_run_name(vm->run), "detail", vm->detail, "ha", vm->ha, "priority",
-                     (int)vm->priority, "group", vm->group, "recover", vm->recover, "config",
+                     (int)vm->priority, "group", vm->group, "recover", vm->recover,
+                     "recovered_from", vm->recovered_from, "config",
                      cl_vm_config_to_json(&vm->cfg), "migration_id",
                      (json_int_t)vm->migration_id, "last_migration", vm->last_migration);
 }
@@ -388,7 +389,9 @@ static int vm_from_json(const json_t *j, struct cl_vm *vm, struct tern_err *err)
     if (!cl_name_valid(vm->name))
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid VM name", vm->name);
     if (cl__get_str(j, "group", "", vm->group, sizeof(vm->group), err) < 0 ||
-        cl__get_bool(j, "recover", false, &vm->recover, err) < 0)
+        cl__get_bool(j, "recover", false, &vm->recover, err) < 0 ||
+        cl__get_str(j, "recovered_from", "", vm->recovered_from, sizeof(vm->recovered_from),
+                    err) < 0)
         return -1;
     if (vm->group[0] && !cl_name_valid(vm->group))
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid group name", vm->group);
