@@ -10,7 +10,7 @@
  *    success -> host_fenced (method device); failure -> host_fence_failed,
  *    tried again after 1, 2, 4 ... 30 s. A host with a watchdog (it
  *    announced watchdog_s) and no level, or whose levels failed, is fenced
- *    by its deadline: once watchdog_reset_deadline_ms + 2 s have passed
+ *    by its deadline: once watchdog_reset_deadline_ms + 1 s have passed
  *    since this agent saw it lost -> host_fenced (method watchdog).
  *  - on every host with a watchdog configured: it is opened once the host
  *    is quorate for the first time and fed (watchdog_healthy, every 100
@@ -30,7 +30,7 @@
 #define HA_TRACK_MAX 64          /* hosts being fenced at once */
 #define RETRY_MAX_S 30.0
 #define RESEND_S 5.0             /* a result not applied by then is sent again */
-#define DEADLINE_MARGIN_MS 2000  /* on top of the lost host's watchdog deadline */
+#define DEADLINE_MARGIN_MS 1000  /* on top of the lost host's watchdog deadline */
 #define FEED_MS 100
 
 struct episode {

@@ -1,0 +1,248 @@
+/* High availability with no fence device, only each host's watchdog
+ * (issue 13, design.md invariants 3 and 4), with real corosync and ternd on
+ * three test hosts. This machine has no watchdog device: each host's is
+ * tests/tools/tern-watchdog-standin, a FIFO read by a process outside the
+ * host that kills the host's cgroup (resets it) when not fed for 1 s. The
+ * VMs are tern-vmm-standin (no guest: the cluster's behaviour is tested,
+ * not a VM).
+ *
+ * h3 is cut off the network: alive, alone, out of quorum. It must stop its
+ * HA VM itself (out of quorum for 1 s) and stop feeding its watchdog, which
+ * resets it; the survivors wait for h3's self-fence deadline (they never
+ * reach it: no device), declare it fenced (method watchdog) and restart
+ * the VM. The old copy must be gone before the new one runs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node-vmm/control.h"
+#include "tests/support/proc.h"
+#include "tests/support/ternd_assert.h"
+
+#define HOSTS 3
+#define ALL 0x0e
+#define WATCHDOG_S 1
+
+static struct ternd_hosts T;
+static struct test_proc wd[HOSTS + 1];
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const char *jstr(const json_t *j, const char *a, const char *b)
+{
+    const json_t *v = json_object_get(j, a);
+    if (b)
+        v = json_object_get(v, b);
+    return json_string_value(v) ? json_string_value(v) : "";
+}
+
+static void fifo_path(int h, char *out, size_t len)
+{
+    snprintf(out, len, "%s/h%d.watchdog", T.dir, h);
+}
+
+/* Host h's watchdog stand-in, outside the host (root namespaces, own
+ * process): it must be reading before ternd opens the FIFO. */
+static int start_watchdog(int h)
+{
+    char fifo[512], ms[16], out[512];
+    fifo_path(h, fifo, sizeof(fifo));
+    snprintf(ms, sizeof(ms), "%d", WATCHDOG_S * 1000);
+    snprintf(out, sizeof(out), "%s/wd%d", T.dir, h);
+    mkdir(out, 0755);
+    char *argv[] = {(char *)test_build_path("tern-watchdog-standin"), fifo, ms, T.cl.cgroup[h],
+                    NULL};
+    if (test_proc_start(&wd[h], out, argv) < 0)
+        return -1;
+    for (int i = 0; i < 200; i++) {
+        struct stat st;
+        if (stat(fifo, &st) == 0 && S_ISFIFO(st.st_mode))
+            return 0;
+        test_sleep_ms(10);
+    }
+    return -1;
+}
+
+static int configure_and_start(int h)
+{
+    char standin[1024], fifo[512], lines[2048];
+    if (!realpath(test_build_path("tern-vmm-standin"), standin))
+        return -1;
+    fifo_path(h, fifo, sizeof(fifo));
+    snprintf(lines, sizeof(lines), "vmm_path = %s\nwatchdog = %s\nwatchdog_timeout = %d\n",
+             standin, fifo, WATCHDOG_S);
+    if (start_watchdog(h) < 0 || ternd_hosts_write_config(&T, h, lines) < 0)
+        return -1;
+    return ternd_hosts_start(&T, h, NULL);
+}
+
+static json_t *vm_show(int h, const char *vm)
+{
+    json_t *r = ternd_api(&T, h, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", vm), NULL, 5000);
+    json_t *v = json_incref(json_object_get(json_object_get(r, "result"), "vm"));
+    json_decref(r);
+    return v;
+}
+
+static pid_t vm_pid(int h, const char *vm)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/h%d/run/tern/vms/%s/pid", T.dir, h, vm);
+    char *t = test_read_text(path);
+    pid_t pid = t ? (pid_t)atoi(t) : 0;
+    free(t);
+    return pid;
+}
+
+static bool pid_alive(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    char *rp = ok ? strrchr(line, ')') : NULL;
+    return rp && rp[1] == ' ' && rp[2] != 'Z';
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[1024];
+    if (ternd_hosts_create(&T, HOSTS, "failover-wd", err, sizeof(err)) < 0) {
+        fprintf(stderr, "creating the test hosts: %s\n", err);
+        return -1;
+    }
+    for (int h = 1; h <= HOSTS; h++)
+        if (configure_and_start(h) < 0)
+            return -1;
+    if (!ternd_hosts_agree(&T, ALL, HOSTS, true, 60000))
+        return -1;
+    /* Every host armed its watchdog and announced it. */
+    for (int i = 0; i < 100; i++) {
+        json_t *s = ternd_status(&T, 1);
+        int armed = 0;
+        json_t *h;
+        size_t k;
+        json_array_foreach(json_object_get(s, "hosts"), k, h)
+            armed += json_integer_value(json_object_get(h, "watchdog_s")) == WATCHDOG_S;
+        json_decref(s);
+        if (armed == HOSTS)
+            return 0;
+        test_sleep_ms(100);
+    }
+    fprintf(stderr, "the hosts never announced their watchdogs\n");
+    ternd_hosts_print_logs(&T);
+    return -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    /* The watchdogs first: ternd killed without its magic close would have
+     * them reset the hosts under the clean-up. */
+    for (int h = 1; h <= HOSTS; h++)
+        test_proc_kill(&wd[h]);
+    ternd_hosts_destroy(&T);
+    return 0;
+}
+
+static void partition_self_fences(void **state)
+{
+    (void)state;
+    json_t *cfg = json_pack("{s:s, s:i, s:i}", "kernel", T.guest, "mem_mib", 64, "vcpus", 1);
+    json_t *reply;
+    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:o, s:b}", "cmd", "vm.define", "name", "w", "config",
+                             cfg, "ha", 1),
+            &reply);
+    json_decref(reply);
+    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "w", "host", "h3"),
+            &reply);
+    json_decref(reply);
+    pid_t old = vm_pid(3, "w");
+    assert_true(old > 0 && pid_alive(old));
+
+    char err[1024];
+    double t0 = now_s(), t_gone = 0, t_reset = 0, t_run = 0;
+    assert_int_equal(test_cluster_partition(&T.cl, 3, true, err, sizeof(err)), 0);
+    int owner = 0;
+    for (int i = 0; i < 3000 && !t_run; i++) {
+        double now = now_s();
+        if (!t_gone && !pid_alive(old))
+            t_gone = now;
+        if (!t_reset && test_proc_wait(&wd[3], 0) == 1)
+            t_reset = now;
+        json_t *v = vm_show(1, "w");
+        const char *o = jstr(v, "owner", NULL);
+        if (!strcmp(jstr(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
+            owner = atoi(o + 1);
+            t_run = now;
+            /* At that moment the old copy must be gone already. */
+            assert_false(pid_alive(old));
+        }
+        json_decref(v);
+        test_sleep_ms(10);
+    }
+    if (!t_run) {
+        ternd_hosts_print_logs(&T);
+        fail_msg("the HA VM was never restarted on a survivor");
+    }
+    if (!t_reset && test_proc_wait(&wd[3], 0) == 1)
+        t_reset = now_s();
+    fprintf(stderr, "h3 cut off (watchdog %d s, no fence device): its HA VM gone after %.2f s, "
+                    "h3 reset by its watchdog after %.2f s, the VM running on h%d after %.2f s\n",
+            WATCHDOG_S, t_gone - t0, t_reset ? t_reset - t0 : -1.0, owner, t_run - t0);
+    assert_true(t_gone > 0 && t_gone < t_run);
+    assert_true(t_reset > 0 && t_reset < t_run);
+    /* h3 stopped it itself (it was still up then): its own log says so. */
+    assert_true(test_count_text(T.ternd[3].err_path, "out of quorum: an HA VM stops") >= 1);
+    json_t *s = ternd_status(&T, 1);
+    json_t *h;
+    size_t k;
+    json_array_foreach(json_object_get(s, "hosts"), k, h)
+        if (!strcmp(jstr(h, "name", NULL), "h3")) {
+            assert_string_equal(jstr(h, "fence", "state"), "fenced");
+            assert_string_equal(jstr(h, "fence", "method"), "watchdog");
+        }
+    json_decref(s);
+    /* The survivors' watchdogs were fed all along. */
+    assert_int_equal(test_proc_wait(&wd[1], 0), 0);
+    assert_int_equal(test_proc_wait(&wd[2], 0), 0);
+
+    /* Back: reconnected, powered on (corosync, a new watchdog, ternd). */
+    assert_int_equal(test_cluster_partition(&T.cl, 3, false, err, sizeof(err)), 0);
+    if (test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)) < 0)
+        fail_msg("h3's corosync: %s", err);
+    assert_int_equal(configure_and_start(3), 0);
+    tagree(&T, ALL, HOSTS, true, 90000);
+    json_t *v = vm_show(3, "w");
+    assert_int_equal(atoi(jstr(v, "owner", NULL) + 1), owner);
+    json_decref(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(partition_self_fences),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
