@@ -223,6 +223,11 @@ bench-agent: all
 bench-agent-loop: all
 	@$(BUILD)/bench/agent_loop $(BUILD)
 
+# A host killed -> its HA VMs running elsewhere: fence_dummy, fence_ipmilan
+# through a test BMC, watchdog only; 1 and 8 VMs (stand-in VMMs: no KVM).
+bench-failover: all
+	@$(BUILD)/bench/failover $(BUILD) $(RUNS)
+
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
 # library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 30
@@ -254,6 +259,6 @@ clean:
 
 FORCE:
 
-.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow model-deep asan bench bench-boot bench-snapshot bench-migrate bench-agent bench-agent-loop fuzz clean
+.PHONY: FORCE all dist install uninstall deb test-deb deps demo demo-down test test-unit test-slow model-deep asan bench bench-boot bench-snapshot bench-migrate bench-agent bench-agent-loop bench-failover fuzz clean
 
 -include $(shell find $(BUILD)/obj build-fuzz/obj -name '*.d' 2>/dev/null)

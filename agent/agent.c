@@ -290,6 +290,7 @@ static void on_replica_membership(void *opaque)
      * expected votes) is right after merges too. */
     if (replica_synced(a->replica))
         a->announced = false;
+    local_on_membership(a);
     agent_changed(a);
 }
 

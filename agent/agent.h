@@ -192,6 +192,8 @@ void local_reattach(struct agent *a); /* at start, before the first sync */
  * after ternd started (this host's migrations that its restart cut are
  * ended). Never blocks; idempotent. */
 void local_reconcile(struct agent *a, bool at_start);
+/* A configuration change: what was broadcast may be lost; say it again. */
+void local_on_membership(struct agent *a);
 /* Migration progress relays and the like, from messages as they apply. */
 void local_on_applied(struct agent *a, const json_t *msg);
 /* VM processes here, for status. */

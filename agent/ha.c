@@ -58,7 +58,29 @@ struct ha {
     unsigned next_lost;
     struct watchdog *wd;
     uint64_t feed_timer;
+    uint64_t deadline_timer;     /* the next watchdog deadline to look at */
+    double deadline_at;
 };
+
+static void on_deadline(struct loop *l, void *opaque)
+{
+    (void)l;
+    struct ha *ha = opaque;
+    ha->deadline_timer = 0;
+    ha->deadline_at = 0;
+    agent_changed(ha->a); /* ha_reconcile looks again, at once */
+}
+
+/* Wakes the loop at `at` (agent_now), not at the next tick. */
+static void wake_at(struct ha *ha, double at)
+{
+    if (ha->deadline_timer && ha->deadline_at <= at)
+        return;
+    loop_del_timer(ha->a->loop, ha->deadline_timer);
+    double ms = (at - agent_now()) * 1e3;
+    ha->deadline_timer = loop_add_timer(ha->a->loop, ms > 0 ? (int64_t)ms + 1 : 0, on_deadline, ha);
+    ha->deadline_at = at;
+}
 
 static struct episode *episode_of(struct ha *ha, const char *host, uint32_t seq, bool make)
 {
@@ -148,6 +170,7 @@ static void on_fence_done(void *opaque, bool ok, const struct fence_result *runs
         if (wait > RETRY_MAX_S)
             wait = RETRY_MAX_S;
         e->next_try = agent_now() + wait;
+        wake_at(e->ha, e->next_try);
         agent_log("fencing %s (episode %u) failed after %.3f s, again in %.0f s: %s\n", e->host,
                   e->seq, took, wait, detail);
         send_result(e, false, NULL, detail);
@@ -191,7 +214,9 @@ static void settle_episode(struct ha *ha, const struct cl_host *h, bool fencer)
      * not be fed through it otherwise), when no level did it. */
     if (h->watchdog_s > 0 && !h->online && !e->op && (!levels || e->failures > 0)) {
         double wait = (double)(watchdog_reset_deadline_ms(h->watchdog_s) + DEADLINE_MARGIN_MS) / 1e3;
-        if (now - e->seen >= wait) {
+        if (now - e->seen < wait) {
+            wake_at(ha, e->seen + wait);
+        } else {
             char detail[CL_REASON_MAX];
             snprintf(detail, sizeof(detail), "lost for %.1f s, past its watchdog's deadline "
                      "(%u s timeout)", now - e->seen, h->watchdog_s);
@@ -255,7 +280,8 @@ int ha_new(struct agent *a, struct tern_err *err)
     if (!a->ha)
         return tern_err_set(err, "out of memory");
     a->ha->a = a;
-    a->ha->feed_timer = loop_add_timer(a->loop, FEED_MS, on_feed, a->ha);
+    if (a->cfg.fence.watchdog[0]) /* no watchdog: no timer waking the loop */
+        a->ha->feed_timer = loop_add_timer(a->loop, FEED_MS, on_feed, a->ha);
     return 0;
 }
 
@@ -267,6 +293,7 @@ void ha_free(struct agent *a, bool disarm)
         if (a->ha->eps[i].used)
             episode_end(&a->ha->eps[i]);
     loop_del_timer(a->loop, a->ha->feed_timer);
+    loop_del_timer(a->loop, a->ha->deadline_timer);
     watchdog_close(a->ha->wd, disarm);
     free(a->ha);
     a->ha = NULL;

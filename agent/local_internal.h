@@ -46,6 +46,7 @@ struct local_vm {
     /* What was broadcast already (so a message is not sent again before
      * it applies): the migration ids. */
     uint64_t listening_sent, commit_sent, done_sent, abort_sent;
+    json_t *done_result;       /* destination: the migration_done result sent (to resend) */
     bool ended_expected;       /* its end is what was asked for */
     bool up;                   /* its control socket answered (or it listens, incoming) */
 };
@@ -93,5 +94,8 @@ void mig_settle_source(struct agent *a, struct local_vm *lv, const struct cl_mig
 void mig_hand_over(struct agent *a, struct local_vm *lv, const struct cl_migration *m);
 void mig_resume_source(struct agent *a, struct local_vm *lv);
 void mig_watch_readable(struct local_vm *lv);
+/* The destination, guest running, commit applied: migration_done again
+ * unless already sent in this configuration. */
+void mig_done_again(struct agent *a, struct local_vm *lv, const struct cl_migration *m);
 
 #endif

@@ -163,7 +163,6 @@ static void on_dest_status(void *opaque, json_t *st, const struct tern_err *err)
     }
     if (lv->done_sent == m->id)
         return;
-    lv->done_sent = m->id;
     json_t *pr = m->progress;
     json_t *res = json_pack("{s:I, s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "id",
                             (json_int_t)m->id, "vm", m->vm, "from", m->from, "to", m->to,
@@ -172,9 +171,26 @@ static void on_dest_status(void *opaque, json_t *st, const struct tern_err *err)
                             json_object_get(pr, "round") ?: json_null(), "bytes_sent",
                             json_object_get(pr, "bytes_sent") ?: json_null(), "migration_s",
                             json_object_get(pr, "elapsed_s") ?: json_null());
+    json_decref(lv->done_result);
+    lv->done_result = res;
+    lv->mig_id = 0; /* the state's migration record is what settle follows now */
+    mig_done_again(a, lv, m);
+}
+
+void mig_done_again(struct agent *a, struct local_vm *lv, const struct cl_migration *m)
+{
+    if (lv->done_sent == m->id)
+        return;
+    if (!lv->done_result) /* re-attached after a restart: what is known */
+        lv->done_result = json_pack("{s:I, s:s, s:s, s:s, s:s, s:n}", "id", (json_int_t)m->id,
+                                    "vm", m->vm, "from", m->from, "to", m->to, "outcome",
+                                    "succeeded", "guest_pause_ms");
+    if (!lv->done_result)
+        return;
+    lv->done_sent = m->id;
     json_t *msg = cl_msg_new(CL_MSG_MIGRATION_DONE);
     json_object_set_new(msg, "id", json_integer((json_int_t)m->id));
-    json_object_set_new(msg, "result", res);
+    json_object_set(msg, "result", lv->done_result);
     agent_report(a, msg);
     json_decref(msg);
 }
@@ -272,8 +288,11 @@ void mig_settle_incoming(struct agent *a, struct local_vm *lv, const struct cl_v
         dest_commit(a, lv, "its handover to this host committed");
         return;
     }
-    if (!cl_state_quorate(s) && vm && !strcmp(vm->owner, a->host))
-        return; /* wait for a quorate state to say */
+    /* Without a settled quorate state, an incoming VMM is kept: the
+     * source's side may have committed (migrate/handover.pml,
+     * KILL_WHEN_NOT_QUORATE). */
+    if (!(replica_ready(a->replica) && cl_state_quorate(s) && a->quorate))
+        return;
     lv->ended_expected = true;
     lv_kill(lv, "an incoming VMM without a migration to this host");
 }

@@ -42,7 +42,7 @@ static const unsigned allowed[LV__PHASES] = {
     [LV_RUNNING] = 1u << LV_MIGRATING | 1u << LV_STOPPING | 1u << LV_HANDED_OVER,
     [LV_MIGRATING] = 1u << LV_READY | 1u << LV_RUNNING | 1u << LV_HANDED_OVER,
     [LV_READY] = 1u << LV_COMMIT_SENT | 1u << LV_RUNNING | 1u << LV_HANDED_OVER,
-    [LV_COMMIT_SENT] = 1u << LV_HANDED_OVER | 1u << LV_RUNNING,
+    [LV_COMMIT_SENT] = 1u << LV_HANDED_OVER | 1u << LV_RUNNING | 1u << LV_READY,
     [LV_HANDED_OVER] = 0,
     [LV_INCOMING] = 1u << LV_COMMITTING | 1u << LV_STOPPING,
     [LV_COMMITTING] = 1u << LV_RUNNING,
@@ -152,6 +152,7 @@ static void lv_free(struct local_vm *lv)
         loop_del_fd(a->loop, lv->proc.pidfd);
         close(lv->proc.pidfd);
     }
+    json_decref(lv->done_result);
     memset(lv, 0, sizeof(*lv));
     lv->watch_fd = -1;
     lv->proc.pidfd = -1;
@@ -446,6 +447,31 @@ static void on_pidfd(struct loop *l, int fd, unsigned events, void *opaque)
 
 /* --- settling --- */
 
+/* A state to give up a guest on: synced, no round open, quorate (the
+ * configuration it was applied in and votequorum here). */
+static bool state_settled(struct agent *a)
+{
+    return replica_ready(a->replica) && cl_state_quorate(agent_state(a)) && a->quorate;
+}
+
+void local_on_membership(struct agent *a)
+{
+    /* What was broadcast before may be lost with the configuration that
+     * ended: say it again when the state still needs it
+     * (migrate/handover.pml, ONE_SHOT_SENDS). */
+    for (int i = 0; i < LOCAL_MAX_VMS; i++) {
+        struct local_vm *lv = &a->local->vms[i];
+        if (!lv->used)
+            continue;
+        lv->listening_sent = lv->commit_sent = lv->done_sent = lv->abort_sent = 0;
+        if (lv->phase == LV_COMMIT_SENT)
+            lv_set_phase(lv, LV_READY, "a configuration change: the commit is sent again if "
+                                       "it did not apply");
+    }
+    memset(a->local->reports, 0, sizeof(a->local->reports));
+    memset(a->local->aborted, 0, sizeof(a->local->aborted));
+}
+
 /* One process against the state. */
 static void settle(struct agent *a, struct local_vm *lv, bool at_start)
 {
@@ -456,7 +482,8 @@ static void settle(struct agent *a, struct local_vm *lv, bool at_start)
     if (lv->phase == LV_KILLING)
         return;
     if (!vm) {
-        lv_kill(lv, "the VM is no longer defined");
+        if (state_settled(a))
+            lv_kill(lv, "the VM is no longer defined");
         return;
     }
     if (lv->incoming_kind) {
@@ -479,16 +506,32 @@ static void settle(struct agent *a, struct local_vm *lv, bool at_start)
         }
         return;
     }
+    /* What says this host must give up a guest it holds is only believed
+     * from a settled quorate state (migrate/handover.pml): a commit or a
+     * new owner seen on one side of a split may be lost in the merge, and
+     * acting on it would leave the guest running nowhere. */
+    bool settled = state_settled(a);
     if (strcmp(vm->owner, a->host) != 0) {
         if (m && m->phase == CL_MIG_COMMITTED && !strcmp(m->from, a->host)) {
-            mig_hand_over(a, lv, m); /* the commit applied: this copy hands over */
+            if (settled)
+                mig_hand_over(a, lv, m); /* the commit is stable: this copy hands over */
             return;
         }
+        if (!settled)
+            return; /* kept (paused or running) until a quorate state says */
         char why[CL_NAME_MAX + 64];
         snprintf(why, sizeof(why), "the cluster says the VM runs on '%s'",
                  vm->owner[0] ? vm->owner : "(nowhere)");
         lv->ended_expected = true;
         lv_kill(lv, why); /* it must not run twice */
+        return;
+    }
+    /* The destination after the commit: the guest runs here; until
+     * migration_done applies, it is said again (after a configuration
+     * change that may have lost it). */
+    if (m && m->phase == CL_MIG_COMMITTED && !strcmp(m->to, a->host)) {
+        if (lv->phase == LV_RUNNING)
+            mig_done_again(a, lv, m);
         return;
     }
     if (m && !strcmp(m->from, a->host)) {

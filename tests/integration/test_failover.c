@@ -264,6 +264,21 @@ static void revive(int h)
         fail_msg("restarting h%d's corosync: %s", h, err);
     assert_int_equal(ternd_hosts_start(&T, h, NULL), 0);
     tagree(&T, ALL, HOSTS, true, 90000);
+    /* Its announce applied everywhere: its fencing is over. */
+    char name[8];
+    snprintf(name, sizeof(name), "h%d", h);
+    for (int i = 0; i < 300; i++) {
+        int none = 0;
+        for (int at = 1; at <= HOSTS; at++) {
+            json_t *x = host_show(at, name);
+            none += !strcmp(jstr(x, "fence", "state"), "none");
+            json_decref(x);
+        }
+        if (none == HOSTS)
+            return;
+        test_sleep_ms(50);
+    }
+    fail_msg("h%d's fencing never ended after it came back", h);
 }
 
 static int setup(void **state)
