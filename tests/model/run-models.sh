@@ -2,6 +2,7 @@
 # Checks the spin models (docs/cluster-state.md, "The model"):
 #   ha/replica.pml       the replica and its sync protocol
 #   migrate/handover.pml the migration handover
+#   ha/failover.pml      fencing and failover
 # Usage: tests/model/run-models.sh BUILD_DIR [--deep]
 #
 # For each check: spin -a, gcc pan.c, run pan, all in BUILD_DIR/model/NAME/.
@@ -31,12 +32,13 @@ names=()
 failed=()
 passed=0
 
-# check NAME MODEL EXPECT SPIN_DEFINES [CC_DEFINES]
+# check NAME MODEL EXPECT SPIN_DEFINES [CC_DEFINES [OPT [HASH]]]
 #   EXPECT: "holds", or "fails:TEXT" where TEXT is a piece of the assertion
 #   spin must report violated (so that a variant fails for the intended
-#   reason, not another).
+#   reason, not another). OPT: the compiler's optimisation for a "holds"
+#   check (-O1 unless given); HASH: its hash table (-w23 unless given).
 check() {
-    local name=$1 model=$2 expect=$3 defs=$4 ccdefs=${5:-}
+    local name=$1 model=$2 expect=$3 defs=$4 ccdefs=${5:-} hopt=${6:--O1} hhash=${7:--w23}
     local dir="$out/$name"
     names+=("$name")
     echo "[ RUN      ] $name"
@@ -51,7 +53,7 @@ check() {
         return
     fi
     # shellcheck disable=SC2086
-    local opt=-O1
+    local opt=$hopt
     [ "$expect" = holds ] || opt=-O0
     if ! (cd "$dir" && $CC $opt $PAN_CFLAGS -DMEMLIM=$MEMLIM_MB $ccdefs -o pan pan.c > cc.log 2>&1); then
         sed 's/^/    /' "$dir/cc.log" | head -20
@@ -60,7 +62,7 @@ check() {
     fi
     # -w: the hash table (2^w slots): pan clears it first, so not bigger
     # than the search needs
-    local hash=-w23
+    local hash=$hhash
     [ "$expect" = holds ] || hash=-w20
     # CPU seconds (user+sys): pan's own "elapsed time" is wall-clock, which
     # other loads on the machine stretch
@@ -156,6 +158,19 @@ PA='!((((srcvm==0)||(srcvm==1))&&(dstvm==3)))'    # handover (a): never two copi
 PC='(dstvm!=3)||d_told'                           # handover (c): D runs after its commit
 PD_STUCK='!(d_vm_stuck)'                          # handover (d): the guest runs on its owner
 PD_OPEN='!(d_migration_open)'                     # handover (d): the migration ends
+F=ha/failover.pml
+FA='!(a_two_running)'                             # failover (a): never two copies running
+FC='!(c_released_unfenced)'                       # failover (c): nothing released before the fence
+FD='!(d_vm_not_running)'                          # failover (d): every HA VM runs in the end
+FE='!(e_fenced_not_off)'                          # failover (e): fenced means off
+FF='!(f_started_without_quorum)'                  # failover (f): no start without quorum
+FC_BUT_SEEN='-DC_DEADLINE -DLATCH_RACE -DSTART_WITHOUT_QUORUM -DNO_CRASH_RECOVERY -DINSTALL_MEMBERS_ONLY'
+# failover's adversary for the variants (the model's defaults: one of each),
+# searched breadth first (SHORTEST: no hidden variables, which -DBFS refuses)
+FP1='-DSHORTEST -DPARTS=1 -DFREEZES=0 -DCRASHES=0 -DDEVFAIL=0 -DOPCONF=0'   # one partition
+FP2='-DSHORTEST -DPARTS=2 -DFREEZES=0 -DCRASHES=0 -DDEVFAIL=0 -DOPCONF=0'   # two partitions
+FZ1='-DSHORTEST -DPARTS=0 -DFREEZES=1 -DCRASHES=0 -DDEVFAIL=0 -DOPCONF=0'   # one freeze
+FPC='-DSHORTEST -DPARTS=1 -DFREEZES=0 -DCRASHES=1 -DDEVFAIL=0 -DOPCONF=0'   # a partition, a crash
 
 # Model 1: the fixed protocol holds, in two scopes: at most 4 partitions,
 # merges, crashes, leaves or power losses (restarts free, alone); at most 3,
@@ -182,6 +197,32 @@ check handover_kill_when_not_quorate $H "fails:$PD_STUCK" "-DKILL_WHEN_NOT_QUORA
 check handover_brief             $H "fails:$PD_STUCK" "-DBRIEF_HANDOVER"          -DBFS
 check handover_one_shot_sends    $H "fails:$PD_OPEN" "-DONE_SHOT_SENDS"           -DBFS
 
+# Model 3: the fixed protocol holds in two scopes (W=4 s watchdog): a
+# partition, a freeze, a failing fence device, an operator's confirmation
+# and one boot; a partition, a crash, a failing device, a confirmation and
+# two boots. The C as built runs a VM twice; each of its weak choices
+# restored alone fails on the rule it breaks, and so does each deliberately
+# broken variant (breadth first: the shortest counterexamples; with the
+# properties a variant breaks first turned off where the brief names (a)).
+check failover_fixed             $F holds        "-DCRASHES=0 -DBOOTS=1"          "" -O2
+check failover_fixed_crash       $F holds        "-DFREEZES=0 -DBOOTS=2"          "" -O2
+check failover_as_built          $F "fails:$FA"  "$FP2 -DAS_BUILT -DCHECK_D=0 -DCHECK_E=0 -DCHECK_F=0" -DBFS
+# ... and it is the episode's clock: with the C's five other choices, no VM
+# runs twice in failover_fixed's scope ((e), (f), (d) turned off).
+check failover_as_built_but_seen $F holds        "-DCRASHES=0 -DBOOTS=1 $FC_BUT_SEEN -DCHECK_D=0 -DCHECK_E=0 -DCHECK_F=0" "" -O2
+check failover_c_deadline        $F "fails:$FE"  "$FZ1 -DC_DEADLINE"   -DBFS
+check failover_seen_any_state    $F "fails:$FA"  "$FP2 -DSEEN_ANY_STATE -DCHECK_E=0" -DBFS
+check failover_latch_race        $F "fails:$FE"  "$FZ1 -DLATCH_RACE"   -DBFS
+check failover_start_without_quorum $F "fails:$FF" "$FPC -DSTART_WITHOUT_QUORUM" -DBFS
+check failover_no_crash_recovery $F "fails:$FD"  "$FP1 -DNO_CRASH_RECOVERY" -DBFS
+check failover_install_members_only $F "fails:$FD" "$FPC -DINSTALL_MEMBERS_ONLY" -DBFS
+check failover_release_on_lost   $F "fails:$FA"  "$FP1 -DRELEASE_ON_LOST -DCHECK_C=0" -DBFS
+check failover_release_on_lost_c $F "fails:$FC"  "$FP1 -DRELEASE_ON_LOST" -DBFS
+check failover_no_self_stop      $F "fails:$FA"  "$FP1 -DNO_SELF_STOP -DCHECK_E=0" -DBFS
+check failover_deadline_too_short $F "fails:$FA" "$FZ1 -DDEADLINE_TOO_SHORT -DCHECK_E=0" -DBFS
+check failover_stale_episode     $F "fails:$FA"  "$FP2 -DW=2 -DSTALE_EPISODE -DCHECK_E=0" -DBFS
+check failover_fencer_any_side   $F "fails:$FA"  "$FP1 -DFENCER_ANY_SIDE -DCHECK_E=0 -DCHECK_F=0" -DBFS
+
 if [ "$deep" = 1 ]; then
     # Two client changes: epochs that each state counts itself collide
     # across histories (the fixed protocol in this scope: see the doc).
@@ -191,6 +232,14 @@ if [ "$deep" = 1 ]; then
     # One more event of each kind.
     check replica_fixed_ev5      $R holds        "-DEVMAX=5"                     -DCOLLAPSE
     check handover_fixed_deep    $H holds        "-DSPLITS=3 -DAGENT_CRASHES=4 -DVMM_KILLS=2 -DSTREAM_BREAKS=2"
+    # Fencing and failover: one of each failure with a 2 s watchdog; a
+    # partition, a freeze and a crash with a 4 s one; two partitions; a
+    # cut-off host whose corosync notices up to two seconds late (the
+    # deadline one second longer).
+    check failover_fixed_w2      $F holds        "-DW=2 -DBOOTS=1"                "" -O2 -w25
+    check failover_fixed_deep    $F holds        "-DDEVFAIL=0 -DOPCONF=0 -DBOOTS=1" "" -O2 -w25
+    check failover_fixed_partitions $F holds     "-DPARTS=2 -DFREEZES=0 -DCRASHES=0 -DBOOTS=1" "" -O2
+    check failover_fixed_lag1    $F holds        "-DLAG=1 -DCRASHES=0 -DBOOTS=1"  "" -O2
 fi
 
 end=$(date +%s)
