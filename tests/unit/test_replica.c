@@ -1309,6 +1309,58 @@ static void test_thousand_vm_join(void **unused)
     sim_free(s);
 }
 
+
+/* ---- The model's counterexamples (ha/replica.pml, docs/cluster-state.md
+ * "The model"), replayed against the C. Model nodes n0, n1, n2 are nodes
+ * 1, 2, 3 here. ---- */
+
+/* Point 1 (CONFIG_AT_CONFCHG, and the trail of MAIN_RULE): a change is
+ * delivered on {1,2} only and acknowledged there; {1,2} and 3 merge; 3 must
+ * not write its stale history under the merge's configuration during the
+ * round. After a power loss 2 and 3 restart first: 2's disk (the change)
+ * must beat 3's. */
+static void test_model_config_at_install(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    s->auto_persist = true;
+    const uint32_t m12[] = {1, 2}, m3[] = {3}, m23[] = {2, 3};
+    node_send(s, 1, define_msg("acked"));
+    /* The split: the change reaches 1 and 2 in {1,2,3}; both fsync and
+     * report, so 1 acknowledges it. Their disks keep just that. */
+    sim_confchg_at(s, 0, m3, 1);
+    sim_run(s);
+    uint64_t v = cl_state_version(replica_state(s->nodes[1].r));
+    assert_non_null(cl_state_vm(replica_state(s->nodes[1].r), "acked"));
+    assert_true(replica_stable_version(s->nodes[1].r) >= v); /* acknowledged */
+    s->nodes[1].disk_frozen = s->nodes[2].disk_frozen = true;
+    sim_confchg(s, m12, 2);
+    sim_run(s);
+    /* The merge: 3 fsyncs whatever it holds during the round... */
+    sim_confchg(s, ALL3, 3);
+    sim_step(s);
+    s->nodes[3].disk_frozen = true;
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_non_null(cl_state_vm(replica_state(s->nodes[3].r), "acked"));
+    /* ... then every node loses its power before writing the install. */
+    struct cl_state *d[4];
+    for (uint32_t id = 1; id <= 3; id++)
+        d[id] = node_crash(s, id);
+    assert_non_null(cl_state_vm(d[2], "acked"));
+    assert_null(cl_state_vm(d[3], "acked"));
+    cl_state_free(d[1]);
+    for (uint32_t id = 2; id <= 3; id++) {
+        node_start(s, id, d[id]);
+        replica_set_bootstrap_quorum(s->nodes[id].r, 2);
+    }
+    sim_confchg(s, m23, 2);
+    sim_run(s);
+    expect_equal(s, m23, 2);
+    assert_non_null(cl_state_vm(replica_state(s->nodes[3].r), "acked"));
+    sim_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1330,6 +1382,7 @@ int main(void)
         cmocka_unit_test(test_round_queue_bounded),
         cmocka_unit_test(test_large_state_in_chunks),
         cmocka_unit_test(test_thousand_vm_join),
+        cmocka_unit_test(test_model_config_at_install),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
