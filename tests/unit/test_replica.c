@@ -1361,6 +1361,92 @@ static void test_model_config_at_install(void **unused)
     sim_free(s);
 }
 
+
+/* Point 2 (LOCAL_EPOCH): a quorum epoch must name one quorate
+ * configuration cluster-wide, not count each copy's own. {1,3} go on
+ * quorate after a split and 1 writes two changes the others never see;
+ * after a power loss {2,3} restart from older disks, form another quorate
+ * configuration and acknowledge a change. When 1 returns, its copy must not
+ * win: with counters both histories had the same epoch (the old one plus
+ * one) and 1's had more quorate events. */
+static void test_model_unique_epochs(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    s->auto_persist = true;
+    const uint32_t m13[] = {1, 3}, m2[] = {2}, m23[] = {2, 3};
+    s->nodes[3].disk_frozen = true;
+    sim_confchg(s, m2, 1);
+    sim_confchg(s, m13, 2);
+    sim_run(s);
+    assert_true(cl_state_quorate(replica_state(s->nodes[1].r)));
+    node_send(s, 1, define_msg("x"));
+    node_send(s, 1, define_msg("y"));
+    sim_run(s);
+    struct cl_state *d[4];
+    for (uint32_t id = 1; id <= 3; id++)
+        d[id] = node_crash(s, id);
+    assert_non_null(cl_state_vm(d[1], "y"));
+    assert_null(cl_state_vm(d[3], "x"));
+    for (uint32_t id = 2; id <= 3; id++) {
+        node_start(s, id, d[id]);
+        replica_set_bootstrap_quorum(s->nodes[id].r, 2);
+    }
+    sim_confchg(s, m23, 2);
+    sim_run(s);
+    expect_equal(s, m23, 2);
+    assert_true(cl_state_quorate(replica_state(s->nodes[2].r)));
+    node_send(s, 2, define_msg("acked"));
+    sim_run(s);
+    uint64_t v = cl_state_version(replica_state(s->nodes[2].r));
+    assert_true(replica_stable_version(s->nodes[2].r) >= v); /* acknowledged */
+    /* 1 comes back with its disk. */
+    node_start(s, 1, d[1]);
+    replica_set_bootstrap_quorum(s->nodes[1].r, 2);
+    sim_confchg(s, ALL3, 3);
+    sim_run(s);
+    expect_equal(s, ALL3, 3);
+    assert_non_null(cl_state_vm(replica_state(s->nodes[1].r), "acked"));
+    assert_null(cl_state_vm(replica_state(s->nodes[1].r), "y"));
+    sim_free(s);
+}
+
+/* Point 4 (ACK_BY_VERSION): a report counts for an acknowledgement only if
+ * the member's disk holds the current configuration's own record. A change
+ * applied in {1,2,3}; 3's ternd leaves ({1,2}: no round); 2's disk holds
+ * the change but not the new configuration, and its report of that must
+ * not make the change stable in {1,2}. (The model's trail goes through an
+ * install, after which the C already restarts the watermark (point 5); a
+ * configuration applied without a round re-reports the old one.) */
+static void test_model_ack_covers_configuration(void **unused)
+{
+    (void)unused;
+    struct sim *s = three_synced();
+    const uint32_t m12[] = {1, 2};
+    node_send(s, 1, define_msg("c"));
+    sim_run(s);
+    uint64_t v = cl_state_version(replica_state(s->nodes[1].r));
+    assert_int_equal(replica_stable_version(s->nodes[1].r), 0); /* nothing reported yet */
+    s->nodes[2].disk_frozen = true; /* it holds the change, at v */
+    cl_state_free(node_crash(s, 3));
+    sim_confchg_process(s, m12, 2);
+    sim_run(s);
+    uint64_t cfg = cl_state_version(replica_state(s->nodes[1].r));
+    assert_true(cfg > v);
+    replica_persisted(s->nodes[1].r, cfg);
+    replica_persisted(s->nodes[2].r, v);
+    sim_run(s);
+    assert_int_equal(replica_stable_version(s->nodes[1].r), 0);
+    assert_int_equal(replica_stable_version(s->nodes[2].r), 0);
+    /* 2's disk catches up with the configuration: now it counts. */
+    s->nodes[2].disk_frozen = false;
+    replica_persisted(s->nodes[2].r, cfg);
+    sim_run(s);
+    assert_true(replica_stable_version(s->nodes[1].r) >= cfg);
+    assert_true(replica_stable_version(s->nodes[1].r) >= v);
+    sim_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1383,6 +1469,8 @@ int main(void)
         cmocka_unit_test(test_large_state_in_chunks),
         cmocka_unit_test(test_thousand_vm_join),
         cmocka_unit_test(test_model_config_at_install),
+        cmocka_unit_test(test_model_unique_epochs),
+        cmocka_unit_test(test_model_ack_covers_configuration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
