@@ -198,9 +198,9 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
  * (CL_LEFT_NODE) is lost and so are its VMs' states; migrations missing an
  * end end. The configuration is quorate when its distinct members are a
  * majority of the expected votes (the highest that an online host
- * announced; none known: not quorate); each quorate configuration gets a
- * new quorum epoch, the counter that decides which side wins a merge.
- * Counts as one version. Never refused. */
+ * announced; none known: not quorate); a quorate configuration takes its
+ * ring sequence number (c->ring_seq) as quorum epoch, what decides which
+ * side wins a merge. Counts as one version. Never refused. */
 void cl_state_apply_config(struct cl_state *s, const struct cl_config *c);
 /* True (once) when applying ran out of memory on this host after the point
  * where it could refuse (the failover placement of a configuration
