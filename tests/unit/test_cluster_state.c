@@ -1143,6 +1143,25 @@ static void test_json_round_trip(void **unused)
             fail_msg("bad document %zu: error '%s' lacks '%s'", i, err.msg, bad[i].needle);
         json_decref(d);
     }
+    /* Format 2: epochs counted per copy; read as epoch 0, the old epoch and
+     * count folded into the quorate version (they order among themselves). */
+    json_t *d2 = json_deep_copy(doc);
+    json_object_set_new(d2, "format_version", json_integer(2));
+    json_t *c2 = json_object_get(d2, "config");
+    json_object_del(c2, "ring_seq");
+    json_object_set_new(c2, "quorum_epoch", json_integer(5));
+    json_object_set_new(c2, "quorate_version", json_integer(7));
+    struct cl_state *old2 = cl_state_new();
+    assert_int_equal(cl_state_from_json(old2, d2, &err), 0);
+    assert_int_equal(cl_state_quorum_epoch(old2), 0);
+    assert_int_equal(cl_state_quorate_version(old2), (5ull << 32) | 7);
+    assert_int_equal(cl_state_config_ring(old2), 0);
+    /* Format 3 needs the ring. */
+    json_object_set_new(d2, "format_version", json_integer(3));
+    assert_int_equal(cl_state_from_json(old2, d2, &err), -1);
+    assert_non_null(strstr(err.msg, "ring_seq"));
+    json_decref(d2);
+    cl_state_free(old2);
     json_t *d = json_deep_copy(doc);
     json_object_set_new(d, "format_version", json_integer(4));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
