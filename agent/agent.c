@@ -405,10 +405,20 @@ static void on_quorum(void *opaque, bool quorate)
     agent_changed(a);
 }
 
+/* --- replica-fix: the totem ring (quorum epochs, docs/cluster-state.md) --- */
+static void on_ring(void *opaque, uint64_t ring_seq)
+{
+    struct agent *a = opaque;
+    if (a->replica)
+        replica_set_ring(a->replica, ring_seq);
+}
+/* --- end replica-fix --- */
+
 static const struct cs_link_callbacks link_callbacks = {
     .deliver = on_deliver,
     .confchg = on_confchg,
     .quorum = on_quorum,
+    .ring = on_ring,
 };
 
 /* --- set-up --- */

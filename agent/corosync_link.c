@@ -30,6 +30,7 @@ struct cs_link {
     uint32_t nodeid;
     bool quorate;
     uint32_t expected_votes;
+    uint64_t ring_seq;
     struct cs_link_callbacks cb;
     void *opaque;
     bool oom; /* a callback could not allocate; dispatch reports it */
@@ -181,6 +182,22 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
         free(down);
 }
 
+/* CPG model v1: the totem ring changed (delivered after the CPG
+ * configuration changes it caused), or the ring at join time. */
+static void on_totem(cpg_handle_t handle, struct cpg_ring_id ring_id, uint32_t nr_members,
+                     const uint32_t *members)
+{
+    (void)nr_members;
+    (void)members;
+    void *ctx = NULL;
+    if (cpg_context_get(handle, &ctx) != CS_OK || !ctx)
+        return;
+    struct cs_link *l = ctx;
+    l->ring_seq = ring_id.seq;
+    if (l->cb.ring)
+        l->cb.ring(l->opaque, ring_id.seq);
+}
+
 static void on_expected(votequorum_handle_t handle, uint64_t context, uint32_t expected)
 {
     (void)handle;
@@ -225,6 +242,8 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
         .model = CPG_MODEL_V1,
         .cpg_deliver_fn = on_deliver,
         .cpg_confchg_fn = on_confchg,
+        .cpg_totem_confchg_fn = on_totem,
+        .flags = CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
     };
     CS_RETRY(rc, cpg_model_initialize(&l->cpg, CPG_MODEL_V1, (cpg_model_data_t *)&model, l));
     if (rc != CS_OK) {
@@ -302,6 +321,11 @@ void cs_link_close(struct cs_link *l)
 uint32_t cs_link_local_nodeid(const struct cs_link *l)
 {
     return l->nodeid;
+}
+
+uint64_t cs_link_ring_seq(const struct cs_link *l)
+{
+    return l->ring_seq;
 }
 
 bool cs_link_quorate(const struct cs_link *l)

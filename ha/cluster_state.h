@@ -143,6 +143,11 @@ struct cl_config {
     const uint32_t *left;         /* node ids that left, with reasons */
     const enum cl_leave_reason *left_reason;
     size_t nr_left;
+    /* The sequence number of corosync's totem ring this configuration is
+     * applied under (struct cpg_ring_id's seq; 0: not known). Unique and
+     * increasing across the cluster: a quorate configuration takes it as
+     * its quorum epoch (docs/cluster-state.md, "Quorum epochs"). */
+    uint64_t ring_seq;
 };
 
 /* The state messages (docs/cluster-state.md "Messages"), as an enum with
@@ -194,9 +199,9 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
  * (CL_LEFT_NODE) is lost and so are its VMs' states; migrations missing an
  * end end. The configuration is quorate when its distinct members are a
  * majority of the expected votes (the highest that an online host
- * announced; none known: not quorate); each quorate configuration gets a
- * new quorum epoch, the counter that decides which side wins a merge.
- * Counts as one version. Never refused. */
+ * announced; none known: not quorate); a quorate configuration takes its
+ * ring sequence number (c->ring_seq) as quorum epoch, what decides which
+ * side wins a merge. Counts as one version. Never refused. */
 void cl_state_apply_config(struct cl_state *s, const struct cl_config *c);
 /* True (once) when applying ran out of memory on this host after the point
  * where it could refuse (the failover placement of a configuration
@@ -206,16 +211,21 @@ bool cl_state_take_fault(struct cl_state *s);
 /* Counts every applied message and configuration; equal on hosts with
  * equal state. */
 uint64_t cl_state_version(const struct cl_state *s);
-/* Quorum epoch: incremented when a quorate configuration is applied (or a
- * configuration becomes quorate). Of two copies of the state, the one with
+/* Quorum epoch: when a quorate configuration is applied (or a configuration
+ * becomes quorate), the ring sequence number of that configuration
+ * (cl_config.ring_seq; never lower than before). The same number on every
+ * replica that applies that configuration, and never the number of another
+ * history's quorate configuration. Of two copies of the state, the one with
  * the higher quorum epoch held quorum last. */
 uint64_t cl_state_quorum_epoch(const struct cl_state *s);
-/* Events (messages and configurations) applied while the configuration
- * was quorate. Of two copies with the same quorum epoch, the one with more
- * of those holds more of the quorate history: a copy that only went on
- * without quorum (a minority whose membership flapped) does not count as
- * newer for it. */
+/* The version of the last event (message or configuration) applied while
+ * the configuration was quorate. Of two copies with the same quorum epoch,
+ * the one with the higher quorate version holds more of that epoch's
+ * history: a copy that only went on without quorum (a minority whose
+ * membership changed) cannot raise it. */
 uint64_t cl_state_quorate_version(const struct cl_state *s);
+/* The ring sequence number of the configuration last applied. */
+uint64_t cl_state_config_ring(const struct cl_state *s);
 /* The configuration the state was last applied in. */
 bool cl_state_quorate(const struct cl_state *s);
 uint32_t cl_state_expected_votes(const struct cl_state *s);

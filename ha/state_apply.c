@@ -847,7 +847,9 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
     if (origin)
         cl__origin_note(s, c.origin_node, c.origin_req); /* room reserved above */
     s->version++;
-    if (s->quorate)
-        s->q_version++;
+    /* The quorate version is the version of the last quorate event (not a
+     * count: a count of one history can equal another's). */
+    if (s->quorate && s->version > s->q_version)
+        s->q_version = s->version;
     return 0;
 }

@@ -78,9 +78,13 @@ static void expect_refused_at(struct cl_state *s, uint32_t node, const char *tex
 
 /* A configuration change with these members; those that left, left with
  * their process only (their node is still in corosync's membership). */
+/* Each configuration comes with a new totem ring (its sequence number). */
+static uint64_t last_ring;
+
 static void set_members(struct cl_state *s, const uint32_t *members, size_t n)
 {
-    struct cl_config c = {.members = members, .nr_members = n};
+    last_ring += 4;
+    struct cl_config c = {.members = members, .nr_members = n, .ring_seq = last_ring};
     cl_state_apply_config(s, &c);
 }
 
@@ -1020,6 +1024,7 @@ static void test_version_counting(void **unused)
     struct cl_state *t = cl_state_new();
     announce(t, 1, "h1", 1024, 1);
     expect_refused(t, 1, "{\"type\":\"vm_stop\",\"name\":\"x\"}", "[no_quorum]", "not quorate");
+    last_ring -= 8; /* the same configurations, in the same rings */
     set_members(t, m, 1);
     set_members(t, m, 1);
     char *a = dump(s), *b = dump(t);
@@ -1138,10 +1143,29 @@ static void test_json_round_trip(void **unused)
             fail_msg("bad document %zu: error '%s' lacks '%s'", i, err.msg, bad[i].needle);
         json_decref(d);
     }
+    /* Format 2: epochs counted per copy; read as epoch 0, the old epoch and
+     * count folded into the quorate version (they order among themselves). */
+    json_t *d2 = json_deep_copy(doc);
+    json_object_set_new(d2, "format_version", json_integer(2));
+    json_t *c2 = json_object_get(d2, "config");
+    json_object_del(c2, "ring_seq");
+    json_object_set_new(c2, "quorum_epoch", json_integer(5));
+    json_object_set_new(c2, "quorate_version", json_integer(7));
+    struct cl_state *old2 = cl_state_new();
+    assert_int_equal(cl_state_from_json(old2, d2, &err), 0);
+    assert_int_equal(cl_state_quorum_epoch(old2), 0);
+    assert_int_equal(cl_state_quorate_version(old2), (5ull << 32) | 7);
+    assert_int_equal(cl_state_config_ring(old2), 0);
+    /* Format 3 needs the ring. */
+    json_object_set_new(d2, "format_version", json_integer(3));
+    assert_int_equal(cl_state_from_json(old2, d2, &err), -1);
+    assert_non_null(strstr(err.msg, "ring_seq"));
+    json_decref(d2);
+    cl_state_free(old2);
     json_t *d = json_deep_copy(doc);
-    json_object_set_new(d, "format_version", json_integer(3));
+    json_object_set_new(d, "format_version", json_integer(4));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
-    assert_non_null(strstr(err.msg, "format version 3 is not supported"));
+    assert_non_null(strstr(err.msg, "format version 4 is not supported"));
     json_object_set_new(d, "format", json_string("other"));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
     json_decref(d);
@@ -1346,7 +1370,10 @@ static void test_quorum_rules(void **unused)
     uint32_t m12[] = {1, 2};
     set_members(s, m12, 2);
     assert_true(cl_state_quorate(s));
-    assert_int_equal(cl_state_quorum_epoch(s), q + 1);
+    /* Its epoch is its ring's sequence number, above every one before. */
+    assert_true(cl_state_quorum_epoch(s) > q);
+    assert_int_equal(cl_state_quorum_epoch(s), cl_state_config_ring(s));
+    q = cl_state_quorum_epoch(s);
     expect_ok(s, 2, "{\"type\":\"host_announce\",\"host\":\"h2\",\"mem_mib\":4096,\"vcpus\":4,"
                     "\"migration_addr\":\"10.77.0.2\",\"expected_votes\":5}");
     assert_false(cl_state_quorate(s)); /* 2 of 5 */
@@ -1354,7 +1381,8 @@ static void test_quorum_rules(void **unused)
     uint32_t m123[] = {1, 2, 3};
     set_members(s, m123, 3);
     assert_true(cl_state_quorate(s));
-    assert_int_equal(cl_state_quorum_epoch(s), q + 2);
+    assert_true(cl_state_quorum_epoch(s) > q);
+    assert_int_equal(cl_state_quorum_epoch(s), cl_state_config_ring(s));
     /* A commit needs quorum too (a fresh migration, committed in a
      * minority: refused). */
     start_on(s, "v", "h1");
