@@ -453,6 +453,16 @@ const char *cl_fence_state_name(enum cl_fence_state f)
     return "unknown";
 }
 
+const char *cl_fence_check_name(enum cl_fence_check c)
+{
+    switch (c) {
+    case CL_CHECK_UNKNOWN: return "unknown";
+    case CL_CHECK_OK: return "ok";
+    case CL_CHECK_FAILING: return "failing";
+    }
+    return "unknown";
+}
+
 const struct cl_host *cl_state_fencer(const struct cl_state *s, const char *target)
 {
     if (!s->quorate)

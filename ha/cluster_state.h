@@ -41,6 +41,15 @@ enum cl_fence_state {
     CL_FENCE_FENCED,   /* confirmed off: its VMs were released (until it announces again) */
 };
 
+/* Whether a host's fence devices answer (`monitor`, run periodically by the
+ * host that would fence it): a failing device is found before it is
+ * needed. Information for the operator; no decision depends on it. */
+enum cl_fence_check {
+    CL_CHECK_UNKNOWN,  /* not checked (no device, or not yet) */
+    CL_CHECK_OK,       /* every device of its levels answered */
+    CL_CHECK_FAILING,  /* at least one did not */
+};
+
 /* Bounds on what the state holds, so that it always fits what the cluster
  * can carry (a joining host gets all of it) and what clients can read. */
 #define CL_MAX_HOSTS 256
@@ -63,6 +72,9 @@ struct cl_host {
     uint32_t fence_attempts;      /* failed attempts in this episode */
     char fence_method[16];        /* how it was fenced: device, watchdog, operator */
     char fence_detail[CL_REASON_MAX]; /* why it is fenced, or the last failure */
+    enum cl_fence_check fence_check;  /* its devices, as last checked */
+    char fence_check_by[CL_NAME_MAX]; /* the host that checked them */
+    char fence_check_detail[CL_REASON_MAX]; /* each device's answer */
 };
 
 struct cl_disk {
@@ -171,6 +183,7 @@ enum cl_msg_type {
     CL_MSG_HOST_FENCE,
     CL_MSG_HOST_FENCED,
     CL_MSG_HOST_FENCE_FAILED,
+    CL_MSG_HOST_FENCE_CHECK,
     CL_MSG__COUNT
 };
 
@@ -297,6 +310,7 @@ json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg);
 
 const char *cl_vm_run_name(enum cl_vm_run r);
 const char *cl_fence_state_name(enum cl_fence_state f);
+const char *cl_fence_check_name(enum cl_fence_check c);
 /* The member that runs fencing against `target`: the online host with the
  * lowest node id other than the target, in a quorate configuration; NULL
  * if none. Every host computes the same. */

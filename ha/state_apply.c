@@ -740,6 +740,29 @@ static int h_host_fence_failed(struct msg_ctx *c, struct tern_err *err)
     return 0;
 }
 
+/* What the host that would fence `host` found when it ran `monitor` on
+ * its devices (agent/fence_monitor.c). Sent when the answer changes. */
+static int h_host_fence_check(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_host *h;
+    uint32_t seq;
+    char detail[CL_REASON_MAX];
+    const json_t *ok = json_object_get(c->msg, "ok");
+    if (fence_target(c, &h, &seq, false, err) < 0 ||
+        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
+        return -1;
+    if (!json_is_boolean(ok))
+        return tern_err_coded(err, TERN_ERR_INVALID, "'ok' (a boolean) is required");
+    const struct cl_host *by = c->host;
+    if (!by)
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "node %u is not a host of the cluster",
+                              c->sender);
+    h->fence_check = json_is_true(ok) ? CL_CHECK_OK : CL_CHECK_FAILING;
+    snprintf(h->fence_check_by, sizeof(h->fence_check_by), "%s", by->name);
+    cl__copy_utf8(h->fence_check_detail, sizeof(h->fence_check_detail), detail);
+    return 0;
+}
+
 /* ---- dispatch ---- */
 
 /* What only a quorate configuration may do: every change a client asks
@@ -770,6 +793,7 @@ static const struct {
     [CL_MSG_HOST_FENCE] = {"host_fence", h_host_fence, QUORATE_ONLY},
     [CL_MSG_HOST_FENCED] = {"host_fenced", h_host_fenced, QUORATE_ONLY},
     [CL_MSG_HOST_FENCE_FAILED] = {"host_fence_failed", h_host_fence_failed, QUORATE_ONLY},
+    [CL_MSG_HOST_FENCE_CHECK] = {"host_fence_check", h_host_fence_check, QUORATE_ONLY},
 };
 
 const char *cl_msg_type_name(enum cl_msg_type t)

@@ -226,7 +226,7 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
         if (strcmp(s->vms[i].owner, h->name) == 0)
             nr_vms++;
     return json_pack("{s:s, s:I, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, "
-                     "s:{s:s, s:I, s:I, s:s, s:s}}",
+                     "s:{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s}}",
                      "name", h->name, "nodeid", (json_int_t)h->nodeid, "online", h->online,
                      "lost", h->lost, "mode", mode_names[h->mode == CL_HOST_MAINTENANCE],
                      "mem_mib", (json_int_t)h->mem_mib, "vcpus", (json_int_t)h->vcpus,
@@ -235,7 +235,9 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
                      (json_int_t)h->expected_votes, "watchdog_s", (json_int_t)h->watchdog_s,
                      "fence", "state", cl_fence_state_name(h->fence), "seq",
                      (json_int_t)h->fence_seq, "attempts", (json_int_t)h->fence_attempts,
-                     "method", h->fence_method, "detail", h->fence_detail);
+                     "method", h->fence_method, "detail", h->fence_detail, "check",
+                     cl_fence_check_name(h->fence_check), "check_by", h->fence_check_by,
+                     "check_detail", h->fence_check_detail);
 }
 
 json_t *cl_vm_to_json(const struct cl_vm *vm)
@@ -341,8 +343,9 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid host name", h->name);
     /* Fencing (format 2, later fields: absent in older files). */
     static const char *const fence_names[] = {"none", "pending", "failed", "fenced", NULL};
+    static const char *const check_names[] = {"unknown", "ok", "failing", NULL};
     uint64_t watchdog, seq = 0, attempts = 0;
-    int fence = 0;
+    int fence = 0, check = 0;
     const json_t *f = json_object_get(j, "fence");
     if (cl__get_uint(j, "watchdog_s", true, 0, 0, CL_WATCHDOG_MAX_S, &watchdog, err) < 0)
         return -1;
@@ -350,7 +353,13 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
               cl__get_uint(f, "seq", true, 0, 0, UINT32_MAX, &seq, err) < 0 ||
               cl__get_uint(f, "attempts", true, 0, 0, UINT32_MAX, &attempts, err) < 0 ||
               cl__get_str(f, "method", "", h->fence_method, sizeof(h->fence_method), err) < 0 ||
-              cl__get_str(f, "detail", "", h->fence_detail, sizeof(h->fence_detail), err) < 0))
+              cl__get_str(f, "detail", "", h->fence_detail, sizeof(h->fence_detail), err) < 0 ||
+              (json_object_get(f, "check") &&
+               cl__get_enum(f, "check", check_names, &check, err) < 0) ||
+              cl__get_str(f, "check_by", "", h->fence_check_by, sizeof(h->fence_check_by),
+                          err) < 0 ||
+              cl__get_str(f, "check_detail", "", h->fence_check_detail,
+                          sizeof(h->fence_check_detail), err) < 0))
         return f && !json_is_object(f)
                    ? tern_err_coded(err, TERN_ERR_INVALID, "\"fence\" must be an object")
                    : tern_err_prefix(err, "fence");
@@ -358,6 +367,7 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
     h->fence = (enum cl_fence_state)fence;
     h->fence_seq = (uint32_t)seq;
     h->fence_attempts = (uint32_t)attempts;
+    h->fence_check = (enum cl_fence_check)check;
     h->nodeid = (uint32_t)nodeid;
     h->expected_votes = (uint32_t)expected;
     h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;

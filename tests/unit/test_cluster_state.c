@@ -1077,9 +1077,53 @@ static struct cl_state *busy_state(void)
     expect_ok(s, 2, "{\"type\":\"host_fence\",\"host\":\"h5\"}");
     expect_ok(s, 2, "{\"type\":\"host_fence_failed\",\"host\":\"h5\",\"seq\":1,"
                     "\"detail\":\"bmc down\"}");
+    expect_ok(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":false,"
+                    "\"detail\":\"h3-bmc: timed out\"}");
     expect_ok(s, 1, "{\"type\":\"vm_define\",\"name\":\"zgrouped\",\"group\":\"db\","
                     "\"config\":" CFG1G "}");
     return s;
+}
+
+/* What the would-be fencer found when it checked a host's fence devices:
+ * stored with who checked, refused when it cannot be a check. */
+static void test_fence_check(void **unused)
+{
+    (void)unused;
+    struct cl_state *s = three_hosts();
+    assert_int_equal(cl_state_host(s, "h3")->fence_check, CL_CHECK_UNKNOWN);
+    expect_ok(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true,"
+                    "\"detail\":\"h3-bmc: ok\"}");
+    const struct cl_host *h = cl_state_host(s, "h3");
+    assert_int_equal(h->fence_check, CL_CHECK_OK);
+    assert_string_equal(h->fence_check_by, "h1");
+    assert_string_equal(h->fence_check_detail, "h3-bmc: ok");
+    expect_ok(s, 2, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":false,"
+                    "\"detail\":\"h3-bmc: failed: bad password\"}");
+    assert_int_equal(h->fence_check, CL_CHECK_FAILING);
+    assert_string_equal(h->fence_check_by, "h2");
+    /* No decision depends on it: the host stays as it was. */
+    assert_int_equal(h->fence, CL_FENCE_NONE);
+    assert_true(h->online);
+    json_t *j = cl_host_to_json(s, h);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "fence"), "check")),
+                        "failing");
+    json_decref(j);
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h9\",\"ok\":true}",
+                   "[not_found]", "h9");
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":\"yes\"}",
+                   "[invalid]", "'ok'");
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\"}", "[invalid]",
+                   "'ok'");
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true,"
+                         "\"detail\":7}", "[invalid]", "detail");
+    expect_refused(s, 9, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true}",
+                   "[not_found]", "node 9");
+    /* Without quorum, nothing is recorded. */
+    uint32_t m1[] = {1};
+    set_members(s, m1, 1);
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true}",
+                   "[no_quorum]", "not quorate");
+    cl_state_free(s);
 }
 
 static void test_json_round_trip(void **unused)
@@ -1611,7 +1655,7 @@ int main(void)
         cmocka_unit_test(test_capacity_and_placement),
         cmocka_unit_test(test_set_members),
         cmocka_unit_test(test_version_counting),
-        cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_fence_check), cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_thousand_vms),
         cmocka_unit_test(test_quorum_rules),
