@@ -172,13 +172,21 @@ static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
 
 /* An interrupted round's queue: refused, the same on every member, so each
  * sender learns that its message took no effect. */
-static void refuse_queue(struct replica *r)
+/* Empties the round's queue; its messages are the caller's (n of them). */
+static struct pending *take_queue(struct replica *r, size_t *n)
 {
-    size_t n = r->nr_queue;
     struct pending *q = r->queue;
+    *n = r->nr_queue;
     r->queue = NULL;
     r->nr_queue = r->cap_queue = 0;
     r->queue_bytes = 0;
+    return q;
+}
+
+static void refuse_queue(struct replica *r)
+{
+    size_t n;
+    struct pending *q = take_queue(r, &n);
     for (size_t i = 0; i < n; i++) {
         report_error(r, q[i].sender, q[i].msg, TERN_ERR_CONFLICT,
                      "dropped: the cluster's membership changed again before the sync round it "
@@ -342,11 +350,8 @@ static void apply_one(struct replica *r, uint32_t sender, const json_t *msg)
 
 static void apply_queue(struct replica *r)
 {
-    size_t n = r->nr_queue;
-    struct pending *q = r->queue;
-    r->queue = NULL;
-    r->nr_queue = r->cap_queue = 0;
-    r->queue_bytes = 0;
+    size_t n;
+    struct pending *q = take_queue(r, &n);
     for (size_t i = 0; i < n; i++) {
         apply_one(r, q[i].sender, q[i].msg);
         json_decref(q[i].msg);

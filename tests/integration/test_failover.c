@@ -386,6 +386,17 @@ static void crash_restarts_ha_vms(void **state)
     json_decref(reply);
 }
 
+/* `ternctl host list` at host h, its output in a file (path into out). */
+static void ternctl_host_list(int h, char *out, size_t cap)
+{
+    char sock[512], cmd[1400];
+    snprintf(sock, sizeof(sock), "%s/h%d/run/tern/ternd.sock", T.dir, h);
+    snprintf(out, cap, "%s/host-list-h%d.out", T.dir, h);
+    snprintf(cmd, sizeof(cmd), "%s --socket %s host list >%s 2>&1", test_build_path("ternctl"),
+             sock, out);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Waits (up to 30 s) until host `at` says the check of `host`'s fence
  * devices is `check`; returns the host as listed. */
 static json_t *wait_check(int at, const char *host, const char *check)
@@ -438,12 +449,8 @@ static void device_checks(void **state)
     assert_string_equal(jstr(h, "fence", "state"), "none"); /* nothing else changes */
     json_decref(h);
     /* ternctl shows it under the table. */
-    char sock[512], cmd[1400], out[600];
-    snprintf(sock, sizeof(sock), "%s/h2/run/tern/ternd.sock", T.dir);
-    snprintf(out, sizeof(out), "%s/host-list-checks.out", T.dir);
-    snprintf(cmd, sizeof(cmd), "%s --socket %s host list >%s 2>&1", test_build_path("ternctl"),
-             sock, out);
-    assert_int_equal(system(cmd), 0);
+    char out[600];
+    ternctl_host_list(2, out, sizeof(out));
     assert_int_equal(test_count_text(out, "h3: fence devices failing their check (by h1): "
                                           "h3-bmc: failed"), 1);
     assert_int_equal(test_count_text(out, "h2: fence devices failing their check (by h1): "
@@ -482,12 +489,8 @@ static void failed_fence_then_confirm(void **state)
     assert_string_equal(jstr(v, "state", NULL), "lost");
     json_decref(v);
     /* ternctl shows it. */
-    char sock[512], cmd[1400], out[600];
-    snprintf(sock, sizeof(sock), "%s/h1/run/tern/ternd.sock", T.dir);
-    snprintf(out, sizeof(out), "%s/host-list.out", T.dir);
-    snprintf(cmd, sizeof(cmd), "%s --socket %s host list >%s 2>&1", test_build_path("ternctl"),
-             sock, out);
-    assert_int_equal(system(cmd), 0);
+    char out[600];
+    ternctl_host_list(1, out, sizeof(out));
     assert_int_equal(test_count_text(out, "fence-failed"), 1);
     assert_true(test_count_text(out, "h2: fencing failed") == 1);
     /* The operator checked: it is off. */
