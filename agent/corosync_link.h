@@ -66,6 +66,10 @@ void cs_link_close(struct cs_link *l);
 uint32_t cs_link_local_nodeid(const struct cs_link *l);
 /* The last ring sequence number passed to the ring callback (0: none yet). */
 uint64_t cs_link_ring_seq(const struct cs_link *l);
+/* How long corosync may take to notice that this node lost the others and
+ * form a new membership (totem token + consensus, read at open): a host
+ * cut off may go on believing in its old configuration that long. */
+uint32_t cs_link_membership_timeout_ms(const struct cs_link *l);
 bool cs_link_quorate(const struct cs_link *l);
 /* votequorum's expected votes for this node (kept up to date). */
 uint32_t cs_link_expected_votes(const struct cs_link *l);

@@ -583,9 +583,15 @@ void local_reconcile(struct agent *a, bool at_start)
             local_abort(a, NULL, m->id, "the source has no process for this VM");
             continue;
         }
+        struct tern_err err;
         switch (vm->run) {
         case CL_RUN_STARTING:
-            if (vm->desired == CL_VM_RUNNING)
+            /* Only on a quorate view (design.md invariant 4): a host cut off
+             * before it started a VM it was given must not start it now,
+             * while the others may already have fenced it by its watchdog's
+             * deadline and restarted the VM (the model's
+             * START_WITHOUT_QUORUM). It starts once quorum is back. */
+            if (vm->desired == CL_VM_RUNNING && agent_can_change(a, &err))
                 start_guest(a, vm);
             break;
         case CL_RUN_STOPPING:

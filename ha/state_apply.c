@@ -474,6 +474,22 @@ static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
             }
             vm->migration_id = 0;
         }
+        /* An HA VM meant to run that its host lost while cut off (it stops
+         * its HA VMs itself once out of quorum, or its process died while
+         * the host was lost): a host failure, not the guest's; it waits
+         * for a host like the VMs of a fenced host (placed once the
+         * configuration is quorate). Crashed for good, nothing would
+         * restart it (the model's NO_CRASH_RECOVERY). */
+        if (vm->ha && vm->desired == CL_VM_RUNNING &&
+            (vm->run == CL_RUN_LOST || !c->s->quorate)) {
+            snprintf(vm->recovered_from, sizeof(vm->recovered_from), "%s", vm->owner);
+            snprintf(vm->detail, sizeof(vm->detail), "its host %s lost it while cut off from the "
+                     "cluster; waiting for a host to restart it", vm->owner);
+            vm->owner[0] = '\0';
+            vm->run = CL_RUN_STOPPED;
+            vm->recover = true;
+            return 0;
+        }
         vm->run = run == 1 ? CL_RUN_STOPPED : CL_RUN_CRASHED;
         vm->owner[0] = '\0';
         if (run == 2 && !jd)
