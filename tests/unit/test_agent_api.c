@@ -1,0 +1,90 @@
+/* ternd's control API against a real agent in this process, on a one-node
+ * corosync stand-in (tests/support/inproc_agent.h): what the fuzzer
+ * (tests/fuzz/fuzz_agent_request.c) found, kept as cases. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/support/inproc_agent.h"
+
+static struct inproc_agent agent;
+
+static int setup(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    if (inproc_agent_start(&agent, NULL, 10000, &err) < 0) {
+        fprintf(stderr, "starting the agent: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    struct tern_err err;
+    if (inproc_agent_stop(&agent, true, &err) < 0) {
+        fprintf(stderr, "stopping the agent: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends `lines`, returns the reply lines as a JSON array (every line must
+ * be JSON); *took_ms how long until the agent closed the connection. */
+static json_t *request(const char *lines, int timeout_ms, double *took_ms)
+{
+    struct tern_err err;
+    char *out = inproc_request(&agent, lines, timeout_ms, took_ms, &err);
+    if (!out)
+        fail_msg("%s", err.msg);
+    json_t *arr = json_array();
+    for (char *save, *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_error_t je;
+        json_t *j = json_loads(l, 0, &je);
+        if (!j)
+            fail_msg("not JSON (%s): %s", je.text, l);
+        json_array_append_new(arr, j);
+    }
+    free(out);
+    return arr;
+}
+
+/* The stand-in cluster works: status, a change acknowledged, one reply per
+ * request (blank lines ignored, a last line without a newline answered). */
+static void test_basics(void **state)
+{
+    (void)state;
+    json_t *r = request("{\"cmd\":\"status\"}\n\n  \r\n{\"cmd\":\"vm.define\",\"name\":\"a\","
+                        "\"config\":{\"kernel\":\"/k\",\"mem_mib\":64}}\n{\"cmd\":\"vm.list\"}",
+                        5000, NULL);
+    assert_int_equal(json_array_size(r), 3);
+    json_t *status = json_array_get(r, 0);
+    assert_true(json_is_true(json_object_get(status, "ok")));
+    json_t *cluster = json_object_get(json_object_get(status, "result"), "cluster");
+    assert_true(json_is_true(json_object_get(cluster, "ready")));
+    assert_string_equal(json_string_value(json_object_get(cluster, "local_host")), "fz1");
+    /* The list may be answered before the define is acknowledged. */
+    for (size_t i = 1; i < 3; i++)
+        assert_true(json_is_true(json_object_get(json_array_get(r, i), "ok")));
+    json_decref(r);
+    r = request("{\"cmd\":\"vm.show\",\"name\":\"a\"}\n", 5000, NULL);
+    assert_true(json_is_true(json_object_get(json_array_get(r, 0), "ok")));
+    json_decref(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_basics, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
