@@ -81,10 +81,41 @@ static void test_basics(void **state)
     json_decref(r);
 }
 
+static const char *code_of(const json_t *reply)
+{
+    return json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+}
+
+/* A VM whose start failed, started again at once: the second failure is
+ * reported too (it was held back for 5 s as "said already", while the VM
+ * stayed `starting` and the agent kept trying to start it). */
+static void test_start_fails_twice(void **state)
+{
+    (void)state;
+    json_t *r = request("{\"cmd\":\"vm.define\",\"name\":\"b\",\"config\":{\"kernel\":\"/k\","
+                        "\"mem_mib\":64}}\n",
+                        5000, NULL);
+    assert_true(json_is_true(json_object_get(json_array_get(r, 0), "ok")));
+    json_decref(r);
+    for (int i = 0; i < 3; i++) {
+        double took;
+        r = request("{\"cmd\":\"vm.start\",\"name\":\"b\"}\n", 10000, &took);
+        print_message("start %d: %.0f ms\n", i + 1, took);
+        assert_int_equal(json_array_size(r), 1);
+        assert_string_equal(code_of(json_array_get(r, 0)), "failed");
+        assert_true(took < 2500);
+        json_decref(r);
+    }
+    const struct cl_vm *vm = cl_state_vm(agent_state(&agent.a), "b");
+    assert_non_null(vm);
+    assert_int_equal(vm->run, CL_RUN_CRASHED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_basics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_start_fails_twice, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
