@@ -111,11 +111,36 @@ static void test_start_fails_twice(void **state)
     assert_int_equal(vm->run, CL_RUN_CRASHED);
 }
 
+/* host.fence of the only host: nobody can fence it, so it is refused at
+ * once (it waited 120 s for `timeout` and left the host being fenced, so
+ * that no VM could be placed on it until its ternd restarted). */
+static void test_fence_only_host(void **state)
+{
+    (void)state;
+    double took;
+    json_t *r = request("{\"cmd\":\"host.fence\",\"host\":\"fz1\"}\n", 10000, &took);
+    assert_int_equal(json_array_size(r), 1);
+    assert_string_equal(code_of(json_array_get(r, 0)), "conflict");
+    assert_true(took < 2500);
+    json_decref(r);
+    const struct cl_host *h = cl_state_host(agent_state(&agent.a), "fz1");
+    assert_non_null(h);
+    assert_int_equal(h->fence, CL_FENCE_NONE);
+    /* Still a host VMs are placed on (the start fails only at exec). */
+    r = request("{\"cmd\":\"vm.define\",\"name\":\"c\",\"config\":{\"kernel\":\"/k\","
+                "\"mem_mib\":64}}\n{\"cmd\":\"vm.start\",\"name\":\"c\"}\n",
+                5000, NULL);
+    assert_int_equal(json_array_size(r), 2);
+    assert_string_equal(code_of(json_array_get(r, 1)), "failed");
+    json_decref(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_basics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_fails_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fence_only_host, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
