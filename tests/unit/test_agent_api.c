@@ -135,12 +135,46 @@ static void test_fence_only_host(void **state)
     json_decref(r);
 }
 
+/* Lines near and over the 1 MiB limit: one just under it is a request like
+ * any (the input buffer grows to it, the next line still read), one over
+ * it gets one `malformed` and ends the reading. */
+static void test_long_lines(void **state)
+{
+    (void)state;
+    size_t pad = AGENT_MAX_LINE - 100;
+    char *big = malloc(pad + 200);
+    assert_non_null(big);
+    int n = sprintf(big, "{\"cmd\":\"status\",\"pad\":\"");
+    memset(big + n, 'x', pad - (size_t)n);
+    strcpy(big + pad, "\"}\n{\"cmd\":\"vm.list\"}\n");
+    json_t *r = request(big, 10000, NULL);
+    assert_int_equal(json_array_size(r), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_true(json_is_true(json_object_get(json_array_get(r, i), "ok")));
+    json_decref(r);
+
+    size_t over = AGENT_MAX_LINE + 1000;
+    big = realloc(big, over + 1);
+    assert_non_null(big);
+    memset(big, 'x', over);
+    big[over] = '\0';
+    r = request(big, 10000, NULL);
+    assert_int_equal(json_array_size(r), 1);
+    assert_string_equal(code_of(json_array_get(r, 0)), "malformed");
+    const char *msg = json_string_value(
+        json_object_get(json_object_get(json_array_get(r, 0), "error"), "message"));
+    assert_non_null(strstr(msg, "longer than"));
+    json_decref(r);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_basics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_fails_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fence_only_host, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
