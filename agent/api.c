@@ -205,6 +205,13 @@ void api_send(struct agent *a, int client, uint64_t gen, json_t *obj)
         queue_line(a, i, obj, false); /* a client that left: the work goes on */
 }
 
+void api_reply(struct agent *a, int client, uint64_t gen, json_t *reply)
+{
+    int i = slot_of(a, client, gen);
+    if (i >= 0)
+        queue_line(a, i, reply, true);
+}
+
 void api_reply_ok(struct agent *a, int client, uint64_t gen, json_t *result)
 {
     json_t *r = json_pack("{s:b, s:o}", "ok", 1, "result", result ? result : json_object());

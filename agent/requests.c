@@ -550,7 +550,7 @@ static void evac_finish(struct agent *a, struct pending *p)
     } else {
         json_t *r = json_pack("{s:b, s:{s:s, s:s}, s:o}", "ok", 0, "error", "code", "failed",
                               "message", "some VMs could not be moved", "result", res);
-        api_send(a, p->client, p->client_gen, r);
+        api_reply(a, p->client, p->client_gen, r); /* the final reply, like api_reply_err's */
         json_decref(r);
     }
     pending_free(p);

@@ -168,6 +168,34 @@ static void test_long_lines(void **state)
     free(big);
 }
 
+/* An evacuation that fails answers with its one final line (ok false,
+ * the error and the result) and that line ends the request: the
+ * connection closes once everything asked was answered (it stayed open,
+ * the request counted as waiting forever). */
+static void test_evacuation_fails(void **state)
+{
+    (void)state;
+    json_t *r = request("{\"cmd\":\"vm.define\",\"name\":\"a\",\"config\":{\"kernel\":\"/k\","
+                        "\"mem_mib\":64}}\n",
+                        5000, NULL);
+    json_decref(r);
+    /* The evacuation is applied right after the start: 'a' is starting
+     * here, and no other host can take it. */
+    r = request("{\"cmd\":\"vm.start\",\"name\":\"a\"}\n"
+                "{\"cmd\":\"host.evacuate\",\"host\":\"fz1\"}\n",
+                5000, NULL);
+    assert_int_equal(json_array_size(r), 2);
+    json_t *evac = NULL;
+    for (size_t i = 0; i < 2; i++)
+        if (json_object_get(json_array_get(r, i), "result"))
+            evac = json_array_get(r, i);
+    assert_non_null(evac);
+    assert_string_equal(code_of(evac), "failed");
+    json_t *failed = json_object_get(json_object_get(evac, "result"), "failed");
+    assert_int_equal(json_array_size(failed), 1);
+    json_decref(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +203,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_fails_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fence_only_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_evacuation_fails, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
