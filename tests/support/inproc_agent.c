@@ -224,6 +224,7 @@ int inproc_read(struct inproc_client *c, struct tern_err *err)
                 return tern_err_set(err, "out of memory");
             c->buf = n;
             c->cap = cap;
+            c->buf[c->len] = '\0';
         }
         ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, MSG_DONTWAIT);
         if (r < 0 && errno == EINTR)

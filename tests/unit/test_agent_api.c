@@ -196,6 +196,28 @@ static void test_evacuation_fails(void **state)
     json_decref(r);
 }
 
+/* An error message that echoes the request, cut to its 1 KiB in the
+ * middle of a character: answered all the same (jansson refused the cut
+ * character, no reply was made and the request waited for ever). */
+static void test_cut_character(void **state)
+{
+    (void)state;
+    char req[4096];
+    int n = sprintf(req, "{\"cmd\":\"x");
+    for (int i = 0; i < 600; i++)
+        n += sprintf(req + n, "\xc3\xa9");
+    strcpy(req + n, "\"}\n{\"cmd\":\"vm.show\",\"name\":\"y");
+    n += (int)strlen(req + n);
+    for (int i = 0; i < 600; i++)
+        n += sprintf(req + n, "\xe2\x82\xac");
+    strcpy(req + n, "\"}\n");
+    json_t *r = request(req, 5000, NULL);
+    assert_int_equal(json_array_size(r), 2);
+    assert_string_equal(code_of(json_array_get(r, 0)), "unknown_command");
+    assert_string_equal(code_of(json_array_get(r, 1)), "not_found");
+    json_decref(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +226,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fence_only_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_evacuation_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_character, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
