@@ -241,7 +241,8 @@ bench-failover: all
 	@$(BUILD)/bench/failover $(BUILD) $(RUNS)
 
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
-# library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
+# library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/, and
+# fail the target.
 FUZZ_SECONDS ?= 30
 # The library is compiled once into its own archive (fuzzer-instrumented),
 # and each harness links against it.
@@ -266,10 +267,14 @@ build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
 fuzz: deps
 	@command -v clang >/dev/null || apt-get install -y -qq clang >/dev/null
 	@$(MAKE) --no-print-directory $(FUZZERS)
+	@# Each one's output goes to build-fuzz/NAME.log, its last lines shown;
+	@# a fuzzer that fails (a crash, a leak, its own check) fails the target.
 	@for f in $(FUZZERS); do mkdir -p $$f.corpus && echo "== $$f" && \
 	    dict=tests/fuzz/$$(basename $$f).dict; \
 	    (cd build-fuzz && ./$$(basename $$f) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	        $$( [ -f ../$$dict ] && echo -dict=../$$dict ) $$(basename $$f).corpus 2>&1 | tail -4) || exit 1; done
+	        $$( [ -f ../$$dict ] && echo -dict=../$$dict ) $$(basename $$f).corpus \
+	        > $$(basename $$f).log 2>&1; rc=$$?; tail -5 $$(basename $$f).log; exit $$rc) || \
+	    { echo "$$f failed: build-fuzz/$$(basename $$f).log"; exit 1; }; done
 
 clean:
 	rm -rf build build-asan build-fuzz
