@@ -131,6 +131,9 @@ void api_close(struct agent *a);
 void api_send(struct agent *a, int client, uint64_t gen, json_t *obj);
 /* The final reply of one request: also frees its in-flight place. */
 void api_reply_ok(struct agent *a, int client, uint64_t gen, json_t *result);
+/* The same for a reply made whole by the caller (an error that carries a
+ * result too: a failed evacuation's). */
+void api_reply(struct agent *a, int client, uint64_t gen, json_t *reply);
 void api_reply_err(struct agent *a, int client, uint64_t gen, const char *code, const char *fmt,
                    ...) __attribute__((format(printf, 5, 6)));
 /* Counters for status and tests. */
