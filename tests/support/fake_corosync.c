@@ -131,6 +131,13 @@ uint64_t cs_link_ring_seq(const struct cs_link *l)
     return l->ring_seq;
 }
 
+/* One node: nobody to lose; corosync's default for token 1000 ms. */
+uint32_t cs_link_membership_timeout_ms(const struct cs_link *l)
+{
+    (void)l;
+    return 2200;
+}
+
 bool cs_link_quorate(const struct cs_link *l)
 {
     (void)l;
