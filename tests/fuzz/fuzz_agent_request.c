@@ -77,6 +77,7 @@ static void die(const char *fmt, ...)
     fprintf(diag, "\n");
     va_end(ap);
     fflush(diag);
+    inproc_agent_discard(&agent); /* libFuzzer keeps the input; nothing else stays */
     abort();
 }
 

@@ -54,6 +54,11 @@ static void remove_dir(struct inproc_agent *t)
     t->dir[0] = '\0';
 }
 
+void inproc_agent_discard(struct inproc_agent *t)
+{
+    remove_dir(t);
+}
+
 bool inproc_agent_ready(struct inproc_agent *t)
 {
     struct agent *a = &t->a;

@@ -40,6 +40,10 @@ int inproc_agent_round(struct inproc_agent *t, int wait_ms, struct tern_err *err
  * replay to the state it had. Safe on an agent that is not running. */
 int inproc_agent_stop(struct inproc_agent *t, bool check_stored, struct tern_err *err);
 
+/* Removes the agent's directory without stopping it: for a program about
+ * to abort (a fuzzer's own check failed), so that nothing is left behind. */
+void inproc_agent_discard(struct inproc_agent *t);
+
 /* The state as canonical JSON text (malloc'd), NULL if out of memory. */
 char *inproc_state_text(struct cl_state *s);
 
