@@ -36,8 +36,15 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(wildcard tests/u
 INTEGRATION_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(wildcard tests/integration/test_*.c))
 # kvm_skip.c and ternd_assert.c use cmocka: only the test programs link them.
 TEST_CMOCKA_SRCS := tests/support/kvm_skip.c tests/support/ternd_assert.c
-TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_CMOCKA_SRCS),$(wildcard tests/support/*.c)))
+# An agent in the test's own process on a one-node corosync stand-in
+# (tests/support/inproc_agent.h): its cs_link_* functions replace
+# corosync_link.o, so only the programs that ask for it link it, before the
+# library (INPROC_AGENT_TESTS, fuzz_agent_request).
+INPROC_AGENT_SRCS := tests/support/inproc_agent.c tests/support/fake_corosync.c
+INPROC_AGENT_TESTS := $(BUILD)/tests/unit/test_agent_api
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(TEST_CMOCKA_SRCS) $(INPROC_AGENT_SRCS),$(wildcard tests/support/*.c)))
 TEST_CMOCKA_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_CMOCKA_SRCS))
+INPROC_AGENT_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(INPROC_AGENT_SRCS))
 
 # The spin models (docs/cluster-state.md, "The model"); `make model-deep`
 # runs the slow checks too.
@@ -101,6 +108,11 @@ $(BUILD)/tern-watchdog-standin: $(BUILD)/obj/tests/tools/tern-watchdog-standin.o
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
+
+$(INPROC_AGENT_TESTS): $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(INPROC_AGENT_OBJS) \
+		$(TEST_SUPPORT_OBJS) $(TEST_CMOCKA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(TEST_LIBS)
 
@@ -229,7 +241,8 @@ bench-failover: all
 	@$(BUILD)/bench/failover $(BUILD) $(RUNS)
 
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
-# library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/.
+# library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/, and
+# fail the target.
 FUZZ_SECONDS ?= 30
 # The library is compiled once into its own archive (fuzzer-instrumented),
 # and each harness links against it.
@@ -244,15 +257,24 @@ build-fuzz/obj/%.o: %.c
 $(FUZZ_LIB): $(FUZZ_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
+# fuzz_agent_request runs a real agent on a one-node corosync stand-in
+# (INPROC_AGENT_SRCS above), linked before the library so that its
+# corosync_link.o is never pulled in (two definitions would stop the link).
+FUZZ_EXTRA_fuzz_agent_request := $(patsubst %.c,build-fuzz/obj/%.o,$(INPROC_AGENT_SRCS))
+build-fuzz/fuzz_agent_request: $(FUZZ_EXTRA_fuzz_agent_request)
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(LIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_EXTRA_$*) $(FUZZ_LIB) $(LIBS)
 fuzz: deps
 	@command -v clang >/dev/null || apt-get install -y -qq clang >/dev/null
 	@$(MAKE) --no-print-directory $(FUZZERS)
+	@# Each one's output goes to build-fuzz/NAME.log, its last lines shown;
+	@# a fuzzer that fails (a crash, a leak, its own check) fails the target.
 	@for f in $(FUZZERS); do mkdir -p $$f.corpus && echo "== $$f" && \
 	    dict=tests/fuzz/$$(basename $$f).dict; \
 	    (cd build-fuzz && ./$$(basename $$f) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	        $$( [ -f ../$$dict ] && echo -dict=../$$dict ) $$(basename $$f).corpus 2>&1 | tail -4) || exit 1; done
+	        $$( [ -f ../$$dict ] && echo -dict=../$$dict ) $$(basename $$f).corpus \
+	        > $$(basename $$f).log 2>&1; rc=$$?; tail -5 $$(basename $$f).log; exit $$rc) || \
+	    { echo "$$f failed: build-fuzz/$$(basename $$f).log"; exit 1; }; done
 
 clean:
 	rm -rf build build-asan build-fuzz

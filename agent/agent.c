@@ -405,10 +405,20 @@ static void on_quorum(void *opaque, bool quorate)
     agent_changed(a);
 }
 
+/* --- replica-fix: the totem ring (quorum epochs, docs/cluster-state.md) --- */
+static void on_ring(void *opaque, uint64_t ring_seq)
+{
+    struct agent *a = opaque;
+    if (a->replica)
+        replica_set_ring(a->replica, ring_seq);
+}
+/* --- end replica-fix --- */
+
 static const struct cs_link_callbacks link_callbacks = {
     .deliver = on_deliver,
     .confchg = on_confchg,
     .quorum = on_quorum,
+    .ring = on_ring,
 };
 
 /* --- set-up --- */
@@ -676,8 +686,10 @@ static void before_sleep(struct loop *l, void *opaque)
     a->dirty = a->acks_moved = false;
     if (reconcile)
         local_reconcile(a, false);
-    if (a->reconciled)
+    if (a->reconciled) {
         ha_reconcile(a);
+        fence_monitor_reconcile(a);
+    }
     requests_poll(a);
 }
 
@@ -712,7 +724,7 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     if (!a->outq)
         return tern_err_set(err, "out of memory");
     if (requests_new(a, err) < 0 || local_new(a, err) < 0 || metrics_open(a, err) < 0 ||
-        ha_new(a, err) < 0)
+        ha_new(a, err) < 0 || fence_monitor_new(a, err) < 0)
         return -1;
 
     struct cl_state *st = cl_state_new();
@@ -777,6 +789,7 @@ void agent_destroy(struct agent *a)
         api_close(a);
         metrics_close(a);
         ha_free(a, a->exit_status == 0); /* a clean stop disarms the watchdog */
+        fence_monitor_free(a);
     }
     if (a->local)
         local_free(a);

@@ -80,6 +80,7 @@ struct agent {
     struct requests *requests;
     struct metrics *metrics; /* NULL while metrics are off (metrics.c) */
     struct ha *ha;           /* ha.c */
+    struct fence_monitor *fence_monitor; /* fence_monitor.c */
 };
 
 /* agent.c: set-up (config, locks, corosync, persisted state, control
@@ -130,6 +131,9 @@ void api_close(struct agent *a);
 void api_send(struct agent *a, int client, uint64_t gen, json_t *obj);
 /* The final reply of one request: also frees its in-flight place. */
 void api_reply_ok(struct agent *a, int client, uint64_t gen, json_t *result);
+/* The same for a reply made whole by the caller (an error that carries a
+ * result too: a failed evacuation's). */
+void api_reply(struct agent *a, int client, uint64_t gen, json_t *reply);
 void api_reply_err(struct agent *a, int client, uint64_t gen, const char *code, const char *fmt,
                    ...) __attribute__((format(printf, 5, 6)));
 /* Counters for status and tests. */
@@ -149,6 +153,13 @@ void ha_reconcile(struct agent *a);
 unsigned ha_watchdog_s(struct agent *a);
 /* When this agent first saw `host` being fenced (agent_now), 0 if never. */
 double ha_lost_seen(struct agent *a, const char *host);
+
+/* fence_monitor.c: as the host that would fence others, `monitor` on
+ * their fence devices every fence_monitor_interval; the answers go to the
+ * state (host_fence_check) when they change. Runs before the loop sleeps. */
+int fence_monitor_new(struct agent *a, struct tern_err *err);
+void fence_monitor_free(struct agent *a);
+void fence_monitor_reconcile(struct agent *a);
 
 /* requests.c: one request from a client. */
 int requests_new(struct agent *a, struct tern_err *err);

@@ -9,6 +9,7 @@
  * input is answered too. */
 #include "agent.h"
 
+#include "../common/text.h"
 #include "../common/unix_listen.h"
 
 #include <errno.h>
@@ -22,6 +23,10 @@
 
 #define OUT_PAUSE_READING (256u << 10)
 #define READ_CHUNK 65536
+/* A client's input buffer starts this small and doubles while a request
+ * needs more (up to the line limit and two chunks): an idle connection
+ * holds 4 KiB, not 128 (256 of them: 1 MiB, not 32). */
+#define IN_START 4096
 /* Request handling per loop round, over all clients: past it, the rest
  * waits for the next round (after the next epoll_wait), so that a few busy
  * clients cannot make everyone else (and the cluster's deliveries) wait. */
@@ -201,12 +206,29 @@ void api_send(struct agent *a, int client, uint64_t gen, json_t *obj)
         queue_line(a, i, obj, false); /* a client that left: the work goes on */
 }
 
+/* The final reply, or the end of a client that cannot even be told (out
+ * of memory): a request never stays without either. */
+static void queue_final(struct agent *a, int i, json_t *r)
+{
+    if (r)
+        queue_line(a, i, r, true);
+    else
+        client_close(a, i);
+}
+
+void api_reply(struct agent *a, int client, uint64_t gen, json_t *reply)
+{
+    int i = slot_of(a, client, gen);
+    if (i >= 0)
+        queue_final(a, i, reply);
+}
+
 void api_reply_ok(struct agent *a, int client, uint64_t gen, json_t *result)
 {
     json_t *r = json_pack("{s:b, s:o}", "ok", 1, "result", result ? result : json_object());
     int i = slot_of(a, client, gen);
-    if (i >= 0 && r)
-        queue_line(a, i, r, true);
+    if (i >= 0)
+        queue_final(a, i, r);
     json_decref(r);
 }
 
@@ -218,10 +240,13 @@ void api_reply_err(struct agent *a, int client, uint64_t gen, const char *code, 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* What the request said (a name, a command) may be cut here in the
+     * middle of a character: JSON takes only whole ones. */
+    text_utf8_fix(msg);
     json_t *r = json_pack("{s:b, s:{s:s, s:s}}", "ok", 0, "error", "code", code, "message", msg);
     int i = slot_of(a, client, gen);
-    if (i >= 0 && r)
-        queue_line(a, i, r, true);
+    if (i >= 0)
+        queue_final(a, i, r);
     json_decref(r);
 }
 
@@ -286,8 +311,8 @@ static void read_client(struct agent *a, int i)
 {
     struct client *c = &a->api->clients[i];
     uint64_t gen = c->gen;
-    if (c->in_cap - c->in_len < READ_CHUNK) {
-        size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK * 2;
+    if (c->in_cap - c->in_len < IN_START / 2) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : IN_START;
         if (cap > AGENT_MAX_LINE + READ_CHUNK * 2)
             cap = AGENT_MAX_LINE + READ_CHUNK * 2;
         char *n = cap > c->in_cap ? realloc(c->in, cap) : c->in;

@@ -30,6 +30,8 @@ struct cs_link {
     uint32_t nodeid;
     bool quorate;
     uint32_t expected_votes;
+    uint64_t ring_seq;
+    uint32_t membership_timeout_ms; /* totem token + consensus, as running */
     struct cs_link_callbacks cb;
     void *opaque;
     bool oom; /* a callback could not allocate; dispatch reports it */
@@ -181,6 +183,22 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
         free(down);
 }
 
+/* CPG model v1: the totem ring changed (delivered after the CPG
+ * configuration changes it caused), or the ring at join time. */
+static void on_totem(cpg_handle_t handle, struct cpg_ring_id ring_id, uint32_t nr_members,
+                     const uint32_t *members)
+{
+    (void)nr_members;
+    (void)members;
+    void *ctx = NULL;
+    if (cpg_context_get(handle, &ctx) != CS_OK || !ctx)
+        return;
+    struct cs_link *l = ctx;
+    l->ring_seq = ring_id.seq;
+    if (l->cb.ring)
+        l->cb.ring(l->opaque, ring_id.seq);
+}
+
 static void on_expected(votequorum_handle_t handle, uint64_t context, uint32_t expected)
 {
     (void)handle;
@@ -204,6 +222,30 @@ static void on_quorum(votequorum_handle_t handle, uint64_t context, uint32_t quo
         l->cb.quorum(l->opaque, q);
 }
 
+/* How long corosync may take to notice a lost token and form a new
+ * membership: the running totem token timeout plus consensus. When cmap
+ * does not say: a generous 3 s token and corosync's default consensus
+ * (1.2 x token). */
+static uint32_t read_membership_timeout(void)
+{
+    uint32_t token = 0, consensus = 0;
+    cmap_handle_t h;
+    cs_error_t rc;
+    CS_RETRY(rc, cmap_initialize(&h));
+    if (rc == CS_OK) {
+        if (cmap_get_uint32(h, "runtime.config.totem.token", &token) != CS_OK)
+            token = 0;
+        if (cmap_get_uint32(h, "runtime.config.totem.consensus", &consensus) != CS_OK)
+            consensus = 0;
+        cmap_finalize(h);
+    }
+    if (token == 0)
+        token = 3000;
+    if (consensus == 0)
+        consensus = token + token / 5;
+    return token + consensus;
+}
+
 int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_callbacks *cb,
                  void *opaque, struct tern_err *err)
 {
@@ -225,6 +267,8 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
         .model = CPG_MODEL_V1,
         .cpg_deliver_fn = on_deliver,
         .cpg_confchg_fn = on_confchg,
+        .cpg_totem_confchg_fn = on_totem,
+        .flags = CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF,
     };
     CS_RETRY(rc, cpg_model_initialize(&l->cpg, CPG_MODEL_V1, (cpg_model_data_t *)&model, l));
     if (rc != CS_OK) {
@@ -274,6 +318,8 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
     l->quorate = (info.flags & VOTEQUORUM_INFO_QUORATE) != 0;
     l->expected_votes = info.node_expected_votes;
 
+    l->membership_timeout_ms = read_membership_timeout();
+
     CS_RETRY(rc, cpg_join(l->cpg, &l->group));
     if (rc != CS_OK) {
         cs_fail(err, "cpg_join", rc);
@@ -302,6 +348,16 @@ void cs_link_close(struct cs_link *l)
 uint32_t cs_link_local_nodeid(const struct cs_link *l)
 {
     return l->nodeid;
+}
+
+uint32_t cs_link_membership_timeout_ms(const struct cs_link *l)
+{
+    return l->membership_timeout_ms;
+}
+
+uint64_t cs_link_ring_seq(const struct cs_link *l)
+{
+    return l->ring_seq;
 }
 
 bool cs_link_quorate(const struct cs_link *l)

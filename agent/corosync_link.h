@@ -37,6 +37,12 @@ struct cs_link_callbacks {
     /* The quorate flag changed (not called for the state at open time:
      * see cs_link_quorate). */
     void (*quorum)(void *opaque, bool quorate);
+    /* The totem ring the group now runs in: its ring id's sequence number,
+     * unique and increasing across the cluster. Called once the group is
+     * joined (the ring at that time), then at every ring change, after the
+     * CPG configuration changes that ring brought (CPG model v1's totem
+     * configuration callback). */
+    void (*ring)(void *opaque, uint64_t ring_seq);
 };
 
 struct cs_node {
@@ -58,6 +64,12 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
 void cs_link_close(struct cs_link *l);
 
 uint32_t cs_link_local_nodeid(const struct cs_link *l);
+/* The last ring sequence number passed to the ring callback (0: none yet). */
+uint64_t cs_link_ring_seq(const struct cs_link *l);
+/* How long corosync may take to notice that this node lost the others and
+ * form a new membership (totem token + consensus, read at open): a host
+ * cut off may go on believing in its old configuration that long. */
+uint32_t cs_link_membership_timeout_ms(const struct cs_link *l);
 bool cs_link_quorate(const struct cs_link *l);
 /* votequorum's expected votes for this node (kept up to date). */
 uint32_t cs_link_expected_votes(const struct cs_link *l);

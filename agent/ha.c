@@ -10,8 +10,8 @@
  *    success -> host_fenced (method device); failure -> host_fence_failed,
  *    tried again after 1, 2, 4 ... 30 s. A host with a watchdog (it
  *    announced watchdog_s) and no level, or whose levels failed, is fenced
- *    by its deadline: once watchdog_reset_deadline_ms + 1 s have passed
- *    since this agent saw it lost -> host_fenced (method watchdog).
+ *    by its deadline (deadline_s below) since this agent saw it lost in a
+ *    quorate state -> host_fenced (method watchdog).
  *  - on every host with a watchdog configured: it is opened once the host
  *    is quorate for the first time and fed (watchdog_healthy, every 100
  *    ms) only while the host is quorate; out of quorum, the device resets
@@ -30,7 +30,7 @@
 #define HA_TRACK_MAX 64          /* hosts being fenced at once */
 #define RETRY_MAX_S 30.0
 #define RESEND_S 5.0             /* a result not applied by then is sent again */
-#define DEADLINE_MARGIN_MS 1000  /* on top of the lost host's watchdog deadline */
+#define DEADLINE_MARGIN_MS 1000  /* on top of everything below */
 #define FEED_MS 100
 
 struct episode {
@@ -178,13 +178,35 @@ static void on_fence_done(void *opaque, bool ok, const struct fence_result *runs
     agent_changed(a);
 }
 
+/* How long after this agent saw a host with a `watchdog_s` watchdog lost
+ * the host has certainly been reset (ha/failover.pml, DL_FIXED):
+ *  - the device resets it watchdog_reset_deadline_ms after its last
+ *    watchdog_healthy (the feeder's window, a keepalive period, the timeout);
+ *  - that last call may come after this agent saw it lost: a host frozen
+ *    (stopped whole) for less than the window feeds again when it thaws,
+ *    with its old, quorate view of the cluster, until its corosync notices
+ *    it is cut off (up to the membership timeout: token + consensus);
+ *  - a margin for the clocks and the scheduling of two hosts.
+ * (The deadline without the last two parts: the model's C_DEADLINE, where
+ * a host frozen for a moment still runs its VM when the survivors restart
+ * it.) */
+static double deadline_s(struct agent *a, uint32_t watchdog_s)
+{
+    int64_t ms = watchdog_reset_deadline_ms(watchdog_s) + (int64_t)watchdog_s * 1000 / 2 +
+                 (a->link ? cs_link_membership_timeout_ms(a->link) : 0) + DEADLINE_MARGIN_MS;
+    return (double)ms / 1e3;
+}
+
 /* One host being fenced, seen by this agent. */
 static void settle_episode(struct ha *ha, const struct cl_host *h, bool fencer)
 {
     struct agent *a = ha->a;
-    struct episode *e = episode_of(ha, h->name, h->fence_seq, true);
+    /* The watchdog deadline counts from when this agent saw the episode in
+     * a quorate state: a minority's view of a lost host says nothing of
+     * when the quorate side lost it (the model's SEEN_ANY_STATE). */
+    struct episode *e = episode_of(ha, h->name, h->fence_seq, cl_state_quorate(agent_state(a)));
     if (!e)
-        return; /* more hosts being fenced at once than tracked: the next round */
+        return; /* not tracked yet, or more hosts being fenced at once than tracked */
     if (!fencer) {
         if (e->op) {
             fence_op_cancel(e->op); /* another host fences now */
@@ -213,7 +235,7 @@ static void settle_episode(struct ha *ha, const struct cl_host *h, bool fencer)
     /* The watchdog's deadline: for a host that is not a member (it could
      * not be fed through it otherwise), when no level did it. */
     if (h->watchdog_s > 0 && !h->online && !e->op && (!levels || e->failures > 0)) {
-        double wait = (double)(watchdog_reset_deadline_ms(h->watchdog_s) + DEADLINE_MARGIN_MS) / 1e3;
+        double wait = deadline_s(a, h->watchdog_s);
         if (now - e->seen < wait) {
             wake_at(ha, e->seen + wait);
         } else {

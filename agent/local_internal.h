@@ -55,6 +55,7 @@ struct report_mark {
     char vm[CL_NAME_MAX];
     enum cl_vm_run run;
     double at;
+    uint64_t req;   /* its request id: on its way until the state has it */
 };
 
 struct local {

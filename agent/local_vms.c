@@ -235,8 +235,13 @@ void local_report(struct agent *a, const char *vm, enum cl_vm_run run, const cha
         return; /* nothing to say: the state says so already */
     struct report_mark *r = mark_of(a, vm, true);
     double now = agent_now();
-    if (r->run == run && now - r->at < REPORT_AGAIN_S)
-        return; /* said, and on its way */
+    /* Said, and on its way: not again until it was delivered (a later
+     * request of ours applied, or this one: then the state moved on since,
+     * e.g. the VM was started again after it crashed, and needs this said
+     * anew), or it seems lost. */
+    if (r->run == run && now - r->at < REPORT_AGAIN_S &&
+        cl_state_origin_req(agent_state(a), a->nodeid) < r->req)
+        return;
     static const char *const names[] = {[CL_RUN_RUNNING] = "running",
                                         [CL_RUN_STOPPED] = "stopped",
                                         [CL_RUN_CRASHED] = "crashed"};
@@ -247,9 +252,11 @@ void local_report(struct agent *a, const char *vm, enum cl_vm_run run, const cha
     json_object_set_new(m, "name", json_string(vm));
     json_object_set_new(m, "run", json_string(names[run]));
     json_object_set_new(m, "detail", json_string(detail));
-    if (agent_report(a, m)) {
+    uint64_t req = agent_report(a, m);
+    if (req) {
         r->run = run;
         r->at = now;
+        r->req = req;
     }
     json_decref(m);
 }
@@ -583,9 +590,15 @@ void local_reconcile(struct agent *a, bool at_start)
             local_abort(a, NULL, m->id, "the source has no process for this VM");
             continue;
         }
+        struct tern_err err;
         switch (vm->run) {
         case CL_RUN_STARTING:
-            if (vm->desired == CL_VM_RUNNING)
+            /* Only on a quorate view (design.md invariant 4): a host cut off
+             * before it started a VM it was given must not start it now,
+             * while the others may already have fenced it by its watchdog's
+             * deadline and restarted the VM (the model's
+             * START_WITHOUT_QUORUM). It starts once quorum is back. */
+            if (vm->desired == CL_VM_RUNNING && agent_can_change(a, &err))
                 start_guest(a, vm);
             break;
         case CL_RUN_STOPPING:

@@ -181,10 +181,11 @@ static enum host_state host_state(const struct cl_host *h)
 static void write_gauges(FILE *f, struct agent *a)
 {
     struct cl_state *s = agent_state(a);
-    size_t hosts[HS__COUNT] = {0}, maintenance = 0, online = 0;
+    size_t hosts[HS__COUNT] = {0}, maintenance = 0, online = 0, check_failing = 0;
     for (size_t i = 0; i < cl_state_nr_hosts(s); i++) {
         const struct cl_host *h = cl_state_host_at(s, i);
         hosts[host_state(h)]++;
+        check_failing += h->fence_check == CL_CHECK_FAILING;
         maintenance += h->mode == CL_HOST_MAINTENANCE;
         online += h->online;
     }
@@ -220,6 +221,11 @@ static void write_gauges(FILE *f, struct agent *a)
     family(f, "tern_hosts_maintenance", "gauge",
            "Hosts in maintenance mode (evacuated; nothing is placed on them).");
     sample_u64(f, "tern_hosts_maintenance", NULL, maintenance);
+
+    family(f, "tern_hosts_fence_check_failing", "gauge",
+           "Hosts whose fence devices did not all answer their last check (monitor, run by "
+           "the host that would fence them): fencing them would fail now.");
+    sample_u64(f, "tern_hosts_fence_check_failing", NULL, check_failing);
 
     family(f, "tern_vms", "gauge", "VMs defined in the cluster by state.");
     for (int i = 0; i < NR_VM_STATES; i++) {

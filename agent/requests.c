@@ -324,9 +324,18 @@ static void handle_host_fence(struct agent *a, int client, uint64_t gen, json_t 
     const char *host;
     if (!require_name(a, client, gen, req, "host", &host))
         return;
-    const struct cl_host *h = cl_state_host(agent_state(a), host);
+    struct cl_state *s = agent_state(a);
+    const struct cl_host *h = cl_state_host(s, host);
     if (!h) {
         api_reply_err(a, client, gen, "not_found", "host '%s' is not in the cluster", host);
+        return;
+    }
+    /* Another online host runs the fencing: without one, the episode
+     * would wait forever, and the host, being fenced, take no VMs. */
+    if (run && cl_state_quorate(s) && !cl_state_fencer(s, host)) {
+        api_reply_err(a, client, gen, "conflict",
+                      "no host can fence '%s': fencing is run by another online host that is "
+                      "not being fenced itself, and there is none", host);
         return;
     }
     json_t *msg;
@@ -541,7 +550,7 @@ static void evac_finish(struct agent *a, struct pending *p)
     } else {
         json_t *r = json_pack("{s:b, s:{s:s, s:s}, s:o}", "ok", 0, "error", "code", "failed",
                               "message", "some VMs could not be moved", "result", res);
-        api_send(a, p->client, p->client_gen, r);
+        api_reply(a, p->client, p->client_gen, r); /* the final reply, like api_reply_err's */
         json_decref(r);
     }
     pending_free(p);

@@ -97,7 +97,9 @@ static json_t *config_record(const struct cl_config *c)
     for (size_t i = 0; l && i < c->nr_left; i++)
         json_array_append_new(l, json_pack("[I, b]", (json_int_t)c->left[i],
                                            c->left_reason[i] == CL_LEFT_NODE));
-    return json_pack("{s:o*, s:o*}", "m", m, "l", l);
+    /* "r": the ring it was applied under (its quorum epoch if quorate);
+     * records written before it had none (0). */
+    return json_pack("{s:o*, s:o*, s:I}", "m", m, "l", l, "r", (json_int_t)c->ring_seq);
 }
 
 /* Applies one journal record to `s`; -1 with err when it does not fit. */
@@ -122,8 +124,10 @@ static int replay_record(struct cl_state *s, const json_t *rec, struct tern_err 
             return tern_err_prefix(err, "version %llu does not apply again", (unsigned long long)v);
     } else if (json_is_object(cfg)) {
         const json_t *m = json_object_get(cfg, "m"), *l = json_object_get(cfg, "l");
+        const json_t *ring = json_object_get(cfg, "r");
         if (!json_is_array(m) || !json_is_array(l) || json_array_size(m) > 4096 ||
-            json_array_size(l) > 4096)
+            json_array_size(l) > 4096 ||
+            (ring && (!json_is_integer(ring) || json_integer_value(ring) < 0)))
             return tern_err_set(err, "version %llu: a malformed configuration",
                                 (unsigned long long)v);
         size_t nm = json_array_size(m), nl = json_array_size(l);
@@ -152,7 +156,8 @@ static int replay_record(struct cl_state *s, const json_t *rec, struct tern_err 
         }
         if (rc == 0) {
             struct cl_config c = {.members = members, .nr_members = nm, .left = left,
-                                  .left_reason = why, .nr_left = nl};
+                                  .left_reason = why, .nr_left = nl,
+                                  .ring_seq = ring ? (uint64_t)json_integer_value(ring) : 0};
             cl_state_apply_config(s, &c);
         }
         free(members);

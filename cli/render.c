@@ -232,7 +232,7 @@ static const char *yes_no(const json_t *o, const char *key)
 static const struct cli_col host_cols[] = {
     {"NAME", 32, false}, {"STATE", 12, false}, {"MODE", 12, false},
     {"VMS", 0, true},    {"MEM(free/total)", 0, true}, {"VCPUS(free/total)", 0, true},
-    {"ADDR", 39, false},
+    {"ADDR", 39, false}, {"FENCE", 8, false},
 };
 
 void cli_render_hosts(FILE *out, const json_t *hosts)
@@ -241,12 +241,13 @@ void cli_render_hosts(FILE *out, const json_t *hosts)
         fputs("(no hosts)\n", out);
         return;
     }
-    struct cli_table *t = cli_table_new(host_cols, 7);
+    struct cli_table *t = cli_table_new(host_cols, 8);
     if (!t)
         return;
     size_t i;
     json_t *h;
     json_array_foreach(hosts, i, h) {
+        const char *check = jstr(json_object_get(h, "fence"), "check", "unknown");
         char vms[24], mem[64], fm[24], tm[24], vc[64], fv[24], tv[24];
         json_t *online = json_object_get(h, "online");
         fmt_int(vms, sizeof(vms), h, "vms");
@@ -270,29 +271,34 @@ void cli_render_hosts(FILE *out, const json_t *hosts)
         const char *cells[] = {
             jstr(h, "name", "?"), state, jstr(h, "mode", "?"), vms, mem, vc,
             jstr(h, "migration_addr", ""),
+            !strcmp(check, "ok") ? "ok" : !strcmp(check, "failing") ? "failing" : "-",
         };
         cli_table_add(t, cells);
     }
     cli_table_print(t, out);
     cli_table_free(t);
-    /* Fencing: what holds up the recovery of a host's VMs, said in full. */
+    /* Fencing: what holds up the recovery of a host's VMs, and devices that
+     * would fail if it were needed, said in full (escaped: an agent's words). */
     json_array_foreach(hosts, i, h) {
         const json_t *f = json_object_get(h, "fence");
         const char *fs = jstr(f, "state", "none");
+        const char *name = jstr(h, "name", "?");
+        if (!strcmp(jstr(f, "check", "unknown"), "failing"))
+            text_put_line(out, "%s: fence devices failing their check (by %s): %s", name,
+                          jstr(f, "check_by", "?"), jstr(f, "check_detail", ""));
         if (!strcmp(fs, "none"))
             continue;
         json_int_t attempts = 0;
         jint(f, "attempts", &attempts);
         if (!strcmp(fs, "fenced"))
-            fprintf(out, "%s: fenced (%s): %s\n", jstr(h, "name", "?"), jstr(f, "method", "?"),
-                    jstr(f, "detail", ""));
+            text_put_line(out, "%s: fenced (%s): %s", name, jstr(f, "method", "?"),
+                          jstr(f, "detail", ""));
         else if (!strcmp(fs, "failed"))
-            fprintf(out, "%s: fencing failed %" JSON_INTEGER_FORMAT " time%s, retried; its VMs "
-                    "wait: %s\n", jstr(h, "name", "?"), attempts, attempts == 1 ? "" : "s",
-                    jstr(f, "detail", ""));
+            text_put_line(out, "%s: fencing failed %" JSON_INTEGER_FORMAT " time%s, retried; its "
+                          "VMs wait: %s", name, attempts, attempts == 1 ? "" : "s",
+                          jstr(f, "detail", ""));
         else
-            fprintf(out, "%s: being fenced; its VMs wait: %s\n", jstr(h, "name", "?"),
-                    jstr(f, "detail", ""));
+            text_put_line(out, "%s: being fenced; its VMs wait: %s", name, jstr(f, "detail", ""));
     }
 }
 

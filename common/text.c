@@ -55,6 +55,18 @@ static size_t next_unit(const unsigned char *s, bool *control)
     return n;
 }
 
+void text_utf8_fix(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    bool control;
+    size_t n;
+    while ((n = next_unit(p, &control)) != 0) {
+        if (n == 1 && p[0] >= 0x80)
+            p[0] = '?';
+        p += n;
+    }
+}
+
 size_t text_control_len(const char *s)
 {
     bool control;

@@ -30,6 +30,12 @@ size_t text_control_len(const char *s);
  * is. */
 const char *text_find_control(const char *s);
 
+/* Makes s well-formed UTF-8 in place, for text bound for JSON (jansson
+ * takes no other strings): every byte that is not part of well-formed
+ * UTF-8 becomes '?', also the start of a character cut at the end (a
+ * message cut to its buffer). Controls stay (JSON escapes them). */
+void text_utf8_fix(char *s);
+
 /* Copies src into dst[cap] escaped. Never cuts an escape or a UTF-8
  * character in half; dst is always NUL-terminated (cap > 0). Returns the
  * bytes written (without the NUL); true in *cut if src did not fit. cut

@@ -47,6 +47,8 @@
 /* A timed-out agent's process group gets SIGTERM, and SIGKILL this much
  * later if its leader has not ended by then. */
 #define FENCE_KILL_GRACE_MS 2000
+#define FENCE_MONITOR_DEFAULT_S 60
+#define FENCE_MONITOR_MAX_S 86400
 #define WATCHDOG_TIMEOUT_DEFAULT_S 10
 #define WATCHDOG_TIMEOUT_MAX_S 600
 
@@ -74,6 +76,7 @@ struct fence_level {
 struct fence_config {
     char agent_dir[FENCE_PATH_MAX];  /* fence_agent_dir */
     unsigned timeout_ms;             /* fence_timeout (seconds in the file) */
+    unsigned monitor_interval_s;     /* fence_monitor_interval; 0: devices not checked */
     unsigned nr_devices;
     struct fence_device devices[FENCE_DEVICES_MAX];
     unsigned nr_levels;
@@ -88,7 +91,8 @@ void fence_config_defaults(struct fence_config *c);
  * that N). Returns 0 when the key is a fencing key and the value is good,
  * -1 with err when it is a fencing key and the value is not, 1 when the key
  * is not a fencing key (err untouched). Keys: fence_agent_dir,
- * fence_timeout, fence_device, fence_level, watchdog, watchdog_timeout. */
+ * fence_timeout, fence_monitor_interval, fence_device, fence_level,
+ * watchdog, watchdog_timeout. */
 int fence_config_set(struct fence_config *c, const char *key, const char *value,
                      const char *where, int line, struct tern_err *err);
 
@@ -104,6 +108,11 @@ int fence_config_check(const struct fence_config *c, struct tern_err *err);
 
 /* Whether `host` has at least one fence level. */
 bool fence_config_has_levels(const struct fence_config *c, const char *host);
+
+/* The devices of `host`'s levels, each once, in level order: up to `max`
+ * names into `out` (pointers into c). Returns how many there are. */
+size_t fence_config_host_devices(const struct fence_config *c, const char *host,
+                                 const char **out, size_t max);
 
 /* The device called `name`, or NULL. */
 const struct fence_device *fence_config_device(const struct fence_config *c, const char *name);

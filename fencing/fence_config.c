@@ -15,6 +15,7 @@ void fence_config_defaults(struct fence_config *c)
     memset(c, 0, sizeof(*c));
     snprintf(c->agent_dir, sizeof(c->agent_dir), "%s", FENCE_AGENT_DIR_DEFAULT);
     c->timeout_ms = FENCE_TIMEOUT_DEFAULT_S * 1000u;
+    c->monitor_interval_s = FENCE_MONITOR_DEFAULT_S;
     c->watchdog_timeout_s = WATCHDOG_TIMEOUT_DEFAULT_S;
 }
 
@@ -105,6 +106,29 @@ bool fence_config_has_levels(const struct fence_config *c, const char *host)
         if (!strcmp(c->levels[i].host, host))
             return true;
     return false;
+}
+
+size_t fence_config_host_devices(const struct fence_config *c, const char *host,
+                                 const char **out, size_t max)
+{
+    size_t n = 0;
+    for (unsigned index = 1; index <= FENCE_HOST_LEVELS_MAX; index++)
+        for (unsigned i = 0; i < c->nr_levels; i++) {
+            const struct fence_level *l = &c->levels[i];
+            if (l->index != index || strcmp(l->host, host))
+                continue;
+            for (unsigned d = 0; d < l->nr_devices; d++) {
+                bool seen = false;
+                for (size_t k = 0; k < n && k < max && !seen; k++)
+                    seen = !strcmp(out[k], l->devices[d]);
+                if (seen)
+                    continue;
+                if (n < max)
+                    out[n] = l->devices[d];
+                n++;
+            }
+        }
+    return n;
 }
 
 /* One key=value argument of a device, appended to d->args. */
@@ -314,6 +338,14 @@ int fence_config_set(struct fence_config *c, const char *key, const char *value,
                                   "'%s'",
                                   where, FENCE_TIMEOUT_MAX_S, value);
         c->timeout_ms = s * 1000u;
+        return 0;
+    }
+    if (!strcmp(key, "fence_monitor_interval")) {
+        if (parse_uint(value, 0, FENCE_MONITOR_MAX_S, &c->monitor_interval_s) < 0)
+            return tern_err_coded(err, TERN_ERR_INVALID,
+                                  "%s: fence_monitor_interval must be 0..%d (seconds between "
+                                  "checks of the fence devices; 0: none), got '%s'",
+                                  where, FENCE_MONITOR_MAX_S, value);
         return 0;
     }
     if (!strcmp(key, "watchdog")) {

@@ -26,6 +26,11 @@ struct watchdog {
     int64_t window_ms;   /* feeds only while the last healthy is younger */
     int64_t period_ms;   /* between keepalives */
     _Atomic int64_t last_healthy_ms;
+    /* Set by watchdog_healthy when it comes after the window: the loop
+     * (or the whole host) was stopped longer than the feeder allows, and
+     * the loop may run before the feeder looks; it must not revive the
+     * feeding then (the model's LATCH_RACE, ha/failover.pml). */
+    _Atomic bool latched;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;   /* CLOCK_MONOTONIC */
@@ -74,7 +79,7 @@ static void *feeder(void *opaque)
     while (!w->stop) {
         if (!w->st.expired) {
             int64_t age = mono_ms() - atomic_load(&w->last_healthy_ms);
-            if (age < w->window_ms)
+            if (age < w->window_ms && !atomic_load(&w->latched))
                 keepalive(w);
             else
                 w->st.expired = true; /* for good: the reset is due */
@@ -213,8 +218,15 @@ int watchdog_open(const char *path, unsigned timeout_s, struct watchdog **out,
 
 void watchdog_healthy(struct watchdog *w)
 {
-    if (w)
-        atomic_store(&w->last_healthy_ms, mono_ms());
+    if (!w)
+        return;
+    /* Only the loop's thread calls this: nothing else moves the value
+     * between the load and the store. */
+    int64_t now = mono_ms();
+    if (now - atomic_load(&w->last_healthy_ms) >= w->window_ms)
+        atomic_store(&w->latched, true); /* too late: the reset is due, whoever looks first */
+    else
+        atomic_store(&w->last_healthy_ms, now);
 }
 
 void watchdog_close(struct watchdog *w, bool disarm)
@@ -226,7 +238,7 @@ void watchdog_close(struct watchdog *w, bool disarm)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
-    close_fd(w->fd, disarm && !w->st.expired);
+    close_fd(w->fd, disarm && !w->st.expired && !atomic_load(&w->latched));
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -246,5 +258,6 @@ struct watchdog_stats watchdog_stats(struct watchdog *w)
     pthread_mutex_lock(&w->mu);
     s = w->st;
     pthread_mutex_unlock(&w->mu);
+    s.expired = s.expired || atomic_load(&w->latched);
     return s;
 }

@@ -50,6 +50,11 @@ uint64_t cl_state_quorate_version(const struct cl_state *s)
     return s->q_version;
 }
 
+uint64_t cl_state_config_ring(const struct cl_state *s)
+{
+    return s->config_ring;
+}
+
 bool cl_state_quorate(const struct cl_state *s)
 {
     return s->quorate;
@@ -285,8 +290,11 @@ void cl__update_quorum(struct cl_state *s)
     bool was = s->quorate;
     s->expected_votes = expected;
     s->quorate = expected > 0 && s->nr_members >= (size_t)expected / 2 + 1;
-    if (s->quorate && !was)
-        s->q_epoch++;
+    /* A quorate configuration's epoch is its ring's sequence number: the
+     * same on every replica that applies it, unique to it cluster-wide (a
+     * counter of this copy's own would be reused by another history). */
+    if (s->quorate && !was && s->config_ring > s->q_epoch)
+        s->q_epoch = s->config_ring;
 }
 
 /* Ends migration m without success. Its VM (if any) runs on the source
@@ -344,6 +352,7 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
     memcpy(s->members, m, n * sizeof(*m));
     s->nr_members = n;
     s->config_epoch++;
+    s->config_ring = c->ring_seq;
     for (size_t i = 0; i < s->nr_hosts; i++) {
         struct cl_host *h = &s->hosts[i];
         h->online = h->nodeid != 0 && is_member(h->nodeid, c->members, c->nr_members);
@@ -415,8 +424,8 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
     cl__update_quorum(s);
     cl__recover(s); /* hosts back: room for HA VMs waiting */
     s->version++;
-    if (s->quorate)
-        s->q_version++;
+    if (s->quorate && s->version > s->q_version)
+        s->q_version = s->version;
 }
 
 const char *cl_vm_run_name(enum cl_vm_run r)
@@ -440,6 +449,16 @@ const char *cl_fence_state_name(enum cl_fence_state f)
     case CL_FENCE_PENDING: return "pending";
     case CL_FENCE_FAILED: return "failed";
     case CL_FENCE_FENCED: return "fenced";
+    }
+    return "unknown";
+}
+
+const char *cl_fence_check_name(enum cl_fence_check c)
+{
+    switch (c) {
+    case CL_CHECK_UNKNOWN: return "unknown";
+    case CL_CHECK_OK: return "ok";
+    case CL_CHECK_FAILING: return "failing";
     }
     return "unknown";
 }

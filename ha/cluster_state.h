@@ -41,6 +41,15 @@ enum cl_fence_state {
     CL_FENCE_FENCED,   /* confirmed off: its VMs were released (until it announces again) */
 };
 
+/* Whether a host's fence devices answer (`monitor`, run periodically by the
+ * host that would fence it): a failing device is found before it is
+ * needed. Information for the operator; no decision depends on it. */
+enum cl_fence_check {
+    CL_CHECK_UNKNOWN,  /* not checked (no device, or not yet) */
+    CL_CHECK_OK,       /* every device of its levels answered */
+    CL_CHECK_FAILING,  /* at least one did not */
+};
+
 /* Bounds on what the state holds, so that it always fits what the cluster
  * can carry (a joining host gets all of it) and what clients can read. */
 #define CL_MAX_HOSTS 256
@@ -63,6 +72,9 @@ struct cl_host {
     uint32_t fence_attempts;      /* failed attempts in this episode */
     char fence_method[16];        /* how it was fenced: device, watchdog, operator */
     char fence_detail[CL_REASON_MAX]; /* why it is fenced, or the last failure */
+    enum cl_fence_check fence_check;  /* its devices, as last checked */
+    char fence_check_by[CL_NAME_MAX]; /* the host that checked them */
+    char fence_check_detail[CL_REASON_MAX]; /* each device's answer */
 };
 
 struct cl_disk {
@@ -143,6 +155,11 @@ struct cl_config {
     const uint32_t *left;         /* node ids that left, with reasons */
     const enum cl_leave_reason *left_reason;
     size_t nr_left;
+    /* The sequence number of corosync's totem ring this configuration is
+     * applied under (struct cpg_ring_id's seq; 0: not known). Unique and
+     * increasing across the cluster: a quorate configuration takes it as
+     * its quorum epoch (docs/cluster-state.md, "Quorum epochs"). */
+    uint64_t ring_seq;
 };
 
 /* The state messages (docs/cluster-state.md "Messages"), as an enum with
@@ -166,6 +183,7 @@ enum cl_msg_type {
     CL_MSG_HOST_FENCE,
     CL_MSG_HOST_FENCED,
     CL_MSG_HOST_FENCE_FAILED,
+    CL_MSG_HOST_FENCE_CHECK,
     CL_MSG__COUNT
 };
 
@@ -194,9 +212,9 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
  * (CL_LEFT_NODE) is lost and so are its VMs' states; migrations missing an
  * end end. The configuration is quorate when its distinct members are a
  * majority of the expected votes (the highest that an online host
- * announced; none known: not quorate); each quorate configuration gets a
- * new quorum epoch, the counter that decides which side wins a merge.
- * Counts as one version. Never refused. */
+ * announced; none known: not quorate); a quorate configuration takes its
+ * ring sequence number (c->ring_seq) as quorum epoch, what decides which
+ * side wins a merge. Counts as one version. Never refused. */
 void cl_state_apply_config(struct cl_state *s, const struct cl_config *c);
 /* True (once) when applying ran out of memory on this host after the point
  * where it could refuse (the failover placement of a configuration
@@ -206,16 +224,21 @@ bool cl_state_take_fault(struct cl_state *s);
 /* Counts every applied message and configuration; equal on hosts with
  * equal state. */
 uint64_t cl_state_version(const struct cl_state *s);
-/* Quorum epoch: incremented when a quorate configuration is applied (or a
- * configuration becomes quorate). Of two copies of the state, the one with
+/* Quorum epoch: when a quorate configuration is applied (or a configuration
+ * becomes quorate), the ring sequence number of that configuration
+ * (cl_config.ring_seq; never lower than before). The same number on every
+ * replica that applies that configuration, and never the number of another
+ * history's quorate configuration. Of two copies of the state, the one with
  * the higher quorum epoch held quorum last. */
 uint64_t cl_state_quorum_epoch(const struct cl_state *s);
-/* Events (messages and configurations) applied while the configuration
- * was quorate. Of two copies with the same quorum epoch, the one with more
- * of those holds more of the quorate history: a copy that only went on
- * without quorum (a minority whose membership flapped) does not count as
- * newer for it. */
+/* The version of the last event (message or configuration) applied while
+ * the configuration was quorate. Of two copies with the same quorum epoch,
+ * the one with the higher quorate version holds more of that epoch's
+ * history: a copy that only went on without quorum (a minority whose
+ * membership changed) cannot raise it. */
 uint64_t cl_state_quorate_version(const struct cl_state *s);
+/* The ring sequence number of the configuration last applied. */
+uint64_t cl_state_config_ring(const struct cl_state *s);
 /* The configuration the state was last applied in. */
 bool cl_state_quorate(const struct cl_state *s);
 uint32_t cl_state_expected_votes(const struct cl_state *s);
@@ -287,6 +310,7 @@ json_t *cl_vm_config_to_json(const struct cl_vm_config *cfg);
 
 const char *cl_vm_run_name(enum cl_vm_run r);
 const char *cl_fence_state_name(enum cl_fence_state f);
+const char *cl_fence_check_name(enum cl_fence_check c);
 /* The member that runs fencing against `target`: the online host with the
  * lowest node id other than the target, in a quorate configuration; NULL
  * if none. Every host computes the same. */

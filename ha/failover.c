@@ -75,7 +75,7 @@ int cl__recover(struct cl_state *s)
         vm->run = CL_RUN_STARTING;
         vm->desired = CL_VM_RUNNING;
         vm->recover = false;
-        snprintf(vm->detail, sizeof(vm->detail), "restarted by HA on %s (its host %s was fenced)",
+        snprintf(vm->detail, sizeof(vm->detail), "restarted by HA on %s (its host %s failed)",
                  p[i].host, vm->recovered_from);
     }
     free(p);

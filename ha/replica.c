@@ -1,17 +1,22 @@
 /* One host's replica of the cluster state and the sync protocol that keeps
  * replicas equal across configuration changes (docs/cluster-state.md,
- * "Sync").
+ * "Sync"; ha/replica.pml is its model, and this file implements the
+ * model's default protocol, the one spin finds safe).
  *
  * In short: a configuration change that brings new members (or finds this
  * replica not synced, or interrupts a sync) opens a sync round for that
- * member list. Every member broadcasts an offer (its quorum epoch, version
- * and whether it is synced) and queues the state messages delivered
- * meanwhile. Once all offers are in, every member knows the same winner
- * (highest quorum epoch, then version, then lowest node id); the winner
- * broadcasts its state in chunks, which is still its state at the
- * configuration change because nothing was applied since. Everyone
- * installs it and applies the queue. CPG's agreed order makes every step
- * happen at the same point on every member. */
+ * member list. Nobody applies that configuration yet: every member
+ * broadcasts an offer (its quorum epoch, quorate version, version and
+ * whether it is synced) and queues the state messages delivered meanwhile,
+ * so its state (and its disk) stays the one of its own history. Once all
+ * offers are in, every member knows the same winner (highest quorum epoch,
+ * then quorate version, then version, then lowest node id); the winner
+ * broadcasts its state in chunks, with the ring the configuration runs in
+ * and the departures its state has not seen. Everyone installs it, applies
+ * the configuration to it (once, in one history), then the queue. An
+ * interrupted round's queue is dropped: its configuration was never
+ * applied, and nobody acknowledged what it held. CPG's agreed order makes
+ * every step happen at the same point on every member. */
 #include "replica.h"
 
 #include "state_internal.h"
@@ -52,6 +57,12 @@ struct report {
     uint64_t version;
 };
 
+/* A member that left since the state's configuration was last applied. */
+struct departure {
+    uint32_t nodeid;
+    bool node_down; /* its node left corosync's membership (CL_LEFT_NODE) */
+};
+
 struct replica {
     uint32_t local;
     struct cl_state *state;
@@ -71,11 +82,25 @@ struct replica {
     ssize_t winner;         /* index of the member whose state is installed, or -1 */
     bool keep_own;          /* unsynced, and the own copy is better than that state */
     bool state_sent;
-    /* The winner's state as it arrives. */
+    /* The winner's state as it arrives, with the ring and the departures
+     * its first chunk named (what the install applies to it). */
     char *chunks;
     size_t chunks_len, chunks_total, chunks_next;
     uint32_t chunks_crc;
     uint32_t chunks_from;
+    uint64_t chunks_ring;
+    json_t *chunks_left;
+
+    /* The totem ring the group runs in (replica_set_ring), and who left
+     * since the state's configuration was applied (the next configuration
+     * applied to it records them). */
+    uint64_t ring;
+    struct departure *gone;
+    size_t nr_gone, cap_gone;
+    /* The state's version when this configuration was applied to it:
+     * acknowledgements count only reports at least this (the configuration's
+     * own record persisted, in this quorum epoch). */
+    uint64_t config_version;
 
     struct pending *queue;  /* state messages delivered during the round */
     size_t nr_queue, cap_queue, queue_bytes;
@@ -141,6 +166,36 @@ static void drop_queue(struct replica *r)
     r->queue_bytes = 0;
 }
 
+static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
+                         enum tern_err_code code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* An interrupted round's queue: refused, the same on every member, so each
+ * sender learns that its message took no effect. */
+/* Empties the round's queue; its messages are the caller's (n of them). */
+static struct pending *take_queue(struct replica *r, size_t *n)
+{
+    struct pending *q = r->queue;
+    *n = r->nr_queue;
+    r->queue = NULL;
+    r->nr_queue = r->cap_queue = 0;
+    r->queue_bytes = 0;
+    return q;
+}
+
+static void refuse_queue(struct replica *r)
+{
+    size_t n;
+    struct pending *q = take_queue(r, &n);
+    for (size_t i = 0; i < n; i++) {
+        report_error(r, q[i].sender, q[i].msg, TERN_ERR_CONFLICT,
+                     "dropped: the cluster's membership changed again before the sync round it "
+                     "was delivered in ended, so it took no effect on any host; try again");
+        json_decref(q[i].msg);
+    }
+    free(q);
+}
+
 static void drop_outbox(struct replica *r)
 {
     for (size_t i = 0; i < r->nr_outbox; i++)
@@ -153,6 +208,9 @@ static void drop_chunks(struct replica *r)
     free(r->chunks);
     r->chunks = NULL;
     r->chunks_len = r->chunks_total = r->chunks_next = 0;
+    r->chunks_ring = 0;
+    json_decref(r->chunks_left);
+    r->chunks_left = NULL;
 }
 
 void replica_free(struct replica *r)
@@ -167,6 +225,7 @@ void replica_free(struct replica *r)
     free(r->members);
     free(r->offers);
     free(r->reports);
+    free(r->gone);
     cl_state_free(r->state);
     free(r);
 }
@@ -211,16 +270,17 @@ void replica_set_bootstrap_quorum(struct replica *r, size_t min_members)
     r->bootstrap_min = min_members ? min_members : 1;
 }
 
+void replica_set_ring(struct replica *r, uint64_t ring_seq)
+{
+    r->ring = ring_seq;
+}
+
 static void report(struct replica *r, uint32_t sender, const json_t *msg, int rc,
                    const struct tern_err *err)
 {
     if (r->ops.applied)
         r->ops.applied(r->opaque, sender, msg, rc, err);
 }
-
-static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
-                         enum tern_err_code code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
 
 static void report_error(struct replica *r, uint32_t sender, const json_t *msg,
                          enum tern_err_code code, const char *fmt, ...)
@@ -290,11 +350,8 @@ static void apply_one(struct replica *r, uint32_t sender, const json_t *msg)
 
 static void apply_queue(struct replica *r)
 {
-    size_t n = r->nr_queue;
-    struct pending *q = r->queue;
-    r->queue = NULL;
-    r->nr_queue = r->cap_queue = 0;
-    r->queue_bytes = 0;
+    size_t n;
+    struct pending *q = take_queue(r, &n);
     for (size_t i = 0; i < n; i++) {
         apply_one(r, q[i].sender, q[i].msg);
         json_decref(q[i].msg);
@@ -302,14 +359,76 @@ static void apply_queue(struct replica *r)
     free(q);
 }
 
-static void apply_config(struct replica *r, const struct cl_config *cfg)
+/* Notes who left at a configuration change (once per node; a member again
+ * is no departure). */
+static int note_departures(struct replica *r, const uint32_t *left,
+                           const enum cl_leave_reason *why, size_t nr_left)
+{
+    for (size_t i = 0; i < nr_left; i++) {
+        bool down = why[i] == CL_LEFT_NODE;
+        size_t k = 0;
+        while (k < r->nr_gone && r->gone[k].nodeid != left[i])
+            k++;
+        if (k < r->nr_gone) {
+            r->gone[k].node_down |= down;
+            continue;
+        }
+        if (grow((void **)&r->gone, &r->cap_gone, r->nr_gone, sizeof(*r->gone)) < 0)
+            return -1;
+        r->gone[r->nr_gone++] = (struct departure){.nodeid = left[i], .node_down = down};
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < r->nr_gone; k++) {
+        bool member = false;
+        for (size_t m = 0; m < r->nr_members && !member; m++)
+            member = r->members[m] == r->gone[k].nodeid;
+        if (!member)
+            r->gone[n++] = r->gone[k];
+    }
+    r->nr_gone = n;
+    return 0;
+}
+
+/* Applies `cfg` (members, departures, ring) to the state; journals it
+ * unless it is part of an install (the install's snapshot holds it). */
+static int apply_config_to_state(struct replica *r, const struct cl_config *cfg, bool record)
 {
     cl_state_apply_config(r->state, cfg);
     if (cl_state_take_fault(r->state)) {
         go_fatal(r, "out of memory applying a configuration change");
-        return;
+        return -1;
     }
-    journal(r, REPLICA_EV_CONFIG, 0, NULL, cfg);
+    r->nr_gone = 0;
+    r->config_version = cl_state_version(r->state);
+    if (record)
+        journal(r, REPLICA_EV_CONFIG, 0, NULL, cfg);
+    return 0;
+}
+
+/* The current configuration with the departures noted since the state's
+ * last one, under the ring the group runs in: applied to a synced state
+ * whose members all come from its configuration. */
+static int apply_current_config(struct replica *r)
+{
+    size_t n = r->nr_gone ? r->nr_gone : 1;
+    uint32_t *left = malloc(n * sizeof(*left));
+    enum cl_leave_reason *why = malloc(n * sizeof(*why));
+    if (!left || !why) {
+        free(left);
+        free(why);
+        go_fatal(r, "out of memory applying a configuration change");
+        return -1;
+    }
+    for (size_t i = 0; i < r->nr_gone; i++) {
+        left[i] = r->gone[i].nodeid;
+        why[i] = r->gone[i].node_down ? CL_LEFT_NODE : CL_LEFT_PROCESS;
+    }
+    struct cl_config cfg = {.members = r->members, .nr_members = r->nr_members, .left = left,
+                            .left_reason = why, .nr_left = r->nr_gone, .ring_seq = r->ring};
+    int rc = apply_config_to_state(r, &cfg, true);
+    free(left);
+    free(why);
+    return rc;
 }
 
 bool replica_flush(struct replica *r)
@@ -414,14 +533,16 @@ static ssize_t round_winner(const struct replica *r)
     return best;
 }
 
-/* The round is over. Applies what was queued if this replica holds the
- * agreed state, drops it otherwise. */
+/* The round is over without an install for this replica. An unsynced one
+ * drops what was queued (the state it installs later has it or never
+ * acknowledged it). A synced one (every offer refused) applies the
+ * configuration to its own state, then the queue. */
 static void close_round(struct replica *r)
 {
     r->in_round = false;
     r->state_sent = false;
     drop_chunks(r);
-    if (r->synced)
+    if (r->synced && apply_current_config(r) == 0)
         apply_queue(r);
     else
         drop_queue(r);
@@ -439,10 +560,22 @@ static void send_state(struct replica *r)
     size_t blen = strlen(body);
     uint32_t crc = tern_crc32(0, body, blen);
     size_t total = blen ? (blen + REPLICA_CHUNK_BYTES - 1) / REPLICA_CHUNK_BYTES : 1;
+    /* What the install applies to this state, the same on every member:
+     * the ring the configuration runs in, and who left since this state's
+     * last configuration. */
     json_t *members = members_json(r);
+    json_t *left = json_array();
+    for (size_t i = 0; left && i < r->nr_gone; i++)
+        json_array_append_new(left, json_pack("[I, b]", (json_int_t)r->gone[i].nodeid,
+                                              r->gone[i].node_down));
     char *mtext = members ? json_dumps(members, JSON_COMPACT) : NULL;
+    char *ltext = left && json_array_size(left) == r->nr_gone ? json_dumps(left, JSON_COMPACT)
+                                                                : NULL;
     json_decref(members);
-    if (!mtext) {
+    json_decref(left);
+    if (!mtext || !ltext) {
+        free(mtext);
+        free(ltext);
         free(body);
         go_fatal(r, "out of memory serializing the state for a joining member");
         return;
@@ -452,21 +585,25 @@ static void send_state(struct replica *r)
         size_t n = blen - off < REPLICA_CHUNK_BYTES ? blen - off : REPLICA_CHUNK_BYTES;
         if (off > blen)
             n = 0;
-        char head[512 + 64];
-        int hl = snprintf(head, sizeof(head),
+        char *head = NULL;
+        int hl = asprintf(&head,
                           CHUNK_PREFIX ",\"members\":%s,\"seq\":%zu,\"total\":%zu,\"bytes\":%zu,"
-                                       "\"crc\":%u}\n",
-                          mtext, i, total, blen, crc);
-        char *m = (hl > 0 && (size_t)hl < sizeof(head)) ? malloc((size_t)hl + n) : NULL;
+                                       "\"crc\":%u,\"ring\":%llu,\"left\":%s}\n",
+                          mtext, i, total, blen, crc, (unsigned long long)r->ring, ltext);
+        char *m = hl > 0 ? malloc((size_t)hl + n) : NULL;
         if (!m) {
+            if (hl > 0)
+                free(head);
             go_fatal(r, "out of memory sending the state to a joining member");
             break;
         }
         memcpy(m, head, (size_t)hl);
+        free(head);
         memcpy(m + hl, body + off, n);
         post_bytes(r, m, (size_t)hl + n);
     }
     free(mtext);
+    free(ltext);
     free(body);
 }
 
@@ -571,22 +708,34 @@ static void install(struct replica *r, ssize_t w, const char *doc_text, size_t l
         maybe_finish_offers(r);
         return;
     }
-    /* A synced winner's state had this configuration applied already; a
-     * persisted copy gets it now, the same on every member. */
-    bool winner_synced = r->offers[w].synced;
+    /* The winner's state is its history before this configuration (nobody
+     * applied it during the round): the configuration is applied now, once,
+     * to that state, the same on every member, with the ring and the
+     * departures the winner named. */
+    size_t nl = json_array_size(r->chunks_left);
+    uint32_t *left = malloc((nl ? nl : 1) * sizeof(*left));
+    enum cl_leave_reason *why = malloc((nl ? nl : 1) * sizeof(*why));
+    if (!left || !why) {
+        free(left);
+        free(why);
+        go_fatal(r, "out of memory applying the configuration to the installed state");
+        return;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        const json_t *d = json_array_get(r->chunks_left, i);
+        left[i] = (uint32_t)json_integer_value(json_array_get(d, 0));
+        why[i] = json_is_true(json_array_get(d, 1)) ? CL_LEFT_NODE : CL_LEFT_PROCESS;
+    }
+    struct cl_config cfg = {.members = r->members, .nr_members = r->nr_members, .left = left,
+                            .left_reason = why, .nr_left = nl, .ring_seq = r->chunks_ring};
     r->in_round = false;
     r->state_sent = false;
+    int arc = apply_config_to_state(r, &cfg, false);
+    free(left);
+    free(why);
     drop_chunks(r);
-    if (!winner_synced) {
-        /* The configuration as a list of members only: who left it is
-         * already recorded in the state (or long gone). */
-        struct cl_config cfg = {.members = r->members, .nr_members = r->nr_members};
-        cl_state_apply_config(r->state, &cfg);
-        if (cl_state_take_fault(r->state)) {
-            go_fatal(r, "out of memory applying the configuration to the installed state");
-            return;
-        }
-    }
+    if (arc < 0)
+        return;
     journal(r, REPLICA_EV_INSTALL, winner, NULL, NULL);
     bool was_synced = r->synced;
     r->synced = true;
@@ -628,11 +777,27 @@ static void handle_chunk(struct replica *r, uint32_t sender, const json_t *head,
     size_t seq = (size_t)json_integer_value(jseq), total = (size_t)json_integer_value(jtot);
     size_t bytes = (size_t)json_integer_value(jbytes);
     if (seq == 0) {
+        const json_t *jring = json_object_get(head, "ring"), *jleft = json_object_get(head, "left");
+        bool ok = json_is_integer(jring) && json_integer_value(jring) >= 0 &&
+                  json_is_array(jleft) && json_array_size(jleft) <= CL_MAX_MEMBERS;
+        for (size_t i = 0; ok && i < json_array_size(jleft); i++) {
+            const json_t *d = json_array_get(jleft, i), *id = json_array_get(d, 0);
+            ok = json_is_array(d) && json_array_size(d) == 2 && json_is_integer(id) &&
+                 json_integer_value(id) > 0 && json_integer_value(id) <= UINT32_MAX &&
+                 json_is_boolean(json_array_get(d, 1));
+        }
+        if (!ok) {
+            report_error(r, sender, head, TERN_ERR_INVALID, "sync_chunk from node %u without a "
+                         "valid \"ring\" and \"left\"", sender);
+            goto refuse;
+        }
         drop_chunks(r);
         r->chunks_total = total;
         r->chunks_len = bytes;
         r->chunks_crc = (uint32_t)json_integer_value(jcrc);
         r->chunks_from = sender;
+        r->chunks_ring = (uint64_t)json_integer_value(jring);
+        r->chunks_left = json_incref((json_t *)jleft);
     }
     size_t off = seq * REPLICA_CHUNK_BYTES;
     if (seq != r->chunks_next || total != r->chunks_total || bytes != r->chunks_len ||
@@ -729,10 +894,16 @@ uint64_t replica_stable_version(const struct replica *r)
     size_t need = (size_t)expected / 2 + 1;
     if (expected == 0 || r->nr_reports < need)
         return 0;
+    /* A report counts only if it covers this configuration's own record:
+     * a disk with the change under an older configuration (epoch) only can
+     * lose, after a crash, to a copy of a newer epoch without it. */
     uint64_t v[CL_MAX_MEMBERS];
     size_t n = 0;
     for (size_t i = 0; i < r->nr_reports && n < CL_MAX_MEMBERS; i++)
-        v[n++] = r->reports[i].version;
+        if (r->reports[i].version >= r->config_version)
+            v[n++] = r->reports[i].version;
+    if (n < need)
+        return 0;
     qsort(v, n, sizeof(v[0]), cmp_desc_u64);
     return v[need - 1];
 }
@@ -853,15 +1024,21 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
     drop_outbox(r);
     r->nr_reports = 0;
     r->reported = 0;
+    if (note_departures(r, left, left_reason, nr_left) < 0) {
+        go_fatal(r, "out of memory tracking a configuration change");
+        return;
+    }
     bool interrupted = r->in_round;
     if (interrupted) {
-        /* The messages of the interrupted round were delivered to every
-         * member of the old configuration: a synced replica applies them
-         * (as it would have after the snapshot); an unsynced one will
-         * receive a state that already has them. */
-        close_round(r);
-        if (r->failed)
-            return;
+        /* The interrupted round's configuration was never applied, so
+         * what it queued is dropped, on every member alike: applying it to
+         * copies of different histories would make them differ, and nobody
+         * acknowledged it (the sender learns at the install whether its
+         * request made it). */
+        r->in_round = false;
+        r->state_sent = false;
+        drop_chunks(r);
+        refuse_queue(r);
     }
     if (member_index(r, r->local) < 0) {
         /* This host left the group: its copy is no longer the agreed one. */
@@ -870,26 +1047,26 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
             r->ops.membership(r->opaque);
         return;
     }
-    /* What this replica offers if a round opens: its history before this
-     * configuration. A configuration with members whose copies are not yet
-     * merged must not count as quorate history against theirs. */
-    uint64_t offer_q = cl_state_quorum_epoch(r->state);
-    uint64_t offer_qv = cl_state_quorate_version(r->state);
-    uint64_t offer_v = cl_state_version(r->state);
-    if (r->synced) {
-        struct cl_config cfg = {.members = members, .nr_members = nr_members, .left = left,
-                                .left_reason = left_reason, .nr_left = nr_left};
-        apply_config(r, &cfg);
-    }
-    if (r->ops.membership)
-        r->ops.membership(r->opaque);
     /* Every member of the new configuration reaches the same answer here:
      * a member that is not synced either joined now (so the others see it
-     * in `joined`) or was in an unfinished round with all of them. */
+     * in `joined`) or was in an unfinished round with all of them. With no
+     * round, the members come from one configuration with one state: the
+     * configuration is applied to it now. */
     if (r->synced && nr_joined == 0 && !interrupted) {
+        if (apply_current_config(r) < 0)
+            return;
+        if (r->ops.membership)
+            r->ops.membership(r->opaque);
         report_persisted(r);
         return;
     }
+    /* A round: nothing is applied until the install, so the state (and the
+     * disk) stays this replica's own history, which is what it offers. */
+    if (r->ops.membership)
+        r->ops.membership(r->opaque);
+    uint64_t offer_q = cl_state_quorum_epoch(r->state);
+    uint64_t offer_qv = cl_state_quorate_version(r->state);
+    uint64_t offer_v = cl_state_version(r->state);
     r->in_round = true;
     r->round_seq++;
     r->state_sent = false;

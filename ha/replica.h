@@ -4,18 +4,22 @@
  *
  * Besides applying state messages and configuration changes in order, the
  * replica brings hosts that join up to date: at a configuration change with
- * joiners (or with a member that is not synced), every member offers what
- * it holds and the best offer wins: the copy that held quorum last (the
- * higher quorum epoch), then the longer history (version), then the lowest
- * node id. The winner sends its state in chunks; everyone installs it,
- * then applies the messages delivered meanwhile. So when partitions merge,
- * the side that was quorate wins, however often the other side's
- * membership changed, and a whole-cluster restart continues from the
- * newest copy a majority of hosts persisted.
+ * joiners (or with a member that is not synced), nobody applies the
+ * configuration; every member offers what it holds and the best offer wins:
+ * the copy that held quorum last (the higher quorum epoch, a ring sequence
+ * number unique to its quorate configuration), then the one with more of
+ * that epoch's history (the quorate version), then the longer history
+ * (version), then the lowest node id. The winner sends its state in chunks;
+ * everyone installs it, applies the configuration to it, then the messages
+ * delivered meanwhile. So when partitions merge, the side that was quorate
+ * wins, however often the other side's membership changed, and a
+ * whole-cluster restart continues from the newest copy a majority of hosts
+ * persisted.
  *
  * Acknowledgements: every member reports how far it has persisted its copy
  * (replica_persisted); replica_stable_version is the version a majority of
- * the expected votes has on disk. A change acknowledged only once stable
+ * the expected votes has on disk, counting only disks that hold the current
+ * configuration's own record. A change acknowledged only once stable
  * survives any partition, merge and whole-cluster power loss that leaves a
  * majority's disks intact.
  *
@@ -36,8 +40,10 @@
 /* What the replica applied to its state, in order, for the journal. */
 enum replica_event_kind {
     REPLICA_EV_MESSAGE, /* a state message (sender, msg) */
-    REPLICA_EV_CONFIG,  /* a configuration change (config) */
-    REPLICA_EV_INSTALL, /* a whole state from a sync round (see replica_state) */
+    REPLICA_EV_CONFIG,  /* a configuration applied to this replica's state (config;
+                           never during a sync round) */
+    REPLICA_EV_INSTALL, /* a whole state from a sync round, its configuration
+                           applied (see replica_state) */
 };
 
 struct replica_event {
@@ -102,10 +108,19 @@ uint32_t replica_local_nodeid(const struct replica *r);
  * reported via applied() with rc -1 and dropped). */
 void replica_deliver(struct replica *r, uint32_t sender_nodeid, const void *data, size_t len);
 
-/* A CPG configuration change; left_reason[i] says why left[i] left. */
+/* A CPG configuration change; left_reason[i] says why left[i] left. With no
+ * one joining and no round open, a synced replica applies it at once, under
+ * the ring last set; otherwise a sync round opens, and the configuration is
+ * applied to the state it installs. */
 void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_members,
                      const uint32_t *left, const enum cl_leave_reason *left_reason,
                      size_t nr_left, const uint32_t *joined, size_t nr_joined);
+
+/* The totem ring the group now runs in (corosync's ring id seq: CPG model
+ * v1's totem configuration callback, which follows the CPG configuration
+ * changes of that ring). Configurations are applied under it, and a quorate
+ * one takes it as its quorum epoch. */
+void replica_set_ring(struct replica *r, uint64_t ring_seq);
 
 /* Wraps `msg` (a state message) for sending: adds the origin fields
  * ("origin": {"node": local, "req": req}) and serializes. Returns a
@@ -129,9 +144,10 @@ void replica_set_bootstrap_quorum(struct replica *r, size_t min_members);
 void replica_persisted(struct replica *r, uint64_t version);
 
 /* The highest version that at least a majority of the expected votes has
- * reported persisted in the current configuration (0 if none yet, or not
- * synced, or in a round). A change applied at version V is durable on a
- * majority once this is >= V. */
+ * reported persisted in the current configuration, counting only reports
+ * at least the version at which this configuration was applied (0 if none
+ * yet, or not synced, or in a round). A change applied at version V is
+ * durable on a majority, in this quorum epoch, once this is >= V. */
 uint64_t replica_stable_version(const struct replica *r);
 
 /* Lowers the limits on what one sync round may queue (tests). */

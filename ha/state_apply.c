@@ -474,6 +474,22 @@ static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
             }
             vm->migration_id = 0;
         }
+        /* An HA VM meant to run that its host lost while cut off (it stops
+         * its HA VMs itself once out of quorum, or its process died while
+         * the host was lost): a host failure, not the guest's; it waits
+         * for a host like the VMs of a fenced host (placed once the
+         * configuration is quorate). Crashed for good, nothing would
+         * restart it (the model's NO_CRASH_RECOVERY). */
+        if (vm->ha && vm->desired == CL_VM_RUNNING &&
+            (vm->run == CL_RUN_LOST || !c->s->quorate)) {
+            snprintf(vm->recovered_from, sizeof(vm->recovered_from), "%s", vm->owner);
+            snprintf(vm->detail, sizeof(vm->detail), "its host %s lost it while cut off from the "
+                     "cluster; waiting for a host to restart it", vm->owner);
+            vm->owner[0] = '\0';
+            vm->run = CL_RUN_STOPPED;
+            vm->recover = true;
+            return 0;
+        }
         vm->run = run == 1 ? CL_RUN_STOPPED : CL_RUN_CRASHED;
         vm->owner[0] = '\0';
         if (run == 2 && !jd)
@@ -740,6 +756,29 @@ static int h_host_fence_failed(struct msg_ctx *c, struct tern_err *err)
     return 0;
 }
 
+/* What the host that would fence `host` found when it ran `monitor` on
+ * its devices (agent/fence_monitor.c). Sent when the answer changes. */
+static int h_host_fence_check(struct msg_ctx *c, struct tern_err *err)
+{
+    struct cl_host *h;
+    uint32_t seq;
+    char detail[CL_REASON_MAX];
+    const json_t *ok = json_object_get(c->msg, "ok");
+    if (fence_target(c, &h, &seq, false, err) < 0 ||
+        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
+        return -1;
+    if (!json_is_boolean(ok))
+        return tern_err_coded(err, TERN_ERR_INVALID, "'ok' (a boolean) is required");
+    const struct cl_host *by = c->host;
+    if (!by)
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "node %u is not a host of the cluster",
+                              c->sender);
+    h->fence_check = json_is_true(ok) ? CL_CHECK_OK : CL_CHECK_FAILING;
+    snprintf(h->fence_check_by, sizeof(h->fence_check_by), "%s", by->name);
+    cl__copy_utf8(h->fence_check_detail, sizeof(h->fence_check_detail), detail);
+    return 0;
+}
+
 /* ---- dispatch ---- */
 
 /* What only a quorate configuration may do: every change a client asks
@@ -770,6 +809,7 @@ static const struct {
     [CL_MSG_HOST_FENCE] = {"host_fence", h_host_fence, QUORATE_ONLY},
     [CL_MSG_HOST_FENCED] = {"host_fenced", h_host_fenced, QUORATE_ONLY},
     [CL_MSG_HOST_FENCE_FAILED] = {"host_fence_failed", h_host_fence_failed, QUORATE_ONLY},
+    [CL_MSG_HOST_FENCE_CHECK] = {"host_fence_check", h_host_fence_check, QUORATE_ONLY},
 };
 
 const char *cl_msg_type_name(enum cl_msg_type t)
@@ -847,7 +887,9 @@ int cl_state_apply(struct cl_state *s, uint32_t sender_nodeid, const json_t *msg
     if (origin)
         cl__origin_note(s, c.origin_node, c.origin_req); /* room reserved above */
     s->version++;
-    if (s->quorate)
-        s->q_version++;
+    /* The quorate version is the version of the last quorate event (not a
+     * count: a count of one history can equal another's). */
+    if (s->quorate && s->version > s->q_version)
+        s->q_version = s->version;
     return 0;
 }

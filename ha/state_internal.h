@@ -48,8 +48,9 @@ struct cl_state {
     uint64_t mig_counter;   /* last migration id handed out */
     /* The configuration last applied (cl_state_apply_config). */
     uint64_t config_epoch;  /* configurations applied */
-    uint64_t q_epoch;       /* quorum epoch (cl_state_quorum_epoch) */
-    uint64_t q_version;     /* events applied while quorate (cl_state_quorate_version) */
+    uint64_t q_epoch;       /* quorum epoch (cl_state_quorum_epoch): a ring sequence number */
+    uint64_t q_version;     /* version of the last event applied while quorate */
+    uint64_t config_ring;   /* ring sequence number of that configuration */
     uint32_t members[CL_MAX_MEMBERS]; /* sorted, distinct node ids */
     size_t nr_members;
     uint32_t expected_votes;

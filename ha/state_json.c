@@ -17,7 +17,9 @@
 #include "../proto/crc32.h"
 
 #define STATE_FORMAT "tern-cluster-state"
-#define STATE_FORMAT_VERSION 2 /* 1: before the configuration and origins */
+/* 1: before the configuration and origins; 2: quorum epochs counted by each
+ * copy and quorate versions counted (read, converted: parse_config). */
+#define STATE_FORMAT_VERSION 3
 #define STATE_FILE_MAX (256u << 20)
 
 /* ---- field readers: each names the field in its error ---- */
@@ -224,7 +226,7 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
         if (strcmp(s->vms[i].owner, h->name) == 0)
             nr_vms++;
     return json_pack("{s:s, s:I, s:b, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, "
-                     "s:{s:s, s:I, s:I, s:s, s:s}}",
+                     "s:{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s}}",
                      "name", h->name, "nodeid", (json_int_t)h->nodeid, "online", h->online,
                      "lost", h->lost, "mode", mode_names[h->mode == CL_HOST_MAINTENANCE],
                      "mem_mib", (json_int_t)h->mem_mib, "vcpus", (json_int_t)h->vcpus,
@@ -233,7 +235,9 @@ json_t *cl_host_to_json(const struct cl_state *s, const struct cl_host *h)
                      (json_int_t)h->expected_votes, "watchdog_s", (json_int_t)h->watchdog_s,
                      "fence", "state", cl_fence_state_name(h->fence), "seq",
                      (json_int_t)h->fence_seq, "attempts", (json_int_t)h->fence_attempts,
-                     "method", h->fence_method, "detail", h->fence_detail);
+                     "method", h->fence_method, "detail", h->fence_detail, "check",
+                     cl_fence_check_name(h->fence_check), "check_by", h->fence_check_by,
+                     "check_detail", h->fence_check_detail);
 }
 
 json_t *cl_vm_to_json(const struct cl_vm *vm)
@@ -263,11 +267,11 @@ json_t *cl_state_config_to_json(const struct cl_state *s)
     json_t *members = json_array();
     for (size_t i = 0; members && i < s->nr_members; i++)
         json_array_append_new(members, json_integer(s->members[i]));
-    json_t *c = json_pack("{s:I, s:I, s:I, s:o*, s:I, s:b}", "config_epoch",
-                          (json_int_t)s->config_epoch, "quorum_epoch", (json_int_t)s->q_epoch,
-                          "quorate_version", (json_int_t)s->q_version, "members", members,
-                          "expected_votes", (json_int_t)s->expected_votes, "quorate",
-                          s->quorate);
+    json_t *c = json_pack("{s:I, s:I, s:I, s:I, s:o*, s:I, s:b}", "config_epoch",
+                          (json_int_t)s->config_epoch, "ring_seq", (json_int_t)s->config_ring,
+                          "quorum_epoch", (json_int_t)s->q_epoch, "quorate_version",
+                          (json_int_t)s->q_version, "members", members, "expected_votes",
+                          (json_int_t)s->expected_votes, "quorate", s->quorate);
     if (c && json_array_size(members) != s->nr_members) {
         json_decref(c);
         return NULL;
@@ -339,8 +343,9 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
         return tern_err_coded(err, TERN_ERR_INVALID, "'%s' is not a valid host name", h->name);
     /* Fencing (format 2, later fields: absent in older files). */
     static const char *const fence_names[] = {"none", "pending", "failed", "fenced", NULL};
+    static const char *const check_names[] = {"unknown", "ok", "failing", NULL};
     uint64_t watchdog, seq = 0, attempts = 0;
-    int fence = 0;
+    int fence = 0, check = 0;
     const json_t *f = json_object_get(j, "fence");
     if (cl__get_uint(j, "watchdog_s", true, 0, 0, CL_WATCHDOG_MAX_S, &watchdog, err) < 0)
         return -1;
@@ -348,7 +353,13 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
               cl__get_uint(f, "seq", true, 0, 0, UINT32_MAX, &seq, err) < 0 ||
               cl__get_uint(f, "attempts", true, 0, 0, UINT32_MAX, &attempts, err) < 0 ||
               cl__get_str(f, "method", "", h->fence_method, sizeof(h->fence_method), err) < 0 ||
-              cl__get_str(f, "detail", "", h->fence_detail, sizeof(h->fence_detail), err) < 0))
+              cl__get_str(f, "detail", "", h->fence_detail, sizeof(h->fence_detail), err) < 0 ||
+              (json_object_get(f, "check") &&
+               cl__get_enum(f, "check", check_names, &check, err) < 0) ||
+              cl__get_str(f, "check_by", "", h->fence_check_by, sizeof(h->fence_check_by),
+                          err) < 0 ||
+              cl__get_str(f, "check_detail", "", h->fence_check_detail,
+                          sizeof(h->fence_check_detail), err) < 0))
         return f && !json_is_object(f)
                    ? tern_err_coded(err, TERN_ERR_INVALID, "\"fence\" must be an object")
                    : tern_err_prefix(err, "fence");
@@ -356,6 +367,7 @@ static int host_from_json(const json_t *j, struct cl_host *h, struct tern_err *e
     h->fence = (enum cl_fence_state)fence;
     h->fence_seq = (uint32_t)seq;
     h->fence_attempts = (uint32_t)attempts;
+    h->fence_check = (enum cl_fence_check)check;
     h->nodeid = (uint32_t)nodeid;
     h->expected_votes = (uint32_t)expected;
     h->mode = mode ? CL_HOST_MAINTENANCE : CL_HOST_ACTIVE;
@@ -516,13 +528,16 @@ static int check_consistency(struct cl_state *s, struct tern_err *err)
     return 0;
 }
 
-static int parse_config(const json_t *c, struct cl_state *n, struct tern_err *err)
+static int parse_config(const json_t *c, uint64_t format_version, struct cl_state *n,
+                        struct tern_err *err)
 {
-    uint64_t ce, qe, qv, ev;
+    uint64_t ce, qe, qv, ev, ring = 0;
     if (!json_is_object(c))
         return tern_err_coded(err, TERN_ERR_INVALID, "\"config\" must be an object");
     const json_t *members = json_object_get(c, "members");
-    if (cl__get_uint(c, "config_epoch", false, 0, 0, INT64_MAX, &ce, err) < 0 ||
+    if ((format_version >= 3 &&
+         cl__get_uint(c, "ring_seq", false, 0, 0, INT64_MAX, &ring, err) < 0) ||
+        cl__get_uint(c, "config_epoch", false, 0, 0, INT64_MAX, &ce, err) < 0 ||
         cl__get_uint(c, "quorum_epoch", false, 0, 0, INT64_MAX, &qe, err) < 0 ||
         cl__get_uint(c, "quorate_version", false, 0, 0, INT64_MAX, &qv, err) < 0 ||
         cl__get_uint(c, "expected_votes", false, 0, 0, CL_MAX_MEMBERS, &ev, err) < 0 ||
@@ -542,8 +557,19 @@ static int parse_config(const json_t *c, struct cl_state *n, struct tern_err *er
     }
     n->nr_members = json_array_size(members);
     n->config_epoch = ce;
+    n->config_ring = ring;
     n->q_epoch = qe;
     n->q_version = qv;
+    if (format_version < 3) {
+        /* Format 2 counted quorum epochs per copy: not comparable with ring
+         * sequence numbers. Such a copy reads as epoch 0 (below every
+         * quorate configuration since), its old epoch and count folded into
+         * the quorate version so that format-2 copies still order among
+         * themselves as they did (a whole-cluster upgrade). */
+        n->q_epoch = 0;
+        n->q_version = (qe > INT32_MAX ? (uint64_t)INT32_MAX : qe) << 32 |
+                       (qv > UINT32_MAX ? (uint64_t)UINT32_MAX : qv);
+    }
     n->expected_votes = (uint32_t)ev;
     return 0;
 }
@@ -596,9 +622,9 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
     if (strcmp(format, STATE_FORMAT) != 0)
         return tern_err_coded(err, TERN_ERR_INVALID, "not a cluster state (format '%s', expected '%s')",
                             format, STATE_FORMAT);
-    if (fv != STATE_FORMAT_VERSION && fv != 1)
+    if (fv < 1 || fv > STATE_FORMAT_VERSION)
         return tern_err_coded(err, TERN_ERR_INVALID, "cluster state format version %llu is not supported "
-                            "(this build reads versions 1 and %d)",
+                            "(this build reads versions 1 to %d)",
                             (unsigned long long)fv, STATE_FORMAT_VERSION);
     const json_t *hosts, *vms, *migs;
     if (parse_array(doc, "hosts", err, &hosts) < 0 || parse_array(doc, "vms", err, &vms) < 0 ||
@@ -610,7 +636,7 @@ int cl_state_from_json(struct cl_state *s, const json_t *doc, struct tern_err *e
     n.version = version;
     n.mig_counter = counter;
     /* Format 1 had no configuration: it reads as "no quorum seen". */
-    if (fv >= 2 && (parse_config(json_object_get(doc, "config"), &n, err) < 0 ||
+    if (fv >= 2 && (parse_config(json_object_get(doc, "config"), fv, &n, err) < 0 ||
                     parse_origins(json_object_get(doc, "origins"), &n, err) < 0)) {
         cl__state_clear(&n);
         return tern_err_prefix(err, "cluster state");

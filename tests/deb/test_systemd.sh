@@ -130,10 +130,17 @@ test_starts_as_notify() {
            install -d -m 0700 /etc/tern/tls && cp -p /root/ca/node1/*.pem /etc/tern/tls/ &&
            echo 'vmm_path = /root/fakevmm' >>/etc/tern/ternd.conf" || { fail "setting up certificates"; return 1; }
     in_ct "systemctl start ternd" || { fail "systemctl start ternd: $(in_ct 'journalctl -u ternd --no-pager | tail -5')"; return 1; }
-    # Type=notify: start returned after READY=1, so the API answers now.
-    local out
-    out=$(in_ct "ternctl status") && grep -q "quorate: yes" <<<"$out" ||
-        { fail "ternctl status right after start: $out"; return 1; }
+    # Type=notify: start returned after READY=1, so the API answers now
+    # (the control socket is up and corosync joined). The state is in step
+    # once this host's sync round (alone here) has ended, a moment later.
+    local out i
+    out=$(in_ct "ternctl status") || { fail "ternctl status right after start: $out"; return 1; }
+    for i in $(seq 50); do
+        grep -q "quorate: yes" <<<"$out" && break
+        sleep 0.1
+        out=$(in_ct "ternctl status")
+    done
+    grep -q "quorate: yes" <<<"$out" || { fail "not quorate 5 s after start: $out"; return 1; }
     [ "$(prop Type)" = notify ] && [ "$(prop ActiveState)" = active ] || { fail "not active/notify"; return 1; }
     local main
     main=$(prop MainPID)

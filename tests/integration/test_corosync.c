@@ -192,7 +192,7 @@ static void member_command(struct cs_link *l, struct member_ctx *m, uint32_t me,
 static void member_main(int sock)
 {
     struct member_ctx m = {.sock = sock};
-    struct cs_link_callbacks cb = {on_deliver, on_confchg, on_quorum};
+    struct cs_link_callbacks cb = {on_deliver, on_confchg, on_quorum, NULL};
     struct cs_link *l;
     struct tern_err e;
     if (cs_link_open(&l, GROUP, &cb, &m, &e) < 0) {

@@ -72,6 +72,7 @@ static void configure(int h, const char *extra)
     assert_non_null(realpath(test_build_path("tern-vmm-standin"), standin));
     snprintf(lines, sizeof(lines),
              "vmm_path = %s\nfence_agent_dir = %s\nfence_timeout = 10\n"
+             "fence_monitor_interval = 2\n"
              "fence_device = h1-power fence_dummy type=file status_file=%s/h1.power\n"
              "fence_level = h1 1 h1-power\n"
              "fence_device = h2-broken fence_broken\n"
@@ -385,6 +386,83 @@ static void crash_restarts_ha_vms(void **state)
     json_decref(reply);
 }
 
+/* `ternctl host list` at host h, its output in a file (path into out). */
+static void ternctl_host_list(int h, char *out, size_t cap)
+{
+    char sock[512], cmd[1400];
+    snprintf(sock, sizeof(sock), "%s/h%d/run/tern/ternd.sock", T.dir, h);
+    snprintf(out, cap, "%s/host-list-h%d.out", T.dir, h);
+    snprintf(cmd, sizeof(cmd), "%s --socket %s host list >%s 2>&1", test_build_path("ternctl"),
+             sock, out);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Waits (up to 30 s) until host `at` says the check of `host`'s fence
+ * devices is `check`; returns the host as listed. */
+static json_t *wait_check(int at, const char *host, const char *check)
+{
+    json_t *h = NULL;
+    for (int i = 0; i < 300; i++) {
+        json_decref(h);
+        h = host_show(at, host);
+        if (!strcmp(jstr(h, "fence", "check"), check))
+            return h;
+        test_sleep_ms(100);
+    }
+    fail_msg("the check of %s's fence devices never became %s at h%d: %s (%s)", host, check, at,
+             jstr(h, "fence", "check"), jstr(h, "fence", "check_detail"));
+    return NULL;
+}
+
+/* The host that would fence another checks its devices (monitor) every
+ * fence_monitor_interval: a device that stops answering shows before it is
+ * needed, and shows as fixed once it answers again. */
+static void device_checks(void **state)
+{
+    (void)state;
+    /* h1 fences (and checks) h2 and h3, h2 checks h1. */
+    json_t *h = wait_check(3, "h3", "ok");
+    assert_string_equal(jstr(h, "fence", "check_by"), "h1");
+    assert_string_equal(jstr(h, "fence", "check_detail"), "h3-bmc: ok");
+    json_decref(h);
+    h = wait_check(3, "h1", "ok");
+    assert_string_equal(jstr(h, "fence", "check_by"), "h2");
+    json_decref(h);
+    h = wait_check(1, "h2", "failing");
+    assert_string_equal(jstr(h, "fence", "check_by"), "h1");
+    assert_non_null(strstr(jstr(h, "fence", "check_detail"),
+                           "h2-broken: failed: Unable to connect"));
+    json_decref(h);
+    /* The BMC's password changed under the cluster's feet. */
+    char pw[600], good[64] = "";
+    snprintf(pw, sizeof(pw), "%s/h3-bmc.pw", T.dir);
+    FILE *f = fopen(pw, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(good, sizeof(good), f));
+    fclose(f);
+    f = fopen(pw, "w");
+    assert_non_null(f);
+    fputs("wrong", f);
+    fclose(f);
+    h = wait_check(2, "h3", "failing");
+    assert_non_null(strstr(jstr(h, "fence", "check_detail"), "h3-bmc: failed"));
+    assert_string_equal(jstr(h, "fence", "state"), "none"); /* nothing else changes */
+    json_decref(h);
+    /* ternctl shows it under the table. */
+    char out[600];
+    ternctl_host_list(2, out, sizeof(out));
+    assert_int_equal(test_count_text(out, "h3: fence devices failing their check (by h1): "
+                                          "h3-bmc: failed"), 1);
+    assert_int_equal(test_count_text(out, "h2: fence devices failing their check (by h1): "
+                                          "h2-broken: failed"), 1);
+    /* Fixed: the next check says so. */
+    f = fopen(pw, "w");
+    assert_non_null(f);
+    fputs(good, f);
+    fclose(f);
+    json_decref(wait_check(2, "h3", "ok"));
+}
+
 /* A fence device that fails: nothing restarts, the failure shows; the
  * operator confirms the host is off: then it restarts. */
 static void failed_fence_then_confirm(void **state)
@@ -411,12 +489,8 @@ static void failed_fence_then_confirm(void **state)
     assert_string_equal(jstr(v, "state", NULL), "lost");
     json_decref(v);
     /* ternctl shows it. */
-    char sock[512], cmd[1400], out[600];
-    snprintf(sock, sizeof(sock), "%s/h1/run/tern/ternd.sock", T.dir);
-    snprintf(out, sizeof(out), "%s/host-list.out", T.dir);
-    snprintf(cmd, sizeof(cmd), "%s --socket %s host list >%s 2>&1", test_build_path("ternctl"),
-             sock, out);
-    assert_int_equal(system(cmd), 0);
+    char out[600];
+    ternctl_host_list(1, out, sizeof(out));
     assert_int_equal(test_count_text(out, "fence-failed"), 1);
     assert_true(test_count_text(out, "h2: fencing failed") == 1);
     /* The operator checked: it is off. */
@@ -512,6 +586,7 @@ static void lost_mid_migration(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(device_checks),
         cmocka_unit_test(crash_restarts_ha_vms),
         cmocka_unit_test(partition_fenced_through_bmc),
         cmocka_unit_test(lost_mid_migration),

@@ -274,6 +274,11 @@ static json_t *check_host(int h, const struct counts *want)
     json_array_foreach(json_object_get(st, "vms"), i, x)
         recovering += json_is_true(json_object_get(x, "recover"));
     expect_sample(scr, h, "tern_vms_recovering", "tern_vms_recovering", NULL, NULL, recovering);
+    int check_failing = 0;
+    json_array_foreach(json_object_get(st, "hosts"), i, x)
+        check_failing += !strcmp(jstr(json_object_get(x, "fence"), "check"), "failing");
+    expect_sample(scr, h, "tern_hosts_fence_check_failing", "tern_hosts_fence_check_failing",
+                  NULL, NULL, check_failing);
     expect_sample(scr, h, "tern_migrations_in_flight", "tern_migrations_in_flight", NULL, NULL,
                   (double)json_array_size(json_object_get(st, "migrations")));
 
@@ -436,6 +441,7 @@ static void scrape_matches_status(void **state)
         {"tern_hosts_maintenance", "gauge"},
         {"tern_vms", "gauge"},
         {"tern_vms_recovering", "gauge"},
+        {"tern_hosts_fence_check_failing", "gauge"},
         {"tern_migrations_in_flight", "gauge"},
         {"tern_agent_start_time_seconds", "gauge"},
         {"tern_migrations", "counter"},

@@ -135,7 +135,10 @@ static void majority_wins_after_minority_flaps(void **state)
     print_message("before the heal: majority version %lld (quorum epoch %lld), minority "
                   "version %lld (quorum epoch %lld)\n",
                   (long long)maj_v, (long long)maj_q, (long long)min_v, (long long)min_q);
-    assert_true(maj_q > min_q);
+    /* The majority went on in the epoch it had (its members came from one
+     * configuration, no sync round) and only it raised the quorate version;
+     * the minority's rounds never made it quorate. */
+    assert_true(maj_q >= min_q);
     assert_true(min_v > maj_v); /* "the higher version wins" would have lost acked0..2 */
     assert_int_equal(test_cluster_split(&T.cl, 0, err, sizeof(err)), 0);
     tagree(&T, ALL, HOSTS, true, 90000);

@@ -709,8 +709,8 @@ static void test_e2e_status_and_define(void **state)
     assert_int_equal(r.rc, CLI_EXIT_OK);
     assert_string_equal(r.out, "cluster: local host a (node 1), quorate: yes, members: 1, version: 3\n\n"
                                "HOSTS\n"
-                               "NAME  STATE   MODE    VMS  MEM(free/total)  VCPUS(free/total)  ADDR\n"
-                               "a     online  active    0            2G/2G                2/2  10.77.0.2\n"
+                               "NAME  STATE   MODE    VMS  MEM(free/total)  VCPUS(free/total)  ADDR       FENCE\n"
+                               "a     online  active    0            2G/2G                2/2  10.77.0.2  -\n"
                                "\nVMS\n(no VMs)\n");
     run_free(&r);
 
@@ -792,8 +792,8 @@ static void test_e2e_simple_commands(void **state)
          "{\"ok\":true,\"result\":{\"hosts\":[{\"name\":\"a\",\"online\":true,\"mode\":\"active\","
          "\"vms\":1,\"mem_mib\":1024,\"free_mem_mib\":512,\"vcpus\":2,\"free_vcpus\":1,"
          "\"migration_addr\":\"10.0.0.1\"}]}}",
-         "NAME  STATE   MODE    VMS  MEM(free/total)  VCPUS(free/total)  ADDR\n"
-         "a     online  active    1          512M/1G                1/2  10.0.0.1\n"},
+         "NAME  STATE   MODE    VMS  MEM(free/total)  VCPUS(free/total)  ADDR      FENCE\n"
+         "a     online  active    1          512M/1G                1/2  10.0.0.1  -\n"},
         {{"vm", "show", "web1", NULL}, "{\"cmd\":\"vm.show\",\"name\":\"web1\"}",
          "{\"ok\":true,\"result\":{\"vm\":{\"name\":\"web1\",\"state\":\"stopped\",\"desired\":"
          "\"stopped\",\"owner\":\"\",\"ha\":false,\"priority\":0,\"detail\":\"\",\"config\":{"

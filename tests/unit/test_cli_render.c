@@ -51,10 +51,10 @@ static const char status_text[] =
     "cluster: local host host-a (node 1), quorate: yes, members: 3, version: 42\n"
     "\n"
     "HOSTS\n"
-    "NAME    STATE    MODE         VMS  MEM(free/total)  VCPUS(free/total)  ADDR\n"
-    "host-a  online   active         2          2.5G/4G                1/4  10.77.0.2\n"
-    "host-b  online   maintenance    0          16G/16G              16/16  10.77.0.3\n"
-    "host-c  offline  active         0        1.5G/1.5G                2/2  fd00::1234\n"
+    "NAME    STATE    MODE         VMS  MEM(free/total)  VCPUS(free/total)  ADDR        FENCE\n"
+    "host-a  online   active         2          2.5G/4G                1/4  10.77.0.2   -\n"
+    "host-b  online   maintenance    0          16G/16G              16/16  10.77.0.3   -\n"
+    "host-c  offline  active         0        1.5G/1.5G                2/2  fd00::1234  -\n"
     "\n"
     "VMS\n"
     "NAME                              STATE      OWNER    MEM  VCPUS  HA   DETAIL\n"
@@ -105,7 +105,11 @@ static void test_fencing_hosts(void **state)
 {
     (void)state;
     json_t *j = json_loads(
-        "[{\"name\":\"a\",\"online\":true,\"mode\":\"active\",\"fence\":{\"state\":\"none\"}},"
+        "[{\"name\":\"a\",\"online\":true,\"mode\":\"active\",\"fence\":{\"state\":\"none\","
+        "\"check\":\"ok\",\"check_by\":\"f\",\"check_detail\":\"a-bmc: ok\"}},"
+        "{\"name\":\"g\",\"online\":true,\"mode\":\"active\",\"fence\":{\"state\":\"none\","
+        "\"check\":\"failing\",\"check_by\":\"a\",\"check_detail\":\"g-bmc: failed: "
+        "\\u001b[2Jbad password\"}},"
         "{\"name\":\"b\",\"online\":false,\"lost\":true,\"mode\":\"active\","
         "\"fence\":{\"state\":\"failed\",\"attempts\":2,\"detail\":\"b-bmc: exit 1: Unable "
         "to connect\"}},"
@@ -126,6 +130,11 @@ static void test_fencing_hosts(void **state)
     assert_non_null(strstr(out, "c: fenced (device): c-bmc off"));
     assert_non_null(strstr(out, "d: being fenced; its VMs wait: its node left"));
     assert_null(strstr(out, "a: "));
+    /* Device checks: a column, and a failing one said in full, escaped. */
+    assert_non_null(strstr(out, "FENCE"));
+    assert_non_null(strstr(out, "g: fence devices failing their check (by a): g-bmc: failed: "
+                                "\\x1b[2Jbad password\n"));
+    assert_null(strchr(out, '\x1b'));
     free(out);
     json_decref(j);
 }
@@ -148,8 +157,8 @@ static void test_empty_and_partial(void **state)
     out = render(cli_render_status, j);
     expect_text(out, "cluster: local host ? (node ?), quorate: ?, members: ?, version: ?\n\n"
                      "HOSTS\n"
-                     "NAME  STATE  MODE  VMS  MEM(free/total)  VCPUS(free/total)  ADDR\n"
-                     "x     ?      ?       ?              ?/?                ?/?  -\n"
+                     "NAME  STATE  MODE  VMS  MEM(free/total)  VCPUS(free/total)  ADDR  FENCE\n"
+                     "x     ?      ?       ?              ?/?                ?/?  -     -\n"
                      "\nVMS\n"
                      "NAME  STATE  OWNER  MEM  VCPUS  HA  DETAIL\n"
                      "?     ?      -        ?      ?  ?   -\n");

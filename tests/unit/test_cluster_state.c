@@ -78,9 +78,13 @@ static void expect_refused_at(struct cl_state *s, uint32_t node, const char *tex
 
 /* A configuration change with these members; those that left, left with
  * their process only (their node is still in corosync's membership). */
+/* Each configuration comes with a new totem ring (its sequence number). */
+static uint64_t last_ring;
+
 static void set_members(struct cl_state *s, const uint32_t *members, size_t n)
 {
-    struct cl_config c = {.members = members, .nr_members = n};
+    last_ring += 4;
+    struct cl_config c = {.members = members, .nr_members = n, .ring_seq = last_ring};
     cl_state_apply_config(s, &c);
 }
 
@@ -1020,6 +1024,7 @@ static void test_version_counting(void **unused)
     struct cl_state *t = cl_state_new();
     announce(t, 1, "h1", 1024, 1);
     expect_refused(t, 1, "{\"type\":\"vm_stop\",\"name\":\"x\"}", "[no_quorum]", "not quorate");
+    last_ring -= 8; /* the same configurations, in the same rings */
     set_members(t, m, 1);
     set_members(t, m, 1);
     char *a = dump(s), *b = dump(t);
@@ -1072,9 +1077,53 @@ static struct cl_state *busy_state(void)
     expect_ok(s, 2, "{\"type\":\"host_fence\",\"host\":\"h5\"}");
     expect_ok(s, 2, "{\"type\":\"host_fence_failed\",\"host\":\"h5\",\"seq\":1,"
                     "\"detail\":\"bmc down\"}");
+    expect_ok(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":false,"
+                    "\"detail\":\"h3-bmc: timed out\"}");
     expect_ok(s, 1, "{\"type\":\"vm_define\",\"name\":\"zgrouped\",\"group\":\"db\","
                     "\"config\":" CFG1G "}");
     return s;
+}
+
+/* What the would-be fencer found when it checked a host's fence devices:
+ * stored with who checked, refused when it cannot be a check. */
+static void test_fence_check(void **unused)
+{
+    (void)unused;
+    struct cl_state *s = three_hosts();
+    assert_int_equal(cl_state_host(s, "h3")->fence_check, CL_CHECK_UNKNOWN);
+    expect_ok(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true,"
+                    "\"detail\":\"h3-bmc: ok\"}");
+    const struct cl_host *h = cl_state_host(s, "h3");
+    assert_int_equal(h->fence_check, CL_CHECK_OK);
+    assert_string_equal(h->fence_check_by, "h1");
+    assert_string_equal(h->fence_check_detail, "h3-bmc: ok");
+    expect_ok(s, 2, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":false,"
+                    "\"detail\":\"h3-bmc: failed: bad password\"}");
+    assert_int_equal(h->fence_check, CL_CHECK_FAILING);
+    assert_string_equal(h->fence_check_by, "h2");
+    /* No decision depends on it: the host stays as it was. */
+    assert_int_equal(h->fence, CL_FENCE_NONE);
+    assert_true(h->online);
+    json_t *j = cl_host_to_json(s, h);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "fence"), "check")),
+                        "failing");
+    json_decref(j);
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h9\",\"ok\":true}",
+                   "[not_found]", "h9");
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":\"yes\"}",
+                   "[invalid]", "'ok'");
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\"}", "[invalid]",
+                   "'ok'");
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true,"
+                         "\"detail\":7}", "[invalid]", "detail");
+    expect_refused(s, 9, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true}",
+                   "[not_found]", "node 9");
+    /* Without quorum, nothing is recorded. */
+    uint32_t m1[] = {1};
+    set_members(s, m1, 1);
+    expect_refused(s, 1, "{\"type\":\"host_fence_check\",\"host\":\"h3\",\"ok\":true}",
+                   "[no_quorum]", "not quorate");
+    cl_state_free(s);
 }
 
 static void test_json_round_trip(void **unused)
@@ -1138,10 +1187,29 @@ static void test_json_round_trip(void **unused)
             fail_msg("bad document %zu: error '%s' lacks '%s'", i, err.msg, bad[i].needle);
         json_decref(d);
     }
+    /* Format 2: epochs counted per copy; read as epoch 0, the old epoch and
+     * count folded into the quorate version (they order among themselves). */
+    json_t *d2 = json_deep_copy(doc);
+    json_object_set_new(d2, "format_version", json_integer(2));
+    json_t *c2 = json_object_get(d2, "config");
+    json_object_del(c2, "ring_seq");
+    json_object_set_new(c2, "quorum_epoch", json_integer(5));
+    json_object_set_new(c2, "quorate_version", json_integer(7));
+    struct cl_state *old2 = cl_state_new();
+    assert_int_equal(cl_state_from_json(old2, d2, &err), 0);
+    assert_int_equal(cl_state_quorum_epoch(old2), 0);
+    assert_int_equal(cl_state_quorate_version(old2), (5ull << 32) | 7);
+    assert_int_equal(cl_state_config_ring(old2), 0);
+    /* Format 3 needs the ring. */
+    json_object_set_new(d2, "format_version", json_integer(3));
+    assert_int_equal(cl_state_from_json(old2, d2, &err), -1);
+    assert_non_null(strstr(err.msg, "ring_seq"));
+    json_decref(d2);
+    cl_state_free(old2);
     json_t *d = json_deep_copy(doc);
-    json_object_set_new(d, "format_version", json_integer(3));
+    json_object_set_new(d, "format_version", json_integer(4));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
-    assert_non_null(strstr(err.msg, "format version 3 is not supported"));
+    assert_non_null(strstr(err.msg, "format version 4 is not supported"));
     json_object_set_new(d, "format", json_string("other"));
     assert_int_equal(cl_state_from_json(t, d, &err), -1);
     json_decref(d);
@@ -1346,7 +1414,10 @@ static void test_quorum_rules(void **unused)
     uint32_t m12[] = {1, 2};
     set_members(s, m12, 2);
     assert_true(cl_state_quorate(s));
-    assert_int_equal(cl_state_quorum_epoch(s), q + 1);
+    /* Its epoch is its ring's sequence number, above every one before. */
+    assert_true(cl_state_quorum_epoch(s) > q);
+    assert_int_equal(cl_state_quorum_epoch(s), cl_state_config_ring(s));
+    q = cl_state_quorum_epoch(s);
     expect_ok(s, 2, "{\"type\":\"host_announce\",\"host\":\"h2\",\"mem_mib\":4096,\"vcpus\":4,"
                     "\"migration_addr\":\"10.77.0.2\",\"expected_votes\":5}");
     assert_false(cl_state_quorate(s)); /* 2 of 5 */
@@ -1354,7 +1425,8 @@ static void test_quorum_rules(void **unused)
     uint32_t m123[] = {1, 2, 3};
     set_members(s, m123, 3);
     assert_true(cl_state_quorate(s));
-    assert_int_equal(cl_state_quorum_epoch(s), q + 2);
+    assert_true(cl_state_quorum_epoch(s) > q);
+    assert_int_equal(cl_state_quorum_epoch(s), cl_state_config_ring(s));
     /* A commit needs quorum too (a fresh migration, committed in a
      * minority: refused). */
     start_on(s, "v", "h1");
@@ -1583,7 +1655,7 @@ int main(void)
         cmocka_unit_test(test_capacity_and_placement),
         cmocka_unit_test(test_set_members),
         cmocka_unit_test(test_version_counting),
-        cmocka_unit_test(test_json_round_trip),
+        cmocka_unit_test(test_fence_check), cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_thousand_vms),
         cmocka_unit_test(test_quorum_rules),

@@ -67,6 +67,7 @@ static void expect_error(const char *text, const char *needle)
 static const char *const example =
     "fence_agent_dir = /usr/sbin\n"
     "fence_timeout = 15\n"
+    "fence_monitor_interval = 0\n"
     "fence_device = h1-bmc fence_ipmilan ip=10.77.0.201 username=admin "
     "password_file=/etc/tern/fence/h1-bmc lanplus=1 cipher=3 power_wait=0\n"
     "fence_device = h1-pdu-a fence_apc_snmp ip=10.0.0.9 plug=3\n"
@@ -93,7 +94,7 @@ static void parses_example(void **state)
     assert_non_null(d);
     assert_string_equal(d->agent, "fence_ipmilan");
     assert_int_equal(d->nr_args, 6);
-    assert_int_equal(d->line, 3);
+    assert_int_equal(d->line, 4);
     assert_string_equal(fence_device_arg(d, "ip"), "10.77.0.201");
     assert_string_equal(fence_device_arg(d, "password_file"), "/etc/tern/fence/h1-bmc");
     assert_string_equal(fence_device_arg(d, "power_wait"), "0");
@@ -109,6 +110,16 @@ static void parses_example(void **state)
     assert_true(fence_config_has_levels(c, "h1"));
     assert_true(fence_config_has_levels(c, "h2"));
     assert_false(fence_config_has_levels(c, "h3"));
+    /* The devices a check of h1 asks: level 1's, then level 2's, each once. */
+    const char *devs[8];
+    assert_int_equal(fence_config_host_devices(c, "h1", devs, 8), 3);
+    assert_string_equal(devs[0], "h1-bmc");
+    assert_string_equal(devs[1], "h1-pdu-a");
+    assert_string_equal(devs[2], "h1-pdu-b");
+    assert_int_equal(fence_config_host_devices(c, "h2", devs, 8), 1);
+    assert_string_equal(devs[0], "h2-bmc");
+    assert_int_equal(fence_config_host_devices(c, "h3", devs, 8), 0);
+    assert_int_equal(c->monitor_interval_s, 0);
     assert_string_equal(c->watchdog, "/dev/watchdog");
     assert_int_equal(c->watchdog_timeout_s, 12);
     free(c);
@@ -126,6 +137,7 @@ static void defaults(void **state)
     assert_int_equal(c->nr_levels, 0);
     assert_string_equal(c->watchdog, "");
     assert_int_equal(c->watchdog_timeout_s, 10);
+    assert_int_equal(c->monitor_interval_s, 60);
     struct tern_err err;
     /* Nothing configured: nothing to check. */
     assert_int_equal(fence_config_check(c, &err), 0);
@@ -192,6 +204,9 @@ static void other_keys(void **state)
     expect_error("fence_timeout = 0\n", "fence_timeout must be 1..600");
     expect_error("fence_timeout = 601\n", "fence_timeout must be 1..600");
     expect_error("fence_timeout = 2.5\n", "fence_timeout must be 1..600");
+    expect_error("fence_monitor_interval = -1\n", "fence_monitor_interval must be 0..86400");
+    expect_error("fence_monitor_interval = 86401\n", "fence_monitor_interval must be 0..86400");
+    expect_error("fence_monitor_interval = 1m\n", "fence_monitor_interval must be 0..86400");
     expect_error("fence_agent_dir = sbin\n", "'fence_agent_dir' must be an absolute path");
     expect_error("watchdog = watchdog\n", "'watchdog' must be an absolute path");
     expect_error("watchdog_timeout = 0\n", "watchdog_timeout must be 1..600 (whole seconds");

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "common/text.h"
 
 static void expect_escaped(const char *in, unsigned flags, const char *want)
@@ -120,6 +122,33 @@ static void test_put_line(void **state)
     free(big);
 }
 
+/* Well-formed UTF-8 for JSON: bad bytes and a character cut at the end
+ * become '?', whole characters and controls stay. */
+static void test_utf8_fix(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"plain \t\x1b[31m", "plain \t\x1b[31m"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc2\x9b", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc2\x9b"},
+        {"cut \xc3", "cut ?"},
+        {"cut \xe2\x82", "cut ??"},
+        {"cut \xf0\x9f\x98", "cut ???"},
+        {"lone \x80 \xff \xc0\xaf end", "lone ? ? ?? end"},
+        {"\xed\xa0\x80", "???"}, /* a UTF-16 surrogate */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%s", cases[i].in);
+        text_utf8_fix(buf);
+        assert_string_equal(buf, cases[i].out);
+        json_t *j = json_string(buf);
+        assert_non_null(j); /* jansson takes it */
+        json_decref(j);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +156,7 @@ int main(void)
         cmocka_unit_test(test_find_control),
         cmocka_unit_test(test_cut),
         cmocka_unit_test(test_put_line),
+        cmocka_unit_test(test_utf8_fix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
