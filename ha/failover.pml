@@ -37,8 +37,9 @@
  *     winner's state: model 1's fixed rule in one step (the highest quorum
  *     epoch, which is the quorate configuration's own unique number, among
  *     all members, synced or persisted copies; two members always make a
- *     majority here; between equal epochs any of them, as the model does
- *     not count the versions the C compares next). The configuration is
+ *     majority here; between equal epochs a synced copy beats a persisted
+ *     one, which it went on from, and otherwise any of them, as the model
+ *     does not count the versions the C compares next). The configuration is
  *     applied to it and its members announce themselves (h_host_announce: a
  *     host back after a fence is `none` again). When a host leaves (crash,
  *     freeze, partition, power off), the others get their configuration at
@@ -95,38 +96,55 @@
  *                              says it runs (d_not_settled: they are not all
  *                              in one synced configuration).
  *
- * The default is the protocol the model finds safe. Where the C (agent/ha.c,
- * fencing/watchdog.c, agent/local_vms.c, ha/state_apply.c) differs, a switch
- * restores its choice; docs/cluster-state.md has each counterexample:
+ * The default is the protocol the model finds safe. It is the C as it is
+ * (main since 7ba3e35, which took this model's fixes) but for ha/replica.c's
+ * install (INSTALL_MEMBERS_ONLY) and h_vm_report's condition for recovery
+ * (RECOVER_LOST_ONLY). Each switch below restores a choice the C makes or
+ * made; docs/cluster-state.md has each counterexample:
  *   C_DEADLINE          the survivors declare a watchdog host fenced once
  *                       watchdog_reset_deadline_ms(W) + 1 s have passed
- *                       since they saw it lost (agent/ha.c
- *                       DEADLINE_MARGIN_MS): W/2 + 0.25 + W + 1 s. Fixed:
+ *                       since they saw it lost: W/2 + 0.25 + W + 1 s (agent/ha.c
+ *                       as first committed, ca43215). Fixed (7ba3e35):
  *                       DL_FIXED below, which also covers a freeze shorter
- *                       than W/2 after which the host feeds again.
+ *                       than W/2 after which the host feeds again and the
+ *                       lag of its corosync (the C: the membership timeout,
+ *                       token + consensus; here LAG).
  *   SEEN_ANY_STATE      an agent starts a lost host's deadline when it first
  *                       sees the episode in any state, a minority's too
- *                       (ha.c episode_of from ha_reconcile on any ready
+ *                       (ca43215: episode_of from ha_reconcile on any ready
  *                       replica). Fixed: only in a quorate one's.
  *   LATCH_RACE          after a freeze longer than W/2, the loop may call
- *                       watchdog_healthy before the feeder thread looks
- *                       (fencing/watchdog.c): it feeds again. Fixed:
+ *                       watchdog_healthy before the feeder thread looks: it
+ *                       feeds again (ca43215's fencing/watchdog.c). Fixed:
  *                       watchdog_healthy latches too.
  *   START_WITHOUT_QUORUM  local_reconcile starts a `starting` VM on any
- *                       synced state (local_vms.c start_guest). Fixed: only
- *                       while the agent's view is quorate.
+ *                       synced state (ca43215's local_vms.c). Fixed: only
+ *                       while the agent's view is quorate (agent_can_change).
  *   NO_CRASH_RECOVERY   an HA VM its own host reports gone (it stopped it
  *                       itself out of quorum, then came back before it was
- *                       fenced) is `crashed` for good (h_vm_report; nothing
- *                       restarts it). Fixed: it waits for a host (`recover`).
+ *                       fenced) is `crashed` for good (ca43215's
+ *                       h_vm_report). Fixed: it waits for a host (`recover`).
+ *   RECOVER_LOST_ONLY   (7ba3e35's h_vm_report) ... but only when the state
+ *                       had it `lost` or is not quorate; otherwise it is
+ *                       taken for the guest's own crash. A host that crashed
+ *                       and rebooted, whose own disk copy (from before its
+ *                       crash: the VM running there) wins a merge, reports
+ *                       it gone in a quorate state: crashed for good. Fixed:
+ *                       a report says whether the host failed (its ternd
+ *                       found no process at start, or stopped it out of
+ *                       quorum), and such an HA VM waits for a host; here
+ *                       every gone report is the host's (no guest crashes).
  *   INSTALL_MEMBERS_ONLY  a merge won by a persisted copy (its host went
- *                       down and came back) gets the new configuration as
- *                       members only (ha/replica.c's install): a host online
- *                       in that copy and not a member now is offline but not
- *                       lost, so it is never fenced and its VMs never
+ *                       down and came back) gets the new configuration with
+ *                       the departures its new replica noted, none of those
+ *                       before it went down (ha/replica.c's install): a host
+ *                       online in that copy and not a member now is offline
+ *                       but not lost, so it is never fenced and its VMs never
  *                       restarted. Fixed: it left as a node (lost).
- *   AS_BUILT            all six: the C as it is.
- * and switches that break the protocol on purpose (the brief's list):
+ *   AS_BUILT            the C as it is: INSTALL_MEMBERS_ONLY, RECOVER_LOST_ONLY.
+ *   AS_FIRST_COMMITTED  agent/ha.c as first committed (ca43215): the first
+ *                       six.
+ * and switches that break the protocol on purpose (spec/ha-model-brief.md's):
  *   RELEASE_ON_LOST     the configuration change releases a lost host's VMs
  *                       (cl_state_apply_config without waiting for
  *                       host_fenced).
@@ -161,6 +179,10 @@
 #define NOQ 255                 /* oq[]: not out of quorum */
 
 #ifdef AS_BUILT
+#define INSTALL_MEMBERS_ONLY
+#define RECOVER_LOST_ONLY
+#endif
+#ifdef AS_FIRST_COMMITTED
 #define C_DEADLINE
 #define SEEN_ANY_STATE
 #define LATCH_RACE
@@ -182,10 +204,11 @@
 /* The survivors' deadline, in ticks since the fencer first saw the episode.
  * seen counts the ticks since; the real time elapsed is less than seen + 1,
  * so a deadline of D seconds may have passed from seen = ceil(D) - 1 on.
- * The C: watchdog_reset_deadline_ms(W) + 1 s = W/2 + 0.25 + W + 1 (W even).
- * Fixed: also W/2 for a freeze the feeder lets pass (the host feeds again
- * after it, with a stale quorate view) and the LAG of a host that notices
- * late: W/2 + 0.25 + W + W/2 + LAG + 1. */
+ * C_DEADLINE: watchdog_reset_deadline_ms(W) + 1 s = W/2 + 0.25 + W + 1 (W
+ * even). Fixed: also W/2 for a freeze the feeder lets pass (the host feeds
+ * again after it, with a stale quorate view) and the lag of a host that
+ * notices late: W/2 + 0.25 + W + W/2 + LAG + 1 (agent/ha.c deadline_s: its
+ * lag is corosync's membership timeout, token + consensus). */
 #define DL_C (WINDOW + W + 1)
 #define DL_FIXED (WINDOW + W + WINDOW + LAG + 1)
 #ifndef DL
@@ -557,10 +580,20 @@ inline apply_report(g, s, v, isrun) {
 		:: isrun && !(vst[RV(g, v)] == V_START || vst[RV(g, v)] == V_LOST) -> skip
 		:: else ->
 			own[RV(g, v)] = NONE;
-#ifdef NO_CRASH_RECOVERY
+#if defined(NO_CRASH_RECOVERY)
 			vst[RV(g, v)] = V_STOP    /* crashed, desired running: nothing restarts it */
+#elif defined(RECOVER_LOST_ONLY)
+			/* recover only if the state had it lost or is not quorate;
+			 * otherwise taken for the guest's own crash */
+			if
+			:: vst[RV(g, v)] == V_LOST || !QR(g) -> vst[RV(g, v)] = V_WAIT
+			:: else -> vst[RV(g, v)] = V_STOP
+			fi
 #else
-			vst[RV(g, v)] = V_WAIT    /* an HA VM meant to run: recover */
+			/* every gone here is its host's failure (a power-off, the
+			 * self-stop out of quorum; no guest crashes in this model):
+			 * an HA VM meant to run waits for a host */
+			vst[RV(g, v)] = V_WAIT
 #endif
 		fi;
 		lf[RV(g, v)] = 0;
@@ -707,7 +740,8 @@ inline send_report(s, v, isrun) {
  * least two: a majority of the three). The winner WN is a member with the
  * highest quorum epoch, synced or not (model 1's fixed rule; between equal
  * epochs the C looks at the quorate version, then the version, then the
- * node id, which this model does not count: any of them). Its state is
+ * node id, which this model does not count: a synced copy beats a
+ * persisted one, which it went on from, and otherwise any of them). Its state is
  * installed on every member, the configuration applied to it, and every
  * member announces itself (again: h_host_announce, a host back after a
  * fence is `none` again). A winner that is a persisted copy (its host
@@ -798,9 +832,14 @@ inline merge(M, WN) {
 	LOWEST(mem[g]) == g && isl[h] == isl[g])
 #define G_MERGE3 (CUR(0) && CUR(1) && CUR(2) && mem[0] == 1 && mem[1] == 2 && mem[2] == 4 && \
 	isl[0] == isl[1] && isl[1] == isl[2])
-/* w: a member of M with the highest quorum epoch */
+/* w: a member of M with the highest quorum epoch; a persisted copy only if
+ * no synced member has that epoch (a synced copy of an epoch went on from
+ * any persisted copy of it: the C's quorate version and version order
+ * them so) */
 #define QEIN(M, j) (HAS(M, j) -> qe[j] : 0)
-#define WINS(M, w) (HAS(M, w) && qe[w] >= QEIN(M, 0) && qe[w] >= QEIN(M, 1) && qe[w] >= QEIN(M, 2))
+#define SYNCED_AT(M, j, e) (HAS(M, j) && syn[j] && qe[j] == (e))
+#define WINS(M, w) (HAS(M, w) && qe[w] >= QEIN(M, 0) && qe[w] >= QEIN(M, 1) && qe[w] >= QEIN(M, 2) && \
+	(syn[w] || !(SYNCED_AT(M, 0, qe[w]) || SYNCED_AT(M, 1, qe[w]) || SYNCED_AT(M, 2, qe[w]))))
 /* The agents (local_vms.c): */
 #define G_START(h, v) (UP(h) && syn[h] && own[RV(h, v)] == h && vst[RV(h, v)] == V_START && \
 	!HAS(vr[v], h) && START_OK(h))
