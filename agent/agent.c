@@ -338,6 +338,10 @@ static void on_replica_journal(void *opaque, const struct replica_event *ev)
 {
     struct agent *a = opaque;
     state_store_event(a->store, ev, agent_state(a));
+    /* Migrations a configuration change ended count now, not only once
+     * the next message applies (none may come for a while). */
+    if (ev->kind == REPLICA_EV_CONFIG)
+        metrics_on_applied(a, NULL, 0);
 }
 
 static void on_replica_fatal(void *opaque, const char *why)

@@ -183,9 +183,10 @@ void requests_on_replaced(struct agent *a, bool rejoined);
  * is called on the loop's thread and is a no-op while metrics are off. */
 int metrics_open(struct agent *a, struct tern_err *err);
 void metrics_close(struct agent *a);
-/* A state message applied here (rc 0) or refused: counts migrations that
- * ended (migration_done, migration_abort, and those a membership change or
- * a VM report ended), evacuations (host_mode maintenance). */
+/* A state message applied here (rc 0) or refused, or (msg NULL) a
+ * configuration applied: counts migrations that ended (migration_done,
+ * migration_abort, and those a membership change or a VM report ended),
+ * evacuations (host_mode maintenance). */
 void metrics_on_applied(struct agent *a, const json_t *msg, int rc);
 /* A fencing attempt this host ran, and its result. */
 void metrics_count_fence(struct agent *a, bool ok);
