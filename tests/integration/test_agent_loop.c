@@ -151,33 +151,11 @@ static void vm_path(int h, const char *vm, const char *file, char *out, size_t l
     snprintf(out, len, "%s/h%d/run/tern/vms/%s/%s", T.dir, h, vm, file);
 }
 
-static pid_t vm_pid(int h, const char *vm)
-{
-    char path[512];
-    vm_path(h, vm, "pid", path, sizeof(path));
-    char *t = test_read_text(path);
-    pid_t pid = t ? (pid_t)atoi(t) : 0;
-    free(t);
-    return pid;
-}
-
-static bool pid_running(pid_t pid)
-{
-    char path[64], line[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    bool ok = fgets(line, sizeof(line), f) != NULL;
-    fclose(f);
-    char *rp = ok ? strrchr(line, ')') : NULL;
-    return rp && rp[1] == ' ' && rp[2] != 'Z';
-}
 
 static bool pid_ends(pid_t pid, int timeout_ms)
 {
     for (int waited = 0; waited <= timeout_ms; waited += 50) {
-        if (!pid_running(pid))
+        if (!test_pid_running(pid))
             return true;
         test_sleep_ms(50);
     }
@@ -346,8 +324,8 @@ static void slow_clients_and_wedged_vmm(void **state)
 {
     (void)state;
     define_and_start(1, "wedged", "h1");
-    pid_t wedged = vm_pid(1, "wedged");
-    assert_true(wedged > 0 && pid_running(wedged));
+    pid_t wedged = ternd_hosts_vm_pid(&T, 1, "wedged");
+    assert_true(wedged > 0 && test_pid_running(wedged));
     assert_int_equal(kill(wedged, SIGSTOP), 0);
 
     int stopper = agent_connect(1);
@@ -559,8 +537,8 @@ static void membership_change_ends_migration(void **state)
     /* The source paused in flight, the destination's VMM waits. */
     assert_true(vmm_reaches(1, "m1", "paused", "stop-and-copy", 20000));
     assert_true(vmm_reaches(2, "m1", "incoming", NULL, 10000));
-    pid_t incoming = vm_pid(2, "m1");
-    assert_true(incoming > 0 && pid_running(incoming));
+    pid_t incoming = ternd_hosts_vm_pid(&T, 2, "m1");
+    assert_true(incoming > 0 && test_pid_running(incoming));
 
     ternd_hosts_kill(&T, 2); /* its CPG member leaves: the migration ends */
     /* The source resumes (level-triggered: no message asked for it). */
@@ -580,7 +558,7 @@ static void membership_change_ends_migration(void **state)
     json_decref(reply);
     /* The incoming VMM outlived its agent (VMs survive an agent restart);
      * the agent back ends it: no migration is left for it. */
-    assert_true(pid_running(incoming));
+    assert_true(test_pid_running(incoming));
     assert_int_equal(ternd_hosts_start(&T, 2, NULL), 0);
     tagree(&T, ALL, HOSTS, true, 60000);
     assert_true(pid_ends(incoming, 20000));
@@ -592,7 +570,7 @@ static void membership_change_ends_migration(void **state)
     assert_string_equal(jstr(json_object_get(res, "vm"), "state", NULL), "running");
     json_decref(reply);
     assert_true(vmm_reaches(2, "m1", "running", NULL, 5000));
-    assert_true(vm_pid(2, "m1") != incoming);
+    assert_true(ternd_hosts_vm_pid(&T, 2, "m1") != incoming);
     tapi_ok(&T, 3, json_pack("{s:s, s:s}", "cmd", "vm.stop", "name", "m1"), &reply);
     json_decref(reply);
 }

@@ -141,28 +141,6 @@ static void hold(int h, const char *vm, bool on)
     }
 }
 
-static pid_t vm_pid(int h, const char *vm)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/h%d/run/tern/vms/%s/pid", T.dir, h, vm);
-    char *t = test_read_text(path);
-    pid_t pid = t ? (pid_t)atoi(t) : 0;
-    free(t);
-    return pid;
-}
-
-static bool pid_alive(pid_t pid)
-{
-    char path[64], line[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    bool ok = fgets(line, sizeof(line), f) != NULL;
-    fclose(f);
-    char *rp = ok ? strrchr(line, ')') : NULL;
-    return rp && rp[1] == ' ' && rp[2] != 'Z';
-}
 
 /* The stand-in of `vm` on h reaches `state` (and migration phase). */
 static void wait_vmm(int h, const char *vm, const char *state, const char *phase)
@@ -515,14 +493,14 @@ static void partition_fenced_through_bmc(void **state)
 {
     (void)state;
     define_start("ha-p", true, 0, "h3");
-    pid_t old = vm_pid(3, "ha-p");
-    assert_true(old > 0 && pid_alive(old));
+    pid_t old = ternd_hosts_vm_pid(&T, 3, "ha-p");
+    assert_true(old > 0 && test_pid_running(old));
     char err[1024];
     double t0 = now_s(), t1;
     assert_int_equal(test_cluster_partition(&T.cl, 3, true, err, sizeof(err)), 0);
     int at = wait_running_elsewhere(1, "ha-p", 3, 30000, &t1);
     /* Powered off before the restart: the old process is gone. */
-    assert_false(pid_alive(old));
+    assert_false(test_pid_running(old));
     fprintf(stderr, "h3 cut off -> powered off by its BMC, ha-p running on h%d after %.3f s\n",
             at, t1 - t0);
     assert_int_equal(test_cluster_partition(&T.cl, 3, false, err, sizeof(err)), 0);
@@ -541,7 +519,7 @@ static void lost_mid_migration(void **state)
     char err[1024];
     /* h3 the destination. */
     define_start("mig-d", true, 0, "h1");
-    pid_t src = vm_pid(1, "mig-d");
+    pid_t src = ternd_hosts_vm_pid(&T, 1, "mig-d");
     hold(1, "mig-d", true);
     int fd = migrate_async("mig-d", "h3");
     wait_vmm(1, "mig-d", "paused", "stop-and-copy");
@@ -562,7 +540,7 @@ static void lost_mid_migration(void **state)
     assert_string_equal(jstr(v, "owner", NULL), "h1");
     assert_string_equal(jstr(v, "state", NULL), "running");
     json_decref(v);
-    assert_int_equal(vm_pid(1, "mig-d"), src); /* the same process: resumed, not restarted */
+    assert_int_equal(ternd_hosts_vm_pid(&T, 1, "mig-d"), src); /* the same process: resumed, not restarted */
     revive(3);
     /* h3 the source. */
     define_start("mig-s", true, 0, "h3");
@@ -570,12 +548,12 @@ static void lost_mid_migration(void **state)
     fd = migrate_async("mig-s", "h2");
     wait_vmm(3, "mig-s", "paused", "stop-and-copy");
     wait_vmm(2, "mig-s", "incoming", NULL);
-    pid_t incoming = vm_pid(2, "mig-s");
+    pid_t incoming = ternd_hosts_vm_pid(&T, 2, "mig-s");
     double t0 = now_s(), t1;
     assert_int_equal(test_cluster_kill_host(&T.cl, 3, err, sizeof(err)), 0);
     int at = wait_running_elsewhere(1, "mig-s", 3, 30000, &t1);
     close(fd);
-    assert_int_not_equal(vm_pid(at, "mig-s"), incoming);
+    assert_int_not_equal(ternd_hosts_vm_pid(&T, at, "mig-s"), incoming);
     fprintf(stderr, "source h3 lost mid-migration -> mig-s restarted on h%d after %.3f s\n", at,
             t1 - t0);
     revive(3);

@@ -101,28 +101,6 @@ static json_t *vm_show(int h, const char *vm)
     return v;
 }
 
-static pid_t vm_pid(int h, const char *vm)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/h%d/run/tern/vms/%s/pid", T.dir, h, vm);
-    char *t = test_read_text(path);
-    pid_t pid = t ? (pid_t)atoi(t) : 0;
-    free(t);
-    return pid;
-}
-
-static bool pid_alive(pid_t pid)
-{
-    char path[64], line[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    bool ok = fgets(line, sizeof(line), f) != NULL;
-    fclose(f);
-    char *rp = ok ? strrchr(line, ')') : NULL;
-    return rp && rp[1] == ' ' && rp[2] != 'Z';
-}
 
 static int setup(void **state)
 {
@@ -178,8 +156,8 @@ static void partition_self_fences(void **state)
     tapi_ok(&T, 1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "w", "host", "h3"),
             &reply);
     json_decref(reply);
-    pid_t old = vm_pid(3, "w");
-    assert_true(old > 0 && pid_alive(old));
+    pid_t old = ternd_hosts_vm_pid(&T, 3, "w");
+    assert_true(old > 0 && test_pid_running(old));
 
     char err[1024];
     double t0 = now_s(), t_gone = 0, t_reset = 0, t_run = 0;
@@ -187,7 +165,7 @@ static void partition_self_fences(void **state)
     int owner = 0;
     for (int i = 0; i < 3000 && !t_run; i++) {
         double now = now_s();
-        if (!t_gone && !pid_alive(old))
+        if (!t_gone && !test_pid_running(old))
             t_gone = now;
         if (!t_reset && test_proc_wait(&wd[3], 0) == 1)
             t_reset = now;
@@ -197,7 +175,7 @@ static void partition_self_fences(void **state)
             owner = atoi(o + 1);
             t_run = now;
             /* At that moment the old copy must be gone already. */
-            assert_false(pid_alive(old));
+            assert_false(test_pid_running(old));
         }
         json_decref(v);
         test_sleep_ms(10);

@@ -264,3 +264,16 @@ int test_write_pvh_elf(const char *path, const unsigned char *code, size_t len)
     free(img);
     return rc;
 }
+
+bool test_pid_running(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    char *rp = ok ? strrchr(line, ')') : NULL;
+    return rp && rp[1] == ' ' && rp[2] != 'Z';
+}

@@ -65,4 +65,7 @@ int test_write_pvh_elf(const char *path, const unsigned char *code, size_t len);
 
 void test_sleep_ms(int ms);
 
+/* Whether process `pid` exists and is not a zombie (from /proc/PID/stat). */
+bool test_pid_running(pid_t pid);
+
 #endif

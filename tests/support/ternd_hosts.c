@@ -264,3 +264,13 @@ char *ternd_shared_view(struct ternd_hosts *t, int h)
     json_decref(s);
     return d;
 }
+
+pid_t ternd_hosts_vm_pid(struct ternd_hosts *t, int h, const char *vm)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/h%d/run/tern/vms/%s/pid", t->dir, h, vm);
+    char *text = test_read_text(path);
+    pid_t pid = text ? (pid_t)atoi(text) : 0;
+    free(text);
+    return pid;
+}

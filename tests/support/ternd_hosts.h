@@ -70,4 +70,8 @@ char *ternd_shared_view(struct ternd_hosts *t, int h);
 /* Prints every host's ternd log to stderr. */
 void ternd_hosts_print_logs(struct ternd_hosts *t);
 
+/* The pid ternd recorded for `vm`'s process on host h (its VM directory's
+ * pid file), 0 if none. */
+pid_t ternd_hosts_vm_pid(struct ternd_hosts *t, int h, const char *vm);
+
 #endif
