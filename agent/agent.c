@@ -410,19 +410,25 @@ static void on_quorum(void *opaque, bool quorate)
 }
 
 /* --- replica-fix: the totem ring (quorum epochs, docs/cluster-state.md) --- */
-static void on_ring(void *opaque, uint64_t ring_seq)
+static void on_ring(void *opaque, uint64_t ring_seq, const uint32_t *nodes, size_t nr_nodes)
 {
     struct agent *a = opaque;
     if (a->replica)
-        replica_set_ring(a->replica, ring_seq);
+        replica_set_ring(a->replica, ring_seq, nodes, nr_nodes);
+    if (a->ha)
+        ha_set_ring(a, nodes, nr_nodes);
+    agent_changed(a);
 }
 /* --- end replica-fix --- */
+
+static void on_left(void *opaque, size_t nr_members);
 
 static const struct cs_link_callbacks link_callbacks = {
     .deliver = on_deliver,
     .confchg = on_confchg,
     .quorum = on_quorum,
     .ring = on_ring,
+    .left = on_left,
 };
 
 /* --- set-up --- */
@@ -592,15 +598,110 @@ static void on_store_fd(struct loop *l, int fd, unsigned events, void *opaque)
                   "it works again (retrying with a full snapshot)\n", failure);
 }
 
+/* An orderly stop. Without an armed watchdog: at once. With one, the
+ * survivors may be counting on it: a host they lost (its node left their
+ * membership) is declared fenced once its watchdog's deadline has passed,
+ * and that holds only if the watchdog resets it. A ternd that disarmed it
+ * and left its VMs running could see them started a second time. So the
+ * group is left first: if the departure is delivered in a configuration
+ * with a quorum, the quorate side saw this ternd go (its node stays: the
+ * host is offline, not lost, and nobody counts on its watchdog) and it is
+ * disarmed. Otherwise (cut off, alone, corosync gone, no answer within the
+ * membership timeout + 2 s) it stays armed and resets this host, as the
+ * others expect. A second signal stops at once, armed. */
+static void stop_now(struct agent *a, bool disarm)
+{
+    a->disarm_ok = disarm;
+    if (a->stop_timer)
+        loop_del_timer(a->loop, a->stop_timer);
+    a->stop_timer = 0;
+    loop_stop(a->loop);
+}
+
+static void on_stop_timeout(struct loop *l, void *opaque)
+{
+    (void)l;
+    struct agent *a = opaque;
+    a->stop_timer = 0;
+    agent_log("stopping: this ternd's departure was not delivered in time; the watchdog stays "
+              "armed and resets this host in %u s unless a ternd feeds it again\n",
+              ha_watchdog_s(a));
+    stop_now(a, false);
+}
+
+static void on_left(void *opaque, size_t nr_members)
+{
+    struct agent *a = opaque;
+    uint32_t ev = a->link ? cs_link_expected_votes(a->link) : 0;
+    size_t quorum = ev / 2 + 1;
+    if (ev > 0 && nr_members + 1 >= quorum) {
+        agent_log("stopping: %zu other members saw this ternd leave; the watchdog is disarmed\n",
+                  nr_members);
+        stop_now(a, true);
+        return;
+    }
+    agent_log("stopping: this ternd left without a quorum seeing it (%zu other members, %zu "
+              "needed); the watchdog stays armed and resets this host in %u s unless a ternd "
+              "feeds it again (the others count on it)\n",
+              nr_members, quorum ? quorum - 1 : 0, ha_watchdog_s(a));
+    stop_now(a, false);
+}
+
+static void try_leave(struct loop *l, void *opaque)
+{
+    struct agent *a = opaque;
+    if (!a->stop_timer)
+        return; /* stopped meanwhile */
+    struct tern_err err;
+    int rc = a->link ? cs_link_leave(a->link, &err) : -1;
+    if (rc == 1 && loop_add_timer(l, 20, try_leave, a))
+        return; /* corosync is busy: again in 20 ms */
+    if (rc != 0) {
+        agent_log("stopping: %s; the watchdog stays armed and resets this host in %u s unless a "
+                  "ternd feeds it again\n",
+                  rc < 0 && a->link ? err.msg : "cannot leave the corosync group",
+                  ha_watchdog_s(a));
+        stop_now(a, false);
+    }
+}
+
 static void on_signal(struct loop *l, int fd, unsigned events, void *opaque)
 {
     (void)events;
-    (void)opaque;
+    struct agent *a = opaque;
     struct signalfd_siginfo si;
-    if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        agent_log("signal %u: stopping (VMs keep running)\n", si.ssi_signo);
-        loop_stop(l);
+    if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    if (a->stopping) {
+        agent_log("signal %u again: stopping now, the watchdog armed\n", si.ssi_signo);
+        stop_now(a, false);
+        return;
     }
+    a->stopping = true;
+    unsigned wd = ha_watchdog_s(a);
+    if (!wd) {
+        agent_log("signal %u: stopping (VMs keep running)\n", si.ssi_signo);
+        stop_now(a, true);
+        return;
+    }
+    if (!a->link) {
+        agent_log("signal %u: stopping (VMs keep running); corosync is not connected: the "
+                  "watchdog stays armed and resets this host in %u s unless a ternd feeds it "
+                  "again\n",
+                  si.ssi_signo, wd);
+        stop_now(a, false);
+        return;
+    }
+    agent_log("signal %u: stopping (VMs keep running): leaving the group first, to disarm the "
+              "watchdog only if a quorum sees this ternd go\n",
+              si.ssi_signo);
+    uint32_t mt = cs_link_membership_timeout_ms(a->link);
+    a->stop_timer = loop_add_timer(l, (int64_t)(mt ? mt : 3000) + 2000, on_stop_timeout, a);
+    if (!a->stop_timer) {
+        stop_now(a, false);
+        return;
+    }
+    try_leave(l, a);
 }
 
 /* The replica cannot be trusted any more: leave the group, reload the
@@ -702,6 +803,15 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     memset(a, 0, sizeof(*a));
     a->lock_fds[0] = a->lock_fds[1] = -1;
     a->signal_fd = -1;
+    /* Blocked before any thread starts (threads inherit the mask): a
+     * SIGTERM must reach the loop's signalfd (an orderly stop), never a
+     * thread that would take the default action and end ternd at once. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        return tern_err_errno(err, errno, "blocking signals");
     snprintf(a->config_path, sizeof(a->config_path), "%s", config_path);
     if (ternd_config_load(&a->cfg, config_path, err) < 0)
         return -1;
@@ -752,12 +862,6 @@ int agent_init(struct agent *a, const char *config_path, struct tern_err *err)
     if (open_replica(a, st, err) < 0)
         return -1;
 
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-        return tern_err_errno(err, errno, "blocking signals");
     a->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (a->signal_fd < 0)
         return tern_err_errno(err, errno, "signalfd");
@@ -792,7 +896,8 @@ void agent_destroy(struct agent *a)
     if (a->loop) {
         api_close(a);
         metrics_close(a);
-        ha_free(a, a->exit_status == 0); /* a clean stop disarms the watchdog */
+        /* An orderly stop seen by a quorum disarms the watchdog. */
+        ha_free(a, a->exit_status == 0 && a->disarm_ok);
         fence_monitor_free(a);
     }
     if (a->local)

@@ -60,6 +60,11 @@ struct agent {
     uint64_t announce_req;
     bool reconciled;         /* this host's identity is confirmed and what runs here settled */
     int exit_status;         /* when stopping on its own: 0, or why */
+    /* An orderly stop with an armed watchdog: the group is left first, and
+     * the watchdog disarmed only if a quorum saw this ternd go (on_signal). */
+    bool stopping;
+    bool disarm_ok;
+    uint64_t stop_timer;
     int lock_fds[2];         /* state_dir and run_dir locks */
     int signal_fd;
     struct loop *loop;
@@ -149,6 +154,9 @@ int ha_new(struct agent *a, struct tern_err *err);
 /* disarm: an orderly stop (the watchdog stops counting). */
 void ha_free(struct agent *a, bool disarm);
 void ha_reconcile(struct agent *a);
+/* corosync's ring now (its nodes): an offline host whose node is not in it
+ * any more is lost (host_down, sent by its would-be fencer). */
+void ha_set_ring(struct agent *a, const uint32_t *nodes, size_t n);
 /* The watchdog timeout this host announces: its armed watchdog's, else 0. */
 unsigned ha_watchdog_s(struct agent *a);
 /* When this agent first saw `host` being fenced (agent_now), 0 if never. */

@@ -35,6 +35,8 @@ struct cs_link {
     struct cs_link_callbacks cb;
     void *opaque;
     bool oom; /* a callback could not allocate; dispatch reports it */
+    bool leaving; /* cs_link_leave called */
+    bool left;    /* its own departure delivered: callbacks stop */
 };
 
 /* cs_strerror lives in libcorosync_common, which the build does not link;
@@ -144,7 +146,7 @@ static void on_deliver(cpg_handle_t handle, const struct cpg_name *group, uint32
     if (cpg_context_get(handle, &ctx) != CS_OK || !ctx)
         return;
     struct cs_link *l = ctx;
-    if (l->cb.deliver)
+    if (l->cb.deliver && !l->left)
         l->cb.deliver(l->opaque, nodeid, msg, len);
 }
 
@@ -158,6 +160,18 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
     if (cpg_context_get(handle, &ctx) != CS_OK || !ctx)
         return;
     struct cs_link *l = ctx;
+    if (l->left)
+        return;
+    if (l->leaving) {
+        /* One ternd per node (its lock): the node id names this process. */
+        for (size_t i = 0; i < nr_left; i++)
+            if (left[i].nodeid == l->nodeid) {
+                l->left = true;
+                if (l->cb.left)
+                    l->cb.left(l->opaque, nr_members);
+                return;
+            }
+    }
     if (!l->cb.confchg)
         return;
     uint32_t sm[CPG_MEMBERS_MAX], sl[CPG_MEMBERS_MAX], sj[CPG_MEMBERS_MAX];
@@ -188,15 +202,15 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
 static void on_totem(cpg_handle_t handle, struct cpg_ring_id ring_id, uint32_t nr_members,
                      const uint32_t *members)
 {
-    (void)nr_members;
-    (void)members;
     void *ctx = NULL;
     if (cpg_context_get(handle, &ctx) != CS_OK || !ctx)
         return;
     struct cs_link *l = ctx;
+    if (l->left)
+        return;
     l->ring_seq = ring_id.seq;
     if (l->cb.ring)
-        l->cb.ring(l->opaque, ring_id.seq);
+        l->cb.ring(l->opaque, ring_id.seq, members, nr_members);
 }
 
 static void on_expected(votequorum_handle_t handle, uint64_t context, uint32_t expected)
@@ -343,6 +357,21 @@ void cs_link_close(struct cs_link *l)
     if (l->have_vq)
         votequorum_finalize(l->vq);
     free(l);
+}
+
+int cs_link_leave(struct cs_link *l, struct tern_err *err)
+{
+    if (!l->have_cpg)
+        return tern_err_set(err, "leaving the corosync group: not joined");
+    /* One attempt: the caller's loop must go on (its watchdog is fed from
+     * it), so CS_ERR_TRY_AGAIN is the caller's to retry. */
+    cs_error_t rc = cpg_leave(l->cpg, &l->group);
+    if (rc == CS_ERR_TRY_AGAIN)
+        return 1;
+    if (rc != CS_OK)
+        return tern_err_set(err, "leaving the corosync group (cpg_leave): %s", cs_name(rc));
+    l->leaving = true;
+    return 0;
 }
 
 uint32_t cs_link_local_nodeid(const struct cs_link *l)

@@ -41,8 +41,14 @@ struct cs_link_callbacks {
      * unique and increasing across the cluster. Called once the group is
      * joined (the ring at that time), then at every ring change, after the
      * CPG configuration changes that ring brought (CPG model v1's totem
-     * configuration callback). */
-    void (*ring)(void *opaque, uint64_t ring_seq);
+     * configuration callback), with the ring's members (the nodes whose
+     * corosync runs with this one's). */
+    void (*ring)(void *opaque, uint64_t ring_seq, const uint32_t *nodes, size_t nr_nodes);
+    /* After cs_link_leave: this process's own departure, delivered in
+     * agreed order; `nr_members` other processes of the group delivered it
+     * in the same configuration (none if this node was cut off by then).
+     * Nothing else is called after it. */
+    void (*left)(void *opaque, size_t nr_members);
 };
 
 struct cs_node {
@@ -64,6 +70,12 @@ int cs_link_open(struct cs_link **out, const char *group, const struct cs_link_c
 void cs_link_close(struct cs_link *l);
 
 uint32_t cs_link_local_nodeid(const struct cs_link *l);
+
+/* Leaves the group (cpg_leave), for an orderly stop that must know who saw
+ * it go: callbacks.left reports it. The link stays open (to be closed
+ * with cs_link_close). Never blocks: 1 when corosync says "try again"
+ * (call it again later), 0 once asked, -1 with err. */
+int cs_link_leave(struct cs_link *l, struct tern_err *err);
 /* The last ring sequence number passed to the ring callback (0: none yet). */
 uint64_t cs_link_ring_seq(const struct cs_link *l);
 /* How long corosync may take to notice that this node lost the others and

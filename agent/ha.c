@@ -12,6 +12,11 @@
  *    announced watchdog_s) and no level, or whose levels failed, is fenced
  *    by its deadline (deadline_s below) since this agent saw it lost in a
  *    quorate state -> host_fenced (method watchdog).
+ *  - as the would-be fencer of a host that is offline (its ternd left, its
+ *    node stayed) and not lost: once its node is gone from corosync's ring
+ *    too, host_down (the state makes it lost: fenced before its VMs run
+ *    elsewhere). CPG says nothing when the node of a process that left
+ *    goes.
  *  - on every host with a watchdog configured: it is opened once the host
  *    is quorate for the first time and fed (watchdog_healthy, every 100
  *    ms) only while the host is quorate; out of quorum, the device resets
@@ -60,6 +65,15 @@ struct ha {
     uint64_t feed_timer;
     uint64_t deadline_timer;     /* the next watchdog deadline to look at */
     double deadline_at;
+    /* corosync's ring (its nodes), and the host_down sent last per host */
+    uint32_t *ring;
+    size_t nr_ring;
+    bool ring_known;
+    struct {
+        char host[CL_NAME_MAX];
+        double at;
+    } down_sent[HA_TRACK_MAX];
+    unsigned next_down;
 };
 
 static void on_deadline(struct loop *l, void *opaque)
@@ -257,6 +271,54 @@ static void on_feed(struct loop *l, void *opaque)
     ha->feed_timer = loop_add_timer(l, FEED_MS, on_feed, ha);
 }
 
+void ha_set_ring(struct agent *a, const uint32_t *nodes, size_t n)
+{
+    struct ha *ha = a->ha;
+    uint32_t *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    free(ha->ring);
+    ha->ring = copy;
+    ha->nr_ring = copy ? n : 0;
+    ha->ring_known = copy || n == 0;
+    if (copy)
+        memcpy(copy, nodes, n * sizeof(*copy));
+    memset(ha->down_sent, 0, sizeof(ha->down_sent)); /* a new ring: say it again */
+}
+
+static bool in_ring(const struct ha *ha, uint32_t nodeid)
+{
+    for (size_t i = 0; i < ha->nr_ring; i++)
+        if (ha->ring[i] == nodeid)
+            return true;
+    return false;
+}
+
+/* host_down for h, once per ring (and again after RESEND_S if it did not
+ * apply: a configuration change may have lost it). */
+static void say_down(struct ha *ha, const struct cl_host *h)
+{
+    double now = agent_now();
+    int slot = -1;
+    for (int i = 0; i < HA_TRACK_MAX; i++)
+        if (!strcmp(ha->down_sent[i].host, h->name))
+            slot = i;
+    if (slot >= 0 && now - ha->down_sent[slot].at < RESEND_S)
+        return;
+    if (slot < 0)
+        slot = (int)(ha->next_down++ % HA_TRACK_MAX);
+    json_t *msg = cl_msg_new(CL_MSG_HOST_DOWN);
+    json_object_set_new(msg, "host", json_string(h->name));
+    struct tern_err err;
+    if (agent_send(ha->a, msg, &err)) {
+        agent_log("host %s: offline, and its node has left corosync's membership too: lost, to "
+                  "be fenced\n", h->name);
+        snprintf(ha->down_sent[slot].host, sizeof(ha->down_sent[slot].host), "%s", h->name);
+        ha->down_sent[slot].at = now;
+    } else {
+        agent_log("host %s: cannot broadcast that its node is gone: %s\n", h->name, err.msg);
+    }
+    json_decref(msg);
+}
+
 void ha_reconcile(struct agent *a)
 {
     struct ha *ha = a->ha;
@@ -294,6 +356,18 @@ void ha_reconcile(struct agent *a)
         const struct cl_host *f = cl_state_fencer(s, h->name);
         settle_episode(ha, h, f && f->nodeid == a->nodeid && agent_is_host(a));
     }
+    /* Offline hosts whose node has gone since. */
+    struct tern_err err;
+    if (!ha->ring_known || !cl_state_quorate(s) || !agent_can_change(a, &err))
+        return;
+    for (size_t i = 0; i < cl_state_nr_hosts(s); i++) {
+        const struct cl_host *h = cl_state_host_at(s, i);
+        if (h->online || h->lost || !h->nodeid || in_ring(ha, h->nodeid))
+            continue;
+        const struct cl_host *f = cl_state_fencer(s, h->name);
+        if (f && f->nodeid == a->nodeid && agent_is_host(a))
+            say_down(ha, h);
+    }
 }
 
 int ha_new(struct agent *a, struct tern_err *err)
@@ -317,6 +391,7 @@ void ha_free(struct agent *a, bool disarm)
     loop_del_timer(a->loop, a->ha->feed_timer);
     loop_del_timer(a->loop, a->ha->deadline_timer);
     watchdog_close(a->ha->wd, disarm);
+    free(a->ha->ring);
     free(a->ha);
     a->ha = NULL;
 }

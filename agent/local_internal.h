@@ -80,6 +80,8 @@ void lv_timer(struct local_vm *lv, int ms, loop_timer_fn fn);
 /* The agent reports what runs here: vm_report, once per (VM, state) until
  * it applies or 5 s pass. */
 void local_report(struct agent *a, const char *vm, enum cl_vm_run run, const char *detail);
+void local_report_as(struct agent *a, const char *vm, enum cl_vm_run run, const char *detail,
+                     bool host_failed);
 /* migration_abort for migration `id` (once per process and id). */
 void local_abort(struct agent *a, struct local_vm *lv, uint64_t id, const char *reason);
 

@@ -230,6 +230,15 @@ static struct report_mark *mark_of(struct agent *a, const char *vm, bool make)
 
 void local_report(struct agent *a, const char *vm, enum cl_vm_run run, const char *detail)
 {
+    local_report_as(a, vm, run, detail, false);
+}
+
+/* `host_failed`: the VM is gone by this host's failure, not its guest's
+ * (this ternd found no process for it: the host rebooted, or stopped it
+ * itself out of quorum); the state restarts an HA VM elsewhere then. */
+void local_report_as(struct agent *a, const char *vm, enum cl_vm_run run, const char *detail,
+                     bool host_failed)
+{
     const struct cl_vm *v = cl_state_vm(agent_state(a), vm);
     if (!v || v->run == run)
         return; /* nothing to say: the state says so already */
@@ -252,6 +261,8 @@ void local_report(struct agent *a, const char *vm, enum cl_vm_run run, const cha
     json_object_set_new(m, "name", json_string(vm));
     json_object_set_new(m, "run", json_string(names[run]));
     json_object_set_new(m, "detail", json_string(detail));
+    if (host_failed)
+        json_object_set_new(m, "host_failed", json_true());
     uint64_t req = agent_report(a, m);
     if (req) {
         r->run = run;
@@ -607,9 +618,12 @@ void local_reconcile(struct agent *a, bool at_start)
         case CL_RUN_RUNNING:
         case CL_RUN_LOST:
         case CL_RUN_MIGRATING:
-            local_report(a, vm->name, CL_RUN_CRASHED,
-                         at_start ? "its process was not found when ternd started"
-                                  : "its process is not running on its host");
+            /* This ternd did not see it end: the host failed (rebooted,
+             * or this host stopped it out of quorum), not the guest. */
+            local_report_as(a, vm->name, CL_RUN_CRASHED,
+                            at_start ? "its process was not found when ternd started"
+                                     : "its process is not running on its host",
+                            true);
             break;
         case CL_RUN_STOPPED:
         case CL_RUN_CRASHED:

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -534,7 +535,14 @@ int state_store_open(struct state_store **out, const char *state_dir, struct cl_
         state_store_close(st);
         return tern_err_errno(err, e, "eventfd");
     }
+    /* The writer takes no signal of the process: a SIGTERM the kernel gave
+     * it would end ternd at once (the default action), not through the
+     * loop's orderly stop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     int rc = pthread_create(&st->thread, NULL, worker, st);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         state_store_close(st);
         return tern_err_errno(err, rc, "starting the state writer thread");

@@ -364,20 +364,45 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
             if (h->fence == CL_FENCE_PENDING || h->fence == CL_FENCE_FAILED)
                 h->fence = CL_FENCE_NONE;
         }
-        for (size_t k = 0; k < c->nr_left && h->nodeid; k++)
-            if (c->left[k] == h->nodeid && c->left_reason[k] == CL_LEFT_NODE && !h->lost) {
-                h->lost = true;
-                if (h->fence != CL_FENCE_FENCED) {
-                    h->fence = CL_FENCE_PENDING;
-                    h->fence_seq++;
-                    h->fence_attempts = 0;
-                    h->fence_method[0] = '\0';
-                    snprintf(h->fence_detail, sizeof(h->fence_detail),
-                             "its node left the membership; to be fenced before its VMs "
-                             "can run elsewhere");
-                }
-            }
+        for (size_t k = 0; k < c->nr_left && h->nodeid; k++) {
+            if (c->left[k] != h->nodeid)
+                continue;
+            if (c->left_reason[k] == CL_LEFT_NODE)
+                cl__host_lost(h, "its node left the membership");
+            else
+                /* Its ternd left: an orderly stop may have disarmed its
+                 * watchdog (agent.c, on_left), and a crashed ternd's may
+                 * have reset it already; the deadline counts no more until
+                 * it announces an armed one again. */
+                h->watchdog_s = 0;
+        }
     }
+    cl__settle_hosts(s);
+    s->quorate = false; /* a new configuration: if quorate, a new epoch */
+    cl__update_quorum(s);
+    cl__recover(s); /* hosts back: room for HA VMs waiting */
+    s->version++;
+    if (s->quorate && s->version > s->q_version)
+        s->q_version = s->version;
+}
+
+void cl__host_lost(struct cl_host *h, const char *why)
+{
+    if (h->lost)
+        return;
+    h->lost = true;
+    if (h->fence == CL_FENCE_FENCED)
+        return;
+    h->fence = CL_FENCE_PENDING;
+    h->fence_seq++;
+    h->fence_attempts = 0;
+    h->fence_method[0] = '\0';
+    snprintf(h->fence_detail, sizeof(h->fence_detail),
+             "%s; to be fenced before its VMs can run elsewhere", why);
+}
+
+void cl__settle_hosts(struct cl_state *s)
+{
     /* A migration that has not committed needs both ends; once committed
      * the VM belongs to the destination and the migration only waits for
      * its "done", unless the destination's node is gone. Ids ascend, so
@@ -420,12 +445,6 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
         if (h && h->lost && !vm->migration_id)
             mark_lost(vm, h->name);
     }
-    s->quorate = false; /* a new configuration: if quorate, a new epoch */
-    cl__update_quorum(s);
-    cl__recover(s); /* hosts back: room for HA VMs waiting */
-    s->version++;
-    if (s->quorate && s->version > s->q_version)
-        s->q_version = s->version;
 }
 
 const char *cl_vm_run_name(enum cl_vm_run r)

@@ -184,6 +184,7 @@ enum cl_msg_type {
     CL_MSG_HOST_FENCED,
     CL_MSG_HOST_FENCE_FAILED,
     CL_MSG_HOST_FENCE_CHECK,
+    CL_MSG_HOST_DOWN,
     CL_MSG__COUNT
 };
 

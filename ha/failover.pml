@@ -96,11 +96,12 @@
  *                              says it runs (d_not_settled: they are not all
  *                              in one synced configuration).
  *
- * The default is the protocol the model finds safe. It is the C as it is
- * (main since 7ba3e35, which took this model's fixes) but for ha/replica.c's
- * install (INSTALL_MEMBERS_ONLY) and h_vm_report's condition for recovery
- * (RECOVER_LOST_ONLY). Each switch below restores a choice the C makes or
- * made; docs/cluster-state.md has each counterexample:
+ * The default is the protocol the model finds safe, and the C as it is:
+ * 7ba3e35 took this model's first five fixes, and the commit after
+ * 99fbd4a the last two (ha/replica.c's install, RECOVER_LOST_ONLY;
+ * h_vm_report's `host_failed`, INSTALL_MEMBERS_ONLY). Each switch below
+ * restores a choice the C made; docs/cluster-state.md has each
+ * counterexample:
  *   C_DEADLINE          the survivors declare a watchdog host fenced once
  *                       watchdog_reset_deadline_ms(W) + 1 s have passed
  *                       since they saw it lost: W/2 + 0.25 + W + 1 s (agent/ha.c
@@ -131,19 +132,42 @@
  *                       crash: the VM running there) wins a merge, reports
  *                       it gone in a quorate state: crashed for good. Fixed:
  *                       a report says whether the host failed (its ternd
- *                       found no process at start, or stopped it out of
- *                       quorum), and such an HA VM waits for a host; here
- *                       every gone report is the host's (no guest crashes).
+ *                       found no process it did not see end: at start, or
+ *                       stopped out of quorum), and such an HA VM waits for
+ *                       a host (`host_failed`); here every gone report is
+ *                       the host's (no guest crashes).
  *   INSTALL_MEMBERS_ONLY  a merge won by a persisted copy (its host went
  *                       down and came back) gets the new configuration with
  *                       the departures its new replica noted, none of those
  *                       before it went down (ha/replica.c's install): a host
  *                       online in that copy and not a member now is offline
  *                       but not lost, so it is never fenced and its VMs never
- *                       restarted. Fixed: it left as a node (lost).
- *   AS_BUILT            the C as it is: INSTALL_MEMBERS_ONLY, RECOVER_LOST_ONLY.
+ *                       restarted. Fixed: it left as a node (lost). (The
+ *                       C tells a host whose node is still in corosync's
+ *                       ring, only its ternd away, from one whose node is
+ *                       gone: offline, as CPG says for a ternd that stops.
+ *                       In this model a host that is not a member is off,
+ *                       frozen or cut off: its node is not in the ring.)
+ *   AS_7BA3E35          the C from 7ba3e35 to 99fbd4a: INSTALL_MEMBERS_ONLY,
+ *                       RECOVER_LOST_ONLY, and the last two below.
+ *   DISARM_ON_STOP      an orderly stop of a ternd (SIGTERM; TSTOPS > 0)
+ *                       disarms its watchdog (the C until this model took
+ *                       the event). Fixed (agent.c on_signal/on_left): it
+ *                       leaves the group first and disarms only if its
+ *                       departure is delivered in a quorate configuration
+ *                       (the others then see its process leave: offline,
+ *                       not lost); otherwise the watchdog resets the host.
+ *   NO_HOST_DOWN        a host whose ternd left (offline) and whose node
+ *                       then goes too stays offline for good: CPG says
+ *                       nothing, and its VMs stay its own. Fixed (agent/ha.c,
+ *                       h_host_down): its would-be fencer, seeing its node
+ *                       gone from corosync's ring, sends host_down: lost,
+ *                       fenced. The state stops counting on the watchdog of
+ *                       a host whose ternd left (wdc): it may be disarmed,
+ *                       so such a host is fenced by a device or the
+ *                       operator, never by its deadline.
  *   AS_FIRST_COMMITTED  agent/ha.c as first committed (ca43215): the first
- *                       six.
+ *                       six, DISARM_ON_STOP and NO_HOST_DOWN.
  * and switches that break the protocol on purpose (spec/ha-model-brief.md's):
  *   RELEASE_ON_LOST     the configuration change releases a lost host's VMs
  *                       (cl_state_apply_config without waiting for
@@ -162,7 +186,8 @@
  *                       agent_can_change, the episode's first sight and the
  *                       start without their quorum checks).
  * Budgets: PARTS (partitions), FREEZES, CRASHES, DEVFAIL (device failures),
- * OPCONF (operator confirmations), BOOTS (of hosts that are off: without a
+ * OPCONF (operator confirmations), TSTOPS (orderly stops of a ternd, 0 by
+ * default; its restart is always possible), BOOTS (of hosts that are off: without a
  * bound, two hosts whose peer stays away can reset each other in turn for
  * ever, each time with a new epoch). W: the watchdog timeout in ticks (4);
  * LAG (0: a host cut off notices before the next tick), GRACE (1); DL: the
@@ -178,11 +203,15 @@
 #define CAP 1                   /* VMs a host has room for */
 #define NOQ 255                 /* oq[]: not out of quorum */
 
-#ifdef AS_BUILT
+#ifdef AS_7BA3E35
+#define NO_HOST_DOWN
+#define DISARM_ON_STOP
 #define INSTALL_MEMBERS_ONLY
 #define RECOVER_LOST_ONLY
 #endif
 #ifdef AS_FIRST_COMMITTED
+#define NO_HOST_DOWN
+#define DISARM_ON_STOP
 #define C_DEADLINE
 #define SEEN_ANY_STATE
 #define LATCH_RACE
@@ -241,6 +270,9 @@
 #ifndef BOOTS
 #define BOOTS 2                 /* boots of hosts powered off */
 #endif
+#ifndef TSTOPS
+#define TSTOPS 0                /* orderly stops of a ternd (SIGTERM) */
+#endif
 #ifndef DEVS
 #define DEVS 3                  /* hosts with fence levels (bit mask): 0 and 1 */
 #endif
@@ -284,7 +316,8 @@
 #define RH(r, t) ((r) * N + (t))
 
 /* ---------------- the hosts ---------------- */
-bool pw[N];          /* powered (and its ternd runs) */
+bool pw[N];          /* powered (and its ternd runs, unless td) */
+bool td[N];          /* its ternd stopped in order: the host, its corosync and VMs run on */
 bool frz[N];         /* frozen: agent, feeder thread, corosync and VMs stopped */
 bool stl[N];         /* its corosync has not noticed yet that its configuration ended */
 byte sage[N];        /* ticks of running time since it became stale */
@@ -301,6 +334,8 @@ byte lf[N * NV];     /* ghost: the lost host (+1) whose VM it was when marked lo
 byte lostm[N];       /* hosts lost in this replica (bit mask) */
 byte fen[N * N];     /* fencing state of each host */
 byte fsq[N * N];     /* fencing episode (seq) of each host */
+byte wdc[N];         /* hosts whose watchdog it counts on (announced; not since their
+                        ternd left: an orderly stop may have disarmed it) */
 
 /* ---------------- the agents and watchdogs ---------------- */
 bool wdo[N];         /* the watchdog is open: armed, its feeder thread runs with ternd */
@@ -320,7 +355,7 @@ byte vr[NV];         /* hosts where the VM's process exists (bit mask) */
 
 /* ---------------- adversary, ghosts ---------------- */
 byte gq;             /* quorate configurations formed so far (their numbers) */
-byte nparts, nfrz, ncrash, ndfail, nopc, nboots;
+byte nparts, nfrz, ncrash, ndfail, nopc, nboots, ntstop;
 bool adv_done;
 bool goff[N];        /* off since its ternd last joined a configuration */
 bool tku;            /* a tick would change something */
@@ -351,7 +386,7 @@ SCRATCH f_ok;
 SCRATCH w_w, w_n;               /* others_leave */
 SCRATCH p_w;                    /* power_off */
 SCRATCH s_r;                    /* send_* */
-SCRATCH m_j, m_k, m_n, m_a;     /* merge */
+SCRATCH m_j, m_k, m_n, m_a, m_p; /* merge */
 SCRATCH k_i, k_j;               /* ticks */
 SCRATCH th_h, th_w;
 SCRATCH th_l, th_r;
@@ -362,7 +397,7 @@ SCRATCH x_t;                    /* events */
 inline reset_tmp() {
 #ifdef SHORTEST
 	r_v = 0; r_k = 0; r_m = 0; o_x = 0; l_v = 0; c_j = 0; c_b = 0; f_v = 0; f_ok = 0;
-	w_w = 0; w_n = 0; p_w = 0; s_r = 0; m_j = 0; m_k = 0; m_n = 0; m_a = 0; k_i = 0;
+	w_w = 0; w_n = 0; p_w = 0; s_r = 0; m_j = 0; m_k = 0; m_n = 0; m_a = 0; m_p = 0; k_i = 0;
 	k_j = 0; th_h = 0; th_w = 0; th_l = 0; th_r = 0; a_r = 0; a_b = 0; q_i = 0; q_v = 0;
 	q_k = 0; q_m = 0; x_t = 0; ev = 0; ea = 0; eb = 0
 #else
@@ -371,7 +406,7 @@ inline reset_tmp() {
 }
 
 #define QR(r) (POP(mem[r]) >= MAJ)
-#define UP(h) (pw[h] && !frz[h])                   /* its agent runs */
+#define UP(h) (pw[h] && !frz[h] && !td[h])         /* its agent runs */
 #define CUR(h) (UP(h) && !stl[h])                  /* ... in a current configuration: it can send */
 #define AQ(h) (pw[h] && syn[h] && QR(h))           /* its agent's view: quorate */
 #define FEEDING(h) (UP(h) && wdo[h] && !lat[h])
@@ -610,6 +645,28 @@ inline apply_announce(g, h) {
 	recover(g)
 }
 
+/* h_host_down (quorate only): an offline host, not lost, is lost now: its
+ * node left corosync's ring after its ternd had left. */
+inline apply_hostdown(g, t) {
+	if
+	:: FQ(g) && !HAS(mem[g], t) && !HAS(lostm[g], t) ->
+		lostm[g] = lostm[g] | BIT(t);
+		if :: fen[RH(g, t)] != F_DONE -> fen[RH(g, t)] = F_PEND; fsq[RH(g, t)]++ :: else fi;
+		f_v = 0;
+		do
+		:: f_v < NV ->
+			if
+			:: own[RV(g, f_v)] == t -> vst[RV(g, f_v)] = V_LOST; lf[RV(g, f_v)] = t + 1
+			:: else
+			fi;
+			f_v++
+		:: else -> break
+		od;
+		recover(g)
+	:: else
+	fi
+}
+
 /* ---------------- the agents ---------------- */
 
 /* track_quorum and ha_reconcile's arming, and what the tick reads: after
@@ -694,12 +751,30 @@ inline others_leave(h) {
 	fi
 }
 
+/* The same, h's ternd only left (CPG's process leave) the configuration
+ * M0: h is offline, not lost, and its watchdog no longer counted. */
+inline others_leave_process(h, M0) {
+	w_n = M0 & (7 - BIT(h));
+	if :: POP(w_n) >= MAJ -> gq++ :: else fi;
+	w_w = 0;
+	do
+	:: w_w < N ->
+		if
+		:: HAS(w_n, w_w) && syn[w_w] -> apply_config(w_w, w_n, 0); wdc[w_w] = wdc[w_w] & (7 - BIT(h))
+		:: HAS(w_n, w_w) && !syn[w_w] -> mem[w_w] = w_n
+		:: else
+		fi;
+		w_w++
+	:: else -> break
+	od
+}
+
 /* Every process of h stops: a crash, a fence device, a watchdog reset. Its
  * replica is its disk copy now (written as it went: model 1 has the disk's
  * lost tail). */
 inline power_off(h) {
 	others_leave(h);
-	pw[h] = 0; frz[h] = 0; stl[h] = 0; sage[h] = 0;
+	pw[h] = 0; frz[h] = 0; stl[h] = 0; sage[h] = 0; td[h] = 0;
 	wdo[h] = 0; lat[h] = 0; fr[h] = 0; hage[h] = 0; wage[h] = 0;
 	wasq[h] = 0; oq[h] = NOQ;
 	mem[h] = 0; syn[h] = 0;
@@ -747,11 +822,21 @@ inline send_report(s, v, isrun) {
  * fence is `none` again). A winner that is a persisted copy (its host
  * crashed and came back) gets the members only (ha/replica.c's install):
  * the hosts that were online in that copy and are not members now are not
- * marked lost (INSTALL_MEMBERS_ONLY); fixed: they left as nodes. */
+ * marked lost (INSTALL_MEMBERS_ONLY); fixed: they left as nodes, unless
+ * their node is in corosync's ring (only their ternd is away: offline). */
+/* In corosync's ring on island i but not a CPG member: a host whose
+ * ternd is not running (stopped in order), powered, not frozen, on it. (A
+ * host on the ring whose ternd runs is a member of the configuration: this
+ * model's separate configurations of one island stand for the moments
+ * before corosync merges them.) */
+#define INRING(h, i) (pw[h] && !frz[h] && td[h] && isl[h] == (i))
+#define RING(i) (BIT(0) * INRING(0, i) + BIT(1) * INRING(1, i) + BIT(2) * INRING(2, i))
 inline merge(M, WN) {
-	m_n = 0;
+	m_n = 0; m_p = 0;
 	if
-	:: !syn[WN] -> m_n = smem[WN] & (7 - M) & (7 - lostm[WN])
+	:: !syn[WN] ->
+		m_n = smem[WN] & (7 - M) & (7 - lostm[WN]) & (7 - RING(isl[LOWEST(M)]));
+		m_p = smem[WN] & (7 - M) & (7 - lostm[WN]) & RING(isl[LOWEST(M)])   /* left as processes */
 	:: else
 	fi;
 #ifdef INSTALL_MEMBERS_ONLY
@@ -827,6 +912,18 @@ inline merge(M, WN) {
 #endif
 #define G_STALE(h) (stl[h] && UP(h))
 #define G_BOOT(h) (!pw[h] && nboots < BOOTS)
+#define G_TSTOP(h) (!adv_done && ntstop < TSTOPS && UP(h))
+/* ha.c's host_down: o, the would-be fencer of t in a quorate state, sees t
+ * offline (not a member), not lost, and its node not in corosync's ring
+ * (off, frozen, or on another island) */
+#define RINGNODE(t, i) (pw[t] && !frz[t] && isl[t] == (i))
+#ifdef NO_HOST_DOWN
+#define G_HOSTDOWN(o, t) false
+#else
+#define G_HOSTDOWN(o, t) (CUR(o) && syn[o] && AGENT_Q(o) && IS_FENCER(o, t) && \
+	!HAS(mem[o], t) && !HAS(lostm[o], t) && !RINGNODE(t, isl[o]))
+#endif
+#define G_TSTART(h) (pw[h] && td[h])
 /* two configurations of one island, named by their lowest members h < g */
 #define G_MERGE(h, g) (CUR(h) && CUR(g) && mem[h] != mem[g] && LOWEST(mem[h]) == h && \
 	LOWEST(mem[g]) == g && isl[h] == isl[g])
@@ -854,7 +951,7 @@ inline merge(M, WN) {
 	(fen[RH(o, t)] == F_PEND || fen[RH(o, t)] == F_FAIL) && trk[RH(o, t)] != 0)
 #define G_FENCE_OK(o, t) (HAS(DEVS, t) && FENCING(o, t))
 #define G_FENCE_BAD(o, t) (!adv_done && ndfail < DEVFAIL && HAS(DEVS, t) && FENCING(o, t))
-#define G_DEADLINE(o, t) (HAS(WDS, t) && FENCING(o, t) && CUR(o) && !HAS(mem[o], t) && \
+#define G_DEADLINE(o, t) (HAS(WDS, t) && HAS(wdc[o], t) && FENCING(o, t) && CUR(o) && !HAS(mem[o], t) && \
 	(!HAS(DEVS, t) || fails[RH(o, t)]) && seen[RH(o, t)] >= DL)
 /* The operator confirms host t, which is off, through host s of a quorate
  * configuration where t is lost or being fenced. */
@@ -929,7 +1026,7 @@ inline tick_need() {
 			od;
 			k_j = 0;
 			do
-			:: k_j < N -> if :: k_j != k_i && G_DEADLINE(k_i, k_j) -> ovd = 1 :: else fi; k_j++
+			:: k_j < N -> if :: k_j != k_i && (G_DEADLINE(k_i, k_j) || G_HOSTDOWN(k_i, k_j)) -> ovd = 1 :: else fi; k_j++
 			:: else -> break
 			od
 		:: else
@@ -1070,6 +1167,9 @@ inline check() {
 #define E_FENCE_BAD 18
 #define E_DEADLINE  19
 #define E_CONFIRM   20   /* ea: target, eb: the quorate host it is sent through */
+#define E_TSTOP     21
+#define E_TSTART    22
+#define E_HOSTDOWN  23   /* ea: the fencer, eb: the host */
 
 #define PICK(g, e, a, b) :: g -> ev = e; ea = a; eb = b
 
@@ -1138,6 +1238,34 @@ inline run_event() {
 	:: ev == E_CONFIRM ->
 		printf("EV the operator confirms host %d is off (through host %d)\n", ea, eb); nopc++;
 		send_fenced(eb, ea, 0, M_OP)
+	:: ev == E_TSTOP ->
+		/* agent.c on_signal / on_left: it leaves the group; its departure
+		 * is delivered in its current configuration (the others see its
+		 * process leave), or, cut off, to nobody else (the others lost
+		 * its node already) */
+		x_t = !stl[ea] && QR(ea);
+		printf("EV host %d's ternd stops in order (a quorum sees it go: %d)\n", ea, x_t); ntstop++;
+		/* the others' configuration change: in the next step (eb: the
+		 * configuration it left, if the others are still in it) */
+		eb = 0;
+		if :: !stl[ea] -> eb = mem[ea] & (7 - BIT(ea)) :: else fi;
+#ifdef DISARM_ON_STOP
+		x_t = 1;
+#endif
+		if :: x_t -> wdo[ea] = 0; lat[ea] = 0; hage[ea] = 0; wage[ea] = 0 :: else fi;
+		td[ea] = 1; syn[ea] = 0; mem[ea] = BIT(ea); stl[ea] = 0; sage[ea] = 0;
+		oq[ea] = NOQ; wasq[ea] = 0; fr[ea] = 0;
+		x_t = 0;
+		do
+		:: x_t < N -> trk[RH(ea, x_t)] = 0; seen[RH(ea, x_t)] = 0; fails[RH(ea, x_t)] = 0; x_t++
+		:: else -> break
+		od
+	:: ev == E_HOSTDOWN ->
+		/* applied in the next step (one d_step would be too long for spin) */
+		printf("EV host %d: host %d is offline and its node gone from the ring: host_down\n", ea, eb)
+	:: ev == E_TSTART ->
+		printf("EV host %d's ternd starts again, alone, unsynced (its VMs ran on)\n", ea);
+		td[ea] = 0; mem[ea] = BIT(ea); syn[ea] = 0
 	fi
 }
 
@@ -1149,7 +1277,7 @@ active proctype world()
 		do
 		:: x_t < N ->
 			pw[x_t] = 1; mem[x_t] = 7; smem[x_t] = 7; syn[x_t] = 1; qe[x_t] = 1; oq[x_t] = NOQ; wasq[x_t] = 1;
-			wdo[x_t] = WD_ARMS && HAS(WDS, x_t); fr[x_t] = wdo[x_t];
+			wdo[x_t] = WD_ARMS && HAS(WDS, x_t); fr[x_t] = wdo[x_t]; wdc[x_t] = WDS;
 			own[RV(x_t, 0)] = 1; vst[RV(x_t, 0)] = V_RUN;
 			own[RV(x_t, 1)] = 2; vst[RV(x_t, 1)] = V_RUN;
 			x_t++
@@ -1172,6 +1300,11 @@ active proctype world()
 		PICK(G_THAW_RACE(2), E_THAW_RACE, 2, 0)
 		PICK(isl[0] != isl[1] || isl[1] != isl[2], E_HEAL, 0, 0)
 		PICK(G_BOOT(0), E_BOOT, 0, 0) PICK(G_BOOT(1), E_BOOT, 1, 0) PICK(G_BOOT(2), E_BOOT, 2, 0)
+		PICK(G_TSTOP(0), E_TSTOP, 0, 0) PICK(G_TSTOP(1), E_TSTOP, 1, 0) PICK(G_TSTOP(2), E_TSTOP, 2, 0)
+		PICK(G_TSTART(0), E_TSTART, 0, 0) PICK(G_TSTART(1), E_TSTART, 1, 0) PICK(G_TSTART(2), E_TSTART, 2, 0)
+		PICK(G_HOSTDOWN(0, 1), E_HOSTDOWN, 0, 1) PICK(G_HOSTDOWN(0, 2), E_HOSTDOWN, 0, 2)
+		PICK(G_HOSTDOWN(1, 0), E_HOSTDOWN, 1, 0) PICK(G_HOSTDOWN(1, 2), E_HOSTDOWN, 1, 2)
+		PICK(G_HOSTDOWN(2, 0), E_HOSTDOWN, 2, 0) PICK(G_HOSTDOWN(2, 1), E_HOSTDOWN, 2, 1)
 		PICK(G_STALE(0), E_STALE, 0, 0) PICK(G_STALE(1), E_STALE, 1, 0) PICK(G_STALE(2), E_STALE, 2, 0)
 		PICK(G_MERGE(0, 1) && WINS(mem[0] | mem[1], 0), E_MERGE, mem[0] | mem[1], 0)
 		PICK(G_MERGE(0, 1) && WINS(mem[0] | mem[1], 1), E_MERGE, mem[0] | mem[1], 1)
@@ -1213,6 +1346,28 @@ active proctype world()
 		PICK(G_CONFIRM(2, 0), E_CONFIRM, 2, 0) PICK(!G_CONFIRM(2, 0) && G_CONFIRM(2, 1), E_CONFIRM, 2, 1)
 		fi;
 		d_step { run_event(); skip };
+		d_step {
+			if
+			:: ev == E_HOSTDOWN ->
+				s_r = 0;
+				do
+				:: s_r < N -> if :: MEMBER_OF(s_r, ea) -> apply_hostdown(s_r, eb) :: else fi; s_r++
+				:: else -> break
+				od
+			:: ev == E_TSTOP && eb != 0 -> others_leave_process(ea, eb)
+			:: ev == E_MERGE ->
+				/* the watchdogs the merged state counts: the winner's, but
+				 * for hosts whose ternd the install found gone (their node
+				 * in the ring), and those of the members, who announced */
+				x_t = (wdc[eb] & (7 - m_p)) | (WDS & ea);
+				s_r = 0;
+				do
+				:: s_r < N -> if :: HAS(ea, s_r) -> wdc[s_r] = x_t :: else fi; s_r++
+				:: else -> break
+				od
+			:: else
+			fi
+		};
 		d_step {
 			settle_all();
 			tick_need();

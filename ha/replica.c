@@ -90,11 +90,15 @@ struct replica {
     uint32_t chunks_from;
     uint64_t chunks_ring;
     json_t *chunks_left;
+    json_t *chunks_nodes;   /* the winner's ring members, or NULL: unknown */
 
     /* The totem ring the group runs in (replica_set_ring), and who left
      * since the state's configuration was applied (the next configuration
      * applied to it records them). */
     uint64_t ring;
+    uint32_t *ring_nodes;   /* its members (nodes whose corosync runs) */
+    size_t nr_ring_nodes;
+    bool ring_nodes_known;
     struct departure *gone;
     size_t nr_gone, cap_gone;
     /* The state's version when this configuration was applied to it:
@@ -211,6 +215,8 @@ static void drop_chunks(struct replica *r)
     r->chunks_ring = 0;
     json_decref(r->chunks_left);
     r->chunks_left = NULL;
+    json_decref(r->chunks_nodes);
+    r->chunks_nodes = NULL;
 }
 
 void replica_free(struct replica *r)
@@ -226,6 +232,7 @@ void replica_free(struct replica *r)
     free(r->offers);
     free(r->reports);
     free(r->gone);
+    free(r->ring_nodes);
     cl_state_free(r->state);
     free(r);
 }
@@ -270,9 +277,20 @@ void replica_set_bootstrap_quorum(struct replica *r, size_t min_members)
     r->bootstrap_min = min_members ? min_members : 1;
 }
 
-void replica_set_ring(struct replica *r, uint64_t ring_seq)
+void replica_set_ring(struct replica *r, uint64_t ring_seq, const uint32_t *nodes, size_t n)
 {
     r->ring = ring_seq;
+    if (n > CL_MAX_MEMBERS)
+        n = CL_MAX_MEMBERS;
+    uint32_t *copy = nodes && n ? malloc(n * sizeof(*copy)) : NULL;
+    free(r->ring_nodes);
+    r->ring_nodes = copy;
+    r->nr_ring_nodes = copy ? n : 0;
+    /* Unknown (or no memory to keep them): every unnamed departure is
+     * taken as its node's, the safe answer. */
+    r->ring_nodes_known = nodes && (copy || n == 0);
+    if (copy)
+        memcpy(copy, nodes, n * sizeof(*copy));
 }
 
 static void report(struct replica *r, uint32_t sender, const json_t *msg, int rc,
@@ -568,14 +586,23 @@ static void send_state(struct replica *r)
     for (size_t i = 0; left && i < r->nr_gone; i++)
         json_array_append_new(left, json_pack("[I, b]", (json_int_t)r->gone[i].nodeid,
                                               r->gone[i].node_down));
+    /* And the ring's nodes, as this member knows them (or null). */
+    json_t *nodes = r->ring_nodes_known ? json_array() : json_null();
+    for (size_t i = 0; r->ring_nodes_known && nodes && i < r->nr_ring_nodes; i++)
+        json_array_append_new(nodes, json_integer((json_int_t)r->ring_nodes[i]));
     char *mtext = members ? json_dumps(members, JSON_COMPACT) : NULL;
     char *ltext = left && json_array_size(left) == r->nr_gone ? json_dumps(left, JSON_COMPACT)
                                                                 : NULL;
+    char *ntext = nodes && (!json_is_array(nodes) || json_array_size(nodes) == r->nr_ring_nodes)
+                      ? json_dumps(nodes, JSON_COMPACT | JSON_ENCODE_ANY)
+                      : NULL;
     json_decref(members);
     json_decref(left);
-    if (!mtext || !ltext) {
+    json_decref(nodes);
+    if (!mtext || !ltext || !ntext) {
         free(mtext);
         free(ltext);
+        free(ntext);
         free(body);
         go_fatal(r, "out of memory serializing the state for a joining member");
         return;
@@ -588,8 +615,8 @@ static void send_state(struct replica *r)
         char *head = NULL;
         int hl = asprintf(&head,
                           CHUNK_PREFIX ",\"members\":%s,\"seq\":%zu,\"total\":%zu,\"bytes\":%zu,"
-                                       "\"crc\":%u,\"ring\":%llu,\"left\":%s}\n",
-                          mtext, i, total, blen, crc, (unsigned long long)r->ring, ltext);
+                                       "\"crc\":%u,\"ring\":%llu,\"left\":%s,\"nodes\":%s}\n",
+                          mtext, i, total, blen, crc, (unsigned long long)r->ring, ltext, ntext);
         char *m = hl > 0 ? malloc((size_t)hl + n) : NULL;
         if (!m) {
             if (hl > 0)
@@ -604,6 +631,7 @@ static void send_state(struct replica *r)
     }
     free(mtext);
     free(ltext);
+    free(ntext);
     free(body);
 }
 
@@ -678,6 +706,46 @@ static void handle_offer(struct replica *r, uint32_t sender, const json_t *msg)
     maybe_finish_offers(r);
 }
 
+/* Hosts online in the just installed state that are not members now and
+ * not among the `nl` departures named: they left while nobody in this
+ * round watched. A persisted copy (its host went down and came back)
+ * knows only the departures its new replica noted, none from before its
+ * host went down. Taking such a host for offline would leave its VMs
+ * owned by a host that may be off for good (ha/failover.pml,
+ * INSTALL_MEMBERS_ONLY): if its node is not in the ring the winner named
+ * (its corosync does not run, or runs cut off), its node left
+ * (CL_LEFT_NODE): it is lost, and fenced before its VMs run elsewhere.
+ * If it is, only its ternd is away (CL_LEFT_PROCESS: offline, its VMs
+ * may run and stay its own), as CPG would have said. Without the ring's
+ * nodes, the safe answer: its node. A synced winner names every such
+ * host already. The same on every member: the same state, members,
+ * departures and nodes. Returns the new count; `left` and `why` have
+ * room. */
+static size_t unaccounted_departures(const struct replica *r, uint32_t *left,
+                                     enum cl_leave_reason *why, size_t nl)
+{
+    size_t n = nl;
+    for (size_t i = 0; i < cl_state_nr_hosts(r->state); i++) {
+        const struct cl_host *h = cl_state_host_at(r->state, i);
+        if (!h->online || !h->nodeid || member_index(r, h->nodeid) >= 0)
+            continue;
+        bool named = false;
+        for (size_t k = 0; k < nl && !named; k++)
+            named = left[k] == h->nodeid;
+        if (named)
+            continue;
+        bool in_ring = false;
+        for (size_t k = 0; r->chunks_nodes && k < json_array_size(r->chunks_nodes) && !in_ring;
+             k++)
+            in_ring = (uint64_t)json_integer_value(json_array_get(r->chunks_nodes, k)) ==
+                      h->nodeid;
+        left[n] = h->nodeid;
+        why[n] = in_ring ? CL_LEFT_PROCESS : CL_LEFT_NODE;
+        n++;
+    }
+    return n;
+}
+
 static void install(struct replica *r, ssize_t w, const char *doc_text, size_t len)
 {
     uint32_t winner = r->members[w];
@@ -713,8 +781,9 @@ static void install(struct replica *r, ssize_t w, const char *doc_text, size_t l
      * to that state, the same on every member, with the ring and the
      * departures the winner named. */
     size_t nl = json_array_size(r->chunks_left);
-    uint32_t *left = malloc((nl ? nl : 1) * sizeof(*left));
-    enum cl_leave_reason *why = malloc((nl ? nl : 1) * sizeof(*why));
+    size_t cap = nl + cl_state_nr_hosts(r->state) + 1;
+    uint32_t *left = malloc(cap * sizeof(*left));
+    enum cl_leave_reason *why = malloc(cap * sizeof(*why));
     if (!left || !why) {
         free(left);
         free(why);
@@ -726,6 +795,7 @@ static void install(struct replica *r, ssize_t w, const char *doc_text, size_t l
         left[i] = (uint32_t)json_integer_value(json_array_get(d, 0));
         why[i] = json_is_true(json_array_get(d, 1)) ? CL_LEFT_NODE : CL_LEFT_PROCESS;
     }
+    nl = unaccounted_departures(r, left, why, nl);
     struct cl_config cfg = {.members = r->members, .nr_members = r->nr_members, .left = left,
                             .left_reason = why, .nr_left = nl, .ring_seq = r->chunks_ring};
     r->in_round = false;
@@ -778,8 +848,16 @@ static void handle_chunk(struct replica *r, uint32_t sender, const json_t *head,
     size_t bytes = (size_t)json_integer_value(jbytes);
     if (seq == 0) {
         const json_t *jring = json_object_get(head, "ring"), *jleft = json_object_get(head, "left");
+        const json_t *jnodes = json_object_get(head, "nodes");
         bool ok = json_is_integer(jring) && json_integer_value(jring) >= 0 &&
-                  json_is_array(jleft) && json_array_size(jleft) <= CL_MAX_MEMBERS;
+                  json_is_array(jleft) && json_array_size(jleft) <= CL_MAX_MEMBERS &&
+                  (!jnodes || json_is_null(jnodes) ||
+                   (json_is_array(jnodes) && json_array_size(jnodes) <= CL_MAX_MEMBERS));
+        for (size_t i = 0; ok && json_is_array(jnodes) && i < json_array_size(jnodes); i++) {
+            const json_t *id = json_array_get(jnodes, i);
+            ok = json_is_integer(id) && json_integer_value(id) > 0 &&
+                 json_integer_value(id) <= UINT32_MAX;
+        }
         for (size_t i = 0; ok && i < json_array_size(jleft); i++) {
             const json_t *d = json_array_get(jleft, i), *id = json_array_get(d, 0);
             ok = json_is_array(d) && json_array_size(d) == 2 && json_is_integer(id) &&
@@ -788,7 +866,7 @@ static void handle_chunk(struct replica *r, uint32_t sender, const json_t *head,
         }
         if (!ok) {
             report_error(r, sender, head, TERN_ERR_INVALID, "sync_chunk from node %u without a "
-                         "valid \"ring\" and \"left\"", sender);
+                         "valid \"ring\", \"left\" and \"nodes\"", sender);
             goto refuse;
         }
         drop_chunks(r);
@@ -798,6 +876,7 @@ static void handle_chunk(struct replica *r, uint32_t sender, const json_t *head,
         r->chunks_from = sender;
         r->chunks_ring = (uint64_t)json_integer_value(jring);
         r->chunks_left = json_incref((json_t *)jleft);
+        r->chunks_nodes = json_is_array(jnodes) ? json_incref((json_t *)jnodes) : NULL;
     }
     size_t off = seq * REPLICA_CHUNK_BYTES;
     if (seq != r->chunks_next || total != r->chunks_total || bytes != r->chunks_len ||

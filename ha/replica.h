@@ -119,8 +119,11 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
 /* The totem ring the group now runs in (corosync's ring id seq: CPG model
  * v1's totem configuration callback, which follows the CPG configuration
  * changes of that ring). Configurations are applied under it, and a quorate
- * one takes it as its quorum epoch. */
-void replica_set_ring(struct replica *r, uint64_t ring_seq);
+ * one takes it as its quorum epoch. `nodes` (n of them; NULL: unknown) are
+ * the ring's members, the nodes whose corosync runs: a host online in an
+ * installed copy that is not a CPG member now left with its process only
+ * if its node is among them, else with its node (it is lost). */
+void replica_set_ring(struct replica *r, uint64_t ring_seq, const uint32_t *nodes, size_t n);
 
 /* Wraps `msg` (a state message) for sending: adds the origin fields
  * ("origin": {"node": local, "req": req}) and serializes. Returns a

@@ -443,10 +443,12 @@ static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
     static const char *const runs[] = {"running", "stopped", "crashed", NULL};
     struct cl_vm *vm;
     int run;
+    bool host_failed;
     char detail[CL_REASON_MAX];
     const json_t *jd = json_object_get(c->msg, "detail");
     if (find_vm(c, "name", &vm, err) < 0 || cl__get_enum(c->msg, "run", runs, &run, err) < 0 ||
-        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0)
+        get_text(c->msg, "detail", "", detail, sizeof(detail), err) < 0 ||
+        cl__get_bool(c->msg, "host_failed", false, &host_failed, err) < 0)
         return -1;
     if (!c->host)
         return tern_err_coded(err, TERN_ERR_CONFLICT, "node %u has not announced itself as a host",
@@ -474,17 +476,25 @@ static int h_vm_report(struct msg_ctx *c, struct tern_err *err)
             }
             vm->migration_id = 0;
         }
-        /* An HA VM meant to run that its host lost while cut off (it stops
-         * its HA VMs itself once out of quorum, or its process died while
+        /* An HA VM meant to run that its host lost (it stops its HA VMs
+         * itself once out of quorum; its process was gone when ternd
+         * started, after the host crashed and rebooted; or it died while
          * the host was lost): a host failure, not the guest's; it waits
          * for a host like the VMs of a fenced host (placed once the
          * configuration is quorate). Crashed for good, nothing would
-         * restart it (the model's NO_CRASH_RECOVERY). */
+         * restart it (the model's NO_CRASH_RECOVERY). The host says so
+         * (`host_failed`): the state alone cannot tell when the host's own
+         * disk copy, from before its crash, won the merge and still has the
+         * VM running (RECOVER_LOST_ONLY). */
         if (vm->ha && vm->desired == CL_VM_RUNNING &&
-            (vm->run == CL_RUN_LOST || !c->s->quorate)) {
+            (vm->run == CL_RUN_LOST || !c->s->quorate || host_failed)) {
             snprintf(vm->recovered_from, sizeof(vm->recovered_from), "%s", vm->owner);
-            snprintf(vm->detail, sizeof(vm->detail), "its host %s lost it while cut off from the "
-                     "cluster; waiting for a host to restart it", vm->owner);
+            if (vm->run == CL_RUN_LOST || !c->s->quorate || !detail[0])
+                snprintf(vm->detail, sizeof(vm->detail), "its host %s lost it while cut off from "
+                         "the cluster; waiting for a host to restart it", vm->owner);
+            else
+                snprintf(vm->detail, sizeof(vm->detail), "its host %s lost it (%.*s); waiting "
+                         "for a host to restart it", vm->owner, 120, detail);
             vm->owner[0] = '\0';
             vm->run = CL_RUN_STOPPED;
             vm->recover = true;
@@ -682,6 +692,28 @@ static int fence_target(struct msg_ctx *c, struct cl_host **h, uint32_t *seq, bo
 
 /* The operator asks for a host to be fenced now (ternctl host fence): a
  * new episode, run by the fencer like one for a lost host. */
+/* A host already offline (its ternd left: CPG said nothing of its node)
+ * whose node is gone from corosync's ring now, as a member saw it: lost,
+ * like a host whose node left with its ternd, and fenced before its VMs
+ * run elsewhere. Without this its VMs would stay its own for good. */
+static int h_host_down(struct msg_ctx *c, struct tern_err *err)
+{
+    char name[CL_NAME_MAX];
+    if (get_name(c->msg, "host", name, err) < 0)
+        return -1;
+    struct cl_host *h = cl__host(c->s, name, NULL);
+    if (!h)
+        return tern_err_coded(err, TERN_ERR_NOT_FOUND, "no host '%s'", name);
+    if (h->online || !h->nodeid)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is %s", h->name,
+                              h->online ? "online" : "not bound to a node");
+    if (h->lost)
+        return tern_err_coded(err, TERN_ERR_CONFLICT, "host '%s' is lost already", h->name);
+    cl__host_lost(h, "its node left the membership after its ternd had stopped");
+    cl__settle_hosts(c->s);
+    return 0;
+}
+
 static int h_host_fence(struct msg_ctx *c, struct tern_err *err)
 {
     struct cl_host *h;
@@ -810,6 +842,7 @@ static const struct {
     [CL_MSG_HOST_FENCED] = {"host_fenced", h_host_fenced, QUORATE_ONLY},
     [CL_MSG_HOST_FENCE_FAILED] = {"host_fence_failed", h_host_fence_failed, QUORATE_ONLY},
     [CL_MSG_HOST_FENCE_CHECK] = {"host_fence_check", h_host_fence_check, QUORATE_ONLY},
+    [CL_MSG_HOST_DOWN] = {"host_down", h_host_down, QUORATE_ONLY},
 };
 
 const char *cl_msg_type_name(enum cl_msg_type t)

@@ -84,6 +84,12 @@ void cl__state_clear(struct cl_state *s);
 /* Recomputes expected votes and quorum from the members and the online
  * hosts' announcements; a change to quorate starts a new quorum epoch. */
 void cl__update_quorum(struct cl_state *s);
+/* Host h's node left corosync's membership: lost, and (unless fenced) its
+ * fencing pending in a new episode; `why` starts the detail. */
+void cl__host_lost(struct cl_host *h, const char *why);
+/* After hosts went offline or were lost: migrations that lost an end end,
+ * VMs of lost hosts are lost. */
+void cl__settle_hosts(struct cl_state *s);
 
 /* failover.c: host `h` is confirmed off (fence episode over): its VMs are
  * released; HA VMs meant to run wait for a host (recover). Then places

@@ -37,7 +37,8 @@ static long long now_us(void)
 
 /* ---- the member process: one per host, driven over a socket ----
  *
- * Commands (one per packet): "burst N", "big LEN", "nodes", "quorate".
+ * Commands (one per packet): "burst N", "big LEN", "nodes", "quorate",
+ * "leave".
  * Reports (one per packet):
  *   R <nodeid> <quorate>               link open
  *   C <t_us> m=<ids> l=<ids> j=<ids>   CPG membership change
@@ -122,6 +123,13 @@ static void on_confchg(void *opaque, const uint32_t *members, size_t nr_members,
     report(m->sock, "C %lld m=%s l=%s j=%s r=%s", now_us(), a, b, c, r);
 }
 
+/* Its own departure (after "leave"): how many others delivered it. */
+static void on_left(void *opaque, size_t nr_members)
+{
+    struct member_ctx *m = opaque;
+    report(m->sock, "L %lld %zu", now_us(), nr_members);
+}
+
 static void on_quorum(void *opaque, bool quorate)
 {
     struct member_ctx *m = opaque;
@@ -182,6 +190,9 @@ static void member_command(struct cs_link *l, struct member_ctx *m, uint32_t me,
             pos += (size_t)snprintf(line + pos, sizeof(line) - pos, " %u:%s:%s",
                                     nodes[i].nodeid, nodes[i].name, nodes[i].addr);
         report(m->sock, "N%s", line);
+    } else if (!strcmp(cmd, "leave")) {
+        if (cs_link_leave(l, &e) < 0)
+            report(m->sock, "E leave: %s", e.msg);
     } else if (!strcmp(cmd, "quorate")) {
         report(m->sock, "q %d", cs_link_quorate(l) ? 1 : 0);
     } else {
@@ -192,7 +203,7 @@ static void member_command(struct cs_link *l, struct member_ctx *m, uint32_t me,
 static void member_main(int sock)
 {
     struct member_ctx m = {.sock = sock};
-    struct cs_link_callbacks cb = {on_deliver, on_confchg, on_quorum, NULL};
+    struct cs_link_callbacks cb = {on_deliver, on_confchg, on_quorum, NULL, on_left};
     struct cs_link *l;
     struct tern_err e;
     if (cs_link_open(&l, GROUP, &cb, &m, &e) < 0) {
@@ -614,6 +625,62 @@ static void test_large_messages(void **state)
         assert_int_equal(count_events(&f->m[i], from[i], "C "), 0);
 }
 
+/* cs_link_leave (ternd's orderly stop): the leaver learns how many others
+ * delivered its departure. Connected: both others, who see its process
+ * leave (its node stays). Cut off first (before corosync noticed): none,
+ * while the others see its node leave: the case in which ternd keeps its
+ * watchdog armed. */
+static void test_leave_seen_or_not(void **state)
+{
+    struct fixture *f = *state;
+    const int all[] = {1, 2, 3};
+    int from[NR + 1];
+    for (int i = 1; i <= NR; i++)
+        from[i] = f->m[i].nev;
+    command(f, 2, "leave");
+    int l = wait_event(f, 2, from[2], "L ", NULL, 10000);
+    assert_true(l >= 0);
+    long long t;
+    size_t others;
+    assert_int_equal(sscanf(f->m[2].ev[l], "L %lld %zu", &t, &others), 2);
+    assert_int_equal(others, 2);
+    const int rest13[] = {1, 3};
+    assert_true(all_see_members(f, rest13, 2, "m=1,3", 10000));
+    int c = wait_event(f, 1, from[1], "C ", "l=2 ", 0);
+    assert_true(c >= 0);
+    assert_non_null(strstr(f->m[1].ev[c], " r=p"));
+    free_member(&f->m[2]);
+    f->m[2].gone = false;
+    assert_int_equal(start_member(f, 2), 0);
+    assert_true(all_see_members(f, all, NR, "m=1,2,3", 10000));
+
+    /* Cut off, then leave at once. */
+    for (int i = 1; i <= NR; i++)
+        from[i] = f->m[i].nev;
+    char err[512];
+    assert_int_equal(test_cluster_partition(&f->c, 3, true, err, sizeof(err)), 0);
+    long long t0 = now_us();
+    command(f, 3, "leave");
+    l = wait_event(f, 3, from[3], "L ", NULL, 10000);
+    assert_true(l >= 0);
+    assert_int_equal(sscanf(f->m[3].ev[l], "L %lld %zu", &t, &others), 2);
+    assert_int_equal(others, 0);
+    print_message("h3 cut off then leaving: its departure delivered to nobody else, after "
+                  "%.0f ms\n", (double)(t - t0) / 1e3);
+    const int rest12[] = {1, 2};
+    assert_true(all_see_members(f, rest12, 2, "m=1,2", 10000));
+    c = wait_event(f, 1, from[1], "C ", "l=3 ", 0);
+    assert_true(c >= 0);
+    assert_non_null(strstr(f->m[1].ev[c], " r=d")); /* its node, for the others */
+    assert_int_equal(test_cluster_partition(&f->c, 3, false, err, sizeof(err)), 0);
+    if (test_cluster_wait_quorate(&f->c, 15000, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+    free_member(&f->m[3]);
+    f->m[3].gone = false;
+    assert_int_equal(start_member(f, 3), 0);
+    assert_true(all_see_members(f, all, NR, "m=1,2,3", 15000));
+}
+
 /* Host 1 alone loses quorum; 2 and 3 keep it and see 1 leave; after
  * healing, everyone is back together. */
 static void test_partition_loses_quorum(void **state)
@@ -802,6 +869,7 @@ int main(void)
         cmocka_unit_test(test_open_members_nodelist),
         cmocka_unit_test(test_agreed_order_identical),
         cmocka_unit_test(test_large_messages),
+        cmocka_unit_test(test_leave_seen_or_not),
         cmocka_unit_test(test_partition_loses_quorum),
         cmocka_unit_test(test_frozen_host_leaves_and_returns),
         cmocka_unit_test(test_killed_host_leaves),

@@ -15,7 +15,13 @@
  *  - h2's fence device fails: nothing restarts, `ternctl host list` says
  *    why; the operator's confirm-fenced restarts them;
  *  - h3 lost in the middle of a migration, as its destination and as its
- *    source.
+ *    source;
+ *  - h3's ternd stops (offline, its VM runs on), then h3 crashes: CPG
+ *    says nothing (its ternd had left), corosync's ring loses its node:
+ *    host_down, fenced through its BMC, the HA VM restarted elsewhere;
+ *  - every host loses its power at once and comes back: the HA VM runs
+ *    again (its host's ternd finds no process for it and says the host
+ *    failed), the plain one is reported crashed.
  * test_failover_watchdog covers a host with only a watchdog. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -561,6 +567,104 @@ static void lost_mid_migration(void **state)
     stop_undefine(1, "mig-s");
 }
 
+/* h3's ternd stops: h3 is offline, not lost, and its VM runs on (VMs
+ * survive ternd). Then h3 crashes. CPG has nothing to say (its process had
+ * left), but corosync's ring loses its node: h1, its would-be fencer, sends
+ * host_down; h3 is lost, fenced through its BMC, its HA VM restarted. */
+static void ternd_stopped_then_host_dies(void **state)
+{
+    (void)state;
+    define_start("ha-td", true, 0, "h3");
+    pid_t old = ternd_hosts_vm_pid(&T, 3, "ha-td");
+    assert_true(old > 0);
+    test_proc_signal(&T.ternd[3], SIGTERM);
+    assert_int_equal(test_proc_wait(&T.ternd[3], 15000), 1);
+    for (int i = 0; i < 300; i++) {
+        json_t *h = host_show(1, "h3");
+        bool offline = h && !json_is_true(json_object_get(h, "online"));
+        json_decref(h);
+        if (offline)
+            break;
+        test_sleep_ms(50);
+    }
+    json_t *h = host_show(1, "h3");
+    assert_false(json_is_true(json_object_get(h, "online")));
+    assert_false(json_is_true(json_object_get(h, "lost")));
+    json_decref(h);
+    assert_true(test_pid_running(old)); /* it runs on without its ternd */
+    json_t *v = vm_show(1, "ha-td");
+    assert_string_equal(jstr(v, "owner", NULL), "h3");
+    json_decref(v);
+    char err[1024];
+    double t0 = now_s(), t1;
+    assert_int_equal(test_cluster_kill_host(&T.cl, 3, err, sizeof(err)), 0);
+    int at = wait_running_elsewhere(1, "ha-td", 3, 30000, &t1);
+    fprintf(stderr, "h3 (ternd stopped before) crashed -> host_down, fenced, ha-td running on h%d "
+                    "after %.3f s\n", at, t1 - t0);
+    h = host_show(2, "h3");
+    assert_string_equal(jstr(h, "fence", "state"), "fenced");
+    assert_string_equal(jstr(h, "fence", "method"), "device");
+    json_decref(h);
+    assert_true(test_count_text(T.ternd[1].err_path, "its node has left corosync's membership "
+                                                     "too") >= 1);
+    revive(3);
+    assert_null(vmm_status(3, "ha-td"));
+    stop_undefine(1, "ha-td");
+}
+
+/* All three lose their power at once (every process of every host
+ * SIGKILLed) and come back. Every disk copy has the VMs running on h3;
+ * nobody saw h3 fail, so nothing is fenced: h3's ternd finds no process
+ * for them at start and says its host failed. The HA VM is restarted (by
+ * the state's placement, anywhere); the plain one is crashed. Without that
+ * word the HA VM would be taken for a guest's crash and stay down
+ * (ha/failover.pml, RECOVER_LOST_ONLY). */
+static void power_loss_everywhere(void **state)
+{
+    (void)state;
+    define_start("ha-pl", true, 0, "h3");
+    define_start("plain-pl", false, 0, "h3");
+    pid_t old = ternd_hosts_vm_pid(&T, 3, "ha-pl");
+    assert_true(old > 0);
+    char err[1024];
+    for (int h = 1; h <= HOSTS; h++)
+        assert_int_equal(test_cluster_kill_host(&T.cl, h, err, sizeof(err)), 0);
+    assert_false(test_pid_running(old));
+    /* Power back: corosync first on all, in one ring (so that no ternd
+     * sees another's node missing: nobody is lost), then the agents. */
+    double t0 = now_s(), t1;
+    for (int h = 1; h <= HOSTS; h++) {
+        set_power(h, "on");
+        if (!test_cluster_corosync_running(&T.cl, h) &&
+            test_cluster_start_corosync(&T.cl, h, err, sizeof(err)) < 0)
+            fail_msg("restarting h%d's corosync: %s", h, err);
+    }
+    if (test_cluster_wait_quorate(&T.cl, 60000, err, sizeof(err)) < 0)
+        fail_msg("corosync after the power loss: %s", err);
+    for (int h = 1; h <= HOSTS; h++)
+        assert_int_equal(ternd_hosts_start(&T, h, NULL), 0);
+    tagree(&T, ALL, HOSTS, true, 90000);
+    int at = wait_running_elsewhere(1, "ha-pl", 0, 30000, &t1);
+    fprintf(stderr, "power lost everywhere -> ha-pl running on h%d %.3f s after the ternds "
+                    "started\n", at, t1 - t0);
+    json_t *v = vm_show(2, "ha-pl");
+    assert_string_equal(jstr(v, "recovered_from", NULL), "h3");
+    json_decref(v);
+    v = vm_show(2, "plain-pl");
+    assert_string_equal(jstr(v, "state", NULL), "crashed");
+    assert_non_null(strstr(jstr(v, "detail", NULL), "not found when ternd started"));
+    json_decref(v);
+    for (int h = 1; h <= HOSTS; h++) {
+        char name[8];
+        snprintf(name, sizeof(name), "h%d", h);
+        json_t *x = host_show(1, name);
+        assert_string_equal(jstr(x, "fence", "state"), "none"); /* nobody was fenced */
+        json_decref(x);
+    }
+    stop_undefine(1, "ha-pl");
+    stop_undefine(1, "plain-pl"); /* crashed, still meant to run */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +673,8 @@ int main(void)
         cmocka_unit_test(partition_fenced_through_bmc),
         cmocka_unit_test(lost_mid_migration),
         cmocka_unit_test(failed_fence_then_confirm),
+        cmocka_unit_test(ternd_stopped_then_host_dies),
+        cmocka_unit_test(power_loss_everywhere),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,7 +10,12 @@
  * HA VM itself (out of quorum for 1 s) and stop feeding its watchdog, which
  * resets it; the survivors wait for h3's self-fence deadline (they never
  * reach it: no device), declare it fenced (method watchdog) and restart
- * the VM. The old copy must be gone before the new one runs. */
+ * the VM. The old copy must be gone before the new one runs.
+ *
+ * ternd stopped in order (SIGTERM) disarms its watchdog only when a
+ * quorum saw it leave: connected, the host is kept; cut off (the others
+ * lose its node, and will count on its watchdog), the watchdog stays armed
+ * and resets the host before the survivors restart its HA VM. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -217,10 +222,103 @@ static void partition_self_fences(void **state)
     json_decref(v);
 }
 
+/* Waits until every host's state says all HOSTS armed their watchdogs
+ * (announced: only then do the others count on them). */
+static void wait_all_armed(void)
+{
+    for (int i = 0; i < 200; i++) {
+        int armed = 0;
+        for (int at = 1; at <= HOSTS; at++) {
+            json_t *s = ternd_status(&T, at);
+            json_t *h;
+            size_t k;
+            json_array_foreach(json_object_get(s, "hosts"), k, h)
+                armed += json_integer_value(json_object_get(h, "watchdog_s")) == WATCHDOG_S;
+            json_decref(s);
+        }
+        if (armed == HOSTS * HOSTS)
+            return;
+        test_sleep_ms(50);
+    }
+    ternd_hosts_print_logs(&T);
+    fail_msg("the hosts never all announced their armed watchdogs");
+}
+
+/* The output of host h's watchdog stand-in (stdout). */
+static bool wd_said(int h, const char *text)
+{
+    return test_count_text(wd[h].out_path, text) >= 1;
+}
+
+static void clean_stop(void **state)
+{
+    (void)state;
+    wait_all_armed();
+    /* Connected: h2's ternd leaves, a quorum sees it; disarmed, kept. */
+    test_proc_signal(&T.ternd[2], SIGTERM);
+    assert_int_equal(test_proc_wait(&T.ternd[2], 15000), 1);
+    assert_int_equal(test_proc_wait(&wd[2], 5000), 1);
+    assert_true(wd_said(2, "disarmed"));
+    assert_true(test_count_text(T.ternd[2].err_path, "saw this ternd leave; the watchdog is "
+                                                     "disarmed") >= 1);
+    assert_int_equal(configure_and_start(2), 0);
+    tagree(&T, ALL, HOSTS, true, 90000);
+    wait_all_armed();
+
+    /* Cut off, then stopped at once, before its corosync notices: the
+     * others lose its node and count on its watchdog. */
+    json_t *cfg = json_pack("{s:s, s:i, s:i}", "kernel", T.guest, "mem_mib", 64, "vcpus", 1);
+    json_t *reply;
+    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:o, s:b}", "cmd", "vm.define", "name", "w2", "config",
+                             cfg, "ha", 1),
+            &reply);
+    json_decref(reply);
+    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "w2", "host", "h3"),
+            &reply);
+    json_decref(reply);
+    pid_t old = ternd_hosts_vm_pid(&T, 3, "w2");
+    assert_true(old > 0 && test_pid_running(old));
+    char err[1024];
+    double t0 = now_s(), t_run = 0;
+    assert_int_equal(test_cluster_partition(&T.cl, 3, true, err, sizeof(err)), 0);
+    test_proc_signal(&T.ternd[3], SIGTERM);
+    int owner = 0;
+    for (int i = 0; i < 3000 && !t_run; i++) {
+        json_t *v = vm_show(1, "w2");
+        const char *o = jstr(v, "owner", NULL);
+        if (!strcmp(jstr(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
+            owner = atoi(o + 1);
+            t_run = now_s();
+            /* The old copy was gone by then: h3 was reset, not disarmed. */
+            assert_false(test_pid_running(old));
+        }
+        json_decref(v);
+        test_sleep_ms(10);
+    }
+    if (!t_run) {
+        ternd_hosts_print_logs(&T);
+        fail_msg("the HA VM was never restarted on a survivor");
+    }
+    fprintf(stderr, "h3 cut off and its ternd stopped in order at once: h3 reset by its "
+                    "watchdog, the VM running on h%d after %.2f s\n",
+            owner, t_run - t0);
+    assert_int_equal(test_proc_wait(&wd[3], 0), 1);
+    assert_true(wd_said(3, "killed every process"));
+    assert_false(wd_said(3, "disarmed"));
+    assert_true(test_count_text(T.ternd[3].err_path, "leaving the group first") >= 1);
+
+    assert_int_equal(test_cluster_partition(&T.cl, 3, false, err, sizeof(err)), 0);
+    if (test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)) < 0)
+        fail_msg("h3's corosync: %s", err);
+    assert_int_equal(configure_and_start(3), 0);
+    tagree(&T, ALL, HOSTS, true, 90000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(partition_self_fences),
+        cmocka_unit_test(clean_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -201,18 +201,17 @@ check handover_one_shot_sends    $H "fails:$PD_OPEN" "-DONE_SHOT_SENDS"         
 # Model 3: the fixed protocol holds in two scopes (W=4 s watchdog): a
 # partition, a freeze, a failing fence device, an operator's confirmation
 # and one boot; a partition, a crash, a failing device, a confirmation and
-# two boots. The C as it is (main since 7ba3e35) runs no VM twice and says
-# nothing false, but leaves an HA VM down for good (a persisted copy's
-# install, the recovery condition of a VM reported gone); agent/ha.c as
-# first committed (ca43215) ran a VM twice. Each of
+# two boots; the C is that protocol now. The C from 7ba3e35 ran no VM twice
+# and said nothing false, but left an HA VM down for good (a persisted
+# copy's install, the recovery condition of a VM reported gone); agent/ha.c
+# as first committed (ca43215) ran a VM twice. Each of
 # the C's weak choices, restored alone, fails on the rule it breaks, and so
 # does each deliberately broken variant (breadth first: the shortest
 # counterexamples; with the properties a variant breaks first turned off
 # where the brief names (a)).
 check failover_fixed             $F holds        "-DCRASHES=0 -DBOOTS=1"          "" -O2
 check failover_fixed_crash       $F holds        "-DFREEZES=0 -DBOOTS=2"          "" -O2
-check failover_as_built_safe     $F holds        "-DCRASHES=0 -DBOOTS=1 -DAS_BUILT -DCHECK_D=0" "" -O2
-check failover_as_built          $F "fails:$FD"  "$FPC -DAS_BUILT" -DBFS
+check failover_7ba3e35           $F "fails:$FD"  "$FPC -DAS_7BA3E35" -DBFS
 check failover_as_first_committed $F "fails:$FA" "$FP2 -DAS_FIRST_COMMITTED -DCHECK_D=0 -DCHECK_E=0 -DCHECK_F=0" -DBFS
 check failover_c_deadline        $F "fails:$FE"  "$FZ1 -DC_DEADLINE"   -DBFS
 check failover_seen_any_state    $F "fails:$FA"  "$FP2 -DSEEN_ANY_STATE -DCHECK_E=0" -DBFS
@@ -220,13 +219,21 @@ check failover_latch_race        $F "fails:$FE"  "$FZ1 -DLATCH_RACE"   -DBFS
 check failover_start_without_quorum $F "fails:$FF" "$FPC -DSTART_WITHOUT_QUORUM" -DBFS
 check failover_no_crash_recovery $F "fails:$FD"  "$FP1 -DNO_CRASH_RECOVERY" -DBFS
 check failover_recover_lost_only $F "fails:$FD"  "$FPC -DRECOVER_LOST_ONLY" -DBFS
-check failover_install_members_only $F "fails:$FD" "$FPC -DINSTALL_MEMBERS_ONLY" -DBFS
+check failover_install_members_only $F "fails:$FD" "$FPC -DINSTALL_MEMBERS_ONLY -DNO_HOST_DOWN" -DBFS
 check failover_release_on_lost   $F "fails:$FA"  "$FP1 -DRELEASE_ON_LOST -DCHECK_C=0" -DBFS
 check failover_release_on_lost_c $F "fails:$FC"  "$FP1 -DRELEASE_ON_LOST" -DBFS
 check failover_no_self_stop      $F "fails:$FA"  "$FP1 -DNO_SELF_STOP -DCHECK_E=0" -DBFS
 check failover_deadline_too_short $F "fails:$FA" "$FZ1 -DDEADLINE_TOO_SHORT -DCHECK_E=0" -DBFS
 check failover_stale_episode     $F "fails:$FA"  "$FP2 -DW=2 -DSTALE_EPISODE -DCHECK_E=0" -DBFS
 check failover_fencer_any_side   $F "fails:$FA"  "$FP1 -DFENCER_ANY_SIDE -DCHECK_E=0 -DCHECK_F=0" -DBFS
+# An orderly stop of a ternd (SIGTERM): with a partition, or a crash and
+# every host with a fence device (host_down); disarming the watchdog on
+# every orderly stop runs a VM twice; without host_down, a host whose ternd
+# stopped and whose node then went stays owner of its VMs for good.
+check failover_stop              $F holds        "-DTSTOPS=1 -DCRASHES=0 -DFREEZES=0 -DBOOTS=1" "" -O2
+check failover_stop_crash        $F holds        "-DTSTOPS=1 -DFREEZES=0 -DPARTS=0 -DBOOTS=1 -DDEVFAIL=0 -DOPCONF=0 -DDEVS=7" "" -O2
+check failover_disarm_on_stop    $F "fails:$FA"  "$FP1 -DTSTOPS=1 -DDISARM_ON_STOP -DCHECK_E=0" -DBFS
+check failover_no_host_down      $F "fails:$FD"  "-DSHORTEST -DPARTS=0 -DFREEZES=0 -DCRASHES=1 -DDEVFAIL=0 -DOPCONF=0 -DTSTOPS=1 -DDEVS=7 -DBOOTS=0 -DNO_HOST_DOWN" -DBFS
 
 if [ "$deep" = 1 ]; then
     # Two client changes: epochs that each state counts itself collide
@@ -245,6 +252,12 @@ if [ "$deep" = 1 ]; then
     check failover_fixed_deep    $F holds        "-DDEVFAIL=0 -DOPCONF=0 -DBOOTS=1" "" -O2 -w25
     check failover_fixed_partitions $F holds     "-DPARTS=2 -DFREEZES=0 -DCRASHES=0 -DBOOTS=1" "" -O2
     check failover_fixed_lag1    $F holds        "-DLAG=1 -DCRASHES=0 -DBOOTS=1"  "" -O2
+    # An orderly stop with a partition and a crash, every host with a
+    # device; and safety only with host 2 on its watchdog alone (a host
+    # whose ternd stopped and whose node then went is fenced by a device or
+    # the operator: its watchdog may have been disarmed).
+    check failover_stop_crash_deep $F holds      "-DTSTOPS=1 -DFREEZES=0 -DBOOTS=2 -DDEVFAIL=0 -DOPCONF=0 -DDEVS=7" "" -O2 -w25
+    check failover_stop_crash_wd $F holds        "-DTSTOPS=1 -DFREEZES=0 -DBOOTS=2 -DDEVFAIL=0 -DOPCONF=0 -DCHECK_D=0" "" -O2 -w25
     # The C as first committed runs no VM twice but through its episode
     # clock, here ((e), (f), (d) turned off).
     check failover_first_but_seen $F holds       "-DCRASHES=0 -DBOOTS=1 $FC_BUT_SEEN -DCHECK_D=0 -DCHECK_E=0 -DCHECK_F=0" "" -O2

@@ -13,7 +13,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-enum fake_ev_kind { EV_CONFCHG, EV_RING, EV_DELIVER };
+enum fake_ev_kind { EV_CONFCHG, EV_RING, EV_DELIVER, EV_LEFT };
 
 struct fake_ev {
     enum fake_ev_kind kind;
@@ -29,6 +29,7 @@ struct cs_link {
     struct fake_ev *head, *tail;
     size_t queued_bytes;
     uint64_t ring_seq; /* passed to the ring callback (0: not yet) */
+    bool left;         /* its own departure delivered: nothing more */
 };
 
 /* The cpg fd is readable while events wait (an eventfd counts up). */
@@ -120,6 +121,13 @@ void cs_link_close(struct cs_link *l)
     free(l);
 }
 
+/* The group of one: its departure is seen by nobody else (and one node's
+ * expected votes, 1, make that a quorum). */
+int cs_link_leave(struct cs_link *l, struct tern_err *err)
+{
+    return push(l, EV_LEFT, NULL, 0, err);
+}
+
 uint32_t cs_link_local_nodeid(const struct cs_link *l)
 {
     (void)l;
@@ -175,14 +183,21 @@ int cs_link_dispatch(struct cs_link *l, const struct pollfd *fds, struct tern_er
     l->head = l->tail = NULL;
     l->queued_bytes = 0;
     for (struct fake_ev *ev = batch; ev; ev = ev->next) {
-        if (ev->kind == EV_CONFCHG) {
+        if (l->left)
+            break;
+        if (ev->kind == EV_LEFT) {
+            l->left = true;
+            if (l->cb.left)
+                l->cb.left(l->opaque, 0);
+        } else if (ev->kind == EV_CONFCHG) {
             static const uint32_t self[] = {FAKE_CS_NODEID};
             if (l->cb.confchg)
                 l->cb.confchg(l->opaque, self, 1, NULL, NULL, 0, self, 1);
         } else if (ev->kind == EV_RING) {
+            static const uint32_t self[] = {FAKE_CS_NODEID};
             l->ring_seq = FAKE_CS_RING;
             if (l->cb.ring)
-                l->cb.ring(l->opaque, l->ring_seq);
+                l->cb.ring(l->opaque, l->ring_seq, self, 1);
         } else {
             if (l->cb.deliver)
                 l->cb.deliver(l->opaque, FAKE_CS_NODEID, ev->data, ev->len);

@@ -54,6 +54,8 @@ struct event {
     size_t nr_members;
     bool process_only; /* those who left, left with their process only */
     uint64_t ring;     /* the totem ring it comes with (0: the members' own) */
+    uint32_t extra_nodes[MAXN]; /* the ring's nodes besides the members (corosync runs) */
+    size_t nr_extra_nodes;
 };
 
 struct sim {
@@ -100,6 +102,19 @@ static void sim_confchg_at(struct sim *s, size_t pos, const uint32_t *members, s
 static void sim_confchg(struct sim *s, const uint32_t *members, size_t n)
 {
     sim_confchg_at(s, s->nr_ev, members, n);
+}
+
+/* A configuration change whose totem ring also has `extra` (nodes whose
+ * corosync runs, without a ternd in the group). */
+static void sim_confchg_nodes(struct sim *s, const uint32_t *members, size_t n,
+                              const uint32_t *extra, size_t ne)
+{
+    s->ring += 4;
+    struct event e = {.kind = EV_CONFCHG, .nr_members = n, .ring = s->ring,
+                      .nr_extra_nodes = ne};
+    memcpy(e.members, members, n * sizeof(*members));
+    memcpy(e.extra_nodes, extra, ne * sizeof(*extra));
+    sim_insert(s, s->nr_ev, e);
 }
 
 /* The same, but those who left stopped their ternd only. */
@@ -187,11 +202,17 @@ static bool sim_step(struct sim *s)
     for (size_t i = 0; !ring && i < e.nr_members; i++)
         if (s->nodes[e.members[i]].ring > ring)
             ring = s->nodes[e.members[i]].ring;
+    uint32_t nodes[2 * MAXN];
+    size_t nn = 0;
+    for (size_t i = 0; i < e.nr_members; i++)
+        nodes[nn++] = e.members[i];
+    for (size_t i = 0; i < e.nr_extra_nodes; i++)
+        nodes[nn++] = e.extra_nodes[i];
     for (size_t i = 0; i < e.nr_members; i++) {
         struct node *n = &s->nodes[e.members[i]];
         n->ring = ring;
         if (n->r)
-            replica_set_ring(n->r, ring);
+            replica_set_ring(n->r, ring, nodes, nn);
     }
     sim_persist(s);
     return true;
@@ -1485,6 +1506,74 @@ static void test_model_order_by_quorate_version(void **unused)
     sim_free(s);
 }
 
+/* INSTALL_MEMBERS_ONLY (ha/failover.pml, model 3): the install of a
+ * persisted copy must apply as departures the hosts online in that copy
+ * that are not members now. Host 2 is cut off and fenced by {1,3}; host 1
+ * crashes, host 3 is alone; hosts 1 and 2 come back and host 1's disk copy
+ * (members {1,3}, the newest quorum epoch) wins their merge. Host 3 is
+ * online in it and gone now: lost (to be fenced before its VMs run
+ * elsewhere), not merely offline. With `ternd_only`, host 3's corosync
+ * runs in the ring (only its ternd is away): offline, not lost, as CPG
+ * itself would have said. */
+static void install_departures(bool ternd_only)
+{
+    struct sim *s = three_synced();
+    s->auto_persist = true;
+    const uint32_t m13[] = {1, 3}, m2[] = {2}, m3[] = {3}, m12[] = {1, 2}, n3[] = {3};
+    sim_confchg(s, m13, 2);
+    sim_confchg(s, m2, 1);
+    sim_run(s);
+    const struct cl_host *h2 = cl_state_host(replica_state(s->nodes[1].r), "h2");
+    assert_true(h2->lost);
+    char m[256];
+    snprintf(m, sizeof(m),
+             "{\"type\":\"host_fenced\",\"host\":\"h2\",\"seq\":%llu,\"method\":\"device\","
+             "\"detail\":\"powered off\"}",
+             (unsigned long long)h2->fence_seq);
+    node_send(s, 1, m);
+    sim_run(s);
+    assert_int_equal(cl_state_host(replica_state(s->nodes[3].r), "h2")->fence, CL_FENCE_FENCED);
+    struct cl_state *d1 = node_crash(s, 1);
+    sim_confchg(s, m3, 1);
+    sim_run(s);
+    struct cl_state *d2 = node_crash(s, 2);
+    assert_true(cl_state_host(d1, "h3")->online);
+    node_start(s, 1, d1);
+    node_start(s, 2, d2);
+    replica_set_bootstrap_quorum(s->nodes[1].r, 2);
+    replica_set_bootstrap_quorum(s->nodes[2].r, 2);
+    if (ternd_only)
+        sim_confchg_nodes(s, m12, 2, n3, 1);
+    else
+        sim_confchg(s, m12, 2);
+    sim_run(s);
+    expect_equal(s, m12, 2);
+    const struct cl_state *st = replica_state(s->nodes[2].r);
+    assert_true(cl_state_quorate(st));
+    const struct cl_host *h3 = cl_state_host(st, "h3");
+    assert_false(h3->online);
+    if (ternd_only) {
+        assert_false(h3->lost);
+        assert_int_equal(h3->fence, CL_FENCE_NONE);
+    } else {
+        assert_true(h3->lost);
+        assert_int_equal(h3->fence, CL_FENCE_PENDING);
+    }
+    sim_free(s);
+}
+
+static void test_model_install_departures(void **unused)
+{
+    (void)unused;
+    install_departures(false);
+}
+
+static void test_install_departure_ternd_only(void **unused)
+{
+    (void)unused;
+    install_departures(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1510,6 +1599,8 @@ int main(void)
         cmocka_unit_test(test_model_unique_epochs),
         cmocka_unit_test(test_model_ack_covers_configuration),
         cmocka_unit_test(test_model_order_by_quorate_version),
+        cmocka_unit_test(test_model_install_departures),
+        cmocka_unit_test(test_install_departure_ternd_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

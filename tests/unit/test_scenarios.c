@@ -13,7 +13,8 @@
  *   announce NODE HOST [mem=..] [vcpus=..] [watchdog=..] [votes=..]
  *   define VM [mem=..] [vcpus=..] [ha] [priority=N] [group=G] [disk=PATH[:ro]]
  *   start VM [on HOST]     (sent by node 1)
- *   report VM running|stopped|crashed     (sent by its owner)
+ *   report VM running|stopped|crashed [host-failed]   (sent by its owner;
+ *                          host-failed: its host lost it, not its guest)
  *   msg NODE {JSON}        any message from node NODE
  *   fenced HOST device|watchdog|operator  (from the fencer, with the open episode)
  *   fence-failed HOST      (from the fencer)
@@ -278,6 +279,8 @@ static void run_line(struct scn *c, char **w, int n, const char *rest_json, cons
         json_t *m = cl_msg_new(CL_MSG_VM_REPORT);
         json_object_set_new(m, "name", json_string(w[1]));
         json_object_set_new(m, "run", json_string(w[2]));
+        if (flag(w, n, "host-failed"))
+            json_object_set_new(m, "host_failed", json_true());
         send_msg(c, node ? node : 1, m, refuse);
     } else if (!strcmp(cmd, "msg") && n >= 2 && rest_json) {
         json_error_t je;
