@@ -259,6 +259,12 @@ static void handle_line(struct agent *a, int i, char *line, size_t len)
     if (len == 0)
         return;
     c->inflight++; /* every request gets exactly one final reply */
+    /* The limit holds for a whole line too (the input buffer holds a
+     * little more than it, so a line that ends just past it arrives). */
+    if (len > AGENT_MAX_LINE) {
+        api_reply_err(a, i, gen, "malformed", "request line longer than %u bytes", AGENT_MAX_LINE);
+        return;
+    }
     json_error_t je;
     json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
     if (!req) {

@@ -165,6 +165,23 @@ static void test_long_lines(void **state)
         json_object_get(json_object_get(json_array_get(r, 0), "error"), "message"));
     assert_non_null(strstr(msg, "longer than"));
     json_decref(r);
+
+    /* A whole line (a valid request, newline and all) just over the
+     * limit: refused as too long; the next line is served. */
+    over = AGENT_MAX_LINE + 1000;
+    big = realloc(big, over + 64);
+    assert_non_null(big);
+    n = sprintf(big, "{\"cmd\":\"status\",\"pad\":\"");
+    memset(big + n, 'x', over - (size_t)n);
+    strcpy(big + over, "\"}\n{\"cmd\":\"vm.list\"}\n");
+    r = request(big, 10000, NULL);
+    assert_int_equal(json_array_size(r), 2);
+    assert_string_equal(code_of(json_array_get(r, 0)), "malformed");
+    msg = json_string_value(
+        json_object_get(json_object_get(json_array_get(r, 0), "error"), "message"));
+    assert_non_null(strstr(msg, "longer than"));
+    assert_true(json_is_true(json_object_get(json_array_get(r, 1), "ok")));
+    json_decref(r);
     free(big);
 }
 
