@@ -630,29 +630,43 @@ static void test_large_messages(void **state)
  * leave (its node stays). Cut off first (before corosync noticed): none,
  * while the others see its node leave: the case in which ternd keeps its
  * watchdog armed. */
+/* Member h leaves the group: how many others delivered its departure
+ * (and when it learnt it, into *t). */
+static size_t leave(struct fixture *f, int h, long long *t)
+{
+    int from = f->m[h].nev;
+    command(f, h, "leave");
+    int l = wait_event(f, h, from, "L ", NULL, 10000);
+    assert_true(l >= 0);
+    size_t others;
+    assert_int_equal(sscanf(f->m[h].ev[l], "L %lld %zu", t, &others), 2);
+    return others;
+}
+
+/* A new member process on host h, and everyone together again. */
+static void restart_member(struct fixture *f, int h, int timeout_ms)
+{
+    const int all[] = {1, 2, 3};
+    free_member(&f->m[h]);
+    f->m[h].gone = false;
+    assert_int_equal(start_member(f, h), 0);
+    assert_true(all_see_members(f, all, NR, "m=1,2,3", timeout_ms));
+}
+
 static void test_leave_seen_or_not(void **state)
 {
     struct fixture *f = *state;
-    const int all[] = {1, 2, 3};
     int from[NR + 1];
     for (int i = 1; i <= NR; i++)
         from[i] = f->m[i].nev;
-    command(f, 2, "leave");
-    int l = wait_event(f, 2, from[2], "L ", NULL, 10000);
-    assert_true(l >= 0);
     long long t;
-    size_t others;
-    assert_int_equal(sscanf(f->m[2].ev[l], "L %lld %zu", &t, &others), 2);
-    assert_int_equal(others, 2);
+    assert_int_equal(leave(f, 2, &t), 2);
     const int rest13[] = {1, 3};
     assert_true(all_see_members(f, rest13, 2, "m=1,3", 10000));
     int c = wait_event(f, 1, from[1], "C ", "l=2 ", 0);
     assert_true(c >= 0);
     assert_non_null(strstr(f->m[1].ev[c], " r=p"));
-    free_member(&f->m[2]);
-    f->m[2].gone = false;
-    assert_int_equal(start_member(f, 2), 0);
-    assert_true(all_see_members(f, all, NR, "m=1,2,3", 10000));
+    restart_member(f, 2, 10000);
 
     /* Cut off, then leave at once. */
     for (int i = 1; i <= NR; i++)
@@ -660,11 +674,7 @@ static void test_leave_seen_or_not(void **state)
     char err[512];
     assert_int_equal(test_cluster_partition(&f->c, 3, true, err, sizeof(err)), 0);
     long long t0 = now_us();
-    command(f, 3, "leave");
-    l = wait_event(f, 3, from[3], "L ", NULL, 10000);
-    assert_true(l >= 0);
-    assert_int_equal(sscanf(f->m[3].ev[l], "L %lld %zu", &t, &others), 2);
-    assert_int_equal(others, 0);
+    assert_int_equal(leave(f, 3, &t), 0);
     print_message("h3 cut off then leaving: its departure delivered to nobody else, after "
                   "%.0f ms\n", (double)(t - t0) / 1e3);
     const int rest12[] = {1, 2};
@@ -675,10 +685,7 @@ static void test_leave_seen_or_not(void **state)
     assert_int_equal(test_cluster_partition(&f->c, 3, false, err, sizeof(err)), 0);
     if (test_cluster_wait_quorate(&f->c, 15000, err, sizeof(err)) < 0)
         fail_msg("%s", err);
-    free_member(&f->m[3]);
-    f->m[3].gone = false;
-    assert_int_equal(start_member(f, 3), 0);
-    assert_true(all_see_members(f, all, NR, "m=1,2,3", 15000));
+    restart_member(f, 3, 15000);
 }
 
 /* Host 1 alone loses quorum; 2 and 3 keep it and see 1 leave; after

@@ -149,20 +149,39 @@ static int teardown(void **state)
     return 0;
 }
 
-static void partition_self_fences(void **state)
+/* Defines HA VM `vm` and starts it on h3; its process id. */
+static pid_t start_ha_vm_on_h3(const char *vm)
 {
-    (void)state;
     json_t *cfg = json_pack("{s:s, s:i, s:i}", "kernel", T.guest, "mem_mib", 64, "vcpus", 1);
     json_t *reply;
-    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:o, s:b}", "cmd", "vm.define", "name", "w", "config",
+    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:o, s:b}", "cmd", "vm.define", "name", vm, "config",
                              cfg, "ha", 1),
             &reply);
     json_decref(reply);
-    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "w", "host", "h3"),
+    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", vm, "host", "h3"),
             &reply);
     json_decref(reply);
-    pid_t old = ternd_hosts_vm_pid(&T, 3, "w");
-    assert_true(old > 0 && test_pid_running(old));
+    pid_t pid = ternd_hosts_vm_pid(&T, 3, vm);
+    assert_true(pid > 0 && test_pid_running(pid));
+    return pid;
+}
+
+/* h3, reset by its watchdog while cut off: reconnected and powered on
+ * (corosync, a new watchdog, ternd), back in the cluster. */
+static void bring_back_h3(void)
+{
+    char err[1024];
+    assert_int_equal(test_cluster_partition(&T.cl, 3, false, err, sizeof(err)), 0);
+    if (test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)) < 0)
+        fail_msg("h3's corosync: %s", err);
+    assert_int_equal(configure_and_start(3), 0);
+    tagree(&T, ALL, HOSTS, true, 90000);
+}
+
+static void partition_self_fences(void **state)
+{
+    (void)state;
+    pid_t old = start_ha_vm_on_h3("w");
 
     char err[1024];
     double t0 = now_s(), t_gone = 0, t_reset = 0, t_run = 0;
@@ -211,12 +230,7 @@ static void partition_self_fences(void **state)
     assert_int_equal(test_proc_wait(&wd[1], 0), 0);
     assert_int_equal(test_proc_wait(&wd[2], 0), 0);
 
-    /* Back: reconnected, powered on (corosync, a new watchdog, ternd). */
-    assert_int_equal(test_cluster_partition(&T.cl, 3, false, err, sizeof(err)), 0);
-    if (test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)) < 0)
-        fail_msg("h3's corosync: %s", err);
-    assert_int_equal(configure_and_start(3), 0);
-    tagree(&T, ALL, HOSTS, true, 90000);
+    bring_back_h3();
     json_t *v = vm_show(3, "w");
     assert_int_equal(atoi(jstr(v, "owner", NULL) + 1), owner);
     json_decref(v);
@@ -267,17 +281,7 @@ static void clean_stop(void **state)
 
     /* Cut off, then stopped at once, before its corosync notices: the
      * others lose its node and count on its watchdog. */
-    json_t *cfg = json_pack("{s:s, s:i, s:i}", "kernel", T.guest, "mem_mib", 64, "vcpus", 1);
-    json_t *reply;
-    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:o, s:b}", "cmd", "vm.define", "name", "w2", "config",
-                             cfg, "ha", 1),
-            &reply);
-    json_decref(reply);
-    tapi_ok(&T, 1, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "w2", "host", "h3"),
-            &reply);
-    json_decref(reply);
-    pid_t old = ternd_hosts_vm_pid(&T, 3, "w2");
-    assert_true(old > 0 && test_pid_running(old));
+    pid_t old = start_ha_vm_on_h3("w2");
     char err[1024];
     double t0 = now_s(), t_run = 0;
     assert_int_equal(test_cluster_partition(&T.cl, 3, true, err, sizeof(err)), 0);
@@ -306,12 +310,7 @@ static void clean_stop(void **state)
     assert_true(wd_said(3, "killed every process"));
     assert_false(wd_said(3, "disarmed"));
     assert_true(test_count_text(T.ternd[3].err_path, "leaving the group first") >= 1);
-
-    assert_int_equal(test_cluster_partition(&T.cl, 3, false, err, sizeof(err)), 0);
-    if (test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)) < 0)
-        fail_msg("h3's corosync: %s", err);
-    assert_int_equal(configure_and_start(3), 0);
-    tagree(&T, ALL, HOSTS, true, 90000);
+    bring_back_h3();
 }
 
 int main(void)
