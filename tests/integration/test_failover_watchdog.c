@@ -178,6 +178,22 @@ static void bring_back_h3(void)
     tagree(&T, ALL, HOSTS, true, 90000);
 }
 
+/* Whether h1's state has `vm` running on a survivor (h1 or h2): that
+ * host's number, else 0. By then its old copy on h3 (process `old`) must
+ * be gone. */
+static int survivor_runs(const char *vm, pid_t old)
+{
+    json_t *v = vm_show(1, vm);
+    const char *o = jstr(v, "owner", NULL);
+    int owner = 0;
+    if (!strcmp(jstr(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
+        owner = atoi(o + 1);
+        assert_false(test_pid_running(old));
+    }
+    json_decref(v);
+    return owner;
+}
+
 static void partition_self_fences(void **state)
 {
     (void)state;
@@ -193,15 +209,8 @@ static void partition_self_fences(void **state)
             t_gone = now;
         if (!t_reset && test_proc_wait(&wd[3], 0) == 1)
             t_reset = now;
-        json_t *v = vm_show(1, "w");
-        const char *o = jstr(v, "owner", NULL);
-        if (!strcmp(jstr(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
-            owner = atoi(o + 1);
+        if ((owner = survivor_runs("w", old)))
             t_run = now;
-            /* At that moment the old copy must be gone already. */
-            assert_false(test_pid_running(old));
-        }
-        json_decref(v);
         test_sleep_ms(10);
     }
     if (!t_run) {
@@ -288,15 +297,8 @@ static void clean_stop(void **state)
     test_proc_signal(&T.ternd[3], SIGTERM);
     int owner = 0;
     for (int i = 0; i < 3000 && !t_run; i++) {
-        json_t *v = vm_show(1, "w2");
-        const char *o = jstr(v, "owner", NULL);
-        if (!strcmp(jstr(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
-            owner = atoi(o + 1);
+        if ((owner = survivor_runs("w2", old))) /* h3 was reset, not disarmed */
             t_run = now_s();
-            /* The old copy was gone by then: h3 was reset, not disarmed. */
-            assert_false(test_pid_running(old));
-        }
-        json_decref(v);
         test_sleep_ms(10);
     }
     if (!t_run) {
