@@ -25,6 +25,7 @@ void ternd_config_defaults(struct ternd_config *c)
     c->use_cgroups = true;
     c->corosync_wait_s = 60;
     c->client_idle_s = 300;
+    c->host_down_after_s = 30;
     c->client_stuck_s = 30;
     fence_config_defaults(&c->fence);
 }
@@ -195,6 +196,14 @@ static int set_key(struct ternd_config *c, const char *key, const char *v, const
             return tern_err_set(err, "%s: corosync_wait must be 0..3600 (seconds), got '%s'",
                                 where, v);
         c->corosync_wait_s = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "host_down_after")) {
+        uint64_t n;
+        if (parse_u64(v, 0, 3600, &n) < 0)
+            return tern_err_set(err, "%s: host_down_after must be 0..3600 (seconds), got '%s'",
+                                where, v);
+        c->host_down_after_s = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "client_idle_timeout")) {

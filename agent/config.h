@@ -31,6 +31,7 @@ struct ternd_config {
     bool use_cgroups;
     unsigned corosync_wait_s;        /* how long to wait at start for corosync to answer */
     unsigned client_idle_s;          /* a control connection with nothing going on is closed */
+    unsigned host_down_after_s;      /* an offline host's node gone this long: host_down */
     unsigned client_stuck_s;         /* ... one that reads none of its replies is dropped */
     /* cgroup_layout = delegated: ternd's starting cgroup is delegated to it
      * (systemd's Delegate=yes); see cgroup_enter_delegated. */

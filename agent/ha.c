@@ -74,6 +74,12 @@ struct ha {
         double at;
     } down_sent[HA_TRACK_MAX];
     unsigned next_down;
+    /* Since when each node has been out of the ring, as this agent saw it
+     * (by node id; 0: in it). */
+    struct {
+        uint32_t nodeid;
+        double since;
+    } gone[HA_TRACK_MAX];
 };
 
 static void on_deadline(struct loop *l, void *opaque)
@@ -292,6 +298,31 @@ static bool in_ring(const struct ha *ha, uint32_t nodeid)
     return false;
 }
 
+/* How long `nodeid` has been out of the ring as this agent saw it (0: in
+ * it, or just noticed). A node away for a moment (its corosync restarting,
+ * a host booting) is no reason to fence it. */
+static double gone_for(struct ha *ha, uint32_t nodeid)
+{
+    double now = agent_now();
+    int free_slot = -1;
+    for (int i = 0; i < HA_TRACK_MAX; i++) {
+        if (ha->gone[i].nodeid == nodeid) {
+            if (in_ring(ha, nodeid)) {
+                ha->gone[i].nodeid = 0;
+                return 0;
+            }
+            return now - ha->gone[i].since;
+        }
+        if (!ha->gone[i].nodeid && free_slot < 0)
+            free_slot = i;
+    }
+    if (in_ring(ha, nodeid) || free_slot < 0)
+        return 0;
+    ha->gone[free_slot].nodeid = nodeid;
+    ha->gone[free_slot].since = now;
+    return 0;
+}
+
 /* host_down for h, once per ring (and again after RESEND_S if it did not
  * apply: a configuration change may have lost it). */
 static void say_down(struct ha *ha, const struct cl_host *h)
@@ -356,17 +387,24 @@ void ha_reconcile(struct agent *a)
         const struct cl_host *f = cl_state_fencer(s, h->name);
         settle_episode(ha, h, f && f->nodeid == a->nodeid && agent_is_host(a));
     }
-    /* Offline hosts whose node has gone since. */
+    /* Offline hosts whose node has been gone for host_down_after. */
     struct tern_err err;
     if (!ha->ring_known || !cl_state_quorate(s) || !agent_can_change(a, &err))
         return;
     for (size_t i = 0; i < cl_state_nr_hosts(s); i++) {
         const struct cl_host *h = cl_state_host_at(s, i);
-        if (h->online || h->lost || !h->nodeid || in_ring(ha, h->nodeid))
+        if (h->online || h->lost || !h->nodeid)
             continue;
         const struct cl_host *f = cl_state_fencer(s, h->name);
-        if (f && f->nodeid == a->nodeid && agent_is_host(a))
+        if (!f || f->nodeid != a->nodeid || !agent_is_host(a))
+            continue;
+        double away = gone_for(ha, h->nodeid), after = a->cfg.host_down_after_s;
+        if (in_ring(ha, h->nodeid))
+            continue;
+        if (away >= after)
             say_down(ha, h);
+        else
+            wake_at(ha, agent_now() + (after - away));
     }
 }
 

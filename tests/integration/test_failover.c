@@ -18,7 +18,9 @@
  *    source;
  *  - h3's ternd stops (offline, its VM runs on), then h3 crashes: CPG
  *    says nothing (its ternd had left), corosync's ring loses its node:
- *    host_down, fenced through its BMC, the HA VM restarted elsewhere;
+ *    after host_down_after (5 s here), host_down, fenced through its BMC,
+ *    the HA VM restarted elsewhere; its corosync restarting meanwhile is
+ *    not a reason to fence it;
  *  - every host loses its power at once and comes back: the HA VM runs
  *    again (its host's ternd finds no process for it and says the host
  *    failed), the plain one is reported crashed.
@@ -78,7 +80,7 @@ static void configure(int h, const char *extra)
     assert_non_null(realpath(test_build_path("tern-vmm-standin"), standin));
     snprintf(lines, sizeof(lines),
              "vmm_path = %s\nfence_agent_dir = %s\nfence_timeout = 10\n"
-             "fence_monitor_interval = 2\n"
+             "fence_monitor_interval = 2\nhost_down_after = 5\n"
              "fence_device = h1-power fence_dummy type=file status_file=%s/h1.power\n"
              "fence_level = h1 1 h1-power\n"
              "fence_device = h2-broken fence_broken\n"
@@ -567,6 +569,56 @@ static void lost_mid_migration(void **state)
     stop_undefine(1, "mig-s");
 }
 
+/* SIGTERM to h3's ternd; h3 offline (not lost) everywhere; returns. */
+static void stop_ternd_h3(void)
+{
+    test_proc_signal(&T.ternd[3], SIGTERM);
+    assert_int_equal(test_proc_wait(&T.ternd[3], 15000), 1);
+    json_t *h = NULL;
+    for (int i = 0; i < 300; i++) {
+        json_decref(h);
+        h = host_show(1, "h3");
+        if (h && !json_is_true(json_object_get(h, "online")))
+            break;
+        test_sleep_ms(50);
+    }
+    assert_false(json_is_true(json_object_get(h, "online")));
+    assert_false(json_is_true(json_object_get(h, "lost")));
+    json_decref(h);
+}
+
+/* h3's ternd is stopped and its corosync restarts (an upgrade): its node
+ * is out of the ring for a moment, shorter than host_down_after: nothing
+ * is fenced, and its VM runs on, h3's. */
+static void corosync_restart_is_not_down(void **state)
+{
+    (void)state;
+    define_start("ha-cr", true, 0, "h3");
+    pid_t vm = ternd_hosts_vm_pid(&T, 3, "ha-cr");
+    stop_ternd_h3();
+    char err[1024];
+    double t0 = now_s();
+    assert_int_equal(test_cluster_stop_corosync(&T.cl, 3, err, sizeof(err)), 0);
+    assert_int_equal(test_cluster_start_corosync(&T.cl, 3, err, sizeof(err)), 0);
+    if (test_cluster_wait_quorate(&T.cl, 30000, err, sizeof(err)) < 0)
+        fail_msg("h3's corosync back: %s", err);
+    fprintf(stderr, "h3's corosync restarted in %.2f s\n", now_s() - t0);
+    while (now_s() - t0 < 7.0) /* past host_down_after (5 s) */
+        test_sleep_ms(100);
+    json_t *h = host_show(1, "h3");
+    assert_string_equal(jstr(h, "fence", "state"), "none");
+    assert_false(json_is_true(json_object_get(h, "lost")));
+    json_decref(h);
+    assert_true(test_pid_running(vm));
+    assert_int_equal(ternd_hosts_start(&T, 3, NULL), 0);
+    tagree(&T, ALL, HOSTS, true, 90000);
+    json_t *v = vm_show(1, "ha-cr");
+    assert_string_equal(jstr(v, "owner", NULL), "h3");
+    json_decref(v);
+    assert_int_equal(ternd_hosts_vm_pid(&T, 3, "ha-cr"), vm);
+    stop_undefine(1, "ha-cr");
+}
+
 /* h3's ternd stops: h3 is offline, not lost, and its VM runs on (VMs
  * survive ternd). Then h3 crashes. CPG has nothing to say (its process had
  * left), but corosync's ring loses its node: h1, its would-be fencer, sends
@@ -577,20 +629,7 @@ static void ternd_stopped_then_host_dies(void **state)
     define_start("ha-td", true, 0, "h3");
     pid_t old = ternd_hosts_vm_pid(&T, 3, "ha-td");
     assert_true(old > 0);
-    test_proc_signal(&T.ternd[3], SIGTERM);
-    assert_int_equal(test_proc_wait(&T.ternd[3], 15000), 1);
-    for (int i = 0; i < 300; i++) {
-        json_t *h = host_show(1, "h3");
-        bool offline = h && !json_is_true(json_object_get(h, "online"));
-        json_decref(h);
-        if (offline)
-            break;
-        test_sleep_ms(50);
-    }
-    json_t *h = host_show(1, "h3");
-    assert_false(json_is_true(json_object_get(h, "online")));
-    assert_false(json_is_true(json_object_get(h, "lost")));
-    json_decref(h);
+    stop_ternd_h3();
     assert_true(test_pid_running(old)); /* it runs on without its ternd */
     json_t *v = vm_show(1, "ha-td");
     assert_string_equal(jstr(v, "owner", NULL), "h3");
@@ -599,9 +638,9 @@ static void ternd_stopped_then_host_dies(void **state)
     double t0 = now_s(), t1;
     assert_int_equal(test_cluster_kill_host(&T.cl, 3, err, sizeof(err)), 0);
     int at = wait_running_elsewhere(1, "ha-td", 3, 30000, &t1);
-    fprintf(stderr, "h3 (ternd stopped before) crashed -> host_down, fenced, ha-td running on h%d "
-                    "after %.3f s\n", at, t1 - t0);
-    h = host_show(2, "h3");
+    fprintf(stderr, "h3 (ternd stopped before) crashed -> host_down after host_down_after (5 s), "
+                    "fenced, ha-td running on h%d after %.3f s\n", at, t1 - t0);
+    json_t *h = host_show(2, "h3");
     assert_string_equal(jstr(h, "fence", "state"), "fenced");
     assert_string_equal(jstr(h, "fence", "method"), "device");
     json_decref(h);
@@ -673,6 +712,7 @@ int main(void)
         cmocka_unit_test(partition_fenced_through_bmc),
         cmocka_unit_test(lost_mid_migration),
         cmocka_unit_test(failed_fence_then_confirm),
+        cmocka_unit_test(corosync_restart_is_not_down),
         cmocka_unit_test(ternd_stopped_then_host_dies),
         cmocka_unit_test(power_loss_everywhere),
     };

@@ -37,6 +37,7 @@ static void parses_every_setting(void **state)
                        "cgroup_layout = delegated\n"
                        "corosync_wait = 5\n"
                        "client_idle_timeout = 60\n"
+                       "host_down_after = 5\n"
                        "client_stuck_timeout = 7\n"
                        "metrics_addr = 10.77.0.2:9650\n";
     assert_int_equal(ternd_config_parse(&c, text, "t.conf", &err), 0);
@@ -57,6 +58,7 @@ static void parses_every_setting(void **state)
     assert_true(c.cgroup_delegated);
     assert_int_equal(c.corosync_wait_s, 5);
     assert_int_equal(c.client_idle_s, 60);
+    assert_int_equal(c.host_down_after_s, 5);
     assert_int_equal(c.client_stuck_s, 7);
     assert_string_equal(c.metrics_host, "10.77.0.2");
     assert_int_equal(c.metrics_port, 9650);
@@ -76,6 +78,7 @@ static void defaults(void **state)
     assert_false(c.cgroup_delegated);
     assert_int_equal(c.corosync_wait_s, 60);
     assert_int_equal(c.client_idle_s, 300);
+    assert_int_equal(c.host_down_after_s, 30);
     assert_int_equal(c.client_stuck_s, 30);
     assert_int_equal(c.metrics_port, 0); /* metrics off */
 }
@@ -108,6 +111,8 @@ static void bad_lines(void **state)
     expect_error("cgroups = maybe\n", "cgroups must be yes or no");
     expect_error("cgroup_layout = flat\n", "cgroup_layout must be nested or delegated, got 'flat'");
     expect_error("client_idle_timeout = 0\n", "client_idle_timeout must be 1..86400");
+    expect_error("host_down_after = 3601\n", "host_down_after must be 0..3600");
+    expect_error("host_down_after = 1m\n", "host_down_after must be 0..3600");
     expect_error("client_stuck_timeout = soon\n", "client_stuck_timeout must be 1..3600");
     expect_error("corosync_wait = 99999\n", "corosync_wait must be 0..3600");
     expect_error("metrics_addr = localhost:9650\n", "metrics_addr must be PORT (on 127.0.0.1), "
