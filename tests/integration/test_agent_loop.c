@@ -175,13 +175,6 @@ static json_t *vmm_status(int h, const char *vm)
     return reply;
 }
 
-static const char *jstr(const json_t *j, const char *a, const char *b)
-{
-    const json_t *v = json_object_get(j, a);
-    if (b)
-        v = json_object_get(v, b);
-    return json_string_value(v) ? json_string_value(v) : "";
-}
 
 /* Waits until the stand-in of `vm` on h says state `state` (and, if not
  * NULL, migration phase `phase`). */
@@ -190,8 +183,8 @@ static bool vmm_reaches(int h, const char *vm, const char *state, const char *ph
 {
     for (int waited = 0; waited <= timeout_ms; waited += 50) {
         json_t *s = vmm_status(h, vm);
-        bool ok = s && !strcmp(jstr(s, "state", NULL), state) &&
-                  (!phase || !strcmp(jstr(s, "migration", "phase"), phase));
+        bool ok = s && !strcmp(tjson_str(s, "state", NULL), state) &&
+                  (!phase || !strcmp(tjson_str(s, "migration", "phase"), phase));
         json_decref(s);
         if (ok)
             return true;
@@ -216,8 +209,8 @@ static bool vm_settles(int h, const char *vm, const char *owner, const char *run
         last = ternd_api(&T, h, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", vm), NULL,
                          5000);
         json_t *v = json_object_get(json_object_get(last, "result"), "vm");
-        if ((!owner || !strcmp(jstr(v, "owner", NULL), owner)) &&
-            !strcmp(jstr(v, "state", NULL), run) &&
+        if ((!owner || !strcmp(tjson_str(v, "owner", NULL), owner)) &&
+            !strcmp(tjson_str(v, "state", NULL), run) &&
             json_integer_value(json_object_get(v, "migration_id")) == 0) {
             json_decref(last);
             return true;
@@ -452,7 +445,7 @@ static void pipelined_defines_all_answered(void **state)
     json_t *v;
     size_t i;
     json_array_foreach(json_object_get(s, "vms"), i, v)
-        found += jstr(v, "name", NULL)[0] == 'p';
+        found += tjson_str(v, "name", NULL)[0] == 'p';
     json_decref(s);
     assert_int_equal(found, n);
     fprintf(stderr, "300 pipelined defines: 300 replies, all ok\n");
@@ -491,8 +484,8 @@ static void idle_connections_time_out(void **state)
     json_t *r = read_final(extra, 5000);
     assert_non_null(r);
     assert_false(json_is_true(json_object_get(r, "ok")));
-    assert_string_equal(jstr(r, "error", "code"), "unavailable");
-    assert_non_null(strstr(jstr(r, "error", "message"), "too many clients"));
+    assert_string_equal(tjson_str(r, "error", "code"), "unavailable");
+    assert_non_null(strstr(tjson_str(r, "error", "message"), "too many clients"));
     json_decref(r);
     close(extra);
 
@@ -567,7 +560,7 @@ static void membership_change_ends_migration(void **state)
     assert_true(vm_settles(2, "m1", NULL, "stopped", 5000));
     json_t *res = tapi_ok(&T, 3, json_pack("{s:s, s:s, s:s}", "cmd", "vm.start", "name", "m1",
                                            "host", "h2"), &reply);
-    assert_string_equal(jstr(json_object_get(res, "vm"), "state", NULL), "running");
+    assert_string_equal(tjson_str(json_object_get(res, "vm"), "state", NULL), "running");
     json_decref(reply);
     assert_true(vmm_reaches(2, "m1", "running", NULL, 5000));
     assert_true(ternd_hosts_vm_pid(&T, 2, "m1") != incoming);
@@ -589,7 +582,7 @@ static void evacuation_finishes_after_membership_change(void **state)
     assert_true(vmm_reaches(1, "e2", "paused", "stop-and-copy", 30000));
     json_t *show = ternd_api(&T, 1, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", "e2"),
                              NULL, 5000);
-    const char *to = jstr(json_object_get(json_object_get(show, "result"), "vm"), "migration",
+    const char *to = tjson_str(json_object_get(json_object_get(show, "result"), "vm"), "migration",
                           "to");
     int dest = !strcmp(to, "h2") ? 2 : !strcmp(to, "h3") ? 3 : 0;
     json_decref(show);
@@ -603,7 +596,7 @@ static void evacuation_finishes_after_membership_change(void **state)
     json_t *res = json_object_get(r, "result");
     assert_int_equal(json_array_size(json_object_get(res, "moved")), 2);
     assert_int_equal(json_array_size(json_object_get(res, "failed")), 1);
-    assert_string_equal(jstr(json_array_get(json_object_get(res, "failed"), 0), "vm", NULL),
+    assert_string_equal(tjson_str(json_array_get(json_object_get(res, "failed"), 0), "vm", NULL),
                         "e2");
     json_decref(r);
     close(ev);
@@ -636,7 +629,7 @@ static void evacuation_without_quorum_stops(void **state)
     assert_true(vmm_reaches(1, "q1", "paused", "stop-and-copy", 30000));
     json_t *show = ternd_api(&T, 1, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", "q1"),
                              NULL, 5000);
-    const char *to = jstr(json_object_get(json_object_get(show, "result"), "vm"), "migration",
+    const char *to = tjson_str(json_object_get(json_object_get(show, "result"), "vm"), "migration",
                           "to");
     int dest = !strcmp(to, "h2") ? 2 : 3, other = 5 - dest;
     json_decref(show);
@@ -656,8 +649,8 @@ static void evacuation_without_quorum_stops(void **state)
     json_t *f;
     size_t i;
     json_array_foreach(failed, i, f)
-        if (!strcmp(jstr(f, "vm", NULL), "q2"))
-            quorum_said = strstr(jstr(f, "error", NULL), "quorum") != NULL;
+        if (!strcmp(tjson_str(f, "vm", NULL), "q2"))
+            quorum_said = strstr(tjson_str(f, "error", NULL), "quorum") != NULL;
     assert_true(quorum_said);
     json_decref(r);
     close(ev);
@@ -689,22 +682,22 @@ static void request_contracts(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         json_t *r = ternd_api_line(&T, 1, bad[i], NULL, 5000);
         assert_non_null(r);
-        if (strcmp(jstr(r, "error", "code"), "invalid") != 0) {
+        if (strcmp(tjson_str(r, "error", "code"), "invalid") != 0) {
             char *d = json_dumps(r, 0);
             fail_msg("%s: %s (expected invalid)", bad[i], d);
         }
         json_decref(r);
     }
     json_t *r = ternd_api_line(&T, 1, "{\"name\":\"x\"}", NULL, 5000);
-    assert_string_equal(jstr(r, "error", "code"), "malformed");
+    assert_string_equal(tjson_str(r, "error", "code"), "malformed");
     json_decref(r);
     /* Disks: only inside the image directories (shared_dir here). */
     json_t *cfg = json_pack("{s:s, s:i, s:i, s:[{s:s}]}", "kernel", T.guest, "mem_mib", 64,
                             "vcpus", 1, "disks", "path", "/etc/shadow");
     r = ternd_api(&T, 2, json_pack("{s:s, s:s, s:o}", "cmd", "vm.define", "name", "shadow",
                                    "config", cfg), NULL, 5000);
-    assert_string_equal(jstr(r, "error", "code"), "invalid");
-    assert_non_null(strstr(jstr(r, "error", "message"), "outside the image directories"));
+    assert_string_equal(tjson_str(r, "error", "code"), "invalid");
+    assert_non_null(strstr(tjson_str(r, "error", "message"), "outside the image directories"));
     json_decref(r);
     /* No newline, then EOF on our side: still answered. */
     int fd = agent_connect(3);

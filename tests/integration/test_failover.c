@@ -64,13 +64,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const char *jstr(const json_t *j, const char *a, const char *b)
-{
-    const json_t *v = json_object_get(j, a);
-    if (b)
-        v = json_object_get(v, b);
-    return json_string_value(v) ? json_string_value(v) : "";
-}
 
 /* The ternd.conf lines every host gets: the fence topology of all three
  * (any survivor may fence any host), and `extra`. */
@@ -104,22 +97,12 @@ static void set_power(int h, const char *state)
 
 static json_t *vm_show(int h, const char *vm)
 {
-    json_t *r = ternd_api(&T, h, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", vm), NULL, 5000);
-    json_t *v = json_incref(json_object_get(json_object_get(r, "result"), "vm"));
-    json_decref(r);
-    return v;
+    return ternd_vm_show(&T, h, vm);
 }
 
 static json_t *host_show(int at, const char *host)
 {
-    json_t *r = ternd_api(&T, at, json_pack("{s:s}", "cmd", "host.list"), NULL, 5000);
-    json_t *found = NULL, *h;
-    size_t i;
-    json_array_foreach(json_object_get(json_object_get(r, "result"), "hosts"), i, h)
-        if (!strcmp(jstr(h, "name", NULL), host))
-            found = json_incref(h);
-    json_decref(r);
-    return found;
+    return ternd_host_show(&T, at, host);
 }
 
 /* The stand-in of `vm` on host h: its status, or NULL. */
@@ -155,8 +138,8 @@ static void wait_vmm(int h, const char *vm, const char *state, const char *phase
 {
     for (int i = 0; i < 400; i++) {
         json_t *st = vmm_status(h, vm);
-        bool ok = st && !strcmp(jstr(st, "state", NULL), state) &&
-                  (!phase || !strcmp(jstr(st, "migration", "phase"), phase));
+        bool ok = st && !strcmp(tjson_str(st, "state", NULL), state) &&
+                  (!phase || !strcmp(tjson_str(st, "migration", "phase"), phase));
         json_decref(st);
         if (ok)
             return;
@@ -196,8 +179,8 @@ static int wait_running_elsewhere(int at, const char *vm, int not, int timeout_m
     for (int waited = 0; waited <= timeout_ms; waited += 10) {
         json_decref(v);
         v = vm_show(at, vm);
-        int owner = host_num(jstr(v, "owner", NULL));
-        if (owner && owner != not && !strcmp(jstr(v, "state", NULL), "running")) {
+        int owner = host_num(tjson_str(v, "owner", NULL));
+        if (owner && owner != not && !strcmp(tjson_str(v, "state", NULL), "running")) {
             json_t *st = vmm_status(owner, vm);
             long long hb = json_integer_value(json_object_get(json_object_get(st, "heartbeat"),
                                                               "count"));
@@ -258,7 +241,7 @@ static void revive(int h)
         int none = 0;
         for (int at = 1; at <= HOSTS; at++) {
             json_t *x = host_show(at, name);
-            none += !strcmp(jstr(x, "fence", "state"), "none");
+            none += !strcmp(tjson_str(x, "fence", "state"), "none");
             json_decref(x);
         }
         if (none == HOSTS)
@@ -343,26 +326,26 @@ static void crash_restarts_ha_vms(void **state)
                     "(fence_ipmilan through its BMC, corosync token 300 ms)\n",
             hi, t_hi - t0, lo, t_lo - t0);
     json_t *h3 = host_show(1, "h3");
-    assert_string_equal(jstr(h3, "fence", "state"), "fenced");
-    assert_string_equal(jstr(h3, "fence", "method"), "device");
-    assert_non_null(strstr(jstr(h3, "fence", "detail"), "h3-bmc: ok"));
+    assert_string_equal(tjson_str(h3, "fence", "state"), "fenced");
+    assert_string_equal(tjson_str(h3, "fence", "method"), "device");
+    assert_non_null(strstr(tjson_str(h3, "fence", "detail"), "h3-bmc: ok"));
     json_decref(h3);
     assert_true(test_bmc_chassis_calls(&bmc3, "get power") >= 1); /* asked; off already */
     json_t *v = vm_show(2, "plain");
-    assert_string_equal(jstr(v, "state", NULL), "stopped");
-    assert_non_null(strstr(jstr(v, "detail", NULL), "fenced"));
+    assert_string_equal(tjson_str(v, "state", NULL), "stopped");
+    assert_non_null(strstr(tjson_str(v, "detail", NULL), "fenced"));
     json_decref(v);
     /* Back: nothing of it runs there. */
     revive(3);
     json_t *h = host_show(2, "h3");
-    assert_string_equal(jstr(h, "fence", "state"), "none");
+    assert_string_equal(tjson_str(h, "fence", "state"), "none");
     json_decref(h);
     for (int i = 0; i < 2; i++) {
         const char *vm = i ? "ha-lo" : "ha-hi";
         json_t *st = vmm_status(3, vm);
         assert_null(st);
         v = vm_show(3, vm);
-        assert_int_not_equal(host_num(jstr(v, "owner", NULL)), 3);
+        assert_int_not_equal(host_num(tjson_str(v, "owner", NULL)), 3);
         json_decref(v);
     }
     stop_undefine(1, "ha-hi");
@@ -391,12 +374,12 @@ static json_t *wait_check(int at, const char *host, const char *check)
     for (int i = 0; i < 300; i++) {
         json_decref(h);
         h = host_show(at, host);
-        if (!strcmp(jstr(h, "fence", "check"), check))
+        if (!strcmp(tjson_str(h, "fence", "check"), check))
             return h;
         test_sleep_ms(100);
     }
     fail_msg("the check of %s's fence devices never became %s at h%d: %s (%s)", host, check, at,
-             jstr(h, "fence", "check"), jstr(h, "fence", "check_detail"));
+             tjson_str(h, "fence", "check"), tjson_str(h, "fence", "check_detail"));
     return NULL;
 }
 
@@ -408,15 +391,15 @@ static void device_checks(void **state)
     (void)state;
     /* h1 fences (and checks) h2 and h3, h2 checks h1. */
     json_t *h = wait_check(3, "h3", "ok");
-    assert_string_equal(jstr(h, "fence", "check_by"), "h1");
-    assert_string_equal(jstr(h, "fence", "check_detail"), "h3-bmc: ok");
+    assert_string_equal(tjson_str(h, "fence", "check_by"), "h1");
+    assert_string_equal(tjson_str(h, "fence", "check_detail"), "h3-bmc: ok");
     json_decref(h);
     h = wait_check(3, "h1", "ok");
-    assert_string_equal(jstr(h, "fence", "check_by"), "h2");
+    assert_string_equal(tjson_str(h, "fence", "check_by"), "h2");
     json_decref(h);
     h = wait_check(1, "h2", "failing");
-    assert_string_equal(jstr(h, "fence", "check_by"), "h1");
-    assert_non_null(strstr(jstr(h, "fence", "check_detail"),
+    assert_string_equal(tjson_str(h, "fence", "check_by"), "h1");
+    assert_non_null(strstr(tjson_str(h, "fence", "check_detail"),
                            "h2-broken: failed: Unable to connect"));
     json_decref(h);
     /* The BMC's password changed under the cluster's feet. */
@@ -431,8 +414,8 @@ static void device_checks(void **state)
     fputs("wrong", f);
     fclose(f);
     h = wait_check(2, "h3", "failing");
-    assert_non_null(strstr(jstr(h, "fence", "check_detail"), "h3-bmc: failed"));
-    assert_string_equal(jstr(h, "fence", "state"), "none"); /* nothing else changes */
+    assert_non_null(strstr(tjson_str(h, "fence", "check_detail"), "h3-bmc: failed"));
+    assert_string_equal(tjson_str(h, "fence", "state"), "none"); /* nothing else changes */
     json_decref(h);
     /* ternctl shows it under the table. */
     char out[600];
@@ -463,16 +446,16 @@ static void failed_fence_then_confirm(void **state)
     for (int i = 0; i < 300; i++) {
         json_decref(h);
         h = host_show(1, "h2");
-        if (!strcmp(jstr(h, "fence", "state"), "failed"))
+        if (!strcmp(tjson_str(h, "fence", "state"), "failed"))
             break;
         test_sleep_ms(100);
     }
-    assert_string_equal(jstr(h, "fence", "state"), "failed");
-    assert_non_null(strstr(jstr(h, "fence", "detail"), "Unable to connect"));
+    assert_string_equal(tjson_str(h, "fence", "state"), "failed");
+    assert_non_null(strstr(tjson_str(h, "fence", "detail"), "Unable to connect"));
     json_decref(h);
     json_t *v = vm_show(1, "ha-b");
-    assert_string_equal(jstr(v, "owner", NULL), "h2");
-    assert_string_equal(jstr(v, "state", NULL), "lost");
+    assert_string_equal(tjson_str(v, "owner", NULL), "h2");
+    assert_string_equal(tjson_str(v, "state", NULL), "lost");
     json_decref(v);
     /* ternctl shows it. */
     char out[600];
@@ -487,7 +470,7 @@ static void failed_fence_then_confirm(void **state)
     int at = wait_running_elsewhere(1, "ha-b", 2, 30000, &t1);
     fprintf(stderr, "confirm-fenced h2 -> ha-b running on h%d after %.3f s\n", at, t1 - t0);
     h = host_show(1, "h2");
-    assert_string_equal(jstr(h, "fence", "method"), "operator");
+    assert_string_equal(tjson_str(h, "fence", "method"), "operator");
     json_decref(h);
     revive(2);
     stop_undefine(1, "ha-b");
@@ -538,17 +521,18 @@ static void lost_mid_migration(void **state)
     close(fd);
     for (int i = 0; i < 300; i++) {
         json_t *h = host_show(1, "h3");
-        bool fenced = !strcmp(jstr(h, "fence", "state"), "fenced");
+        bool fenced = !strcmp(tjson_str(h, "fence", "state"), "fenced");
         json_decref(h);
         if (fenced)
             break;
         test_sleep_ms(50);
     }
     json_t *v = vm_show(2, "mig-d");
-    assert_string_equal(jstr(v, "owner", NULL), "h1");
-    assert_string_equal(jstr(v, "state", NULL), "running");
+    assert_string_equal(tjson_str(v, "owner", NULL), "h1");
+    assert_string_equal(tjson_str(v, "state", NULL), "running");
     json_decref(v);
-    assert_int_equal(ternd_hosts_vm_pid(&T, 1, "mig-d"), src); /* the same process: resumed, not restarted */
+    /* The same process: resumed, not restarted. */
+    assert_int_equal(ternd_hosts_vm_pid(&T, 1, "mig-d"), src);
     revive(3);
     /* h3 the source. */
     define_start("mig-s", true, 0, "h3");
@@ -606,14 +590,14 @@ static void corosync_restart_is_not_down(void **state)
     while (now_s() - t0 < 7.0) /* past host_down_after (5 s) */
         test_sleep_ms(100);
     json_t *h = host_show(1, "h3");
-    assert_string_equal(jstr(h, "fence", "state"), "none");
+    assert_string_equal(tjson_str(h, "fence", "state"), "none");
     assert_false(json_is_true(json_object_get(h, "lost")));
     json_decref(h);
     assert_true(test_pid_running(vm));
     assert_int_equal(ternd_hosts_start(&T, 3, NULL), 0);
     tagree(&T, ALL, HOSTS, true, 90000);
     json_t *v = vm_show(1, "ha-cr");
-    assert_string_equal(jstr(v, "owner", NULL), "h3");
+    assert_string_equal(tjson_str(v, "owner", NULL), "h3");
     json_decref(v);
     assert_int_equal(ternd_hosts_vm_pid(&T, 3, "ha-cr"), vm);
     stop_undefine(1, "ha-cr");
@@ -632,7 +616,7 @@ static void ternd_stopped_then_host_dies(void **state)
     stop_ternd_h3();
     assert_true(test_pid_running(old)); /* it runs on without its ternd */
     json_t *v = vm_show(1, "ha-td");
-    assert_string_equal(jstr(v, "owner", NULL), "h3");
+    assert_string_equal(tjson_str(v, "owner", NULL), "h3");
     json_decref(v);
     char err[1024];
     double t0 = now_s(), t1;
@@ -641,8 +625,8 @@ static void ternd_stopped_then_host_dies(void **state)
     fprintf(stderr, "h3 (ternd stopped before) crashed -> host_down after host_down_after (5 s), "
                     "fenced, ha-td running on h%d after %.3f s\n", at, t1 - t0);
     json_t *h = host_show(2, "h3");
-    assert_string_equal(jstr(h, "fence", "state"), "fenced");
-    assert_string_equal(jstr(h, "fence", "method"), "device");
+    assert_string_equal(tjson_str(h, "fence", "state"), "fenced");
+    assert_string_equal(tjson_str(h, "fence", "method"), "device");
     json_decref(h);
     assert_true(test_count_text(T.ternd[1].err_path, "its node has left corosync's membership "
                                                      "too") >= 1);
@@ -687,17 +671,17 @@ static void power_loss_everywhere(void **state)
     fprintf(stderr, "power lost everywhere -> ha-pl running on h%d %.3f s after the ternds "
                     "started\n", at, t1 - t0);
     json_t *v = vm_show(2, "ha-pl");
-    assert_string_equal(jstr(v, "recovered_from", NULL), "h3");
+    assert_string_equal(tjson_str(v, "recovered_from", NULL), "h3");
     json_decref(v);
     v = vm_show(2, "plain-pl");
-    assert_string_equal(jstr(v, "state", NULL), "crashed");
-    assert_non_null(strstr(jstr(v, "detail", NULL), "not found when ternd started"));
+    assert_string_equal(tjson_str(v, "state", NULL), "crashed");
+    assert_non_null(strstr(tjson_str(v, "detail", NULL), "not found when ternd started"));
     json_decref(v);
     for (int h = 1; h <= HOSTS; h++) {
         char name[8];
         snprintf(name, sizeof(name), "h%d", h);
         json_t *x = host_show(1, name);
-        assert_string_equal(jstr(x, "fence", "state"), "none"); /* nobody was fenced */
+        assert_string_equal(tjson_str(x, "fence", "state"), "none"); /* nobody was fenced */
         json_decref(x);
     }
     stop_undefine(1, "ha-pl");

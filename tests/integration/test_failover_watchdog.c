@@ -50,13 +50,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const char *jstr(const json_t *j, const char *a, const char *b)
-{
-    const json_t *v = json_object_get(j, a);
-    if (b)
-        v = json_object_get(v, b);
-    return json_string_value(v) ? json_string_value(v) : "";
-}
 
 static void fifo_path(int h, char *out, size_t len)
 {
@@ -100,10 +93,7 @@ static int configure_and_start(int h)
 
 static json_t *vm_show(int h, const char *vm)
 {
-    json_t *r = ternd_api(&T, h, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", vm), NULL, 5000);
-    json_t *v = json_incref(json_object_get(json_object_get(r, "result"), "vm"));
-    json_decref(r);
-    return v;
+    return ternd_vm_show(&T, h, vm);
 }
 
 
@@ -184,9 +174,9 @@ static void bring_back_h3(void)
 static int survivor_runs(const char *vm, pid_t old)
 {
     json_t *v = vm_show(1, vm);
-    const char *o = jstr(v, "owner", NULL);
+    const char *o = tjson_str(v, "owner", NULL);
     int owner = 0;
-    if (!strcmp(jstr(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
+    if (!strcmp(tjson_str(v, "state", NULL), "running") && o[0] && strcmp(o, "h3") != 0) {
         owner = atoi(o + 1);
         assert_false(test_pid_running(old));
     }
@@ -230,9 +220,9 @@ static void partition_self_fences(void **state)
     json_t *h;
     size_t k;
     json_array_foreach(json_object_get(s, "hosts"), k, h)
-        if (!strcmp(jstr(h, "name", NULL), "h3")) {
-            assert_string_equal(jstr(h, "fence", "state"), "fenced");
-            assert_string_equal(jstr(h, "fence", "method"), "watchdog");
+        if (!strcmp(tjson_str(h, "name", NULL), "h3")) {
+            assert_string_equal(tjson_str(h, "fence", "state"), "fenced");
+            assert_string_equal(tjson_str(h, "fence", "method"), "watchdog");
         }
     json_decref(s);
     /* The survivors' watchdogs were fed all along. */
@@ -241,7 +231,7 @@ static void partition_self_fences(void **state)
 
     bring_back_h3();
     json_t *v = vm_show(3, "w");
-    assert_int_equal(atoi(jstr(v, "owner", NULL) + 1), owner);
+    assert_int_equal(atoi(tjson_str(v, "owner", NULL) + 1), owner);
     json_decref(v);
 }
 

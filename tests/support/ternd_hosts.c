@@ -207,6 +207,34 @@ json_t *ternd_status(struct ternd_hosts *t, int h)
     return res;
 }
 
+json_t *ternd_vm_show(struct ternd_hosts *t, int h, const char *vm)
+{
+    json_t *r = ternd_api(t, h, json_pack("{s:s, s:s}", "cmd", "vm.show", "name", vm), NULL, 5000);
+    json_t *v = json_incref(json_object_get(json_object_get(r, "result"), "vm"));
+    json_decref(r);
+    return v;
+}
+
+json_t *ternd_host_show(struct ternd_hosts *t, int h, const char *host)
+{
+    json_t *r = ternd_api(t, h, json_pack("{s:s}", "cmd", "host.list"), NULL, 5000);
+    json_t *found = NULL, *x;
+    size_t i;
+    json_array_foreach(json_object_get(json_object_get(r, "result"), "hosts"), i, x)
+        if (!found && !strcmp(tjson_str(x, "name", NULL), host))
+            found = json_incref(x);
+    json_decref(r);
+    return found;
+}
+
+const char *tjson_str(const json_t *j, const char *a, const char *b)
+{
+    const json_t *v = json_object_get(j, a);
+    if (b)
+        v = json_object_get(v, b);
+    return json_string_value(v) ? json_string_value(v) : "";
+}
+
 void ternd_hosts_print_logs(struct ternd_hosts *t)
 {
     for (int h = 1; h <= t->nr; h++) {

@@ -55,6 +55,12 @@ json_t *ternd_api(struct ternd_hosts *t, int h, json_t *req, int *progress, int 
 const char *ternd_err_code(const json_t *reply);
 /* `status`'s result, or NULL. */
 json_t *ternd_status(struct ternd_hosts *t, int h);
+/* `vm.show`'s VM as host h sees it, or NULL. */
+json_t *ternd_vm_show(struct ternd_hosts *t, int h, const char *vm);
+/* Host `host` as `host.list` at host h shows it, or NULL. */
+json_t *ternd_host_show(struct ternd_hosts *t, int h, const char *host);
+/* The string j.a (j.a.b if b is not NULL), "" if there is none. */
+const char *tjson_str(const json_t *j, const char *a, const char *b);
 
 /* Waits until every host in `mask` (bit i: host i) is synced, in step, and
  * quorate or not as `quorate` says, sees `online` hosts online, and all
