@@ -165,7 +165,7 @@ FD='!(d_vm_not_running)'                          # failover (d): every HA VM ru
 FE='!(e_fenced_not_off)'                          # failover (e): fenced means off
 FF='!(f_started_without_quorum)'                  # failover (f): no start without quorum
 # the C as first committed but its episode clock
-FC_BUT_SEEN='-DC_DEADLINE -DLATCH_RACE -DSTART_WITHOUT_QUORUM -DNO_CRASH_RECOVERY -DINSTALL_MEMBERS_ONLY'
+FC_BUT_SEEN='-DC_DEADLINE -DLATCH_RACE -DSTART_WITHOUT_QUORUM -DNO_CRASH_RECOVERY -DINSTALL_MEMBERS_ONLY -DNO_HOST_DOWN'
 # failover's adversary for the variants (the model's defaults: one of each),
 # searched breadth first (SHORTEST: no hidden variables, which -DBFS refuses)
 FP1='-DSHORTEST -DPARTS=1 -DFREEZES=0 -DCRASHES=0 -DDEVFAIL=0 -DOPCONF=0'   # one partition
