@@ -241,8 +241,9 @@ bench-failover: all
 	@$(BUILD)/bench/failover $(BUILD) $(RUNS)
 
 # Fuzzers (clang + libFuzzer): every tests/fuzz/fuzz_X.c, linked with the
-# library, run for FUZZ_SECONDS each. Crashes are left in build-fuzz/, and
-# fail the target.
+# library, run for FUZZ_SECONDS each, from build-fuzz/fuzz_X.corpus and the
+# seeds in tests/fuzz/fuzz_X.seeds/ if there are any. Crashes are left in
+# build-fuzz/, and fail the target.
 FUZZ_SECONDS ?= 30
 # The library is compiled once into its own archive (fuzzer-instrumented),
 # and each harness links against it.
@@ -273,6 +274,7 @@ fuzz: deps
 	    dict=tests/fuzz/$$(basename $$f).dict; \
 	    (cd build-fuzz && ./$$(basename $$f) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        $$( [ -f ../$$dict ] && echo -dict=../$$dict ) $$(basename $$f).corpus \
+	        $$( [ -d ../tests/fuzz/$$(basename $$f).seeds ] && echo ../tests/fuzz/$$(basename $$f).seeds ) \
 	        > $$(basename $$f).log 2>&1; rc=$$?; tail -5 $$(basename $$f).log; exit $$rc) || \
 	    { echo "$$f failed: build-fuzz/$$(basename $$f).log"; exit 1; }; done
 

@@ -364,7 +364,9 @@ void cl_state_apply_config(struct cl_state *s, const struct cl_config *c)
             if (h->fence == CL_FENCE_PENDING || h->fence == CL_FENCE_FAILED)
                 h->fence = CL_FENCE_NONE;
         }
-        for (size_t k = 0; k < c->nr_left && h->nodeid; k++) {
+        /* A member left nothing: a departure list that names one (a peer's
+         * sync_chunk header says what it likes) changes nothing for it. */
+        for (size_t k = 0; k < c->nr_left && h->nodeid && !h->online; k++) {
             if (c->left[k] != h->nodeid)
                 continue;
             if (c->left_reason[k] == CL_LEFT_NODE)

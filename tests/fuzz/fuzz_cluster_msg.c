@@ -6,6 +6,12 @@
  *
  * First input byte: bits 0-1 the sender node id (0..3), bit 2 whether the
  * replica is in a sync round (it queues) rather than synced (it applies).
+ * Bit 3: the rest is the tail of a sync_chunk header from node 2, the
+ * winner of a round of nodes 1 and 2, carrying the base state whole and
+ * with its CRC (so that the header's "ring", "left" and "nodes" reach the
+ * install, and the departures it applies: host 3 is online in that state
+ * and not a member; whatever the header says, no host but 1 and 2 may be
+ * online after it).
  *
  * The two replicas are made once and only their state is reset per input
  * (a sync per input made this harness crawl at a few hundred runs a
@@ -17,6 +23,7 @@
 #include <string.h>
 
 #include "ha/replica.h"
+#include "proto/crc32.h"
 
 static json_t *base_doc; /* hosts h1..h3, VMs in every state, migrations */
 
@@ -151,8 +158,11 @@ static void drain(struct replica *r, struct outbox *o, uint32_t self)
     }
 }
 
-static struct outbox out_synced, out_round;
+static struct outbox out_synced, out_round, out_chunk;
 static struct replica *synced, *round_open;
+static char *base_text; /* base_doc as node 2 sends it */
+static size_t base_len;
+static uint32_t base_crc;
 
 /* A replica of the base state, synced alone (node 1), or in a sync round
  * waiting for node 2's offer. */
@@ -174,6 +184,62 @@ static struct replica *make_replica(bool in_round, struct outbox *o)
     return r;
 }
 
+/* Node 1 restarted (its base copy, unsynced) in a round with node 2, whose
+ * synced offer of a newer quorum epoch wins: it waits for node 2's chunks. */
+static struct replica *awaiting_chunks(void)
+{
+    struct tern_err err;
+    struct cl_state *s = cl_state_new();
+    must(cl_state_from_json(s, base_doc, &err) == 0, "base reload");
+    struct replica *r = replica_new(1, s, &ops, &out_chunk);
+    uint32_t two[] = {1, 2};
+    replica_confchg(r, two, 2, NULL, NULL, 0, two, 2);
+    drain(r, &out_chunk, 1); /* its own offer */
+    static const char offer[] = "{\"type\":\"sync_offer\",\"members\":[1,2],\"quorum_epoch\":"
+                                "1000,\"quorate_version\":1000,\"version\":1000,\"synced\":true}";
+    replica_deliver(r, 2, offer, sizeof(offer) - 1);
+    drop(&out_chunk);
+    must(replica_round_open(r) && !replica_synced(r), "not waiting for node 2's state");
+    return r;
+}
+
+static void chunk_header(const uint8_t *data, size_t size)
+{
+    if (!base_text) {
+        base_text = json_dumps(base_doc, JSON_COMPACT | JSON_SORT_KEYS);
+        must(base_text != NULL, "base text");
+        base_len = strlen(base_text);
+        base_crc = tern_crc32(0, base_text, base_len);
+    }
+    char head[160];
+    int hl = snprintf(head, sizeof(head),
+                      "{\"type\":\"sync_chunk\",\"members\":[1,2],\"seq\":0,\"total\":1,"
+                      "\"bytes\":%zu,\"crc\":%u,",
+                      base_len, base_crc);
+    size_t n = (size_t)hl + size + 2 + base_len;
+    char *m = malloc(n);
+    must(m != NULL, "chunk");
+    memcpy(m, head, (size_t)hl);
+    memcpy(m + hl, data, size);
+    memcpy(m + hl + size, "}\n", 2);
+    memcpy(m + hl + size + 2, base_text, base_len);
+    struct replica *r = awaiting_chunks();
+    replica_deliver(r, 2, m, n);
+    free(m);
+    drop(&out_chunk);
+    if (replica_synced(r)) {
+        /* Installed: the members are 1 and 2, so nobody else is online;
+         * host 3 left (lost, or offline with its ternd away). */
+        const struct cl_state *s = replica_state(r);
+        for (size_t i = 0; i < cl_state_nr_hosts(s); i++) {
+            const struct cl_host *h = cl_state_host_at(s, i);
+            must(!h->online || h->nodeid == 1 || h->nodeid == 2, "a non-member online");
+        }
+        check_round_trip(s);
+    }
+    replica_free(r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!base_doc) {
@@ -185,8 +251,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint32_t sender = data[0] & 3;
     bool in_round = data[0] & 4;
+    bool chunk = data[0] & 8;
     data++;
     size--;
+    if (chunk) {
+        chunk_header(data, size);
+        return 0;
+    }
 
     struct tern_err err;
     struct replica *r = in_round ? round_open : synced;

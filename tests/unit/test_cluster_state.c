@@ -1468,6 +1468,17 @@ static void test_lost_hosts(void **unused)
     assert_false(cl_state_host(s, "h3")->online);
     assert_false(cl_state_host(s, "h3")->lost);
     assert_int_equal(cl_state_vm(s, "c")->run, CL_RUN_RUNNING);
+    /* A departure list naming a member (a hostile or broken sync_chunk
+     * header; fuzz_cluster_msg found it made h1 online and lost at once, a
+     * state that does not load): nothing changes for that member. */
+    uint32_t gone1[] = {1};
+    c = (struct cl_config){.members = m12, .nr_members = 2, .left = gone1, .left_reason = node,
+                           .nr_left = 1};
+    cl_state_apply_config(s, &c);
+    assert_true(cl_state_host(s, "h1")->online);
+    assert_false(cl_state_host(s, "h1")->lost);
+    assert_int_equal(cl_state_host(s, "h1")->fence, CL_FENCE_NONE);
+    assert_int_equal(cl_state_vm(s, "b")->run, CL_RUN_MIGRATING);
     /* h2's node goes down: its VMs, and the one just handed to it, are lost. */
     uint32_t m1[] = {1}, gone2[] = {2};
     c = (struct cl_config){.members = m1, .nr_members = 1, .left = gone2, .left_reason = node,
