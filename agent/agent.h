@@ -154,8 +154,9 @@ int ha_new(struct agent *a, struct tern_err *err);
 /* disarm: an orderly stop (the watchdog stops counting). */
 void ha_free(struct agent *a, bool disarm);
 void ha_reconcile(struct agent *a);
-/* corosync's ring now (its nodes): an offline host whose node is not in it
- * any more is lost (host_down, sent by its would-be fencer). */
+/* corosync's ring changed (its nodes): nodes back in it are no longer
+ * counted as away (host_down: an offline host whose node is not in the
+ * ring, which the replica keeps, is lost after host_down_after). */
 void ha_set_ring(struct agent *a, const uint32_t *nodes, size_t n);
 /* The watchdog timeout this host announces: its armed watchdog's, else 0. */
 unsigned ha_watchdog_s(struct agent *a);

@@ -65,20 +65,14 @@ struct ha {
     uint64_t feed_timer;
     uint64_t deadline_timer;     /* the next watchdog deadline to look at */
     double deadline_at;
-    /* corosync's ring (its nodes), and the host_down sent last per host */
-    uint32_t *ring;
-    size_t nr_ring;
-    bool ring_known;
-    struct {
-        char host[CL_NAME_MAX];
-        double at;
-    } down_sent[HA_TRACK_MAX];
-    unsigned next_down;
-    /* Since when each node has been out of the ring, as this agent saw it
-     * (by node id; 0: in it). */
+    /* Nodes of offline hosts out of corosync's ring (the replica's: set by
+     * its totem callback), as this agent saw them: since when, and when
+     * host_down was last sent for them (0: not in this ring). A slot is
+     * free again when its node is back. */
     struct {
         uint32_t nodeid;
         double since;
+        double sent_at;
     } gone[HA_TRACK_MAX];
 };
 
@@ -280,70 +274,52 @@ static void on_feed(struct loop *l, void *opaque)
 void ha_set_ring(struct agent *a, const uint32_t *nodes, size_t n)
 {
     struct ha *ha = a->ha;
-    uint32_t *copy = n ? malloc(n * sizeof(*copy)) : NULL;
-    free(ha->ring);
-    ha->ring = copy;
-    ha->nr_ring = copy ? n : 0;
-    ha->ring_known = copy || n == 0;
-    if (copy)
-        memcpy(copy, nodes, n * sizeof(*copy));
-    memset(ha->down_sent, 0, sizeof(ha->down_sent)); /* a new ring: say it again */
+    for (int i = 0; i < HA_TRACK_MAX; i++) {
+        bool back = false;
+        for (size_t k = 0; k < n && !back; k++)
+            back = nodes[k] == ha->gone[i].nodeid;
+        if (back)
+            ha->gone[i].nodeid = 0;
+        ha->gone[i].sent_at = 0; /* a new ring: said again */
+    }
 }
 
-static bool in_ring(const struct ha *ha, uint32_t nodeid)
-{
-    for (size_t i = 0; i < ha->nr_ring; i++)
-        if (ha->ring[i] == nodeid)
-            return true;
-    return false;
-}
-
-/* How long `nodeid` has been out of the ring as this agent saw it (0: in
- * it, or just noticed). A node away for a moment (its corosync restarting,
- * a host booting) is no reason to fence it. */
-static double gone_for(struct ha *ha, uint32_t nodeid)
+/* Offline host h, whose node is out of the ring: host_down once it has been
+ * out for host_down_after (a node away for a moment, its corosync
+ * restarting, is no reason to fence it), then again after RESEND_S while it
+ * does not apply (a configuration change may have lost it). */
+static void host_away(struct ha *ha, const struct cl_host *h)
 {
     double now = agent_now();
-    int free_slot = -1;
-    for (int i = 0; i < HA_TRACK_MAX; i++) {
-        if (ha->gone[i].nodeid == nodeid) {
-            if (in_ring(ha, nodeid)) {
-                ha->gone[i].nodeid = 0;
-                return 0;
-            }
-            return now - ha->gone[i].since;
-        }
-        if (!ha->gone[i].nodeid && free_slot < 0)
+    int slot = -1, free_slot = -1;
+    for (int i = 0; i < HA_TRACK_MAX && slot < 0; i++) {
+        if (ha->gone[i].nodeid == h->nodeid)
+            slot = i;
+        else if (!ha->gone[i].nodeid && free_slot < 0)
             free_slot = i;
     }
-    if (in_ring(ha, nodeid) || free_slot < 0)
-        return 0;
-    ha->gone[free_slot].nodeid = nodeid;
-    ha->gone[free_slot].since = now;
-    return 0;
-}
-
-/* host_down for h, once per ring (and again after RESEND_S if it did not
- * apply: a configuration change may have lost it). */
-static void say_down(struct ha *ha, const struct cl_host *h)
-{
-    double now = agent_now();
-    int slot = -1;
-    for (int i = 0; i < HA_TRACK_MAX; i++)
-        if (!strcmp(ha->down_sent[i].host, h->name))
-            slot = i;
-    if (slot >= 0 && now - ha->down_sent[slot].at < RESEND_S)
+    if (slot < 0) {
+        if (free_slot < 0)
+            return; /* more nodes away than tracked: the next round */
+        slot = free_slot;
+        ha->gone[slot].nodeid = h->nodeid;
+        ha->gone[slot].since = now;
+        ha->gone[slot].sent_at = 0;
+    }
+    double due = ha->gone[slot].since + ha->a->cfg.host_down_after_s;
+    if (now < due) {
+        wake_at(ha, due);
         return;
-    if (slot < 0)
-        slot = (int)(ha->next_down++ % HA_TRACK_MAX);
+    }
+    if (ha->gone[slot].sent_at && now - ha->gone[slot].sent_at < RESEND_S)
+        return;
     json_t *msg = cl_msg_new(CL_MSG_HOST_DOWN);
     json_object_set_new(msg, "host", json_string(h->name));
     struct tern_err err;
     if (agent_send(ha->a, msg, &err)) {
         agent_log("host %s: offline, and its node has left corosync's membership too: lost, to "
                   "be fenced\n", h->name);
-        snprintf(ha->down_sent[slot].host, sizeof(ha->down_sent[slot].host), "%s", h->name);
-        ha->down_sent[slot].at = now;
+        ha->gone[slot].sent_at = now;
     } else {
         agent_log("host %s: cannot broadcast that its node is gone: %s\n", h->name, err.msg);
     }
@@ -387,24 +363,17 @@ void ha_reconcile(struct agent *a)
         const struct cl_host *f = cl_state_fencer(s, h->name);
         settle_episode(ha, h, f && f->nodeid == a->nodeid && agent_is_host(a));
     }
-    /* Offline hosts whose node has been gone for host_down_after. */
+    /* Offline hosts whose node has left corosync's ring. */
     struct tern_err err;
-    if (!ha->ring_known || !cl_state_quorate(s) || !agent_can_change(a, &err))
+    if (!cl_state_quorate(s) || !agent_can_change(a, &err))
         return;
     for (size_t i = 0; i < cl_state_nr_hosts(s); i++) {
         const struct cl_host *h = cl_state_host_at(s, i);
-        if (h->online || h->lost || !h->nodeid)
+        if (h->online || h->lost || !h->nodeid || replica_ring_has(a->replica, h->nodeid) != 0)
             continue;
         const struct cl_host *f = cl_state_fencer(s, h->name);
-        if (!f || f->nodeid != a->nodeid || !agent_is_host(a))
-            continue;
-        double away = gone_for(ha, h->nodeid), after = a->cfg.host_down_after_s;
-        if (in_ring(ha, h->nodeid))
-            continue;
-        if (away >= after)
-            say_down(ha, h);
-        else
-            wake_at(ha, agent_now() + (after - away));
+        if (f && f->nodeid == a->nodeid && agent_is_host(a))
+            host_away(ha, h);
     }
 }
 
@@ -429,7 +398,6 @@ void ha_free(struct agent *a, bool disarm)
     loop_del_timer(a->loop, a->ha->feed_timer);
     loop_del_timer(a->loop, a->ha->deadline_timer);
     watchdog_close(a->ha->wd, disarm);
-    free(a->ha->ring);
     free(a->ha);
     a->ha = NULL;
 }

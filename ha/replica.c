@@ -293,6 +293,16 @@ void replica_set_ring(struct replica *r, uint64_t ring_seq, const uint32_t *node
         memcpy(copy, nodes, n * sizeof(*copy));
 }
 
+int replica_ring_has(const struct replica *r, uint32_t nodeid)
+{
+    if (!r->ring_nodes_known)
+        return -1;
+    for (size_t i = 0; i < r->nr_ring_nodes; i++)
+        if (r->ring_nodes[i] == nodeid)
+            return 1;
+    return 0;
+}
+
 static void report(struct replica *r, uint32_t sender, const json_t *msg, int rc,
                    const struct tern_err *err)
 {

@@ -124,6 +124,9 @@ void replica_confchg(struct replica *r, const uint32_t *members, size_t nr_membe
  * installed copy that is not a CPG member now left with its process only
  * if its node is among them, else with its node (it is lost). */
 void replica_set_ring(struct replica *r, uint64_t ring_seq, const uint32_t *nodes, size_t n);
+/* Whether node `nodeid` is in that ring: 1, 0, or -1 when its nodes are
+ * not known. */
+int replica_ring_has(const struct replica *r, uint32_t nodeid);
 
 /* Wraps `msg` (a state message) for sending: adds the origin fields
  * ("origin": {"node": local, "req": req}) and serializes. Returns a
