@@ -48,10 +48,15 @@ static void finish(struct vmm_rpc *c, json_t *reply, const struct tern_err *err)
 {
     vmm_rpc_fn fn = c->fn;
     void *opaque = c->opaque;
+    /* `err` may be the call's own (a failure found before the loop ran
+     * it): kept past the free. */
+    struct tern_err copy;
+    if (err)
+        copy = *err;
     c->fn = NULL;
     rpc_free(c);
     if (fn)
-        fn(opaque, reply, err);
+        fn(opaque, reply, err ? &copy : NULL);
 }
 
 static void fail(struct vmm_rpc *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
